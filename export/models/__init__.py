@@ -1,0 +1,2 @@
+"""Architectures; importing this package registers every model."""
+from kvqe.export.models import realesrgan, sharpmind  # noqa: F401

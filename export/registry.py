@@ -1,0 +1,104 @@
+"""Model registry (timm style): ``@register_model`` factories keyed by name, each with a typed card.
+
+The card travels with the model into the bundle manifest; it holds everything a runtime needs to feed
+the model (input spec, normalisation, sampling) and what a user needs to trust it (params, GFLOPs,
+weights source, licence).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+from kvqe.errors import BadInputError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """Typed description of a registered model.
+
+    ``input`` and ``output`` are the manifest's input/output specs verbatim (JSON-able dicts).
+    ``params`` and ``gflops`` are the figures the project's own counter measures (a registry test checks
+    them); ``gflops`` counts one multiply-add as one FLOP, on the input ``flops_input`` describes.
+    """
+
+    name: str
+    task: Literal["vqa", "sr"]
+    description: str
+    input: dict[str, Any]
+    output: dict[str, Any]
+    params: int
+    gflops: float
+    flops_input: str
+    weights_source: str
+    licence: str
+    weight_parts: tuple[str, ...] = ("model",)
+    default_weights: str | None = None
+    onnx_opset: int = 18
+    onnx_tolerance: float = 1e-4
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+ModelFactory = Callable[[], "torch.nn.Module"]
+WeightLoader = Callable[["torch.nn.Module", dict[str, Path]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    card: ModelCard
+    factory: ModelFactory
+    load_weights: WeightLoader
+
+
+_REGISTRY: dict[str, RegisteredModel] = {}
+
+
+def register_model(
+    card: ModelCard,
+    *,
+    load_weights: WeightLoader,
+) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator registering a factory that builds the (untrained) torch module for ``card``.
+
+    ``load_weights(module, {part: path})`` fills the module strictly and returns provenance facts for
+    the manifest (``{"source": str, "files": {part: {"name", "sha256"}}}``). An empty mapping means
+    "use the default weights source"; a model without one raises BadInputError naming the files needed.
+    """
+
+    def wrap(factory: ModelFactory) -> ModelFactory:
+        if card.name in _REGISTRY:
+            raise ValueError(f"model {card.name!r} is registered twice")
+        _REGISTRY[card.name] = RegisteredModel(card, factory, load_weights)
+        return factory
+
+    return wrap
+
+
+def _ensure_models_imported() -> None:
+    import kvqe.export.models  # noqa: F401  (registers every architecture)
+
+
+def list_models() -> list[ModelCard]:
+    _ensure_models_imported()
+    return [entry.card for entry in _REGISTRY.values()]
+
+
+def get_model(name: str) -> RegisteredModel:
+    _ensure_models_imported()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join(sorted(_REGISTRY))
+        raise BadInputError(f"unknown model {name!r}; registered models: {known}") from None
+
+
+def create_model(name: str) -> "torch.nn.Module":
+    """Build the registered architecture (random init, eval mode)."""
+    module = get_model(name).factory()
+    return module.eval()

@@ -1,0 +1,1 @@
+"""Weight importers: PyTorch checkpoints and ncnn models."""

@@ -1,0 +1,30 @@
+"""kvqe: no-reference video quality scoring and super-resolution for edge deployment.
+
+>>> import kvqe
+>>> sr = kvqe.load("sr")                  # embedded Real-ESRGAN animevideov3 bundle
+>>> big = sr.enhance(image_bgr_uint8)     # (4H)x(4W)x3 uint8 BGR
+"""
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from kvqe.errors import KvqeError
+
+if TYPE_CHECKING:
+    from kvqe.sdk.model import Model
+
+__version__ = "0.1.0"
+
+
+def load(name_or_path: str | os.PathLike[str], **options: Any) -> Model:
+    """Load ``"vqa"``, ``"sr"`` or a bundle directory; see :func:`kvqe.sdk.loader.load` for the options.
+
+    Imported lazily so that ``import kvqe`` stays light.
+    """
+    from kvqe.sdk.loader import load as load_bundle
+
+    return load_bundle(name_or_path, **options)
+
+
+__all__ = ["KvqeError", "__version__", "load"]

@@ -1,0 +1,164 @@
+"""``kvqe``: score, enhance and inspect bundles from the command line (see INTERFACE.md)."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import cv2
+
+from kvqe.bundle import PRECISIONS, read_bundle
+from kvqe.clitools import emit, handle_errors, progress_bar
+from kvqe.errors import BadInputError, BundleError, KvqeError
+from kvqe.files import atomic_output_file
+from kvqe.sdk.loader import load
+from kvqe.sdk.model import Model
+from kvqe.sdk.sources import IMAGE_SUFFIXES, open_raw_pipe, read_image
+
+_backend = click.option("--backend", default="auto", show_default=True,
+                        help="onnxruntime, openvino, tensorrt, torch or auto.")
+_precision = click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+                          help="Artifact precision (default: fp32 when the bundle has it).")
+_json = click.option("--json", "as_json", is_flag=True, help="One JSON object per line on stdout.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="kvqe")
+def main() -> None:
+    """kvqe: no-reference video quality scoring and super-resolution."""
+
+
+def _parse_size(raw: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in raw.lower().split("x"))
+    except ValueError:
+        raise BadInputError(f"--raw expects WxH, e.g. 1280x720, got {raw!r}") from None
+    if width <= 0 or height <= 0:
+        raise BadInputError(f"--raw size must be positive, got {raw!r}")
+    return width, height
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--bundle", default="vqa", show_default=True, help="Bundle directory or embedded name.")
+@_backend
+@_precision
+@click.option("--raw", "raw_size", metavar="WxH", help="Frame size of raw video on stdin (SOURCE '-').")
+@click.option("--pix-fmt", type=click.Choice(["bgr24", "rgb24"]), default="bgr24", show_default=True)
+@click.option("--fps", type=float, default=None, help="Frame rate (overrides the container; for '-').")
+@_json
+@handle_errors
+def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | None, raw_size: str | None,
+          pix_fmt: str, fps: float | None, as_json: bool) -> None:
+    """Score each SOURCE (video file, URL, image, or '-' for raw frames on stdin)."""
+    size = _parse_size(raw_size) if raw_size else None
+    if "-" in sources and size is None:
+        raise BadInputError("SOURCE '-' reads raw frames from stdin and needs --raw WxH")
+    model = load(bundle, backend=backend, precision=precision)
+    failed = False
+    for source in sources:
+        started = time.perf_counter()
+        try:
+            if source == "-" and size is not None:
+                result = model.score(open_raw_pipe(sys.stdin.buffer, *size, pix_fmt=pix_fmt, fps=fps))
+            else:
+                result = model.score(source, fps=fps)
+        except KvqeError as exc:
+            failed = True
+            emit({"source": source, "error": str(exc)}, as_json, f"{source}: error: {exc}")
+            continue
+        seconds = round(time.perf_counter() - started, 3)
+        record = {"source": source, "score": result.score, "frames": result.frames,
+                  "backend": model.backend, "precision": model.precision, "seconds": seconds}
+        emit(record, as_json, f"{source}\t{result.score:.4f}\t({result.frames} frames, "
+                              f"{model.backend}/{model.precision}, {seconds:.2f} s)")
+    if failed:
+        sys.exit(2)
+
+
+def _enhance_image(model: Model, source: Path, target: Path, tile: int | None) -> dict[str, Any]:
+    image = read_image(source)
+    result = model.enhance(image, tile=tile)
+    with atomic_output_file(target) as tmp:
+        if not cv2.imwrite(str(tmp), result):
+            raise BadInputError(f"{target}: OpenCV cannot write this image format")
+    return {"frames": 1, "width": image.shape[1], "height": image.shape[0],
+            "out_width": result.shape[1], "out_height": result.shape[0]}
+
+
+def _enhance_video(model: Model, source: str, target: Path, tile: int | None) -> dict[str, Any]:
+    with progress_bar(None, "enhance") as bar:
+
+        def advance(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = model.enhance_video(source, target, tile=tile, progress=advance)
+    return {"frames": result.frames, "width": result.width, "height": result.height,
+            "out_width": result.out_width, "out_height": result.out_height}
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT")
+@click.option("-o", "--output", "output_path", required=True, help="Output image or video path.")
+@click.option("--bundle", default="sr", show_default=True, help="Bundle directory or embedded name.")
+@_backend
+@_precision
+@click.option("--tile", type=click.IntRange(min=0), default=None, help="Tile size in input pixels (0: none).")
+@_json
+@handle_errors
+def enhance(input_path: str, output_path: str, bundle: str, backend: str, precision: str | None,
+            tile: int | None, as_json: bool) -> None:
+    """Super-resolve INPUT (image or video) into OUTPUT."""
+    source, target = Path(input_path), Path(output_path)
+    is_image = source.suffix.lower() in IMAGE_SUFFIXES
+    if is_image != (target.suffix.lower() in IMAGE_SUFFIXES):
+        raise BadInputError(f"{target}: an {'image' if is_image else 'video'} input needs an "
+                            f"{'image' if is_image else 'video'} output name")
+    if source.resolve() == target.resolve():
+        raise BadInputError("the output must not overwrite the input")
+    started = time.perf_counter()
+    model = load(bundle, backend=backend, precision=precision)
+    facts = _enhance_image(model, source, target, tile) if is_image else _enhance_video(
+        model, input_path, target, tile)
+    seconds = round(time.perf_counter() - started, 3)
+    record = {"input": input_path, "output": output_path, **facts, "backend": model.backend,
+              "precision": model.precision, "seconds": seconds}
+    emit(record, as_json, f"{input_path} -> {output_path}: {facts['width']}x{facts['height']} -> "
+                          f"{facts['out_width']}x{facts['out_height']}, {facts['frames']} frame(s), "
+                          f"{model.backend}/{model.precision}, {seconds:.2f} s")
+
+
+@main.command()
+@click.argument("bundle_path", metavar="BUNDLE")
+@_json
+@handle_errors
+def info(bundle_path: str, as_json: bool) -> None:
+    """Show a bundle's manifest and whether every artifact's sha256 verifies (exit 2 if not)."""
+    bundle = read_bundle(bundle_path)
+    checks = bundle.verify_all()
+    manifest = bundle.manifest
+    artifacts = [{**a.record, "verified": checks[a.file] is None, "error": checks[a.file]}
+                 for a in bundle.artifacts]
+    verified = all(v is None for v in checks.values())
+    record = {"bundle": bundle_path, "schema_version": manifest["schema_version"],
+              "kvqe_version": manifest.get("kvqe_version"), "model": manifest["model"],
+              "task": bundle.task, "input": manifest["input"], "output": manifest["output"],
+              "licence": manifest.get("licence"), "weights": manifest.get("weights"),
+              "artifacts": artifacts, "verified": verified}
+    lines = [f"bundle   {bundle_path}",
+             f"model    {bundle.model_name} ({bundle.task}), {manifest['model'].get('params', '?')} params, "
+             f"{manifest['model'].get('gflops', '?')} GFLOPs per {manifest['model'].get('flops_input', '?')}",
+             f"licence  {manifest.get('licence')}",
+             f"weights  {(manifest.get('weights') or {}).get('source')}",
+             f"output   {manifest['output']}"]
+    for a in artifacts:
+        state = "ok" if a["verified"] else f"FAILED: {a['error']}"
+        lines.append(f"artifact {a['backend']}/{a['precision']}  {a['file']}  {a['bytes']} bytes  "
+                     f"deployable={a['deployable']}  sha256 {state}")
+    emit(record, as_json, "\n".join(lines))
+    if not verified:
+        failures = "; ".join(msg for msg in checks.values() if msg)
+        raise BundleError(f"bundle does not verify: {failures}")

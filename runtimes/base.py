@@ -1,0 +1,83 @@
+"""The one Runner interface every backend implements (Polygraphy spirit: load, metadata, run, close).
+
+:class:`Runner` does the checks every backend needs (loaded state, dtype, rank, fixed dimensions), so a
+backend only implements ``_load``, ``_input_metadata``, ``_run`` and ``_close``.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from types import TracebackType
+
+import numpy as np
+
+from kvqe.errors import BadInputError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, element type and shape of a model input; ``None`` marks a dynamic dimension."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | None, ...]
+
+
+class Runner(abc.ABC):
+    """A loaded model on one backend: ``load()``, ``input_metadata()``, ``run(batch)``, ``close()``."""
+
+    name: str = "runner"
+
+    def __init__(self) -> None:
+        self._loaded = False
+
+    def load(self) -> "Runner":
+        if not self._loaded:
+            self._load()
+            self._loaded = True
+        return self
+
+    def input_metadata(self) -> TensorSpec:
+        self._require_loaded()
+        return self._input_metadata()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Run one batch; the input must match :meth:`input_metadata` (dtype, rank, fixed dims)."""
+        self._require_loaded()
+        spec = self._input_metadata()
+        if batch.dtype != spec.dtype:
+            raise BadInputError(f"{self.name}: input dtype {batch.dtype} != expected {spec.dtype}")
+        if batch.ndim != len(spec.shape) or any(
+            want is not None and got != want for got, want in zip(batch.shape, spec.shape)
+        ):
+            raise BadInputError(f"{self.name}: input shape {batch.shape} does not fit {spec.shape}")
+        return self._run(np.ascontiguousarray(batch))
+
+    def close(self) -> None:
+        if self._loaded:
+            self._close()
+            self._loaded = False
+
+    def __enter__(self) -> "Runner":
+        return self.load()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def _require_loaded(self) -> None:
+        if not self._loaded:
+            raise RuntimeError(f"{self.name}: call load() before using the runner")
+
+    @abc.abstractmethod
+    def _load(self) -> None: ...
+
+    @abc.abstractmethod
+    def _input_metadata(self) -> TensorSpec: ...
+
+    @abc.abstractmethod
+    def _run(self, batch: np.ndarray) -> np.ndarray: ...
+
+    @abc.abstractmethod
+    def _close(self) -> None: ...

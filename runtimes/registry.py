@@ -1,0 +1,47 @@
+"""Backends by name, imported lazily; a missing optional backend is a clear error naming its extra."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from kvqe.errors import BackendUnavailableError, BadInputError, missing_extra
+from kvqe.runtimes.base import Runner
+
+# backend name -> (runner module, runner class, python module it needs, pip extra that provides it)
+_FILE_BACKENDS: dict[str, tuple[str, str, str, str | None]] = {
+    "onnxruntime": ("kvqe.runtimes.onnxruntime", "OnnxRuntimeRunner", "onnxruntime", None),
+}
+# ordered fastest first: what ``auto`` tries
+AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")
+KNOWN_BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
+
+
+def is_available(backend: str) -> bool:
+    """True if ``backend`` has a runner here and its Python package imports."""
+    entry = _FILE_BACKENDS.get(backend)
+    if entry is None:
+        return False
+    return importlib.util.find_spec(entry[2]) is not None
+
+
+def create_runner(backend: str, artifact_path: Path, **options: Any) -> Runner:
+    """A (not yet loaded) runner of ``backend`` for the artifact file."""
+    if backend not in KNOWN_BACKENDS:
+        raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(KNOWN_BACKENDS)} or auto")
+    entry = _FILE_BACKENDS.get(backend)
+    if entry is None:
+        raise BackendUnavailableError(
+            f"backend {backend!r} cannot run bundle artifacts in this kvqe version; "
+            f"available: {', '.join(_FILE_BACKENDS)}"
+        )
+    module_name, class_name, requirement, extra = entry
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        if extra is None:
+            raise BackendUnavailableError(f"{requirement} is not installed; reinstall kvqe") from None
+        raise missing_extra(requirement, extra) from None
+    runner: Runner = getattr(module, class_name)(artifact_path, **options)
+    return runner

@@ -1,0 +1,45 @@
+"""PyTorch runner: the FP32 reference that exported artifacts are compared against."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from kvqe.errors import missing_extra
+from kvqe.runtimes.base import Runner, TensorSpec
+
+if TYPE_CHECKING:
+    import torch
+
+
+class TorchRunner(Runner):
+    """Runs an in-memory ``torch.nn.Module`` on the CPU in float32, eval mode, no grad."""
+
+    name = "torch"
+
+    def __init__(self, module: "torch.nn.Module", input_spec: TensorSpec, *, threads: int = 0) -> None:
+        super().__init__()
+        self.module = module
+        self.spec = input_spec
+        self.threads = threads
+
+    def _load(self) -> None:
+        try:
+            import torch
+        except ImportError:
+            raise missing_extra("torch", "export") from None
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        self.module.eval()
+
+    def _input_metadata(self) -> TensorSpec:
+        return self.spec
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(batch)).numpy()
+
+    def _close(self) -> None:
+        pass

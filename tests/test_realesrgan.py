@@ -1,0 +1,113 @@
+"""Real-ESRGAN nets: BasicSR state_dict layouts, forward goldens, cards, and dynamic-shape ONNX export."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import torch
+
+from kvqe.export.flops import count_macs, count_params
+from kvqe.export.models.realesrgan import RRDBNet, SRVGGNetCompact
+from kvqe.export.registry import get_model
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+REALESRGAN = FIXTURES / "realesrgan"
+
+# (fixture name, registered model, factory, params)
+NETS = [
+    ("rrdbnet_x4plus", "realesrgan-x4plus", lambda: RRDBNet(num_block=23), 16_697_987),
+    ("srvgg_animevideov3", "realesr-animevideov3", lambda: SRVGGNetCompact(num_conv=16), 621_424),
+    ("srvgg_general_x4v3", "realesr-general-x4v3", lambda: SRVGGNetCompact(num_conv=32), 1_213_296),
+]
+NET_IDS = [net[0] for net in NETS]
+
+
+def _need_fixtures() -> None:
+    if not (REALESRGAN / "golden_realesrgan_nets.npz").is_file() or not (FIXTURES / "sinsr" / "weights.py").is_file():
+        pytest.skip(f"Real-ESRGAN fixtures not found under {FIXTURES}")
+
+
+def _layout(fixture: str) -> dict[str, dict]:
+    return json.loads((REALESRGAN / f"layout_{fixture}.json").read_text())
+
+
+def _fixture_weights() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("fixture_weights", FIXTURES / "sinsr" / "weights.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fixture_net(fixture: str, factory) -> torch.nn.Module:
+    """The net with the fixtures' deterministic synthetic weights (seed 0), in eval mode."""
+    state = _fixture_weights().make_state_dict(_layout(fixture), seed=0)
+    net = factory().eval()
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
+    return net
+
+
+@pytest.mark.parametrize(("fixture", "name", "factory", "params"), NETS, ids=NET_IDS)
+def test_state_dict_layout_matches_basicsr(fixture, name, factory, params) -> None:
+    _need_fixtures()
+    state = factory().state_dict()
+    layout = _layout(fixture)
+    assert list(state) == list(layout)
+    assert {k: list(v.shape) for k, v in state.items()} == {k: v["shape"] for k, v in layout.items()}
+    assert count_params(factory()) == params == get_model(name).card.params
+
+
+@pytest.mark.parametrize(("fixture", "name", "factory", "params"), NETS, ids=NET_IDS)
+def test_forward_matches_golden(fixture, name, factory, params) -> None:
+    _need_fixtures()
+    golden = np.load(REALESRGAN / "golden_realesrgan_nets.npz")
+    with torch.no_grad():
+        out = fixture_net(fixture, factory)(torch.from_numpy(golden["lr"]).float()).numpy()
+    assert out.shape == golden[fixture].shape == (1, 3, 64, 64)
+    rtol = 1e-5 if fixture.startswith("rrdb") else 0.0
+    np.testing.assert_allclose(out, golden[fixture], atol=1e-4, rtol=rtol)
+
+
+@pytest.mark.parametrize("name", ["realesr-animevideov3", "realesr-general-x4v3"])
+def test_card_gflops(name: str) -> None:
+    entry = get_model(name)
+    card = entry.card
+    assert (card.task, card.output["scale"], card.input["colour_order"]) == ("sr", 4, "RGB")
+    assert card.gflops == round(count_macs(entry.factory().eval(), torch.zeros(1, 3, 256, 256)) / 1e9, 2)
+
+
+@pytest.mark.slow
+def test_card_gflops_rrdbnet() -> None:
+    entry = get_model("realesrgan-x4plus")
+    assert entry.card.gflops == round(count_macs(entry.factory().eval(), torch.zeros(1, 3, 256, 256)) / 1e9, 2)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "factory", "sizes"),
+    [
+        ("srvgg_animevideov3", NETS[1][2], [(1, 3, 40, 56), (2, 3, 23, 31)]),
+        ("rrdbnet_x4plus", NETS[0][2], [(1, 3, 24, 32), (2, 3, 13, 18)]),
+    ],
+    ids=["srvgg", "rrdbnet"],
+)
+def test_onnx_export_dynamic_shapes(tmp_path: Path, fixture, factory, sizes) -> None:
+    _need_fixtures()
+    ort = pytest.importorskip("onnxruntime")
+    net = fixture_net(fixture, factory)
+    path = tmp_path / "net.onnx"
+    axes = {0: "batch", 2: "height", 3: "width"}
+    torch.onnx.export(net, (torch.rand(1, 3, 16, 16),), str(path), dynamo=False, opset_version=18,
+                      input_names=["lr"], output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(0)
+    for shape in sizes:
+        x = torch.rand(shape, generator=generator)
+        with torch.no_grad():
+            want = net(x).numpy()
+        got = session.run(None, {"lr": x.numpy()})[0]
+        assert got.shape == (shape[0], 3, 4 * shape[2], 4 * shape[3])
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)

@@ -1,0 +1,167 @@
+"""``vqa-sharpmind-swint`` student: layout, torchvision backbone loading, goldens, card figures, ONNX, loader."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import skimage.data
+import torch
+
+from kvqe.errors import BadInputError
+from kvqe.export.flops import count_macs, count_params
+from kvqe.export.models.sharpmind import SharpMindStudent
+from kvqe.export.models.swin import SwinT
+from kvqe.export.registry import create_model, get_model
+
+NAME = "vqa-sharpmind-swint"
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+HEAD_SHAPES = {"head.0.weight": [128, 1440], "head.0.bias": [128], "head.2.weight": [1, 128], "head.2.bias": [1]}
+MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"fixture {path} is absent (expected the shared fixtures next to the repo)")
+    return path
+
+
+def _preprocess(rgb: np.ndarray, size: int = 224) -> np.ndarray:
+    """The card's pipeline: INTER_AREA resize of the short side to ``size``, centre crop, /255, mean/std."""
+    h, w = rgb.shape[:2]
+    scale = size / min(h, w)
+    rh, rw = (size, round(w * scale)) if h <= w else (round(h * scale), size)
+    resized = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA)
+    top, left = (rh - size) // 2, (rw - size) // 2
+    crop = resized[top : top + size, left : left + size].astype(np.float32) / 255.0
+    return ((crop - MEAN) / STD).transpose(2, 0, 1)
+
+
+@pytest.fixture(scope="module")
+def fixture_weights() -> ModuleType:
+    """The shared fixtures' deterministic weight generator (``make_state_dict``, ``make_tensor``)."""
+    spec = importlib.util.spec_from_file_location("fixture_weights", _need(FIXTURES / "sinsr" / "weights.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def student(fixture_weights: ModuleType) -> SharpMindStudent:
+    """Student whose backbone is loaded from a torchvision-layout swin_t state_dict (norm/head dropped)."""
+    layout = json.loads(_need(FIXTURES / "swin" / "layout_torchvision_swin_t.json").read_text())
+    torchvision_state = SwinT().state_dict()  # buffers come from the model
+    torchvision_state.update(
+        {k: torch.from_numpy(v) for k, v in fixture_weights.make_state_dict(layout, seed=0).items()}
+    )
+    model = create_model(NAME)
+    backbone = {k: v for k, v in torchvision_state.items() if not k.startswith(("norm.", "head."))}
+    model.backbone.load_state_dict(backbone, strict=True)
+    head = {k.removeprefix("head."): torch.from_numpy(fixture_weights.make_tensor(k, shape))
+            for k, shape in HEAD_SHAPES.items()}
+    model.head.load_state_dict(head, strict=True)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def photos() -> torch.Tensor:
+    images = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]
+    return torch.from_numpy(np.stack([_preprocess(image) for image in images]))
+
+
+def test_state_dict_is_torchvision_backbone_plus_head() -> None:
+    layout = json.loads(_need(FIXTURES / "swin" / "layout_torchvision_swin_t.json").read_text())
+    expected = {
+        f"backbone.{k}": v["shape"] for k, v in layout.items() if not k.startswith(("norm.", "head."))
+    } | HEAD_SHAPES
+    got = {k: list(v.shape) for k, v in create_model(NAME).state_dict().items()}
+    assert list(got) == list(expected)
+    assert got == expected
+
+
+def test_output_is_per_frame(student: SharpMindStudent, photos: torch.Tensor) -> None:
+    with torch.no_grad():
+        batch = student(photos[:2])
+        singles = torch.cat([student(photos[:1]), student(photos[1:2])])
+    assert batch.shape == (2, 1)
+    assert float((batch - singles).abs().max()) <= 1e-5
+
+
+def test_golden_pooled_stage_outputs(student: SharpMindStudent) -> None:
+    """Score = head(concat of the 4 stage outputs averaged over H, W); stage 4 before the final norm."""
+    with np.load(_need(FIXTURES / "swin" / "golden_swin_t.npz")) as golden:
+        x = torch.from_numpy(golden["sq_input"])
+        pooled = np.concatenate([golden[f"sq_stage{i}"].mean(axis=(1, 2)) for i in range(1, 5)], axis=1)
+    with torch.no_grad():
+        want = student.head(torch.from_numpy(pooled))
+        got = student(x)
+    assert float((got - want).abs().max()) <= 1e-4
+
+
+def test_card_figures_match_counter() -> None:
+    entry = get_model(NAME)
+    card, model = entry.card, entry.factory().eval()
+    assert (card.task, card.weight_parts, card.default_weights) == ("vqa", ("model",), None)
+    assert card.input["sampling"]["max_frames"] == 8 and card.input["crop"] == {"height": 224, "width": 224}
+    assert card.params == count_params(model) == 27_702_395
+    macs = count_macs(model, torch.zeros(card.input["sampling"]["max_frames"], 3, 224, 224))
+    assert macs == 35_919_864_832
+    assert card.gflops == round(macs / 1e9, 2)
+
+
+def test_onnx_export_matches_torch(student: SharpMindStudent, photos: torch.Tensor, tmp_path: Path) -> None:
+    path = tmp_path / "student.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings for the static H/W, exporter deprecation notes
+        torch.onnx.export(
+            student, (photos[:1],), path, dynamo=False, opset_version=18,
+            input_names=["frames"], output_names=["scores"],
+            dynamic_axes={"frames": {0: "n"}, "scores": {0: "n"}},
+        )
+    graph = onnx.load(str(path))
+    assert {op.domain: op.version for op in graph.opset_import}[""] == 18
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "n"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    tolerance = get_model(NAME).card.onnx_tolerance
+    for batch in (photos[:1], photos):
+        with torch.no_grad():
+            want = student(batch).numpy()
+        got = session.run(None, {"frames": batch.numpy()})[0]
+        assert got.shape == (len(batch), 1)
+        assert float(np.abs(got - want).max()) <= tolerance
+
+
+def test_load_weights_roundtrip(student: SharpMindStudent, tmp_path: Path) -> None:
+    path = tmp_path / "student.pth"
+    torch.save({"state_dict": student.state_dict()}, path)
+    model = create_model(NAME)
+    facts = get_model(NAME).load_weights(model, {"model": path})
+    assert facts["source"] == "user checkpoint"
+    assert facts["files"]["model"]["name"] == "student.pth" and len(facts["files"]["model"]["sha256"]) == 64
+    for key, value in student.state_dict().items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_load_weights_errors(tmp_path: Path) -> None:
+    load, model = get_model(NAME).load_weights, create_model(NAME)
+    with pytest.raises(BadInputError, match="--weights model=PATH"):
+        load(model, {})
+    with pytest.raises(BadInputError, match="--weights model=PATH"):
+        load(model, {"backbone": tmp_path / "x.pth"})
+    text = tmp_path / "notes.pth"
+    text.write_text("not a checkpoint")
+    with pytest.raises(BadInputError):
+        load(model, {"model": text})
+    bare = tmp_path / "swin_t.pth"  # a bare torchvision swin_t state_dict is not the student layout
+    torch.save(SwinT().state_dict(), bare)
+    with pytest.raises(BadInputError, match="does not match SharpMindStudent"):
+        load(model, {"model": bare})
