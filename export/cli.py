@@ -1,13 +1,14 @@
 """``kvqe-export MODEL --out DIR ...`` builds a verified bundle; ``kvqe-export list`` shows the registry."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import click
 
-from kvqe.clitools import emit, handle_errors, progress_bar
-from kvqe.errors import BadInputError
+from kvqe.clitools import emit, handle_errors
+from kvqe.errors import BadInputError, missing_extra
 
 _LIST = "list"
 
@@ -68,6 +69,8 @@ def _list_models(as_json: bool) -> None:
 def main(model: str, out: Path | None, weights: tuple[str, ...], arch: str | None, formats: str,
          precisions: str, score_range: str | None, as_json: bool) -> None:
     """Export registered MODEL (or `list` the registry) into a verified bundle at --out."""
+    if importlib.util.find_spec("torch") is None:
+        raise missing_extra("torch", "export")
     if model == _LIST:
         _list_models(as_json)
         return
@@ -77,8 +80,7 @@ def main(model: str, out: Path | None, weights: tuple[str, ...], arch: str | Non
 
     name, parts = _parse_weights(weights, model, arch)
     request = ExportRequest(name, out, parts, _split(formats), _split(precisions), _parse_range(score_range))
-    with progress_bar(None, "export") as bar:
-        summary: dict[str, Any] = build_bundle(request, progress=bar.set_description_str)
+    summary: dict[str, Any] = build_bundle(request, progress=lambda step: click.echo(f"kvqe-export: {step}", err=True))
     lines = [f"{summary['model']} -> {summary['out']} ({summary['seconds']:.1f} s)"]
     lines += [f"  {a['backend']}/{a['precision']} {a['file']}: max |onnx - torch| = {a['max_abs_diff']:.2e}, "
               f"deployable={a['deployable']}" for a in summary["artifacts"]]

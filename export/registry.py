@@ -6,9 +6,10 @@ weights source, licence).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from kvqe.errors import BadInputError
 
@@ -98,7 +99,7 @@ def get_model(name: str) -> RegisteredModel:
         raise BadInputError(f"unknown model {name!r}; registered models: {known}") from None
 
 
-def create_model(name: str) -> "torch.nn.Module":
+def create_model(name: str) -> torch.nn.Module:
     """Build the registered architecture (random init, eval mode)."""
     module = get_model(name).factory()
     return module.eval()

@@ -34,7 +34,7 @@ class Artifact:
     record: dict[str, Any] = field(repr=False)
 
     @classmethod
-    def from_json(cls, entry: dict[str, Any], where: str) -> "Artifact":
+    def from_json(cls, entry: dict[str, Any], where: str) -> Artifact:
         try:
             artifact = cls(
                 backend=str(entry["backend"]),

@@ -9,11 +9,11 @@ from typing import Any
 import click
 import cv2
 
-from kvqe.bundle import PRECISIONS, read_bundle
+from kvqe.bundle import PRECISIONS
 from kvqe.clitools import emit, handle_errors, progress_bar
 from kvqe.errors import BadInputError, BundleError, KvqeError
 from kvqe.files import atomic_output_file
-from kvqe.sdk.loader import load
+from kvqe.sdk.loader import load, resolve_bundle
 from kvqe.sdk.model import Model
 from kvqe.sdk.sources import IMAGE_SUFFIXES, open_raw_pipe, read_image
 
@@ -136,8 +136,9 @@ def enhance(input_path: str, output_path: str, bundle: str, backend: str, precis
 @_json
 @handle_errors
 def info(bundle_path: str, as_json: bool) -> None:
-    """Show a bundle's manifest and whether every artifact's sha256 verifies (exit 2 if not)."""
-    bundle = read_bundle(bundle_path)
+    """Show BUNDLE's manifest (a directory, or an embedded name such as `sr`) and whether every
+    artifact's sha256 verifies (exit 2 if not)."""
+    bundle = resolve_bundle(bundle_path)
     checks = bundle.verify_all()
     manifest = bundle.manifest
     artifacts = [{**a.record, "verified": checks[a.file] is None, "error": checks[a.file]}
@@ -149,8 +150,8 @@ def info(bundle_path: str, as_json: bool) -> None:
               "licence": manifest.get("licence"), "weights": manifest.get("weights"),
               "artifacts": artifacts, "verified": verified}
     lines = [f"bundle   {bundle_path}",
-             f"model    {bundle.model_name} ({bundle.task}), {manifest['model'].get('params', '?')} params, "
-             f"{manifest['model'].get('gflops', '?')} GFLOPs per {manifest['model'].get('flops_input', '?')}",
+             (f"model    {bundle.model_name} ({bundle.task}), {manifest['model'].get('params', '?')} params, "
+              f"{manifest['model'].get('gflops', '?')} GFLOPs per {manifest['model'].get('flops_input', '?')}"),
              f"licence  {manifest.get('licence')}",
              f"weights  {(manifest.get('weights') or {}).get('source')}",
              f"output   {manifest['output']}"]

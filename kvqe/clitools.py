@@ -43,7 +43,7 @@ def handle_errors(command: F) -> F:
             fail(str(exc), exc.exit_code, as_json)
         except KeyboardInterrupt:
             fail("interrupted", 130, as_json)
-        except Exception as exc:  # an internal error: say so plainly
+        except Exception as exc:  # noqa: BLE001 (an internal error: say so plainly, exit 1)
             if os.environ.get("KVQE_DEBUG"):
                 traceback.print_exc()
             fail(f"internal error: {type(exc).__name__}: {exc} (set KVQE_DEBUG=1 for a traceback)", 1, as_json)

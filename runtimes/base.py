@@ -8,6 +8,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 import numpy as np
 
@@ -31,7 +32,7 @@ class Runner(abc.ABC):
     def __init__(self) -> None:
         self._loaded = False
 
-    def load(self) -> "Runner":
+    def load(self) -> Self:
         if not self._loaded:
             self._load()
             self._loaded = True
@@ -58,7 +59,7 @@ class Runner(abc.ABC):
             self._close()
             self._loaded = False
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Self:
         return self.load()
 
     def __exit__(

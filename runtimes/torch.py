@@ -17,7 +17,7 @@ class TorchRunner(Runner):
 
     name = "torch"
 
-    def __init__(self, module: "torch.nn.Module", input_spec: TensorSpec, *, threads: int = 0) -> None:
+    def __init__(self, module: torch.nn.Module, input_spec: TensorSpec, *, threads: int = 0) -> None:
         super().__init__()
         self.module = module
         self.spec = input_spec

@@ -5,7 +5,7 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import cv2
 import numpy as np
@@ -16,9 +16,10 @@ from kvqe.files import atomic_output_file
 from kvqe.runtimes.base import Runner
 from kvqe.sdk.preprocess import postprocess_sr_output, preprocess_sr_image, preprocess_vqa_frame
 from kvqe.sdk.results import ScoreResult, Segment, VideoResult
-from kvqe.sdk.sampling import DEFAULT_FPS, pad_to_max, select_keyframes, windowed_keyframes
-from kvqe.sdk.sources import FrameSource, check_frame, open_source, read_image
+from kvqe.sdk.sampling import pad_to_max, select_keyframes, windowed_keyframes
+from kvqe.sdk.sources import ASSUMED_FPS, FrameSource, check_frame, open_source, read_image
 from kvqe.sdk.tiling import TileSettings, enhance_tiled
+
 
 def _open(source: Any, fps: float | None) -> FrameSource:
     """An already-open FrameSource (e.g. a raw pipe) as is, anything else through ``open_source``."""
@@ -57,7 +58,7 @@ class Model:
     def close(self) -> None:
         self.runner.close()
 
-    def __enter__(self) -> "Model":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -90,7 +91,7 @@ class Model:
         self._require("vqa", "score()")
         sampling = self.input_spec["sampling"]
         with _open(source, fps) as frames:
-            rate = frames.fps or DEFAULT_FPS
+            rate = frames.fps or ASSUMED_FPS
             keyframes = select_keyframes(frames, rate, sampling, frames.frame_count)
             name = frames.name
         scores = self._frame_scores([frame.image for frame in keyframes])
@@ -106,7 +107,7 @@ class Model:
             raise BadInputError(f"window_s must be positive, got {window_s}")
         per_second = float(self.input_spec["sampling"].get("per_second", 1))
         with _open(source, fps) as frames:
-            rate = frames.fps or DEFAULT_FPS
+            rate = frames.fps or ASSUMED_FPS
             for window in windowed_keyframes(frames, rate, window_s, per_second):
                 scores = self._frame_scores([frame.image for frame in window.frames])
                 yield Segment(window.start_s, window.end_s, self._clip(float(np.mean(scores))), len(scores))
@@ -155,7 +156,7 @@ class Model:
             raise BadInputError(f"{target}: unsupported video container; use one of {', '.join(sorted(_FOURCC))}")
         written, in_size = 0, (0, 0)
         with _open(source, fps) as frames, atomic_output_file(target) as tmp:
-            rate = frames.fps or DEFAULT_FPS
+            rate = frames.fps or ASSUMED_FPS
             writer: cv2.VideoWriter | None = None
             try:
                 for frame in frames:

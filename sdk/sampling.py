@@ -9,8 +9,6 @@ from typing import Any
 
 from kvqe.sdk.sources import Frame
 
-DEFAULT_FPS = 30.0  # assumed for sources that do not say (e.g. a plain iterable of frames)
-
 
 def keyframe_index(k: int, fps: float, per_second: float) -> int:
     """Decode index of keyframe ``k``: the middle frame of the ``k``-th sampling interval."""

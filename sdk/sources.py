@@ -23,7 +23,7 @@ import numpy as np
 from kvqe.errors import BadInputError, KvqeError
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 RAW_PIX_FMTS = {"bgr24": None, "rgb24": cv2.COLOR_RGB2BGR}

@@ -96,6 +96,11 @@ def test_output_is_per_frame(student: SharpMindStudent, photos: torch.Tensor) ->
     assert float((batch - singles).abs().max()) <= 1e-5
 
 
+def test_preprocessing_matches_fixture_inputs(photos: torch.Tensor) -> None:
+    with np.load(_need(FIXTURES / "swin" / "golden_swin_t.npz")) as golden:
+        np.testing.assert_array_equal(photos[:2].numpy(), golden["sq_input"])
+
+
 def test_golden_pooled_stage_outputs(student: SharpMindStudent) -> None:
     """Score = head(concat of the 4 stage outputs averaged over H, W); stage 4 before the final norm."""
     with np.load(_need(FIXTURES / "swin" / "golden_swin_t.npz")) as golden:

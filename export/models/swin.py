@@ -76,6 +76,8 @@ def _shift_mask(ph: int, pw: int, shift: tuple[int, int]) -> Tensor:
 class ShiftedWindowAttention(nn.Module):
     """Window multi-head self-attention with relative position bias, on a normalised NHWC map."""
 
+    relative_position_index: Tensor
+
     def __init__(self, dim: int, heads: int, shift: int) -> None:
         super().__init__()
         self.dim = dim
@@ -160,7 +162,7 @@ class ToNHWC(nn.Module):
         return x.permute(0, 2, 3, 1)
 
 
-class SwinTBackbone(nn.Module):
+class _SwinTFeatures(nn.Module):
     """torchvision's ``swin_t().features``: stem (0), stages (1, 3, 5, 7) and merges (2, 4, 6)."""
 
     def __init__(self) -> None:
@@ -190,12 +192,16 @@ class SwinTBackbone(nn.Module):
                 outputs.append(x)
         return outputs
 
+
+class SwinTBackbone(_SwinTFeatures):
+    """Swin-T without the classifier (no final ``norm``/``head``); ``forward`` returns the 4 stage outputs."""
+
     def forward(self, x: Tensor) -> list[Tensor]:
         return self.stages(x)
 
 
-class SwinT(SwinTBackbone):
-    """Swin-T classifier: backbone, final LayerNorm, mean over H and W, Linear head."""
+class SwinT(_SwinTFeatures):
+    """Swin-T classifier (torchvision ``swin_t``): features, final LayerNorm, mean over H and W, Linear head."""
 
     def __init__(self, num_classes: int = 1000) -> None:
         super().__init__()

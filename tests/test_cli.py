@@ -1,0 +1,134 @@
+"""The command lines end to end: JSON fields, exit codes, tampered bundles, bad inputs, raw stdin."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from .conftest import BIKES, CARPHONE, cli, needs_ffmpeg
+
+SAMPLE = Path(__file__).resolve().parents[1] / "kvqe" / "samples" / "astronaut.png"
+
+
+def lines(result: subprocess.CompletedProcess) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
+
+
+def tampered_copy(bundle: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / bundle.name
+    shutil.copytree(bundle, copy)
+    onnx_file = copy / "model.fp32.onnx"
+    data = bytearray(onnx_file.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    onnx_file.write_bytes(bytes(data))
+    return copy
+
+
+def test_x4plus_bundle_info_enhance_and_tamper(x4plus_bundle: Path, tmp_path: Path) -> None:
+    (info,) = lines(cli("kvqe", "info", str(x4plus_bundle), "--json", check_code=0))
+    assert info["verified"] and info["model"]["name"] == "realesrgan-x4plus" and info["task"] == "sr"
+    assert info["artifacts"][0]["accuracy"]["max_abs_diff"] <= 1e-4
+    crop = tmp_path / "crop.png"
+    cv2.imwrite(str(crop), cv2.imread(str(SAMPLE))[40:72, 60:108])
+    out = tmp_path / "crop_x4.png"
+    (record,) = lines(cli("kvqe", "enhance", str(crop), "-o", str(out), "--bundle", str(x4plus_bundle), "--json",
+                          check_code=0))
+    assert (record["out_width"], record["out_height"], record["backend"]) == (192, 128, "onnxruntime")
+    assert cv2.imread(str(out)).shape == (128, 192, 3)
+
+    bad = tampered_copy(x4plus_bundle, tmp_path)
+    result = cli("kvqe", "info", str(bad), "--json", check_code=2)
+    assert b"model.fp32.onnx: sha256 mismatch" in result.stderr
+    result = cli("kvqe", "enhance", str(crop), "-o", str(tmp_path / "y.png"), "--bundle", str(bad), check_code=2)
+    assert b"model.fp32.onnx" in result.stderr and not (tmp_path / "y.png").exists()
+
+
+def test_vqa_bundle_scores_each_source_and_reports_bad_ones(vqa_bundle: Path, tmp_path: Path) -> None:
+    grey = tmp_path / "grey.png"
+    cv2.imwrite(str(grey), np.full((64, 64), 128, np.uint8))
+    text = tmp_path / "notes.mp4"
+    text.write_text("hello")
+    sources = [str(CARPHONE), str(tmp_path / "missing.mp4"), str(text), str(grey), str(BIKES)]
+    records = lines(cli("kvqe", "score", *sources, "--bundle", str(vqa_bundle), "--json", check_code=2))
+    assert [r["source"] for r in records] == sources
+    good = [records[0], records[4]]
+    for record in good:
+        assert set(record) == {"source", "score", "frames", "backend", "precision", "seconds"}
+        assert (record["backend"], record["precision"]) == ("onnxruntime", "fp32")
+    assert (good[0]["frames"], good[1]["frames"]) == (4, 8)
+    assert "no such file" in records[1]["error"]
+    assert "cannot open" in records[2]["error"]
+    assert "grey" in records[3]["error"].lower()
+
+    bad = tampered_copy(vqa_bundle, tmp_path)
+    result = cli("kvqe", "score", str(CARPHONE), "--bundle", str(bad), "--json", check_code=2)
+    assert b"model.fp32.onnx" in result.stderr
+
+
+@needs_ffmpeg
+def test_raw_frames_on_stdin_score_like_the_file(vqa_bundle: Path) -> None:
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
+                         capture_output=True, check=True).stdout
+    (piped,) = lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", str(30000 / 1001), "--bundle",
+                         str(vqa_bundle), "--json", stdin=raw, check_code=0))
+    (filed,) = lines(cli("kvqe", "score", str(CARPHONE), "--bundle", str(vqa_bundle), "--json", check_code=0))
+    assert piped["frames"] == filed["frames"] == 4
+    assert piped["score"] == pytest.approx(filed["score"], abs=1e-4)
+    result = cli("kvqe", "score", "-", "--bundle", str(vqa_bundle), stdin=raw, check_code=2)
+    assert b"--raw" in result.stderr
+    (cut,) = lines(cli("kvqe", "score", "-", "--raw", "176x144", "--bundle", str(vqa_bundle), "--json",
+                       stdin=raw[: 176 * 144 * 3 * 20 + 100], check_code=2))
+    assert "middle of a frame" in cut["error"]
+
+
+def test_default_vqa_bundle_is_not_shipped_yet() -> None:
+    result = cli("kvqe", "score", str(CARPHONE), check_code=2)
+    assert b"no default VQA bundle" in result.stderr
+
+
+def test_enhance_cli_with_embedded_bundle_and_bad_inputs(tmp_path: Path) -> None:
+    out = tmp_path / "x4.png"
+    (record,) = lines(cli("kvqe", "enhance", str(SAMPLE), "-o", str(out), "--tile", "96", "--json", check_code=0))
+    assert (record["width"], record["out_width"], record["frames"]) == (192, 768, 1)
+    assert cv2.imread(str(out)).shape == (768, 768, 3)
+    rgba = tmp_path / "rgba.png"
+    cv2.imwrite(str(rgba), np.zeros((16, 16, 4), np.uint8))
+    assert b"alpha" in cli("kvqe", "enhance", str(rgba), "-o", str(tmp_path / "o.png"), check_code=2).stderr.lower()
+    cli("kvqe", "enhance", str(tmp_path / "none.png"), "-o", str(tmp_path / "o.png"), check_code=2)
+    cli("kvqe", "enhance", str(SAMPLE), "-o", str(tmp_path / "o.mp4"), check_code=2)
+    cli("kvqe", "enhance", str(SAMPLE), "-o", str(tmp_path / "o.png"), "--backend", "nope", check_code=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rgba.png", "x4.png"]
+
+
+def test_export_cli_errors(student_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    assert b"unknown model" in cli("kvqe-export", "no-such-model", "--out", str(out), check_code=2).stderr
+    assert b"--weights model=" in cli("kvqe-export", "vqa-sharpmind-swint", "--out", str(out), check_code=2).stderr
+    result = cli("kvqe-export", "realesr-animevideov3", "--weights", f"model={student_checkpoint}", "--out", str(out),
+                 check_code=2)
+    assert b"does not match" in result.stderr
+    assert b"not supported yet" in cli("kvqe-export", "realesr-animevideov3", "--out", str(out), "--formats",
+                                       "tensorrt", check_code=2).stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_export_from_checkpoint_path_with_arch(student_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b"
+    (summary,) = lines(cli("kvqe-export", str(student_checkpoint), "--arch", "vqa-sharpmind-swint", "--out", str(out),
+                           "--json", check_code=0))
+    assert summary["model"] == "vqa-sharpmind-swint" and summary["artifacts"][0]["max_abs_diff"] <= 1e-4
+    (info,) = lines(cli("kvqe", "info", str(out), "--json", check_code=0))
+    assert info["weights"]["files"]["model"]["name"] == "student.pth"
+
+
+def test_export_list() -> None:
+    records = lines(cli("kvqe-export", "list", "--json", check_code=0))
+    names = {r["name"]: r for r in records}
+    assert {"vqa-sharpmind-swint", "realesrgan-x4plus", "realesr-animevideov3", "realesr-general-x4v3"} <= set(names)
+    assert names["realesrgan-x4plus"]["params"] == 16_697_987 and names["realesr-animevideov3"]["params"] == 621_424
+    assert all({"task", "params", "gflops", "weights_source", "licence"} <= set(r) for r in records)

@@ -1,0 +1,145 @@
+"""The SDK on real media: enhance()/enhance_video() with the embedded bundle, score()/stream() with an
+exported VQA bundle, compared with the PyTorch models they came from."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import kvqe
+from kvqe.errors import BadInputError, BundleError, KvqeError
+from kvqe.export.registry import create_model, get_model
+from kvqe.export.weights.checkpoint import read_state_dict
+from kvqe.sdk.preprocess import preprocess_vqa_frame
+from kvqe.sdk.sources import open_source
+
+from .conftest import BIKES, CARPHONE, make_clip, needs_ffmpeg, psnr
+
+
+@pytest.fixture(scope="module")
+def sr():
+    return kvqe.load("sr")
+
+
+@pytest.fixture(scope="module")
+def vqa(vqa_bundle: Path):
+    return kvqe.load(vqa_bundle)
+
+
+@pytest.fixture(scope="module")
+def student(student_checkpoint: Path) -> torch.nn.Module:
+    module = create_model("vqa-sharpmind-swint")
+    module.load_state_dict(read_state_dict(student_checkpoint))
+    return module
+
+
+def test_vqa_default_says_no_bundle_ships_yet() -> None:
+    with pytest.raises(BundleError, match="no default VQA bundle ships.*kvqe-export vqa-sharpmind-swint"):
+        kvqe.load("vqa")
+
+
+def test_tasks_are_not_mixed(sr, vqa, astronaut_bgr) -> None:
+    with pytest.raises(KvqeError, match="score\\(\\) needs a vqa model"):
+        sr.score(astronaut_bgr)
+    with pytest.raises(KvqeError, match="enhance\\(\\) needs a sr model"):
+        vqa.enhance(astronaut_bgr)
+
+
+def test_enhance_matches_the_torch_model_with_official_weights(sr, coffee_bgr) -> None:
+    image = np.ascontiguousarray(coffee_bgr[100:164, 200:280])
+    out = sr.enhance(image)
+    assert out.shape == (256, 320, 3) and out.dtype == np.uint8
+    entry = get_model("realesr-animevideov3")
+    module = entry.factory().eval()
+    entry.load_weights(module, {})
+    rgb = torch.from_numpy(image[:, :, ::-1].transpose(2, 0, 1).astype(np.float32) / 255)[None]
+    with torch.no_grad():
+        reference = module(rgb)[0].clamp(0, 1).numpy().transpose(1, 2, 0)[:, :, ::-1]
+    reference = np.rint(reference * 255).astype(np.uint8)
+    assert np.abs(out.astype(int) - reference.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "image",
+    [np.zeros((8, 8), np.uint8), np.zeros((8, 8, 4), np.uint8), np.zeros((8, 8, 3), np.float32)],
+    ids=["grey", "rgba", "float"],
+)
+def test_enhance_refuses_non_bgr_images(sr, image: np.ndarray) -> None:
+    with pytest.raises(BadInputError, match="3-channel|uint8|BGR"):
+        sr.enhance(image)
+
+
+@needs_ffmpeg
+def test_enhance_video_keeps_fps_and_frame_count(sr, tmp_path: Path) -> None:
+    clip = make_clip(tmp_path, CARPHONE, frames=6, size=(64, 48), fps=15)
+    out = tmp_path / "x4.mp4"
+    done: list[int] = []
+    result = sr.enhance_video(clip, out, progress=lambda n, total: done.append(n))
+    assert (result.frames, result.out_width, result.out_height, result.fps) == (6, 256, 192, 15.0)
+    assert done == [1, 2, 3, 4, 5, 6]
+    capture = cv2.VideoCapture(str(out))
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(15.0)
+    written = []
+    while (read := capture.read())[0]:
+        written.append(read[1])
+    assert len(written) == 6 and written[0].shape == (192, 256, 3)
+    with open_source(clip) as frames:
+        first = next(iter(frames)).image
+    assert psnr(written[0], sr.enhance(first)) > 30  # mp4v is lossy; the frames are the enhanced ones
+
+
+def test_enhance_video_failure_leaves_no_output(sr, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    with pytest.raises(BadInputError):
+        sr.enhance_video(bad, tmp_path / "out.mp4")
+    with pytest.raises(BadInputError, match="container"):
+        sr.enhance_video(CARPHONE, tmp_path / "out.xyz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4"]
+
+
+def test_score_equals_the_torch_student_on_keyframes(vqa, student) -> None:
+    result = vqa.score(CARPHONE)  # 120 frames at 29.97 fps: keyframes 14, 44, 74, 104
+    capture = cv2.VideoCapture(str(CARPHONE))
+    frames = [capture.read()[1] for _ in range(105)]
+    batch = torch.from_numpy(np.stack([preprocess_vqa_frame(frames[i], vqa.input_spec) for i in (14, 44, 74, 104)]))
+    with torch.no_grad():
+        expected = student(batch).reshape(-1).numpy()
+    assert result.frames == 4 and result.source == str(CARPHONE)
+    np.testing.assert_allclose(result.frame_scores, expected, atol=1e-4)
+    padded = list(expected) + [expected[-1]] * 4
+    assert result.score == pytest.approx(float(np.mean(padded)), abs=1e-4)
+
+
+def test_score_accepts_capture_iterable_and_image(vqa, astronaut_bgr) -> None:
+    from_path = vqa.score(CARPHONE)
+    capture = cv2.VideoCapture(str(CARPHONE))
+    assert vqa.score(capture).score == pytest.approx(from_path.score, abs=1e-6)
+    capture.release()
+    with open_source(CARPHONE) as frames:
+        images = [f.image for f in frames]
+    from_list = vqa.score(images, fps=30000 / 1001)
+    assert from_list.frame_scores == pytest.approx(from_path.frame_scores, abs=1e-6)
+    single = vqa.score(astronaut_bgr)
+    assert single.frames == 1 and single.score == pytest.approx(single.frame_scores[0], abs=1e-6)
+
+
+def test_stream_windows_agree_with_whole_video_keyframes(vqa) -> None:
+    whole = vqa.score(BIKES)  # 250 frames at 25 fps: keyframes 12, 37, ... (8 of them)
+    segments = list(vqa.stream(BIKES, window_s=2.0))
+    assert [(s.start_s, s.end_s, s.frames) for s in segments] == [
+        (0.0, 2.0, 2), (2.0, 4.0, 2), (4.0, 6.0, 2), (6.0, 8.0, 2), (8.0, 10.0, 2)]
+    for i, segment in enumerate(segments[:4]):
+        assert segment.score == pytest.approx(np.mean(whole.frame_scores[2 * i:2 * i + 2]), abs=1e-5)
+
+
+def test_score_bad_sources(vqa, tmp_path: Path) -> None:
+    with pytest.raises(BadInputError, match="no such file"):
+        vqa.score(tmp_path / "missing.mp4")
+    with pytest.raises(BadInputError, match="no frames"):
+        vqa.score([])
+    with pytest.raises(BadInputError, match="window_s"):
+        next(vqa.stream(CARPHONE, window_s=0))
