@@ -1,12 +1,14 @@
 """ONNX export driven by a per-model spec (names, dynamic axes, opset, tolerance), and its validation
 against the PyTorch reference on real inputs.
 
-The exporter is torch's TorchScript-based one (``dynamo=False``): for these convolution/attention
-graphs it writes a single self-contained file and is byte-for-byte deterministic for the same weights.
+The exporter is torch's dynamo one (``torch.export`` then onnxscript; the TorchScript exporter is
+deprecated), asked explicitly for one self-contained file (no external data) at the card's opset.
 """
 from __future__ import annotations
 
-import warnings
+import contextlib
+import io
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,13 +24,13 @@ from kvqe.runtimes.base import Runner, TensorSpec
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.runtimes.torch import TorchRunner
 
-EXPORTER = "torch.onnx.export (TorchScript, dynamo=False)"
+EXPORTER = "torch.onnx.export (dynamo: torch.export + onnxscript), external_data=False, optimize=True"
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-_DYNAMIC_AXES = {
-    "vqa": {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-    "sr": {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-           OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}},
+# per task: dynamic input axes (axis -> name) and the output axes that must stay dynamic with them
+_DYNAMIC = {
+    "vqa": ({0: "batch"}, (0,)),
+    "sr": ({0: "batch", 2: "height", 3: "width"}, (0, 2, 3)),
 }
 
 
@@ -38,54 +40,54 @@ class OnnxExportSpec:
 
     opset: int
     tolerance: float
-    dynamic_axes: dict[str, dict[int, str]]
+    dynamic_axes: dict[int, str]
+    dynamic_output_axes: tuple[int, ...]
     input_shape: tuple[int | None, ...]
     input_name: str = INPUT_NAME
     output_name: str = OUTPUT_NAME
 
     @classmethod
     def from_card(cls, card: ModelCard) -> OnnxExportSpec:
-        axes = _DYNAMIC_AXES[card.task]
+        axes, output_axes = _DYNAMIC[card.task]
         if card.task == "vqa":
             shape: tuple[int | None, ...] = (None, 3, card.input["crop"]["height"], card.input["crop"]["width"])
         else:
             shape = (None, 3, None, None)
-        return cls(opset=card.onnx_opset, tolerance=card.onnx_tolerance, dynamic_axes=axes, input_shape=shape)
+        return cls(opset=card.onnx_opset, tolerance=card.onnx_tolerance, dynamic_axes=axes,
+                   dynamic_output_axes=output_axes, input_shape=shape)
 
     @property
     def tensor_spec(self) -> TensorSpec:
         return TensorSpec(self.input_name, np.dtype(np.float32), self.input_shape)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "exporter": EXPORTER, "opset": self.opset, "tolerance": self.tolerance,
-            "input": {"name": self.input_name, "shape": [self._dim(i, d) for i, d in enumerate(self.input_shape)]},
-            "output": {"name": self.output_name},
-        }
-
-    def _dim(self, index: int, size: int | None) -> int | str:
-        return size if size is not None else self.dynamic_axes[self.input_name][index]
+        shape = [self.dynamic_axes.get(i, d) for i, d in enumerate(self.input_shape)]
+        return {"exporter": EXPORTER, "opset": self.opset, "tolerance": self.tolerance,
+                "input": {"name": self.input_name, "shape": shape}, "output": {"name": self.output_name}}
 
 
 def export_onnx(module: torch.nn.Module, spec: OnnxExportSpec, example: np.ndarray, path: Path) -> None:
-    """Export ``module`` (eval, fp32) to ``path`` as one self-contained ONNX file."""
+    """Export ``module`` (eval, fp32) to ``path`` as one self-contained ONNX file.
+
+    torch.export traces the module with the spec's dynamic axes as symbolic dimensions; the result is
+    byte-for-byte deterministic for the same weights (a test holds it to that).
+    """
     module.eval()
-    with torch.no_grad(), warnings.catch_warnings():
-        # tracing reads static spatial sizes as Python ints on purpose (only batch and SR H/W are
-        # dynamic) and strided slices are not constant-folded: both warnings are expected noise
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        warnings.filterwarnings("ignore", message="Constant folding - Only steps=1")
-        torch.onnx.export(
-            module,
-            (torch.from_numpy(example),),
-            str(path),
-            dynamo=False,
-            opset_version=spec.opset,
-            input_names=[spec.input_name],
-            output_names=[spec.output_name],
-            dynamic_axes=spec.dynamic_axes,
-            do_constant_folding=True,
-        )
+    dims = {axis: torch.export.Dim(name, min=1 if axis == 0 else 2) for axis, name in spec.dynamic_axes.items()}
+    if example.shape[0] == 1 and 0 in dims:
+        example = np.concatenate([example, example])  # a size-1 example would pin the batch axis to 1
+    onnx_logger = logging.getLogger("torch.onnx")
+    level = onnx_logger.level
+    onnx_logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping torchvision::nms"
+    try:
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # keep stdout for --json
+            torch.onnx.export(
+                module, (torch.from_numpy(example),), str(path), dynamo=True, opset_version=spec.opset,
+                input_names=[spec.input_name], output_names=[spec.output_name], dynamic_shapes=(dims,),
+                external_data=False, optimize=True, verbose=False,
+            )
+    finally:
+        onnx_logger.setLevel(level)
 
 
 @dataclass
@@ -119,11 +121,14 @@ def _check_graph(path: Path, spec: OnnxExportSpec) -> list[str]:
         failures.append(f"graph inputs {[i.name for i in inputs]} != [{spec.input_name!r}]")
     if [o.name for o in graph.output] != [spec.output_name]:
         failures.append(f"graph outputs {[o.name for o in graph.output]} != [{spec.output_name!r}]")
-    for value in list(inputs) + list(graph.output):
+    for value, axes in ((inputs[0] if inputs else None, tuple(spec.dynamic_axes)),
+                        (graph.output[0] if graph.output else None, spec.dynamic_output_axes)):
+        if value is None:
+            continue
         dims = value.type.tensor_type.shape.dim
-        for axis, symbol in spec.dynamic_axes.get(value.name, {}).items():
-            if axis >= len(dims) or dims[axis].dim_param != symbol:
-                failures.append(f"{value.name}: axis {axis} should be dynamic ({symbol!r})")
+        for axis in axes:
+            if axis >= len(dims) or not dims[axis].dim_param:
+                failures.append(f"{value.name}: axis {axis} should be dynamic")
     return failures
 
 

