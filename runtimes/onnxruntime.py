@@ -8,7 +8,7 @@ import onnxruntime as ort
 
 from kvqe.runtimes.base import Runner, TensorSpec
 
-_ORT_TYPES = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+_ORT_TYPES: dict[str, np.dtype] = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
 
 
 class OnnxRuntimeRunner(Runner):
