@@ -88,6 +88,28 @@ def export_onnx(module: torch.nn.Module, spec: OnnxExportSpec, example: np.ndarr
             )
     finally:
         onnx_logger.setLevel(level)
+    _strip_trace_metadata(path)
+
+
+def _strip_trace_metadata(path: Path) -> None:
+    """Drop the exporter's per-node debug metadata (Python stack traces with file paths and line numbers,
+    FX node dumps), so the bytes depend only on the graph and weights, not on where the code lives."""
+    model = onnx.load(str(path))
+    for graph in _graphs(model.graph):
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    onnx.save(model, str(path))
+
+
+def _graphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """``graph`` and every subgraph nested in its nodes' attributes (If/Loop/Scan bodies)."""
+    found = [graph]
+    for node in graph.node:
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                found.extend(_graphs(sub))
+    return found
 
 
 @dataclass

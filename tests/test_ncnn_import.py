@@ -35,10 +35,9 @@ def copy_official(stem: str, tmp_path: Path) -> tuple[Path, Path]:
     return Path(shutil.copy(param, tmp_path)), Path(shutil.copy(weights, tmp_path))
 
 
-def photo_crop() -> np.ndarray:
+def photo_crop(astronaut_bgr: np.ndarray) -> np.ndarray:
     """A 40x48 (HxW) RGB crop of skimage's astronaut photo, CHW float32 in [0, 1]."""
-    data = pytest.importorskip("skimage.data")
-    crop = data.astronaut()[60:100, 160:208].astype(np.float32) / 255.0
+    crop = astronaut_bgr[60:100, 160:208, ::-1].astype(np.float32) / 255.0
     return np.ascontiguousarray(crop.transpose(2, 0, 1))
 
 
@@ -58,11 +57,11 @@ def run_ncnn(param: Path, weights: Path, chw: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize(("stem", "factory"), [(X4PLUS, RRDBNet), (ANIME, SRVGGNetCompact)], ids=["x4plus", "anime"])
-def test_parity_with_ncnn_runtime(stem: str, factory) -> None:
+def test_parity_with_ncnn_runtime(stem: str, factory, astronaut_bgr: np.ndarray) -> None:
     param, weights = official(stem)
     net = factory().eval()
     load_ncnn_into(net, param, weights)
-    x = photo_crop()
+    x = photo_crop(astronaut_bgr)
     with torch.no_grad():
         ours = net(torch.from_numpy(x)[None])[0].numpy()
     reference = run_ncnn(param, weights, x)

@@ -1,23 +1,19 @@
 """Real-ESRGAN nets: BasicSR state_dict layouts, forward goldens, cards, and dynamic-shape ONNX export."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from support import fixture_weights, shared_fixture
 
 from kvqe.export.flops import count_params
 from kvqe.export.models.realesrgan import RRDBNet, SRVGGNetCompact
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
 from kvqe.export.registry import get_model
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
-
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-REALESRGAN = FIXTURES / "realesrgan"
 
 # (fixture name, registered model, factory, params)
 NETS = [
@@ -28,26 +24,13 @@ NETS = [
 NET_IDS = [net[0] for net in NETS]
 
 
-def _need_fixtures() -> None:
-    if not (REALESRGAN / "golden_realesrgan_nets.npz").is_file() or not (FIXTURES / "sinsr" / "weights.py").is_file():
-        pytest.skip(f"Real-ESRGAN fixtures not found under {FIXTURES}")
-
-
 def _layout(fixture: str) -> dict[str, dict]:
-    return json.loads((REALESRGAN / f"layout_{fixture}.json").read_text())
-
-
-def _fixture_weights() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fixture_weights", FIXTURES / "sinsr" / "weights.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return json.loads(shared_fixture(f"realesrgan/layout_{fixture}.json").read_text())
 
 
 def fixture_net(fixture: str, factory) -> torch.nn.Module:
     """The net with the fixtures' deterministic synthetic weights (seed 0), in eval mode."""
-    state = _fixture_weights().make_state_dict(_layout(fixture), seed=0)
+    state = fixture_weights().make_state_dict(_layout(fixture), seed=0)
     net = factory().eval()
     net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     return net
@@ -55,7 +38,6 @@ def fixture_net(fixture: str, factory) -> torch.nn.Module:
 
 @pytest.mark.parametrize(("fixture", "name", "factory", "params"), NETS, ids=NET_IDS)
 def test_state_dict_layout_matches_basicsr(fixture, name, factory, params) -> None:
-    _need_fixtures()
     state = factory().state_dict()
     layout = _layout(fixture)
     assert list(state) == list(layout)
@@ -65,8 +47,8 @@ def test_state_dict_layout_matches_basicsr(fixture, name, factory, params) -> No
 
 @pytest.mark.parametrize(("fixture", "name", "factory", "params"), NETS, ids=NET_IDS)
 def test_forward_matches_golden(fixture, name, factory, params) -> None:
-    _need_fixtures()
-    golden = np.load(REALESRGAN / "golden_realesrgan_nets.npz")
+    with np.load(shared_fixture("realesrgan/golden_realesrgan_nets.npz")) as data:
+        golden = dict(data)
     with torch.no_grad():
         out = fixture_net(fixture, factory)(torch.from_numpy(golden["lr"]).float()).numpy()
     assert out.shape == golden[fixture].shape == (1, 3, 64, 64)
@@ -92,7 +74,6 @@ def test_card(name: str) -> None:
     ids=["srvgg", "rrdbnet"],
 )
 def test_onnx_export_dynamic_shapes(tmp_path: Path, fixture, factory, sizes) -> None:
-    _need_fixtures()
     net = fixture_net(fixture, factory)
     path = tmp_path / "net.onnx"
     spec = OnnxExportSpec.from_card(get_model("realesr-animevideov3").card)

@@ -1,10 +1,8 @@
 """``vqa-sharpmind-swint`` student: layout, torchvision backbone loading, goldens, card figures, ONNX, loader."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
-from types import ModuleType
 
 import cv2
 import numpy as np
@@ -12,6 +10,7 @@ import onnx
 import pytest
 import skimage.data
 import torch
+from support import fixture_weights, shared_fixture
 
 from kvqe.errors import BadInputError
 from kvqe.export.flops import count_macs, count_params
@@ -20,68 +19,44 @@ from kvqe.export.models.swin import SwinT
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
 from kvqe.export.registry import create_model, get_model
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
+from kvqe.sdk.preprocess import preprocess_vqa_frame, resize_short_side_and_crop
 
 NAME = "vqa-sharpmind-swint"
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+SPEC = get_model(NAME).card.input  # the runtime's preprocessing spec
 HEAD_SHAPES = {"head.0.weight": [128, 1440], "head.0.bias": [128], "head.2.weight": [1, 128], "head.2.bias": [1]}
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"fixture {path} is absent (expected the shared fixtures next to the repo)")
-    return path
-
-
-def _preprocess(rgb: np.ndarray, size: int = 224) -> np.ndarray:
-    """The card's pipeline: INTER_AREA resize of the short side to ``size``, centre crop, /255, mean/std."""
-    h, w = rgb.shape[:2]
-    scale = size / min(h, w)
-    rh, rw = (size, round(w * scale)) if h <= w else (round(h * scale), size)
-    resized = cv2.resize(rgb, (rw, rh), interpolation=cv2.INTER_AREA)
-    top, left = (rh - size) // 2, (rw - size) // 2
-    crop = resized[top : top + size, left : left + size].astype(np.float32) / 255.0
-    return ((crop - MEAN) / STD).transpose(2, 0, 1)
+def _swin_layout() -> dict[str, dict]:
+    return json.loads(shared_fixture("swin/layout_torchvision_swin_t.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def fixture_weights() -> ModuleType:
-    """The shared fixtures' deterministic weight generator (``make_state_dict``, ``make_tensor``)."""
-    spec = importlib.util.spec_from_file_location("fixture_weights", _need(FIXTURES / "sinsr" / "weights.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def student(fixture_weights: ModuleType) -> SharpMindStudent:
+def student() -> SharpMindStudent:
     """Student whose backbone is loaded from a torchvision-layout swin_t state_dict (norm/head dropped)."""
-    layout = json.loads(_need(FIXTURES / "swin" / "layout_torchvision_swin_t.json").read_text())
+    weights = fixture_weights()
     torchvision_state = SwinT().state_dict()  # buffers come from the model
-    torchvision_state.update(
-        {k: torch.from_numpy(v) for k, v in fixture_weights.make_state_dict(layout, seed=0).items()}
-    )
+    generated = weights.make_state_dict(_swin_layout(), seed=0)
+    torchvision_state.update({k: torch.from_numpy(v) for k, v in generated.items()})
     model = create_model(NAME)
     backbone = {k: v for k, v in torchvision_state.items() if not k.startswith(("norm.", "head."))}
     model.backbone.load_state_dict(backbone, strict=True)
-    head = {k.removeprefix("head."): torch.from_numpy(fixture_weights.make_tensor(k, shape))
+    head = {k.removeprefix("head."): torch.from_numpy(weights.make_tensor(k, shape))
             for k, shape in HEAD_SHAPES.items()}
     model.head.load_state_dict(head, strict=True)
     return model.eval()
 
 
 @pytest.fixture(scope="module")
-def photos() -> torch.Tensor:
-    images = [skimage.data.astronaut(), skimage.data.coffee(), skimage.data.chelsea()]
-    return torch.from_numpy(np.stack([_preprocess(image) for image in images]))
+def photos(astronaut_bgr: np.ndarray, coffee_bgr: np.ndarray) -> torch.Tensor:
+    """astronaut, coffee, chelsea through the runtime's preprocessing, [3,3,224,224] float32."""
+    chelsea_bgr = cv2.cvtColor(skimage.data.chelsea(), cv2.COLOR_RGB2BGR)
+    images = (astronaut_bgr, coffee_bgr, chelsea_bgr)
+    return torch.from_numpy(np.stack([preprocess_vqa_frame(bgr, SPEC) for bgr in images]))
 
 
 def test_state_dict_is_torchvision_backbone_plus_head() -> None:
-    layout = json.loads(_need(FIXTURES / "swin" / "layout_torchvision_swin_t.json").read_text())
     expected = {
-        f"backbone.{k}": v["shape"] for k, v in layout.items() if not k.startswith(("norm.", "head."))
+        f"backbone.{k}": v["shape"] for k, v in _swin_layout().items() if not k.startswith(("norm.", "head."))
     } | HEAD_SHAPES
     got = {k: list(v.shape) for k, v in create_model(NAME).state_dict().items()}
     assert list(got) == list(expected)
@@ -96,14 +71,27 @@ def test_output_is_per_frame(student: SharpMindStudent, photos: torch.Tensor) ->
     assert float((batch - singles).abs().max()) <= 1e-5
 
 
-def test_preprocessing_matches_fixture_inputs(photos: torch.Tensor) -> None:
-    with np.load(_need(FIXTURES / "swin" / "golden_swin_t.npz")) as golden:
-        np.testing.assert_array_equal(photos[:2].numpy(), golden["sq_input"])
+def test_runtime_preprocessing_matches_fixture_inputs(
+    astronaut_bgr: np.ndarray, coffee_bgr: np.ndarray
+) -> None:
+    """The runtime's ``preprocess_vqa_frame`` on the original photos reproduces the Swin fixture's ``sq_``.
+
+    The resize and centre crop are bit-exact. The float tensor is not: the runtime scales by
+    ``float32(1/255)`` where the fixture divides by 255, a few float32 ulps (max 7.2e-7 measured).
+    """
+    with np.load(shared_fixture("swin/golden_swin_t.npz")) as golden:
+        crops, want = golden["sq_images_uint8"], golden["sq_input"]
+    photos = (astronaut_bgr, coffee_bgr)
+    rgb = [cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB) for bgr in photos]
+    np.testing.assert_array_equal(np.stack([resize_short_side_and_crop(image, SPEC) for image in rgb]), crops)
+    got = np.stack([preprocess_vqa_frame(bgr, SPEC) for bgr in photos])
+    assert got.dtype == np.float32 and got.shape == want.shape == (2, 3, 224, 224)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
 def test_golden_pooled_stage_outputs(student: SharpMindStudent) -> None:
     """Score = head(concat of the 4 stage outputs averaged over H, W); stage 4 before the final norm."""
-    with np.load(_need(FIXTURES / "swin" / "golden_swin_t.npz")) as golden:
+    with np.load(shared_fixture("swin/golden_swin_t.npz")) as golden:
         x = torch.from_numpy(golden["sq_input"])
         pooled = np.concatenate([golden[f"sq_stage{i}"].mean(axis=(1, 2)) for i in range(1, 5)], axis=1)
     with torch.no_grad():

