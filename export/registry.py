@@ -40,6 +40,7 @@ class ModelCard:
     default_weights: str | None = None
     onnx_opset: int = 18
     onnx_tolerance: float = 1e-4
+    quant_policy: str = "conv-sr"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

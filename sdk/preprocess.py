@@ -12,17 +12,18 @@ from kvqe.errors import BadInputError
 _INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
 
 
-def _normalise(rgb_uint8: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """HxWx3 uint8 RGB -> 3xHxW float32 scaled to ``value_range`` then (x - mean) / std."""
+def normalise(image: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """HxWx3 uint8 in model colour order -> 3xHxW float32 scaled to ``value_range``, then (x - mean) / std."""
     low, high = spec["value_range"]
-    x = rgb_uint8.astype(np.float32) * np.float32((high - low) / 255.0) + np.float32(low)
+    x = image.astype(np.float32) * np.float32((high - low) / 255.0) + np.float32(low)
     mean = np.asarray(spec["mean"], dtype=np.float32)
     std = np.asarray(spec["std"], dtype=np.float32)
     x = (x - mean) / std
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def _to_model_colour(bgr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+def to_model_colour(bgr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """HxWx3 uint8 BGR -> the model's colour order."""
     order = spec["colour_order"]
     if order == "RGB":
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
@@ -49,14 +50,19 @@ def resize_short_side_and_crop(rgb: np.ndarray, spec: dict[str, Any]) -> np.ndar
     return resized[top:top + crop_h, left:left + crop_w]
 
 
+def vqa_geometry(bgr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """One HxWx3 uint8 BGR frame -> the uint8 image a VQA model sees (model colour, resized, cropped)."""
+    return resize_short_side_and_crop(to_model_colour(bgr, spec), spec)
+
+
 def preprocess_vqa_frame(bgr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """One HxWx3 uint8 BGR frame -> the 3xHxW float32 tensor a VQA model takes."""
-    return _normalise(resize_short_side_and_crop(_to_model_colour(bgr, spec), spec), spec)
+    return normalise(vqa_geometry(bgr, spec), spec)
 
 
 def preprocess_sr_image(bgr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     """One HxWx3 uint8 BGR image -> 3xHxW float32 at full resolution (tiling happens later)."""
-    return _normalise(_to_model_colour(bgr, spec), spec)
+    return normalise(to_model_colour(bgr, spec), spec)
 
 
 def postprocess_sr_output(chw: np.ndarray, in_spec: dict[str, Any], out_spec: dict[str, Any]) -> np.ndarray:

@@ -74,6 +74,7 @@ CARD = ModelCard(
     gflops=35.92,
     flops_input="8 keyframes at 224x224 (one video)",
     weights_source="user checkpoint (state_dict of this layout; e.g. a fine-tuned torchvision swin_t backbone)",
+    quant_policy="swin-matmul-only",
     licence="as the user's checkpoint",
     weight_parts=("model",),
     default_weights=None,

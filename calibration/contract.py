@@ -1,0 +1,62 @@
+"""The one calibration contract: model-input images plus the transform the runtime applies to them.
+
+Every quantiser consumes a :class:`SampleSet` through a small adapter (ONNX Runtime's
+``CalibrationDataReader``, NNCF's ``Dataset``); TensorRT consumes the QDQ ONNX that calibration made.
+The images are stored before normalisation (uint8, model colour order and geometry), so a set is small
+enough to travel inside a bundle and ``kvqe verify`` can rebuild the exact tensors on the target.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kvqe.errors import BundleError
+from kvqe.sdk.preprocess import normalise
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """Images grouped by source (a VQA video's keyframes form one group; an SR crop is its own group).
+
+    ``images``: N x H x W x 3 uint8, all one size; ``groups``: N group indices (0..G-1, ascending);
+    ``sources``: G source names; ``input_spec``: the manifest input spec whose normalisation applies.
+    """
+
+    images: np.ndarray
+    groups: np.ndarray
+    sources: tuple[str, ...]
+    input_spec: dict[str, Any] = field(repr=False)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def transform(self, image: np.ndarray) -> np.ndarray:
+        """One stored image -> the 1x3xHxW float32 model input (the runtime's own normalisation)."""
+        return normalise(image, self.input_spec)[None]
+
+    def inputs(self) -> Iterator[np.ndarray]:
+        """Model inputs one by one (batch of 1), in order."""
+        for image in self.images:
+            yield self.transform(image)
+
+    def group_slices(self) -> list[slice]:
+        """Index ranges of each group, in group order."""
+        bounds = np.flatnonzero(np.diff(self.groups)) + 1
+        starts = [0, *bounds.tolist()]
+        ends = [*bounds.tolist(), len(self)]
+        return [slice(a, b) for a, b in zip(starts, ends)]
+
+    def save(self, path: Path) -> None:
+        np.savez_compressed(path, images=self.images, groups=self.groups, sources=np.array(self.sources))
+
+    @classmethod
+    def load(cls, path: Path, input_spec: dict[str, Any]) -> SampleSet:
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls(data["images"], data["groups"], tuple(str(s) for s in data["sources"]), input_spec)
+        except (OSError, KeyError, ValueError) as exc:
+            raise BundleError(f"{path}: not a kvqe sample set ({exc})") from None

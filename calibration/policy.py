@@ -1,0 +1,64 @@
+"""Quantisation policy per model, as data: which ops stay in float and why, and the quantiser knobs.
+
+Adapters translate one policy for each quantiser (ONNX Runtime: ``op_types_to_quantize`` and
+``nodes_to_exclude``; NNCF: ``IgnoredScope`` and ``ModelType``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+
+
+@dataclass(frozen=True)
+class QuantPolicy:
+    """``quantize_ops``: ONNX op types that get int8 (everything else stays float).
+    ``exclude_nodes``: ONNX node names kept in float even though their type is quantised.
+    ``keep_first_last_conv``: keep the graph's first and last Conv in float (image-range layers).
+    ``transformer``: quantise as a transformer (NNCF ModelType.TRANSFORMER; SmoothQuant is its knob).
+    ``smooth_quant``: NNCF SmoothQuant alpha, or None to disable (can collapse small Swins: gate it)."""
+
+    name: str
+    quantize_ops: tuple[str, ...]
+    exclude_nodes: tuple[str, ...] = ()
+    keep_first_last_conv: bool = False
+    transformer: bool = False
+    smooth_quant: float | None = None
+    reason: str = ""
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "quantize_ops": list(self.quantize_ops), "exclude_nodes": list(self.exclude_nodes),
+                "keep_first_last_conv": self.keep_first_last_conv,
+                "transformer": self.transformer, "smooth_quant": self.smooth_quant, "reason": self.reason}
+
+
+# Swin: PTQ of LayerNorm, Softmax, GELU and the residual Adds wrecks accuracy (their activations have
+# outliers that one int8 scale cannot hold), so only the matmul-heavy ops are quantised: the linear
+# layers (MatMul/Gemm), the patch-embedding Conv, and nothing else.
+SWIN_POLICY = QuantPolicy(
+    name="swin-matmul-only",
+    quantize_ops=("Conv", "MatMul", "Gemm"),
+    transformer=True,
+    reason="LayerNorm, Softmax, GELU and residual Add kept in float (Swin PTQ outliers)",
+)
+
+# Convolutional SR: convolutions are quantised; PReLU/LeakyReLU, the residual Adds, the nearest/pixel
+# shuffle upsampling and the final image-space convs are decided by the sensitivity analysis recorded
+# in the export report (first and last conv carry the image range and are excluded).
+CONV_SR_POLICY = QuantPolicy(
+    name="conv-sr",
+    quantize_ops=("Conv",),
+    keep_first_last_conv=True,
+    reason="convolutions int8; activations, residual adds, upsampling in float; first/last conv float",
+)
+
+POLICIES = {policy.name: policy for policy in (SWIN_POLICY, CONV_SR_POLICY)}
+
+
+def float_nodes(model: onnx.ModelProto, policy: QuantPolicy) -> list[str]:
+    """Names of the nodes the policy keeps in float although their op type is quantised."""
+    names = list(policy.exclude_nodes)
+    if policy.keep_first_last_conv:
+        convs = [node.name for node in model.graph.node if node.op_type == "Conv"]
+        names += sorted({convs[0], convs[-1]}) if convs else []
+    return names
