@@ -1,0 +1,149 @@
+"""Calibration and validation sets built from user media with the runtime's own sampler and preprocessing.
+
+``--calib PATH`` is a directory of videos and/or images (searched recursively), a text file listing
+them (one path per line, relative to the file), or one media file. Sources are split into calibration
+and validation by source (never the same source in both, unless there is only one: then its samples
+alternate, and the record says so). Degenerate samples (near-constant frames such as black ones) and
+too-small sets are reported in the record, not silently used.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kvqe.calibration.contract import SampleSet
+from kvqe.errors import BadInputError
+from kvqe.files import sha256_file
+from kvqe.sdk.preprocess import to_model_colour, vqa_geometry
+from kvqe.sdk.sampling import select_keyframes
+from kvqe.sdk.sources import ASSUMED_FPS, IMAGE_SUFFIXES, open_source
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".y4m", ".ts", ".flv"})
+_SR_FRAME_SAMPLING = {"per_second": 1, "max_frames": 8}
+_FLAT_STD = 2.0  # uint8 levels: below this a sample carries no texture (black, white, flat colour)
+_MIN_SAMPLES = 8
+
+
+@dataclass(frozen=True)
+class SampleSettings:
+    """How many samples, which seed, SR crop sizes, the validation share of the sources."""
+
+    calib_size: int = 64
+    seed: int = 0
+    sr_crop: int = 64
+    sr_validation_crop: int = 96
+    sr_crops_per_frame: int = 4
+    validation_fraction: float = 0.3
+
+
+def list_sources(path: Path) -> list[Path]:
+    """Media files named by ``--calib``: a directory, a text file listing paths, or one file."""
+    if not path.exists():
+        raise BadInputError(f"calibration data not found: {path}")
+    media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    if path.is_dir():
+        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in media)
+    elif path.suffix.lower() in media:
+        found = [path]
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        found = [(path.parent / line.strip()).resolve() for line in lines if line.strip() and not line.startswith("#")]
+        missing = [str(p) for p in found if not p.is_file()]
+        if missing:
+            raise BadInputError(f"{path} lists files that do not exist: {', '.join(missing[:5])}")
+    if not found:
+        raise BadInputError(f"{path} holds no images or videos ({', '.join(sorted(media))})")
+    return found
+
+
+def _frames(source: Path, sampling: dict[str, Any]) -> list[np.ndarray]:
+    """Keyframes of a video (the runtime's sampler), or the image itself; BGR uint8."""
+    with open_source(source) as frames:
+        chosen = select_keyframes(frames, frames.fps or ASSUMED_FPS, sampling, frames.frame_count)
+    return [frame.image for frame in chosen]
+
+
+def _vqa_samples(source: Path, spec: dict[str, Any], settings: SampleSettings, rng: np.random.Generator,
+                 validation: bool) -> list[list[np.ndarray]]:
+    """One group per video: its keyframes at model geometry (settings, rng and role do not matter)."""
+    return [[vqa_geometry(frame, spec) for frame in _frames(source, spec["sampling"])]]
+
+
+def _sr_samples(source: Path, spec: dict[str, Any], settings: SampleSettings, rng: np.random.Generator,
+                validation: bool) -> list[list[np.ndarray]]:
+    """Seeded random crops of each image / keyframe, each crop its own group."""
+    size = settings.sr_validation_crop if validation else settings.sr_crop
+    crops = []
+    for frame in _frames(source, _SR_FRAME_SAMPLING):
+        image = to_model_colour(frame, spec)
+        height, width = image.shape[:2]
+        if height < size or width < size:
+            raise BadInputError(f"{source}: {width}x{height} is smaller than the {size}x{size} calibration crop")
+        for _ in range(settings.sr_crops_per_frame):
+            top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+            crops.append([np.ascontiguousarray(image[top:top + size, left:left + size])])
+    return crops
+
+
+def _as_set(groups: list[tuple[str, list[np.ndarray]]], spec: dict[str, Any]) -> SampleSet:
+    images = np.stack([image for _, items in groups for image in items])
+    index = np.concatenate([np.full(len(items), i, np.int32) for i, (_, items) in enumerate(groups)])
+    return SampleSet(images, index, tuple(name for name, _ in groups), spec)
+
+
+def _flat_warnings(groups: list[tuple[str, list[np.ndarray]]], role: str) -> list[str]:
+    flat: dict[str, int] = {}
+    for name, items in groups:
+        count = sum(float(np.std(image)) < _FLAT_STD for image in items)
+        if count:
+            flat[name] = count
+    return [f"{role}: {n} near-constant sample(s) (e.g. black frames) from {name}" for name, n in flat.items()]
+
+
+def _subsample(groups: list[tuple[str, list[np.ndarray]]], limit: int) -> list[tuple[str, list[np.ndarray]]]:
+    """At most ``limit`` samples, spread evenly over the list (deterministic)."""
+    flat = [(name, image) for name, items in groups for image in items]
+    if len(flat) <= limit:
+        return groups
+    keep = np.linspace(0, len(flat) - 1, limit).round().astype(int)
+    return [(flat[i][0], [flat[i][1]]) for i in keep]
+
+
+def build_sample_sets(path: Path, task: str, spec: dict[str, Any],
+                      settings: SampleSettings = SampleSettings()) -> tuple[SampleSet, SampleSet, dict[str, Any]]:
+    """Calibration and validation sets from ``path``, plus the record the manifest keeps."""
+    sources = list_sources(path)
+    rng = np.random.default_rng(settings.seed)
+    order = [sources[i] for i in rng.permutation(len(sources))]
+    n_valid = max(1, round(settings.validation_fraction * len(order))) if len(order) > 1 else 0
+    sample = _vqa_samples if task == "vqa" else _sr_samples
+    calib = [(p.name, items) for p in order[n_valid:] for items in sample(p, spec, settings, rng, False)]
+    valid = [(p.name, items) for p in order[:n_valid] for items in sample(p, spec, settings, rng, True)]
+    shared = n_valid == 0
+    if shared:  # one source: alternate its samples between the two roles
+        if task == "vqa":
+            (name, items), = calib
+            calib, valid = [(name, items[0::2])], [(name, items[1::2])]
+        else:
+            calib, valid = calib[0::2], calib[1::2]
+        calib, valid = [g for g in calib if g[1]], [g for g in valid if g[1]]
+    calib = _subsample(calib, settings.calib_size)
+    if not calib or not valid:
+        raise BadInputError(f"{path}: too little media to build both a calibration and a validation set")
+    warnings = _flat_warnings(calib, "calibration") + _flat_warnings(valid, "validation")
+    count = sum(len(items) for _, items in calib)
+    if count < _MIN_SAMPLES:
+        warnings.append(f"calibration: only {count} sample(s); {_MIN_SAMPLES} or more are recommended")
+    digest = hashlib.sha256("".join(f"{p.name}:{sha256_file(p)};" for p in sources).encode()).hexdigest()
+    record = {
+        "settings": asdict(settings), "sources": len(sources), "sources_sha256": digest,
+        "validation_shares_source": shared, "warnings": warnings,
+        "calibration": {"samples": count, "sources": sorted({n for n, _ in calib})},
+        "validation": {"samples": sum(len(i) for _, i in valid), "groups": len(valid),
+                       "sources": sorted({n for n, _ in valid})},
+    }
+    return _as_set(calib, spec), _as_set(valid, spec), record
