@@ -147,3 +147,12 @@ def build_sample_sets(path: Path, task: str, spec: dict[str, Any],
                        "sources": sorted({n for n, _ in valid})},
     }
     return _as_set(calib, spec), _as_set(valid, spec), record
+
+
+def build_validation_set(path: Path, task: str, spec: dict[str, Any],
+                         settings: SampleSettings = SampleSettings()) -> SampleSet:
+    """Every source of ``path`` as validation data (``kvqe verify --data``)."""
+    rng = np.random.default_rng(settings.seed)
+    sample = _vqa_samples if task == "vqa" else _sr_samples
+    groups = [(p.name, items) for p in list_sources(path) for items in sample(p, spec, settings, rng, True)]
+    return _as_set([g for g in groups if g[1]], spec)

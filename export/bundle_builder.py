@@ -1,9 +1,15 @@
-"""Build a verified bundle: registry model + weights -> ONNX -> validation vs torch -> manifest, atomically."""
+"""Build a verified bundle: registry model + weights -> FP32 ONNX validated against torch -> every
+requested artifact -> accuracy vs the FP32 reference on held-out data -> gates -> manifest, atomically.
+
+A gate that fails keeps its artifact with ``deployable: false``; a backend that is unavailable here
+(e.g. TensorRT without a GPU) is reported and the other artifacts are still written.
+"""
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +19,21 @@ import torch
 
 from kvqe import __version__
 from kvqe.bundle import SCHEMA_VERSION, write_manifest
-from kvqe.errors import BadInputError
+from kvqe.calibration.accuracy import compare, outputs
+from kvqe.calibration.contract import SampleSet
+from kvqe.calibration.data import SampleSettings, build_sample_sets
+from kvqe.calibration.gates import Gate, gates_for
+from kvqe.calibration.policy import POLICIES
+from kvqe.errors import BackendUnavailableError, BadInputError
+from kvqe.export.artifacts import BUILDERS, BuildContext, BuiltArtifact, requested_artifacts
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
 from kvqe.export.registry import ModelCard, get_model
-from kvqe.export.validation_inputs import validation_batches
+from kvqe.export.validation_inputs import builtin_validation_set, validation_batches
 from kvqe.files import atomic_output_dir, sha256_file
+from kvqe.runtimes import Runner, create_runner
 
-SUPPORTED_FORMATS = ("onnx",)
-SUPPORTED_PRECISIONS = ("fp32",)
+VALIDATION_FILE = "validation.npz"
+REPORT_FILE = "report.json"
 
 
 @dataclass(frozen=True)
@@ -33,19 +46,23 @@ class ExportRequest:
     formats: Sequence[str] = ("onnx",)
     precisions: Sequence[str] = ("fp32",)
     score_range: tuple[float, float] | None = None
-
-    def check(self) -> None:
-        for fmt in self.formats:
-            if fmt not in SUPPORTED_FORMATS:
-                raise BadInputError(f"format {fmt!r} is not supported yet; supported: {', '.join(SUPPORTED_FORMATS)}")
-        for precision in self.precisions:
-            if precision not in SUPPORTED_PRECISIONS:
-                raise BadInputError(
-                    f"precision {precision!r} is not supported yet; supported: {', '.join(SUPPORTED_PRECISIONS)}")
+    calib: Path | None = None
+    gates: Sequence[str] = ()
+    calib_method: str = "minmax"
+    per_channel: bool = True
+    samples: SampleSettings = field(default_factory=SampleSettings)
+    tile: int = 256
 
 
 def producer_versions() -> dict[str, str]:
-    return {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    try:
+        import openvino
+
+        versions["openvino"] = openvino.get_version()
+    except ImportError:
+        pass
+    return versions
 
 
 def _output_spec(card: ModelCard, score_range: tuple[float, float] | None) -> dict[str, Any]:
@@ -59,51 +76,126 @@ def _output_spec(card: ModelCard, score_range: tuple[float, float] | None) -> di
     return output
 
 
-def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Export, validate and write the bundle at ``request.out``; returns a summary for the CLI.
+def _file_entry(path: Path) -> dict[str, Any]:
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
-    Nothing appears at ``request.out`` unless every step succeeds.
+
+def _evaluate(built: BuiltArtifact, samples: SampleSet, reference: list[Any], card: ModelCard,
+              output_spec: dict[str, Any], gates: Sequence[Gate]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Accuracy record and runtime record of one artifact (runs it on the validation set)."""
+    runner: Runner = create_runner(built.backend, built.files[0], **built.runtime)
+    with runner:
+        figures = compare(outputs(runner, samples, output_spec), reference, samples)
+        executed = getattr(runner, "executed_precision", None)
+    results = [gate(figures) for gate in gates]
+    failures = [r.detail for r in results if not r]
+    runtime = dict(built.runtime)
+    if executed is not None:
+        runtime["executed_precision"] = executed
+        wanted = built.runtime.get("inference_precision")
+        if wanted and executed != wanted:
+            failures.append(f"executed at {executed}, not the requested {wanted}")
+    accuracy = {"reference": "onnxruntime fp32", "metrics": figures, "gates": [str(g) for g in gates],
+                "results": [{"gate": str(g), "value": r.value, "passed": r.passed, "detail": r.detail}
+                            for g, r in zip(gates, results)], "failures": failures, "passed": not failures}
+    return accuracy, runtime
+
+
+def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Export, validate, gate and write the bundle at ``request.out``; returns a summary for the CLI.
+
+    Raises before anything is written for bad input; nothing appears at ``request.out`` unless the FP32
+    reference exports and validates.
     """
-    request.check()
     started = time.perf_counter()
+    pairs = requested_artifacts(list(request.formats), list(request.precisions))
+    user_gates = [Gate.parse(expression) for expression in request.gates]
     entry = get_model(request.model)
     card = entry.card
     output_spec = _output_spec(card, request.score_range)
+    for _, precision in pairs:
+        gates_for(card.task, precision, user_gates)  # a gate that does not fit the task fails now
+    if any(p == "int8" for _, p in pairs) and request.calib is None:
+        raise BadInputError("INT8 needs calibration data: pass --calib DIR (videos and/or images)")
     progress(f"building {card.name}")
     module = entry.factory().eval()
-    progress("loading weights")
     provenance = entry.load_weights(module, request.weights)
+    calib_set: SampleSet | None = None
+    calib_record: dict[str, Any] | None = None
+    if request.calib is not None:
+        progress(f"sampling calibration and validation data from {request.calib}")
+        calib_set, valid_set, calib_record = build_sample_sets(request.calib, card.task, card.input, request.samples)
+    else:
+        valid_set = builtin_validation_set(card)
     spec = OnnxExportSpec.from_card(card)
     batches = validation_batches(card)
+    artifacts: list[dict[str, Any]] = []
+    unavailable: list[dict[str, str]] = []
     with atomic_output_dir(request.out) as stage:
-        onnx_path = stage / "model.fp32.onnx"
-        progress("exporting ONNX")
-        export_onnx(module, spec, batches[0], onnx_path)
-        progress("validating ONNX Runtime against torch")
-        report = validate_onnx(onnx_path, torch_reference(module, spec), batches, spec)
-        artifact = {
-            "backend": "onnxruntime", "precision": "fp32", "format": "onnx", "file": onnx_path.name,
-            "sha256": sha256_file(onnx_path), "bytes": onnx_path.stat().st_size,
-            "export": spec.to_json(), "producer": producer_versions(),
-            "calibration": None, "accuracy": report.to_json(), "deployable": True,
-        }
+        fp32 = stage / "model.fp32.onnx"
+        progress("exporting FP32 ONNX and validating it against torch")
+        export_onnx(module, spec, batches[0], fp32)
+        validation = validate_onnx(fp32, torch_reference(module, spec), batches, spec)
+        artifacts.append({"backend": "onnxruntime", "precision": "fp32", "format": "onnx", **_file_entry(fp32),
+                          "export": spec.to_json(), "producer": producer_versions(), "calibration": None,
+                          "accuracy": validation.to_json(), "deployable": True, "seconds": None})
+        with create_runner("onnxruntime", fp32) as reference_runner:
+            reference = outputs(reference_runner, valid_set, output_spec)
+        context = BuildContext(card, stage, fp32, calib_set, POLICIES[card.quant_policy], request.calib_method,
+                               request.per_channel, request.tile)
+        for fmt, precision in pairs:
+            if (fmt, precision) == ("onnx", "fp32"):
+                continue
+            progress(f"building {fmt} {precision}")
+            t0 = time.perf_counter()
+            try:
+                built = BUILDERS[fmt](context, precision)
+            except BackendUnavailableError as exc:
+                unavailable.append({"format": fmt, "precision": precision, "error": str(exc)})
+                continue
+            progress(f"checking {built.backend} {precision} against the FP32 reference")
+            gates = gates_for(card.task, precision, user_gates)
+            accuracy, runtime = _evaluate(built, valid_set, reference, card, output_spec, gates)
+            main, *extra = built.files
+            artifacts.append({
+                "backend": built.backend, "precision": precision, "format": fmt, **_file_entry(main),
+                "extra_files": [_file_entry(p) for p in extra], "export": built.export, "runtime": runtime,
+                "producer": producer_versions(), "policy": context.policy.to_json() if built.calibration else None,
+                "calibration": calib_record if built.calibration else None, "accuracy": accuracy,
+                "deployable": accuracy["passed"], "seconds": round(time.perf_counter() - t0, 2)})
+        for leftover in set(context.built.values()) - {stage / a["file"] for a in artifacts}:
+            leftover.unlink()  # an intermediate graph no artifact entry refers to
+        valid_set.save(stage / VALIDATION_FILE)
         manifest = {
-            "schema_version": SCHEMA_VERSION,
-            "kvqe_version": __version__,
+            "schema_version": SCHEMA_VERSION, "kvqe_version": __version__,
             "model": {"name": card.name, "description": card.description, "params": card.params,
                       "gflops": card.gflops, "flops_input": card.flops_input},
-            "task": card.task,
-            "input": card.input,
-            "output": output_spec,
+            "task": card.task, "input": card.input, "output": output_spec,
             "weights": {"source": provenance["source"], "files": provenance["files"],
                         "weights_source": card.weights_source, "licence": card.licence},
             "licence": card.licence,
-            "artifacts": [artifact],
+            "validation": {**_file_entry(stage / VALIDATION_FILE),
+                           "origin": "--calib" if request.calib else "kvqe sample photo",
+                           "record": calib_record},
+            "artifacts": artifacts,
         }
         write_manifest(stage, manifest)
-    return {
-        "model": card.name, "out": str(request.out), "task": card.task,
-        "artifacts": [{"backend": "onnxruntime", "precision": "fp32", "file": artifact["file"],
-                       "max_abs_diff": report.max_abs_diff, "deployable": True}],
-        "seconds": round(time.perf_counter() - started, 3),
-    }
+        summary = {
+            "model": card.name, "out": str(request.out), "task": card.task,
+            "artifacts": [{"backend": a["backend"], "precision": a["precision"], "file": a["file"],
+                           "bytes": a["bytes"], "deployable": a["deployable"], "seconds": a["seconds"],
+                           "metrics": a["accuracy"].get("metrics", {"max_abs_diff": a["accuracy"]["max_abs_diff"]}),
+                           "failures": a["accuracy"].get("failures", [])} for a in artifacts],
+            "unavailable": unavailable, "warnings": (calib_record or {}).get("warnings", []),
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+        (stage / REPORT_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
+    return summary
+
+
+def exit_code(summary: dict[str, Any]) -> int:
+    """3 when a gate failed, else 4 when a requested backend was unavailable, else 0."""
+    if not all(a["deployable"] for a in summary["artifacts"]):
+        return 3
+    return 4 if summary["unavailable"] else 0
+

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -55,20 +56,52 @@ def _list_models(as_json: bool) -> None:
                               f"{card.weights_source}  licence: {card.licence}")
 
 
+def _figures(metrics: dict[str, Any]) -> str:
+    return "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(metrics.items()))
+
+
+def _table(summary: dict[str, Any]) -> str:
+    lines = [f"{summary['model']} -> {summary['out']} ({summary['seconds']:.1f} s)"]
+    for a in summary["artifacts"]:
+        state = "deployable" if a["deployable"] else "NOT DEPLOYABLE"
+        lines.append(f"  {a['backend'] + '/' + a['precision']:18s} {a['bytes'] / 1e6:8.2f} MB  {state:14s} "
+                     f"{_figures(a['metrics'])}")
+        lines += [f"      gate failed: {failure}" for failure in a["failures"]]
+    lines += [f"  {u['format']}/{u['precision']}: unavailable: {u['error']}" for u in summary["unavailable"]]
+    lines += [f"  warning: {w}" for w in summary["warnings"]]
+    return "\n".join(lines)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--weights", "weights", multiple=True, metavar="PART=PATH",
               help="Checkpoint file, once per part (e.g. --weights model=ckpt.pth).")
 @click.option("--arch", default=None, help="Registered architecture when MODEL is a checkpoint path.")
-@click.option("--formats", default="onnx", show_default=True, help="Comma-separated artifact formats.")
-@click.option("--precision", "precisions", default="fp32", show_default=True, help="Comma-separated precisions.")
+@click.option("--formats", default="onnx", show_default=True,
+              help="Comma-separated: onnx, onnxruntime-int8, openvino, tensorrt.")
+@click.option("--precision", "precisions", default="fp32", show_default=True,
+              help="Comma-separated: fp32, fp16, int8.")
+@click.option("--calib", type=click.Path(path_type=Path), default=None,
+              help="Videos and/or images (a directory or a list file) for calibration and validation.")
+@click.option("--gate", "gates", multiple=True, metavar="EXPR",
+              help="Accuracy gate overriding the defaults, e.g. srcc>=0.99 or int8:psnr>=35.")
+@click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
+              show_default=True, help="ONNX Runtime INT8 calibration method.")
+@click.option("--per-channel/--per-tensor", default=True, show_default=True, help="INT8 weight granularity.")
+@click.option("--tile", type=click.IntRange(min=16), default=256, show_default=True,
+              help="SR: the largest tile a TensorRT engine is built for.")
 @click.option("--score-range", default=None, metavar="LOW,HIGH", help="VQA: the score range to declare.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line on stdout.")
 @handle_errors
 def main(model: str, out: Path | None, weights: tuple[str, ...], arch: str | None, formats: str,
-         precisions: str, score_range: str | None, as_json: bool) -> None:
-    """Export registered MODEL (or `list` the registry) into a verified bundle at --out."""
+         precisions: str, calib: Path | None, gates: tuple[str, ...], calib_method: str, per_channel: bool,
+         tile: int, score_range: str | None, as_json: bool) -> None:
+    """Export registered MODEL (or `list` the registry) into a verified bundle at --out.
+
+    Exit codes: 0 ok, 2 bad input, 3 an accuracy gate failed (the artifact is kept, marked not
+    deployable), 4 a requested backend is unavailable here (the other artifacts are kept).
+    """
     if importlib.util.find_spec("torch") is None:
         raise missing_extra("torch", "export")
     if model == _LIST:
@@ -76,12 +109,16 @@ def main(model: str, out: Path | None, weights: tuple[str, ...], arch: str | Non
         return
     if out is None:
         raise BadInputError("--out DIR is required")
-    from kvqe.export.bundle_builder import ExportRequest, build_bundle
+    from kvqe.export.bundle_builder import ExportRequest, build_bundle, exit_code
 
     name, parts = _parse_weights(weights, model, arch)
-    request = ExportRequest(name, out, parts, _split(formats), _split(precisions), _parse_range(score_range))
-    summary: dict[str, Any] = build_bundle(request, progress=lambda step: click.echo(f"kvqe-export: {step}", err=True))
-    lines = [f"{summary['model']} -> {summary['out']} ({summary['seconds']:.1f} s)"]
-    lines += [f"  {a['backend']}/{a['precision']} {a['file']}: max |onnx - torch| = {a['max_abs_diff']:.2e}, "
-              f"deployable={a['deployable']}" for a in summary["artifacts"]]
-    emit(summary, as_json, "\n".join(lines))
+    request = ExportRequest(name, out, parts, _split(formats), _split(precisions), _parse_range(score_range),
+                            calib, gates, calib_method, per_channel, tile=tile)
+    summary = build_bundle(request, progress=lambda step: click.echo(f"kvqe-export: {step}", err=True))
+    emit(summary, as_json, _table(summary))
+    code = exit_code(summary)
+    if code:
+        reasons = {3: "an accuracy gate failed (artifact kept, deployable: false)",
+                   4: "a requested backend is unavailable here (other artifacts written)"}
+        click.echo(f"kvqe-export: {reasons[code]}", err=True)
+        sys.exit(code)

@@ -7,6 +7,7 @@ deprecated), asked explicitly for one self-contained file (no external data) at 
 from __future__ import annotations
 
 import contextlib
+import warnings
 import io
 import logging
 from dataclasses import dataclass, field
@@ -80,7 +81,9 @@ def export_onnx(module: torch.nn.Module, spec: OnnxExportSpec, example: np.ndarr
     level = onnx_logger.level
     onnx_logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping torchvision::nms"
     try:
-        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # keep stdout for --json
+        with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # keep stdout clean for --json; torch's internal deprecation notices are not the user's concern
+            warnings.simplefilter("ignore", FutureWarning)
             torch.onnx.export(
                 module, (torch.from_numpy(example),), str(path), dynamo=True, opset_version=spec.opset,
                 input_names=[spec.input_name], output_names=[spec.output_name], dynamic_shapes=(dims,),

@@ -32,6 +32,12 @@ class Artifact:
     bytes: int
     deployable: bool
     record: dict[str, Any] = field(repr=False)
+    extra_files: tuple[tuple[str, str, int], ...] = ()  # (file, sha256, bytes), e.g. an OpenVINO .bin
+
+    @property
+    def runtime_options(self) -> dict[str, Any]:
+        """Runner options the exporter recorded (e.g. OpenVINO's inference precision)."""
+        return dict(self.record.get("runtime", {}))
 
     @classmethod
     def from_json(cls, entry: dict[str, Any], where: str) -> Artifact:
@@ -44,13 +50,16 @@ class Artifact:
                 bytes=int(entry["bytes"]),
                 deployable=bool(entry["deployable"]),
                 record=entry,
+                extra_files=tuple((str(e["file"]), str(e["sha256"]), int(e["bytes"]))
+                                  for e in entry.get("extra_files", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: an artifact entry lacks or mangles {exc}") from None
         if artifact.backend not in BACKENDS or artifact.precision not in PRECISIONS:
             raise BundleError(f"{where}: unknown backend/precision {artifact.backend}/{artifact.precision}")
-        if Path(artifact.file).name != artifact.file:
-            raise BundleError(f"{where}: artifact file {artifact.file!r} must be a plain name in the bundle")
+        for name in (artifact.file, *(extra[0] for extra in artifact.extra_files)):
+            if Path(name).name != name:
+                raise BundleError(f"{where}: artifact file {name!r} must be a plain name in the bundle")
         return artifact
 
 
@@ -84,18 +93,24 @@ class Bundle:
                 return artifact
         return None
 
-    def verified_path(self, artifact: Artifact) -> Path:
-        """Path of ``artifact`` after checking its size and sha256 against the manifest."""
-        path = self.path / artifact.file
+    def verified_file(self, name: str, sha256: str, size: int) -> Path:
+        """Path of a bundle file after checking its size and sha256 against the manifest."""
+        path = self.path / name
         if not path.is_file():
             raise BundleError(f"{path}: artifact file is missing from the bundle")
         actual = sha256_file(path)
-        if actual != artifact.sha256 or path.stat().st_size != artifact.bytes:
+        if actual != sha256 or path.stat().st_size != size:
             raise BundleError(
-                f"{path}: sha256 mismatch (manifest {artifact.sha256[:12]}…, file {actual[:12]}…); "
+                f"{path}: sha256 mismatch (manifest {sha256[:12]}…, file {actual[:12]}…); "
                 "the artifact was modified or corrupted: re-export the bundle"
             )
         return path
+
+    def verified_path(self, artifact: Artifact) -> Path:
+        """Path of ``artifact``'s main file after verifying it and every companion file."""
+        for name, sha256, size in artifact.extra_files:
+            self.verified_file(name, sha256, size)
+        return self.verified_file(artifact.file, artifact.sha256, artifact.bytes)
 
     def verify_all(self) -> dict[str, str | None]:
         """Verify every artifact; maps file name to None (ok) or the error message."""

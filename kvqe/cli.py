@@ -11,7 +11,7 @@ import cv2
 
 from kvqe.bundle import PRECISIONS
 from kvqe.clitools import emit, handle_errors, progress_bar
-from kvqe.errors import BadInputError, BundleError, KvqeError
+from kvqe.errors import AccuracyGateError, BadInputError, BundleError, KvqeError
 from kvqe.files import atomic_output_file
 from kvqe.sdk.loader import load, resolve_bundle
 from kvqe.sdk.model import Model
@@ -22,6 +22,8 @@ _backend = click.option("--backend", default="auto", show_default=True,
 _precision = click.option("--precision", type=click.Choice(PRECISIONS), default=None,
                           help="Artifact precision (default: fp32 when the bundle has it).")
 _json = click.option("--json", "as_json", is_flag=True, help="One JSON object per line on stdout.")
+_undeployable = click.option("--allow-undeployable", is_flag=True,
+                             help="Run an artifact that failed its accuracy gates (deployable: false).")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -48,15 +50,16 @@ def _parse_size(raw: str) -> tuple[int, int]:
 @click.option("--raw", "raw_size", metavar="WxH", help="Frame size of raw video on stdin (SOURCE '-').")
 @click.option("--pix-fmt", type=click.Choice(["bgr24", "rgb24"]), default="bgr24", show_default=True)
 @click.option("--fps", type=float, default=None, help="Frame rate (overrides the container; for '-').")
+@_undeployable
 @_json
 @handle_errors
 def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | None, raw_size: str | None,
-          pix_fmt: str, fps: float | None, as_json: bool) -> None:
+          pix_fmt: str, fps: float | None, allow_undeployable: bool, as_json: bool) -> None:
     """Score each SOURCE (video file, URL, image, or '-' for raw frames on stdin)."""
     size = _parse_size(raw_size) if raw_size else None
     if "-" in sources and size is None:
         raise BadInputError("SOURCE '-' reads raw frames from stdin and needs --raw WxH")
-    model = load(bundle, backend=backend, precision=precision)
+    model = load(bundle, backend=backend, precision=precision, allow_undeployable=allow_undeployable)
     failed = False
     for source in sources:
         started = time.perf_counter()
@@ -107,10 +110,11 @@ def _enhance_video(model: Model, source: str, target: Path, tile: int | None) ->
 @_backend
 @_precision
 @click.option("--tile", type=click.IntRange(min=0), default=None, help="Tile size in input pixels (0: none).")
+@_undeployable
 @_json
 @handle_errors
 def enhance(input_path: str, output_path: str, bundle: str, backend: str, precision: str | None,
-            tile: int | None, as_json: bool) -> None:
+            tile: int | None, allow_undeployable: bool, as_json: bool) -> None:
     """Super-resolve INPUT (image or video) into OUTPUT."""
     source, target = Path(input_path), Path(output_path)
     is_image = source.suffix.lower() in IMAGE_SUFFIXES
@@ -120,7 +124,7 @@ def enhance(input_path: str, output_path: str, bundle: str, backend: str, precis
     if source.resolve() == target.resolve():
         raise BadInputError("the output must not overwrite the input")
     started = time.perf_counter()
-    model = load(bundle, backend=backend, precision=precision)
+    model = load(bundle, backend=backend, precision=precision, allow_undeployable=allow_undeployable)
     facts = _enhance_image(model, source, target, tile) if is_image else _enhance_video(
         model, input_path, target, tile)
     seconds = round(time.perf_counter() - started, 3)
@@ -163,3 +167,27 @@ def info(bundle_path: str, as_json: bool) -> None:
     if not verified:
         failures = "; ".join(msg for msg in checks.values() if msg)
         raise BundleError(f"bundle does not verify: {failures}")
+
+
+@main.command()
+@click.argument("bundle_path", metavar="BUNDLE")
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="Videos/images to verify on instead of the bundle's own validation data.")
+@_json
+@handle_errors
+def verify(bundle_path: str, data: Path | None, as_json: bool) -> None:
+    """Re-run BUNDLE's accuracy gates on this machine (exit 3 if an artifact misses one)."""
+    from kvqe.calibration.verify import verify_bundle
+
+    bundle = resolve_bundle(bundle_path)
+    failed = False
+    for record in verify_bundle(bundle, data):
+        if "skipped" in record:
+            emit(record, as_json, f"{record['artifact']:18s} skipped: {record['skipped']}")
+            continue
+        failed = failed or not record["passed"]
+        figures = "  ".join(f"{k}={v:.4g}" for k, v in sorted(record["metrics"].items()) if isinstance(v, float))
+        state = "passes" if record["passed"] else "FAILS " + "; ".join(record["failures"])
+        emit(record, as_json, f"{record['artifact']:18s} {state}  {figures}")
+    if failed:
+        raise AccuracyGateError("an artifact misses its accuracy gates on this machine")

@@ -12,6 +12,7 @@ from kvqe.runtimes.base import Runner
 # backend name -> (runner module, runner class, python module it needs, pip extra that provides it)
 _FILE_BACKENDS: dict[str, tuple[str, str, str, str | None]] = {
     "onnxruntime": ("kvqe.runtimes.onnxruntime", "OnnxRuntimeRunner", "onnxruntime", None),
+    "openvino": ("kvqe.runtimes.openvino", "OpenVinoRunner", "openvino", "openvino"),
 }
 # ordered fastest first: what ``auto`` tries
 AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")

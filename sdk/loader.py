@@ -80,5 +80,6 @@ def load(
     bundle = resolve_bundle(name_or_path)
     artifact = choose_artifact(bundle, backend, precision, allow_undeployable)
     path = bundle.verified_path(artifact)
-    runner = create_runner(artifact.backend, path, threads=threads, **runner_options)
+    options = {**artifact.runtime_options, **runner_options}
+    runner = create_runner(artifact.backend, path, threads=threads, **options)
     return Model(bundle, artifact, runner)

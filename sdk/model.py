@@ -121,8 +121,11 @@ class Model:
                       pre_pad: int | None = None) -> TileSettings:
         """The bundle's tiling defaults, overridden by any argument given."""
         defaults = self.input_spec.get("tile", {})
+        max_tile = self.artifact.record.get("export", {}).get("max_tile")
+        if max_tile and tile is not None and not 0 < tile <= max_tile:
+            raise BadInputError(f"this {self.backend} artifact takes tiles of at most {max_tile} pixels, got {tile}")
         return TileSettings(
-            tile=defaults.get("size", 0) if tile is None else tile,
+            tile=(max_tile or defaults.get("size", 0)) if tile is None else tile,
             tile_pad=defaults.get("pad", 10) if tile_pad is None else tile_pad,
             pre_pad=defaults.get("pre_pad", 0) if pre_pad is None else pre_pad,
         )

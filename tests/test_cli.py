@@ -111,8 +111,14 @@ def test_export_cli_errors(student_checkpoint: Path, tmp_path: Path) -> None:
     result = cli("kvqe-export", "realesr-animevideov3", "--weights", f"model={student_checkpoint}", "--out", str(out),
                  check_code=2)
     assert b"does not match" in result.stderr
-    assert b"not supported yet" in cli("kvqe-export", "realesr-animevideov3", "--out", str(out), "--formats",
-                                       "tensorrt", check_code=2).stderr
+    assert b"unknown format" in cli("kvqe-export", "realesr-animevideov3", "--out", str(out), "--formats",
+                                    "onnx,coreml", check_code=2).stderr
+    assert b"INT8 needs calibration data" in cli("kvqe-export", "realesr-animevideov3", "--out", str(out),
+                                                 "--precision", "int8", check_code=2).stderr
+    assert b"does not apply to a sr model" in cli("kvqe-export", "realesr-animevideov3", "--out", str(out),
+                                                  "--gate", "srcc>=0.9", check_code=2).stderr
+    assert b"cannot read gate" in cli("kvqe-export", "realesr-animevideov3", "--out", str(out),
+                                      "--gate", "psnr=>35", check_code=2).stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 

@@ -1,0 +1,191 @@
+"""ONNX Runtime static quantisation to a QDQ ONNX: the one adapter from :class:`SampleSet` to ORT's
+``CalibrationDataReader``, and :func:`quantize_qdq`.
+
+The QDQ model is built for every consumer at once (ONNX Runtime CPU, OpenVINO, TensorRT's explicit
+quantisation), so it follows TensorRT's rules, which are the strictest:
+
+- int8 activations and weights, symmetric (zero point 0; weights in [-127, 127]);
+- weights per output channel (``per_channel``), activations per tensor;
+- biases stay float: TensorRT's ``DequantizeLinear`` takes int8/fp8/int4 but not int32, so ORT's
+  default int32 bias quantisation (``QuantizeBias``) is switched off;
+- only the policy's op types are quantised, and the policy's float nodes are excluded.
+
+ORT's ``quant_pre_process`` is not run: the dynamo exporter already emits an optimised graph with
+shapes, and the pre-processing's graph optimiser renames and fuses nodes, which would break the policy's
+node-name exclusions. Every file ORT writes (shape-inferred copy, augmented calibration model) goes to a
+temporary directory, never beside the input or in the working directory.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import logging
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+from kvqe.calibration.contract import SampleSet
+from kvqe.calibration.policy import QuantPolicy, float_nodes
+from kvqe.errors import BadInputError
+
+METHODS: dict[str, CalibrationMethod] = {
+    "minmax": CalibrationMethod.MinMax,
+    "entropy": CalibrationMethod.Entropy,
+    "percentile": CalibrationMethod.Percentile,
+}
+# symmetric int8 everywhere, float bias (see the module docstring). Not "CalibMaxIntermediateOutputs":
+# ORT 1.31's MinMax calibrator drops (never reduces) the batches it clears, and MinMax only keeps
+# per-tensor minima and maxima anyway.
+EXTRA_OPTIONS: dict[str, Any] = {
+    "ActivationSymmetric": True,
+    "WeightSymmetric": True,
+    "QuantizeBias": False,
+}
+# histogram calibrators keep every full activation of a collect pass in memory: feed them in strides of
+# at most this many samples (their histograms merge across strides)
+HISTOGRAM_STRIDE = 8
+
+
+class SampleSetReader(CalibrationDataReader):
+    """ORT ``CalibrationDataReader`` over a :class:`SampleSet`: ``{input_name: transform(image)}`` per
+    image (batch of 1), in order; :meth:`rewind` starts again."""
+
+    def __init__(self, samples: SampleSet, input_name: str) -> None:
+        self.samples = samples
+        self.input_name = input_name
+        self._start, self._end = 0, len(samples)
+        self._iterator: Iterator[int] = iter(range(self._start, self._end))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        index = next(self._iterator, None)
+        if index is None:
+            return None
+        return {self.input_name: self.samples.transform(self.samples.images[index])}
+
+    def rewind(self) -> None:
+        self._iterator = iter(range(self._start, self._end))
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._start, self._end = start_index, min(end_index, len(self.samples))
+        self.rewind()
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+
+def graph_input_name(model: onnx.ModelProto) -> str:
+    """The single non-initializer graph input of ``model``."""
+    initializers = {i.name for i in model.graph.initializer}
+    names = [i.name for i in model.graph.input if i.name not in initializers]
+    if len(names) != 1:
+        raise BadInputError(f"expected a model with one input, found {names}")
+    return names[0]
+
+
+def quantized_node_counts(model: onnx.ModelProto, op_types: tuple[str, ...]) -> dict[str, int]:
+    """Nodes of ``op_types`` whose data input comes from a ``DequantizeLinear`` (they run in int8), by
+    op type."""
+    dq_outputs = {out for node in model.graph.node if node.op_type == "DequantizeLinear" for out in node.output}
+    counts = collections.Counter(
+        node.op_type for node in model.graph.node
+        if node.op_type in op_types and node.input and node.input[0] in dq_outputs
+    )
+    return dict(sorted(counts.items()))
+
+
+def quantize_qdq(
+    fp32_onnx: Path,
+    out_onnx: Path,
+    calibration: SampleSet,
+    policy: QuantPolicy,
+    *,
+    method: str = "minmax",
+    per_channel: bool = True,
+    exclude: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Calibrate ``fp32_onnx`` on ``calibration`` and write the symmetric int8 QDQ model to ``out_onnx``.
+
+    ``exclude``: more node names to keep in float, on top of the policy's (the sensitivity analysis uses
+    it). Returns the calibration record for the manifest. The output bytes are the same for the same
+    inputs (ORT's calibration and quantiser are deterministic on CPU; a test holds it to that).
+    """
+    if method not in METHODS:
+        raise BadInputError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    if len(calibration) == 0:
+        raise BadInputError("the calibration set is empty")
+    model = onnx.load(str(fp32_onnx))
+    input_name = graph_input_name(model)
+    keep_float = sorted({*float_nodes(model, policy), *exclude})
+    del model
+    with tempfile.TemporaryDirectory(prefix="kvqe-quant-") as tmp:
+        # ORT writes "<input>-inferred.onnx" beside its input: give it a copy inside the temp dir
+        source = Path(tmp) / "model.fp32.onnx"
+        shutil.copyfile(fp32_onnx, source)
+        staged = Path(tmp) / "model.qdq.onnx"
+        with _quiet_ort_logging(), contextlib.redirect_stdout(io.StringIO()):  # its progress print()s
+            quantize_static(
+                source, staged, SampleSetReader(calibration, input_name),
+                quant_format=QuantFormat.QDQ,
+                op_types_to_quantize=list(policy.quantize_ops),
+                per_channel=per_channel,
+                reduce_range=False,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=keep_float,
+                calibrate_method=METHODS[method],
+                extra_options=_extra_options(method, len(calibration)),
+            )
+        quantized = onnx.load(str(staged))
+        out_onnx.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(staged, out_onnx)
+    counts = quantized_node_counts(quantized, policy.quantize_ops)
+    if not counts:
+        raise BadInputError(f"{fp32_onnx.name}: policy {policy.name!r} quantised no node "
+                            f"(op types {list(policy.quantize_ops)})")
+    return {
+        "quantizer": "onnxruntime",
+        "onnxruntime": ort.__version__,
+        "format": "QDQ",
+        "method": method,
+        "per_channel": per_channel,
+        "activations": "int8 symmetric per-tensor",
+        "weights": "int8 symmetric " + ("per-channel" if per_channel else "per-tensor"),
+        "bias": "float",
+        "policy": policy.name,
+        "samples": len(calibration),
+        "quantized_nodes": counts,
+        "float_nodes": keep_float,
+    }
+
+
+def _extra_options(method: str, samples: int) -> dict[str, Any]:
+    options = dict(EXTRA_OPTIONS)
+    if method != "minmax":
+        options["CalibStridedMinMax"] = max(d for d in range(1, HISTOGRAM_STRIDE + 1) if samples % d == 0)
+    return options
+
+
+class _DropQuantizerWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.WARNING and "quantization" in Path(record.pathname).parts)
+
+
+@contextlib.contextmanager
+def _quiet_ort_logging() -> Iterator[None]:
+    """ORT's quantiser logs "please consider pre-processing" warnings on the root logger; drop its
+    warnings while it runs (not pre-processing is deliberate, see the module docstring)."""
+    root = logging.getLogger()
+    dropper = _DropQuantizerWarnings()
+    root.addFilter(dropper)
+    try:
+        yield
+    finally:
+        root.removeFilter(dropper)

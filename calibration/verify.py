@@ -1,0 +1,62 @@
+"""Re-run a bundle's accuracy gates on this machine (``kvqe verify``): every artifact whose backend is
+available here is compared with the bundle's FP32 ONNX reference on the bundle's validation data (or
+the user's), against the gates recorded at export."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from kvqe.bundle import Artifact, Bundle
+from kvqe.calibration.accuracy import compare, outputs
+from kvqe.calibration.contract import SampleSet
+from kvqe.calibration.data import build_validation_set
+from kvqe.calibration.gates import Gate, gates_for
+from kvqe.errors import BackendUnavailableError, BundleError
+from kvqe.runtimes import create_runner, is_available
+
+
+def validation_data(bundle: Bundle, data: Path | None) -> SampleSet:
+    """The user's media when given, else the validation set stored in the bundle (hash-checked)."""
+    if data is not None:
+        return build_validation_set(data, bundle.task, bundle.input_spec)
+    entry = bundle.manifest.get("validation")
+    if not entry:
+        raise BundleError(f"{bundle.path} carries no validation data; pass --data PATH")
+    path = bundle.verified_file(entry["file"], entry["sha256"], entry["bytes"])
+    return SampleSet.load(path, bundle.input_spec)
+
+
+def _run(bundle: Bundle, artifact: Artifact, samples: SampleSet) -> list[Any]:
+    runner = create_runner(artifact.backend, bundle.verified_path(artifact), **artifact.runtime_options)
+    with runner:
+        return outputs(runner, samples, bundle.output_spec)
+
+
+def verify_bundle(bundle: Bundle, data: Path | None = None) -> list[dict[str, Any]]:
+    """One record per artifact: its figures against the reference, gate results, or why it was skipped."""
+    reference_artifact = bundle.find("onnxruntime", "fp32")
+    if reference_artifact is None:
+        raise BundleError(f"{bundle.path} has no onnxruntime/fp32 reference artifact to verify against")
+    samples = validation_data(bundle, data)
+    reference = _run(bundle, reference_artifact, samples)
+    records = []
+    for artifact in bundle.artifacts:
+        name = f"{artifact.backend}/{artifact.precision}"
+        if artifact is reference_artifact:
+            continue
+        if not is_available(artifact.backend):
+            records.append({"artifact": name, "skipped": f"backend {artifact.backend} is not available here"})
+            continue
+        try:
+            figures = compare(_run(bundle, artifact, samples), reference, samples)
+        except BackendUnavailableError as exc:
+            records.append({"artifact": name, "skipped": str(exc)})
+            continue
+        recorded = artifact.record.get("accuracy", {}).get("gates")
+        gates = [Gate.parse(g) for g in recorded] if recorded else list(gates_for(bundle.task, artifact.precision))
+        results = [gate(figures) for gate in gates]
+        records.append({"artifact": name, "file": artifact.file, "metrics": figures,
+                        "gates": [str(g) for g in gates], "failures": [r.detail for r in results if not r],
+                        "passed": all(results), "deployable_at_export": artifact.deployable,
+                        "samples": len(samples)})
+    return records

@@ -1,0 +1,139 @@
+"""Artifact builders, one per (format, precision), picked through a dict.
+
+Every builder takes the FP32 ONNX (already validated against torch) and writes its files into the
+staging directory. One QDQ ONNX made by calibration serves ONNX Runtime and TensorRT INT8; OpenVINO
+INT8 comes from NNCF on the same calibration set; FP16 comes from an FP16 ONNX (ONNX Runtime,
+TensorRT) or an FP16-compressed IR (OpenVINO, executed at an explicit precision).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kvqe.calibration.contract import SampleSet
+from kvqe.calibration.policy import QuantPolicy
+from kvqe.errors import BadInputError
+from kvqe.export.registry import ModelCard
+
+FORMATS = ("onnx", "onnxruntime-int8", "openvino", "tensorrt")
+
+
+@dataclass
+class BuildContext:
+    """What builders share: the card, staging dir, FP32 ONNX, calibration set, policy, options."""
+
+    card: ModelCard
+    stage: Path
+    fp32_onnx: Path
+    calibration: SampleSet | None
+    policy: QuantPolicy
+    calib_method: str = "minmax"
+    per_channel: bool = True
+    tile: int = 256
+    built: dict[str, Path] = field(default_factory=dict)  # intermediate ONNX files by precision
+    records: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def require_calibration(self) -> SampleSet:
+        if self.calibration is None:
+            raise BadInputError("INT8 needs calibration data: pass --calib DIR (videos and/or images)")
+        return self.calibration
+
+    def onnx_for(self, precision: str) -> Path:
+        """The ONNX graph of a precision (FP16 ONNX, QDQ INT8 ONNX), built once and shared."""
+        if precision == "fp32":
+            return self.fp32_onnx
+        if precision not in self.built:
+            path = self.stage / f"model.{precision}.onnx"
+            if precision == "fp16":
+                from kvqe.export.fp16 import convert_fp16
+
+                self.records[precision] = convert_fp16(self.fp32_onnx, path)
+            else:
+                from kvqe.calibration.ort_quant import quantize_qdq
+
+                self.records[precision] = quantize_qdq(self.fp32_onnx, path, self.require_calibration(), self.policy,
+                                                       method=self.calib_method, per_channel=self.per_channel)
+            self.built[precision] = path
+        return self.built[precision]
+
+
+@dataclass(frozen=True)
+class BuiltArtifact:
+    """Files (main one first) and what the manifest records about how they were made."""
+
+    backend: str
+    precision: str
+    files: tuple[Path, ...]
+    export: dict[str, Any]
+    runtime: dict[str, Any] = field(default_factory=dict)
+    calibration: bool = False
+
+
+def _onnx(ctx: BuildContext, precision: str) -> BuiltArtifact:
+    path = ctx.onnx_for(precision)
+    record = ctx.records.get(precision, {})
+    return BuiltArtifact("onnxruntime", precision, (path,), record, calibration=precision == "int8")
+
+
+def _openvino(ctx: BuildContext, precision: str) -> BuiltArtifact:
+    from kvqe.export import openvino_export
+
+    xml = ctx.stage / f"model.openvino.{precision}.xml"
+    if precision == "int8":
+        record = openvino_export.quantize_int8_ir(ctx.fp32_onnx, xml, ctx.require_calibration(), ctx.policy)
+    else:
+        openvino_export.convert_to_ir(ctx.fp32_onnx, xml, compress_to_fp16=precision == "fp16")
+        record = {"converter": "openvino.convert_model", "compress_to_fp16": precision == "fp16"}
+    # the CPU would run fp32 graphs in bf16 by default: always execute at an explicit f32
+    return BuiltArtifact("openvino", precision, (xml, xml.with_suffix(".bin")), record,
+                         runtime={"inference_precision": "f32"}, calibration=precision == "int8")
+
+
+def _tensorrt(ctx: BuildContext, precision: str) -> BuiltArtifact:
+    from kvqe.export.tensorrt_build import build_engine
+
+    engine = ctx.stage / f"model.tensorrt.{precision}.engine"
+    record = build_engine(ctx.onnx_for(precision), engine, profiles=[_trt_profile(ctx)], workspace_bytes=1 << 30)
+    if ctx.card.task == "sr":
+        record = {**record, "max_tile": ctx.tile}  # the engine's profile bounds the tile the runtime may use
+    return BuiltArtifact("tensorrt", precision, (engine, engine.with_suffix(".json")), record,
+                         calibration=precision == "int8")
+
+
+def _trt_profile(ctx: BuildContext) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
+    """Optimisation profile: VQA batches of 1..max_frames; SR tiles up to the declared tile plus context."""
+    spec = ctx.card.input
+    if ctx.card.task == "vqa":
+        crop = (spec["crop"]["height"], spec["crop"]["width"])
+        frames = spec["sampling"]["max_frames"]
+        return {"input": ((1, 3, *crop), (frames, 3, *crop), (frames, 3, *crop))}
+    edge = ctx.tile + 2 * spec["tile"]["pad"]
+    return {"input": ((1, 3, 16, 16), (1, 3, edge, edge), (1, 3, edge, edge))}
+
+
+BUILDERS: dict[str, Callable[[BuildContext, str], BuiltArtifact]] = {
+    "onnx": _onnx,
+    "openvino": _openvino,
+    "tensorrt": _tensorrt,
+}
+
+
+def requested_artifacts(formats: list[str], precisions: list[str]) -> list[tuple[str, str]]:
+    """(format, precision) pairs to build, in a stable order; ``onnxruntime-int8`` is always INT8."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise BadInputError(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    bad = [p for p in precisions if p not in ("fp32", "fp16", "int8")]
+    if bad:
+        raise BadInputError(f"unknown precision(s) {', '.join(bad)}; choose from fp32, fp16, int8")
+    pairs: list[tuple[str, str]] = []
+    for fmt in FORMATS:
+        if fmt not in formats:
+            continue
+        for precision in ("int8",) if fmt == "onnxruntime-int8" else precisions:
+            backend_pair = ("onnx" if fmt == "onnxruntime-int8" else fmt, precision)
+            if backend_pair not in pairs:
+                pairs.append(backend_pair)
+    return pairs

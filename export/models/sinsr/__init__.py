@@ -1,0 +1,8 @@
+"""SinSR one-step diffusion SR (UNetModelSwin + VQ-f4); importing this package registers ``sinsr``."""
+from kvqe.export.models.sinsr.one_step import SinSR, SinSRDecoder, SinSRDenoiser, SinSREncoder
+from kvqe.export.models.sinsr.registration import build_sinsr, load_sinsr_weights, small_sinsr
+from kvqe.export.models.sinsr.unet import UNetModelSwin
+from kvqe.export.models.sinsr.vq import VQModelTorch
+
+__all__ = ["SinSR", "SinSRDecoder", "SinSRDenoiser", "SinSREncoder", "UNetModelSwin", "VQModelTorch",
+           "build_sinsr", "load_sinsr_weights", "small_sinsr"]

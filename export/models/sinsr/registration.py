@@ -1,0 +1,74 @@
+"""The registered ``sinsr`` model: card, two-checkpoint loader and factories."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from kvqe.errors import BadInputError
+from kvqe.export.models.sinsr.configs import UNET_FULL, UNET_SMALL, VQ_FULL, VQ_SMALL
+from kvqe.export.models.sinsr.one_step import SinSR
+from kvqe.export.models.sinsr.unet import UNetModelSwin
+from kvqe.export.models.sinsr.vq import VQModelTorch
+from kvqe.export.registry import ModelCard, register_model
+from kvqe.export.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
+from kvqe.sdk import sinsr_glue
+
+CHECKPOINTS = {"unet": "SinSR_v1.pth", "vq": "autoencoder_vq_f4.pth"}
+_WEIGHTS_FLAGS = " ".join(f"--weights {part}={name}" for part, name in CHECKPOINTS.items())
+
+
+def build_sinsr(unet_kwargs: Mapping[str, Any], vq_kwargs: Mapping[str, Any]) -> SinSR:
+    """A :class:`SinSR` from the official constructor kwargs (random init, eval mode)."""
+    return SinSR(UNetModelSwin(**unet_kwargs), VQModelTorch(**vq_kwargs)).eval()
+
+
+def small_sinsr() -> SinSR:
+    """The reduced configs of the test fixtures (UNet 4.7 M, VQ 3.5 M params)."""
+    return build_sinsr(UNET_SMALL, VQ_SMALL)
+
+
+def load_sinsr_weights(module: nn.Module, parts: dict[str, Path]) -> dict[str, Any]:
+    """Load ``unet`` and ``vq`` checkpoints strictly into ``module.unet`` / ``module.vq``."""
+    missing = [part for part in CHECKPOINTS if part not in parts]
+    unknown = sorted(set(parts) - set(CHECKPOINTS))
+    if missing or unknown:
+        what = f"missing {', '.join(missing)}" if missing else f"unknown part(s) {', '.join(unknown)}"
+        raise BadInputError(f"sinsr needs two checkpoints, {CHECKPOINTS['unet']} and {CHECKPOINTS['vq']} "
+                            f"({what}); pass {_WEIGHTS_FLAGS}")
+    files: dict[str, Any] = {}
+    for part in CHECKPOINTS:
+        path = parts[part]
+        load_strict(getattr(module, part), read_state_dict(path), path)
+        files.update(checkpoint_provenance(part, path))
+    names = " and ".join(f"{parts[part].name} ({part})" for part in CHECKPOINTS)
+    return {"source": f"user-supplied checkpoints {names}", "files": files}
+
+
+@register_model(
+    ModelCard(
+        name="sinsr",
+        task="sr",
+        description="SinSR: one-step diffusion x4 SR (ResShift UNetModelSwin distilled to one step) in the latent "
+        "of ResShift's VQ-f4 autoencoder; runs as three graphs (encoder, denoiser, decoder) with numpy glue.",
+        input={
+            "colour_order": "RGB", "layout": "NCHW", "dtype": "float32", "value_range": [0.0, 1.0],
+            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "tile": {"size": 0, "pad": 16, "pre_pad": 0},
+            "multiple_of": sinsr_glue.MULTIPLE,
+        },
+        output={"scale": sinsr_glue.SCALE, "value_range": [0.0, 1.0], "clamp": True},
+        params=173_916_365,
+        gflops=1006.27,
+        flops_input="one 64x64 LR input (256x256 output)",
+        weights_source="official SinSR_v1.pth and autoencoder_vq_f4.pth supplied by the user",
+        licence="CC BY-NC-SA 4.0 (SinSR) and S-Lab non-commercial (ResShift VQ-f4): never bundled",
+        weight_parts=tuple(CHECKPOINTS),
+        extra={"stages": ["encoder", "denoiser", "decoder"], "glue": "kvqe.sdk.sinsr_glue",
+               "flops_input_shape": [1, 3, 64, 64]},
+    ),
+    load_weights=load_sinsr_weights,
+)
+def sinsr() -> SinSR:
+    return build_sinsr(UNET_FULL, VQ_FULL)

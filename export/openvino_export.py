@@ -1,0 +1,232 @@
+"""OpenVINO IR from the validated FP32 ONNX: FP32 or FP16-compressed IR, and INT8 IR quantised by NNCF.
+
+- :func:`convert_to_ir`: ``openvino.convert_model`` then ``openvino.save_model``; dynamic axes survive
+  (``?`` dimensions in the IR). Names OpenVINO generates from a process-wide counter (``Constant_9350``)
+  are renumbered by graph position first, so the same ONNX always gives the same IR bytes, whatever was
+  converted before in the process.
+- :func:`quantize_int8_ir`: ``nncf.quantize`` with the one adapter from :class:`SampleSet` to
+  ``nncf.Dataset`` and the model's :class:`QuantPolicy` translated to NNCF's ``IgnoredScope``.
+
+The policy names ONNX op types; NNCF matches OpenVINO op types. :data:`ONNX_TO_OPENVINO` maps what a
+policy may quantise, and every other op type NNCF would quantise on CPU (:data:`NNCF_QUANTISABLE`) goes
+into the ignored scope, so only the policy's ops get FakeQuantize inputs. An IR is always *executed* at
+an explicit precision (see :mod:`kvqe.runtimes.openvino`); FakeQuantize'd ops run in int8 on CPU.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import onnx
+import openvino as ov
+
+from kvqe.calibration.contract import SampleSet
+from kvqe.calibration.policy import QuantPolicy
+from kvqe.errors import BadInputError, missing_extra
+
+# ONNX op type in a policy -> the OpenVINO op types the ONNX frontend turns it into
+ONNX_TO_OPENVINO: dict[str, tuple[str, ...]] = {
+    "Conv": ("Convolution", "GroupConvolution"),
+    "ConvTranspose": ("ConvolutionBackpropData", "GroupConvolutionBackpropData"),
+    "MatMul": ("MatMul",),
+    "Gemm": ("MatMul",),
+    "Add": ("Add",),
+    "Mul": ("Multiply",),
+}
+# OpenVINO op types NNCF quantises (inputs get FakeQuantize) for CPU: the OpenVINO metatypes whose
+# hardware op has an activation or weight quantiser in NNCF 3.x's CPU setup
+# (nncf.common.hardware.setups.cpu), plus NormalizeL2 for older NNCF versions. SoftMax and Gelu have
+# none: NNCF never puts a FakeQuantize on their inputs.
+NNCF_QUANTISABLE: tuple[str, ...] = (
+    "AdaptiveAvgPool", "Add", "AvgPool", "Convolution", "ConvolutionBackpropData", "Divide", "Equal", "FloorMod",
+    "GRUSequence", "Greater", "GreaterEqual", "GroupConvolution", "GroupConvolutionBackpropData",
+    "GroupNormalization", "Interpolate", "LSTMSequence", "Less", "LessEqual", "LogicalAnd", "LogicalNot",
+    "LogicalOr", "LogicalXor", "MVN", "MatMul", "Maximum", "Minimum", "Multiply", "NormalizeL2", "NotEqual",
+    "Power", "ReduceL2", "ReduceMean", "ReduceSum", "ScaledDotProductAttention", "Sqrt", "Subtract",
+)
+PRESETS = ("performance", "mixed")
+_GENERATED_NAME = re.compile(r"^(?P<stem>[A-Za-z][A-Za-z0-9]*)_\d+(?P<rest>(?:[_/].*)?)$")
+
+
+def convert_to_ir(onnx_path: Path, xml_path: Path, *, compress_to_fp16: bool) -> None:
+    """Convert ``onnx_path`` to an IR at ``xml_path`` (``.bin`` beside it), FP32 or with FP16 weights.
+
+    FP16 compression stores the weights in fp16 with Convert (decompression) nodes in front of them; the
+    graph still computes at the precision the runtime is compiled with.
+    """
+    model = _convert(onnx_path)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(xml_path), compress_to_fp16=compress_to_fp16)
+
+
+def quantize_int8_ir(fp32_xml_or_onnx: Path, xml_path: Path, calibration: SampleSet, policy: QuantPolicy, *,
+                     subset_size: int | None = None, preset: str = "performance") -> dict[str, Any]:
+    """Quantise the FP32 model with NNCF on ``calibration`` and save the INT8 IR at ``xml_path``.
+
+    Only the policy's op types are quantised; ``keep_first_last_conv`` keeps the first and last
+    Convolution float; ``transformer`` selects ``ModelType.TRANSFORMER``, and SmoothQuant runs only when
+    the policy gives its alpha. Returns the calibration record for the manifest.
+    """
+    try:
+        import nncf
+        from nncf.quantization.advanced_parameters import (
+            AdvancedQuantizationParameters,
+            AdvancedSmoothQuantParameters,
+        )
+    except ImportError:
+        raise missing_extra("nncf", "export") from None
+    if preset not in PRESETS:
+        raise BadInputError(f"unknown NNCF preset {preset!r}; choose {' or '.join(PRESETS)}")
+    if len(calibration) == 0:
+        raise BadInputError("the calibration set is empty")
+    subset = len(calibration) if subset_size is None else subset_size
+    if not 0 < subset <= len(calibration):
+        raise BadInputError(f"subset_size {subset} must be in 1..{len(calibration)} (the calibration set)")
+
+    model = _convert(fp32_xml_or_onnx) if fp32_xml_or_onnx.suffix == ".onnx" else ov.Core().read_model(
+        str(fp32_xml_or_onnx))
+    ignored_types, ignored_names = ignored_scope(model, policy)
+    before = {op.get_friendly_name() for op in model.get_ops()}
+    alpha = -1.0 if policy.smooth_quant is None else float(policy.smooth_quant)
+    model_type = nncf.ModelType.TRANSFORMER if policy.transformer else None
+    dataset = nncf.Dataset(calibration.images, calibration.transform)  # the one SampleSet -> NNCF adapter
+    start = time.perf_counter()
+    with _output_to_stderr():  # NNCF's progress bars and log lines: keep stdout for --json
+        quantized = nncf.quantize(
+            model, dataset,
+            preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
+            target_device=nncf.TargetDevice.CPU,
+            subset_size=subset,
+            model_type=model_type,
+            ignored_scope=nncf.IgnoredScope(names=ignored_names, types=ignored_types, validate=True),
+            advanced_parameters=AdvancedQuantizationParameters(
+                smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha)),
+        )
+    seconds = time.perf_counter() - start
+    _canonical_names(quantized, before)  # NNCF's new constants are named from the process-wide counter
+    consumers = fake_quantize_consumers(quantized)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(quantized, str(xml_path), compress_to_fp16=False)
+    return {
+        "quantizer": "nncf", "nncf": nncf.__version__, "openvino": ov.get_version(), "policy": policy.name,
+        "preset": preset, "target_device": "CPU", "subset_size": subset,
+        "model_type": "transformer" if policy.transformer else None,
+        "smooth_quant": None if alpha < 0 else alpha,
+        "ignored_types": ignored_types, "ignored_names": ignored_names,
+        "fake_quantize_nodes": _count(quantized, "FakeQuantize"),
+        "fake_quantize_consumers": dict(sorted(consumers.items())),
+        "int8_weight_constants": sum(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
+                                     for op in quantized.get_ops()),
+        "seconds": round(seconds, 2),
+    }
+
+
+def ignored_scope(model: ov.Model, policy: QuantPolicy) -> tuple[list[str], list[str]]:
+    """The policy as NNCF's ignored scope over ``model``: (OpenVINO op types, node names).
+
+    Types: every op type present that NNCF would quantise and the policy does not. Names: the policy's
+    ``exclude_nodes`` (ONNX node names; the frontend keeps them, matched exactly or as ``name/...``),
+    and with ``keep_first_last_conv`` the first and last Convolution in graph order.
+    """
+    unknown = [op for op in policy.quantize_ops if op not in ONNX_TO_OPENVINO]
+    if unknown:
+        raise BadInputError(f"policy {policy.name!r} quantises ONNX op types {unknown} that kvqe cannot map to "
+                            f"OpenVINO op types (known: {', '.join(ONNX_TO_OPENVINO)})")
+    quantised = {ov_type for op in policy.quantize_ops for ov_type in ONNX_TO_OPENVINO[op]}
+    ops = model.get_ordered_ops()
+    present = {op.get_type_name() for op in ops}
+    types = sorted((present & set(NNCF_QUANTISABLE)) - quantised)
+    names: list[str] = []
+    for wanted in policy.exclude_nodes:
+        matches = [op.get_friendly_name() for op in ops if op.get_type_name() in quantised
+                   and op.get_friendly_name().split("/")[0] == wanted]
+        if not matches:
+            raise BadInputError(f"policy {policy.name!r} excludes node {wanted!r}, which is not in the model")
+        names += matches
+    if policy.keep_first_last_conv:
+        convs = [op.get_friendly_name() for op in ops if op.get_type_name() in ("Convolution", "GroupConvolution")]
+        names += [convs[0], convs[-1]] if convs else []
+    return types, sorted(set(names))
+
+
+def fake_quantize_consumers(model: ov.Model) -> collections.Counter[str]:
+    """How many FakeQuantize outputs feed each op type (through Convert/Reshape/Transpose in between)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for op in model.get_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        for consumer in _consumers(op):
+            counts[consumer.get_type_name()] += 1
+    return counts
+
+
+def _consumers(op: ov.Node) -> list[ov.Node]:
+    found = []
+    for target in op.output(0).get_target_inputs():
+        node = target.get_node()
+        if node.get_type_name() in ("Convert", "Reshape", "Transpose"):
+            found += _consumers(node)
+        else:
+            found.append(node)
+    return found
+
+
+@contextlib.contextmanager
+def _output_to_stderr() -> Iterator[None]:
+    """Send stdout and NNCF's logger (whose handler holds ``sys.stdout``) to stderr for the duration."""
+    handlers = [h for h in logging.getLogger("nncf").handlers
+                if isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.__stdout__)]
+    for handler in handlers:
+        handler.setStream(sys.stderr)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        for handler in handlers:
+            handler.setStream(sys.stdout)
+
+
+def _count(model: ov.Model, op_type: str) -> int:
+    return sum(op.get_type_name() == op_type for op in model.get_ops())
+
+
+def _convert(onnx_path: Path) -> ov.Model:
+    """``openvino.convert_model`` with the generated node names renumbered by graph position."""
+    if not onnx_path.is_file():
+        raise BadInputError(f"{onnx_path} does not exist")
+    model = ov.convert_model(str(onnx_path))
+    _canonical_names(model, _onnx_names(onnx_path))
+    return model
+
+
+def _onnx_names(path: Path) -> set[str]:
+    graph = onnx.load(str(path), load_external_data=False).graph
+    names = {node.name for node in graph.node} | {out for node in graph.node for out in node.output}
+    return names | {i.name for i in graph.initializer} | {i.name for i in graph.input} | {o.name for o in graph.output}
+
+
+def _canonical_names(model: ov.Model, kept: set[str]) -> None:
+    """Rename ops whose friendly name OpenVINO generated (``<Type>_<counter>[...]``, not from the ONNX) to
+    ``<Type>_<position in graph order>[...]``; names the ONNX gave are kept."""
+    generated = []
+    taken = set()
+    for position, op in enumerate(model.get_ordered_ops()):
+        name = op.get_friendly_name()
+        match = _GENERATED_NAME.match(name)
+        if match is None or name.split("/")[0] in kept:
+            taken.add(name)
+        else:
+            generated.append((position, op, match))
+    for position, op, match in generated:
+        new = f"{match['stem']}_{position}{match['rest']}"
+        while new in taken:
+            new += "_"
+        taken.add(new)
+        op.set_friendly_name(new)

@@ -1,0 +1,119 @@
+"""OpenVINO runner (CPU plugin) for an IR (.xml beside its .bin) or an ONNX file.
+
+OpenVINO's CPU plugin picks its own inference precision unless told: on a CPU with AVX-512 BF16 or AMX
+an "FP32" model silently runs in bf16. So the precision is always set explicitly when compiling, read
+back from the compiled model (:attr:`OpenVinoRunner.executed_precision`) and refused when the plugin
+would run something else (an f16 hint on a CPU without FP16 arithmetic falls back to bf16 silently).
+Quantised ops (FakeQuantize in an NNCF IR, Q/DQ in an ONNX) run in int8 whatever the hint says; the
+hint governs everything else.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from kvqe.errors import BackendUnavailableError, BadInputError
+from kvqe.runtimes.base import Runner, TensorSpec
+
+DEVICE = "CPU"
+# precision name -> (OpenVINO element type name, the CPU capability it needs)
+PRECISIONS: dict[str, tuple[str, str]] = {"f32": ("f32", "FP32"), "bf16": ("bf16", "BF16"), "f16": ("f16", "FP16")}
+PERFORMANCE_HINTS = ("LATENCY", "THROUGHPUT")
+_INPUT_TYPES: dict[str, np.dtype] = {"f32": np.dtype(np.float32), "f16": np.dtype(np.float16)}
+
+
+class OpenVinoRunner(Runner):
+    """Runs a single-input, single-output model on OpenVINO's CPU plugin at an explicit precision."""
+
+    name = "openvino"
+
+    def __init__(self, model_path: Path, *, threads: int = 0, inference_precision: str = "f32",
+                 performance_hint: str = "LATENCY") -> None:
+        """``threads``: INFERENCE_NUM_THREADS (0 leaves it to OpenVINO); ``inference_precision``: the
+        INFERENCE_PRECISION_HINT, ``f32`` | ``bf16`` | ``f16``; ``performance_hint``: LATENCY | THROUGHPUT."""
+        super().__init__()
+        if inference_precision not in PRECISIONS:
+            raise BadInputError(f"openvino: inference precision {inference_precision!r} is not one of "
+                                f"{', '.join(PRECISIONS)}")
+        if performance_hint not in PERFORMANCE_HINTS:
+            raise BadInputError(f"openvino: performance hint {performance_hint!r} is not one of "
+                                f"{', '.join(PERFORMANCE_HINTS)}")
+        if threads < 0:
+            raise BadInputError(f"openvino: threads must be >= 0, got {threads}")
+        self.model_path = Path(model_path)
+        self.threads = threads
+        self.inference_precision = inference_precision
+        self.performance_hint = performance_hint
+        self.executed_precision: str | None = None  # read back from the compiled model by load()
+        self._compiled: ov.CompiledModel | None = None
+        self._request: ov.InferRequest | None = None
+
+    def _load(self) -> None:
+        path = self.model_path
+        if path.suffix not in (".xml", ".onnx"):
+            raise BadInputError(f"openvino: {path} is neither an OpenVINO IR (.xml) nor an ONNX file")
+        if not path.is_file():
+            raise BadInputError(f"openvino: model file {path} does not exist")
+        if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
+            raise BadInputError(f"openvino: the IR weights {path.with_suffix('.bin')} are missing beside {path.name}")
+        core = ov.Core()
+        element_type, capability = PRECISIONS[self.inference_precision]
+        capabilities = list(core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
+        if capability not in capabilities:
+            raise BackendUnavailableError(
+                f"openvino: this CPU cannot run {self.inference_precision} (its capabilities: "
+                f"{', '.join(capabilities)}); OpenVINO would silently run another precision. "
+                f"Choose inference precision f32{' or bf16' if 'BF16' in capabilities else ''}."
+            )
+        try:
+            model = core.read_model(str(path))
+        except RuntimeError as exc:
+            raise BadInputError(f"openvino: cannot read {path}: {exc}") from None
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise BadInputError(f"openvino: {path.name} has {len(model.inputs)} inputs and {len(model.outputs)} "
+                                "outputs; kvqe runs single-input, single-output models")
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": element_type,
+                                  "PERFORMANCE_HINT": self.performance_hint}
+        if self.threads > 0:
+            config["INFERENCE_NUM_THREADS"] = self.threads
+        compiled = core.compile_model(model, DEVICE, config)
+        executed = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
+        if executed != element_type:
+            raise BackendUnavailableError(
+                f"openvino: asked for inference precision {element_type}, the CPU plugin compiled {executed}; "
+                "refusing to run a precision that was not asked for"
+            )
+        self.executed_precision = executed
+        self._compiled = compiled
+        self._request = compiled.create_infer_request()
+
+    def _input_metadata(self) -> TensorSpec:
+        assert self._compiled is not None
+        port = self._compiled.input(0)
+        type_name = port.get_element_type().get_type_name()
+        if type_name not in _INPUT_TYPES:
+            raise BadInputError(f"openvino: input element type {type_name} is not supported (f32, f16)")
+        shape = tuple(None if dim.is_dynamic else dim.get_length() for dim in port.get_partial_shape())
+        names = port.get_names()
+        name = port.get_any_name() if names else "input"
+        return TensorSpec(name, _INPUT_TYPES[type_name], shape)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        assert self._request is not None
+        self._request.infer({0: batch})
+        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    def _close(self) -> None:
+        self._request = None
+        self._compiled = None
+
+    def properties(self) -> dict[str, Any]:
+        """What actually ran, for the manifest: OpenVINO version, device, executed precision, hints."""
+        self._require_loaded()
+        assert self._compiled is not None
+        return {"openvino": ov.get_version(), "device": DEVICE, "inference_precision": self.executed_precision,
+                "performance_hint": str(self._compiled.get_property("PERFORMANCE_HINT")),
+                "threads": int(self._compiled.get_property("INFERENCE_NUM_THREADS"))}
