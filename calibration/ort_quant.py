@@ -10,9 +10,16 @@ quantisation), so it follows TensorRT's rules, which are the strictest:
   default int32 bias quantisation (``QuantizeBias``) is switched off;
 - only the policy's op types are quantised, and the policy's float nodes are excluded.
 
-ORT's ``quant_pre_process`` is not run: the dynamo exporter already emits an optimised graph with
-shapes, and the pre-processing's graph optimiser renames and fuses nodes, which would break the policy's
-node-name exclusions. Every file ORT writes (shape-inferred copy, augmented calibration model) goes to a
+Where activations are quantised depends on the policy. Convolutional policies quantise the inputs and
+the outputs of quantised ops (ORT's default; ONNX Runtime CPU then fuses QLinearConv chains, measured
+1.45x faster than FP32 on realesr-animevideov3). Transformer policies quantise only the inputs of
+quantised ops, so no op the policy keeps in float (LayerNorm, Softmax, GELU, residual Add) ever reads
+a re-quantised tensor; that is also TensorRT's recommended Q/DQ placement.
+
+ORT's ``quant_pre_process`` is not run: its symbolic shape inference fails on the SR graphs' dynamic
+height/width ("Incomplete symbolic shape inference"), and without it the pre-processing changes nothing
+on SR and only folds a few shape ops on Swin (the dynamo exporter already optimised the graphs).
+Every file ORT writes (shape-inferred copy, augmented calibration model) goes to a
 temporary directory, never beside the input or in the working directory.
 """
 from __future__ import annotations
@@ -30,7 +37,13 @@ from typing import Any
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
 
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.policy import QuantPolicy, float_nodes
@@ -141,7 +154,7 @@ def quantize_qdq(
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=keep_float,
                 calibrate_method=METHODS[method],
-                extra_options=_extra_options(method, len(calibration)),
+                extra_options=_extra_options(policy, method, len(calibration)),
             )
         quantized = onnx.load(str(staged))
         out_onnx.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +169,9 @@ def quantize_qdq(
         "format": "QDQ",
         "method": method,
         "per_channel": per_channel,
-        "activations": "int8 symmetric per-tensor",
+        "activations": "int8 symmetric per-tensor, "
+                       + ("inputs and outputs of quantised ops" if _quantize_outputs(policy)
+                          else "inputs of quantised ops only"),
         "weights": "int8 symmetric " + ("per-channel" if per_channel else "per-tensor"),
         "bias": "float",
         "policy": policy.name,
@@ -166,11 +181,17 @@ def quantize_qdq(
     }
 
 
-def _extra_options(method: str, samples: int) -> dict[str, Any]:
+def _extra_options(policy: QuantPolicy, method: str, samples: int) -> dict[str, Any]:
     options = dict(EXTRA_OPTIONS)
+    if not _quantize_outputs(policy):
+        options["OpTypesToExcludeOutputQuantization"] = list(policy.quantize_ops)
     if method != "minmax":
         options["CalibStridedMinMax"] = max(d for d in range(1, HISTOGRAM_STRIDE + 1) if samples % d == 0)
     return options
+
+
+def _quantize_outputs(policy: QuantPolicy) -> bool:
+    return not policy.transformer
 
 
 class _DropQuantizerWarnings(logging.Filter):

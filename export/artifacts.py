@@ -16,6 +16,7 @@ from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.policy import QuantPolicy
 from kvqe.errors import BadInputError
 from kvqe.export.registry import ModelCard
+from kvqe.sdk.preprocess import vqa_input_shape
 
 FORMATS = ("onnx", "onnxruntime-int8", "openvino", "tensorrt")
 
@@ -106,9 +107,9 @@ def _trt_profile(ctx: BuildContext) -> dict[str, tuple[tuple[int, ...], tuple[in
     """Optimisation profile: VQA batches of 1..max_frames; SR tiles up to the declared tile plus context."""
     spec = ctx.card.input
     if ctx.card.task == "vqa":
-        crop = (spec["crop"]["height"], spec["crop"]["width"])
+        shape = vqa_input_shape(spec)
         frames = spec["sampling"]["max_frames"]
-        return {"input": ((1, 3, *crop), (frames, 3, *crop), (frames, 3, *crop))}
+        return {"input": ((1, *shape), (frames, *shape), (frames, *shape))}
     edge = ctx.tile + 2 * spec["tile"]["pad"]
     return {"input": ((1, 3, 16, 16), (1, 3, edge, edge), (1, 3, edge, edge))}
 

@@ -183,8 +183,10 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
         summary = {
             "model": card.name, "out": str(request.out), "task": card.task,
             "artifacts": [{"backend": a["backend"], "precision": a["precision"], "file": a["file"],
-                           "bytes": a["bytes"], "deployable": a["deployable"], "seconds": a["seconds"],
-                           "metrics": a["accuracy"].get("metrics", {"max_abs_diff": a["accuracy"]["max_abs_diff"]}),
+                           "bytes": a["bytes"] + sum(e["bytes"] for e in a.get("extra_files", [])),
+                           "deployable": a["deployable"], "seconds": a["seconds"],
+                           "metrics": a["accuracy"]["metrics"] if "metrics" in a["accuracy"]
+                           else {"max_abs_diff_vs_torch": a["accuracy"]["max_abs_diff"]},
                            "failures": a["accuracy"].get("failures", [])} for a in artifacts],
             "unavailable": unavailable, "warnings": (calib_record or {}).get("warnings", []),
             "seconds": round(time.perf_counter() - started, 2),

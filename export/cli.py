@@ -89,6 +89,9 @@ def _table(summary: dict[str, Any]) -> str:
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax",
               show_default=True, help="ONNX Runtime INT8 calibration method.")
 @click.option("--per-channel/--per-tensor", default=True, show_default=True, help="INT8 weight granularity.")
+@click.option("--calib-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="At most this many calibration samples.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the calibration/validation sampling.")
 @click.option("--tile", type=click.IntRange(min=16), default=256, show_default=True,
               help="SR: the largest tile a TensorRT engine is built for.")
 @click.option("--score-range", default=None, metavar="LOW,HIGH", help="VQA: the score range to declare.")
@@ -96,7 +99,7 @@ def _table(summary: dict[str, Any]) -> str:
 @handle_errors
 def main(model: str, out: Path | None, weights: tuple[str, ...], arch: str | None, formats: str,
          precisions: str, calib: Path | None, gates: tuple[str, ...], calib_method: str, per_channel: bool,
-         tile: int, score_range: str | None, as_json: bool) -> None:
+         calib_size: int, seed: int, tile: int, score_range: str | None, as_json: bool) -> None:
     """Export registered MODEL (or `list` the registry) into a verified bundle at --out.
 
     Exit codes: 0 ok, 2 bad input, 3 an accuracy gate failed (the artifact is kept, marked not
@@ -109,11 +112,13 @@ def main(model: str, out: Path | None, weights: tuple[str, ...], arch: str | Non
         return
     if out is None:
         raise BadInputError("--out DIR is required")
+    from kvqe.calibration.data import SampleSettings
     from kvqe.export.bundle_builder import ExportRequest, build_bundle, exit_code
 
     name, parts = _parse_weights(weights, model, arch)
     request = ExportRequest(name, out, parts, _split(formats), _split(precisions), _parse_range(score_range),
-                            calib, gates, calib_method, per_channel, tile=tile)
+                            calib, gates, calib_method, per_channel, SampleSettings(calib_size=calib_size, seed=seed),
+                            tile=tile)
     summary = build_bundle(request, progress=lambda step: click.echo(f"kvqe-export: {step}", err=True))
     emit(summary, as_json, _table(summary))
     code = exit_code(summary)

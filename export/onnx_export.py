@@ -24,6 +24,7 @@ from kvqe.export.registry import ModelCard
 from kvqe.runtimes.base import Runner, TensorSpec
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.runtimes.torch import TorchRunner
+from kvqe.sdk.preprocess import vqa_input_shape
 
 EXPORTER = "torch.onnx.export (dynamo: torch.export + onnxscript), external_data=False, optimize=True"
 INPUT_NAME = "input"
@@ -51,7 +52,7 @@ class OnnxExportSpec:
     def from_card(cls, card: ModelCard) -> OnnxExportSpec:
         axes, output_axes = _DYNAMIC[card.task]
         if card.task == "vqa":
-            shape: tuple[int | None, ...] = (None, 3, card.input["crop"]["height"], card.input["crop"]["width"])
+            shape: tuple[int | None, ...] = (None, *vqa_input_shape(card.input))
         else:
             shape = (None, 3, None, None)
         return cls(opset=card.onnx_opset, tolerance=card.onnx_tolerance, dynamic_axes=axes,

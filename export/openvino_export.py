@@ -19,7 +19,6 @@ import contextlib
 import logging
 import re
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,9 @@ NNCF_QUANTISABLE: tuple[str, ...] = (
     "LogicalOr", "LogicalXor", "MVN", "MatMul", "Maximum", "Minimum", "Multiply", "NormalizeL2", "NotEqual",
     "Power", "ReduceL2", "ReduceMean", "ReduceSum", "ScaledDotProductAttention", "Sqrt", "Subtract",
 )
+# ops that only move or convert data: a FakeQuantize before them quantises the input of what follows
+LAYOUT_ONLY = frozenset({"Convert", "Reshape", "Transpose", "Concat", "Slice", "StridedSlice", "Squeeze", "Unsqueeze",
+                         "Split", "VariadicSplit", "Gather"})
 PRESETS = ("performance", "mixed")
 _GENERATED_NAME = re.compile(r"^(?P<stem>[A-Za-z][A-Za-z0-9]*)_\d+(?P<rest>(?:[_/].*)?)$")
 
@@ -90,14 +92,19 @@ def quantize_int8_ir(fp32_xml_or_onnx: Path, xml_path: Path, calibration: Sample
     if not 0 < subset <= len(calibration):
         raise BadInputError(f"subset_size {subset} must be in 1..{len(calibration)} (the calibration set)")
 
-    model = _convert(fp32_xml_or_onnx) if fp32_xml_or_onnx.suffix == ".onnx" else ov.Core().read_model(
-        str(fp32_xml_or_onnx))
+    if policy.smooth_quant is not None and not policy.transformer:
+        raise BadInputError(f"policy {policy.name!r}: NNCF applies SmoothQuant only with transformer=True")
+    if fp32_xml_or_onnx.suffix == ".onnx":
+        model = _convert(fp32_xml_or_onnx)
+    elif fp32_xml_or_onnx.suffix == ".xml" and fp32_xml_or_onnx.is_file():
+        model = ov.Core().read_model(str(fp32_xml_or_onnx))
+    else:
+        raise BadInputError(f"{fp32_xml_or_onnx} is not an existing FP32 ONNX or OpenVINO IR (.xml) file")
     ignored_types, ignored_names = ignored_scope(model, policy)
     before = {op.get_friendly_name() for op in model.get_ops()}
     alpha = -1.0 if policy.smooth_quant is None else float(policy.smooth_quant)
     model_type = nncf.ModelType.TRANSFORMER if policy.transformer else None
     dataset = nncf.Dataset(calibration.images, calibration.transform)  # the one SampleSet -> NNCF adapter
-    start = time.perf_counter()
     with _output_to_stderr():  # NNCF's progress bars and log lines: keep stdout for --json
         quantized = nncf.quantize(
             model, dataset,
@@ -109,7 +116,6 @@ def quantize_int8_ir(fp32_xml_or_onnx: Path, xml_path: Path, calibration: Sample
             advanced_parameters=AdvancedQuantizationParameters(
                 smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=alpha)),
         )
-    seconds = time.perf_counter() - start
     _canonical_names(quantized, before)  # NNCF's new constants are named from the process-wide counter
     consumers = fake_quantize_consumers(quantized)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
@@ -124,7 +130,6 @@ def quantize_int8_ir(fp32_xml_or_onnx: Path, xml_path: Path, calibration: Sample
         "fake_quantize_consumers": dict(sorted(consumers.items())),
         "int8_weight_constants": sum(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
                                      for op in quantized.get_ops()),
-        "seconds": round(seconds, 2),
     }
 
 
@@ -157,25 +162,22 @@ def ignored_scope(model: ov.Model, policy: QuantPolicy) -> tuple[list[str], list
 
 
 def fake_quantize_consumers(model: ov.Model) -> collections.Counter[str]:
-    """How many FakeQuantize outputs feed each op type (through Convert/Reshape/Transpose in between)."""
+    """How many times a FakeQuantize output reaches each op type, looking through the layout-only ops
+    (:data:`LAYOUT_ONLY`) NNCF propagates quantisers across (e.g. Swin's window roll: Slice + Concat)."""
     counts: collections.Counter[str] = collections.Counter()
     for op in model.get_ops():
         if op.get_type_name() != "FakeQuantize":
             continue
-        for consumer in _consumers(op):
-            counts[consumer.get_type_name()] += 1
+        stack = [op]
+        while stack:
+            for output in stack.pop().outputs():
+                for target in output.get_target_inputs():
+                    node = target.get_node()
+                    if node.get_type_name() in LAYOUT_ONLY:
+                        stack.append(node)
+                    else:
+                        counts[node.get_type_name()] += 1
     return counts
-
-
-def _consumers(op: ov.Node) -> list[ov.Node]:
-    found = []
-    for target in op.output(0).get_target_inputs():
-        node = target.get_node()
-        if node.get_type_name() in ("Convert", "Reshape", "Transpose"):
-            found += _consumers(node)
-        else:
-            found.append(node)
-    return found
 
 
 @contextlib.contextmanager

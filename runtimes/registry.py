@@ -13,6 +13,7 @@ from kvqe.runtimes.base import Runner
 _FILE_BACKENDS: dict[str, tuple[str, str, str, str | None]] = {
     "onnxruntime": ("kvqe.runtimes.onnxruntime", "OnnxRuntimeRunner", "onnxruntime", None),
     "openvino": ("kvqe.runtimes.openvino", "OpenVinoRunner", "openvino", "openvino"),
+    "tensorrt": ("kvqe.runtimes.tensorrt", "TensorRTRunner", "tensorrt", "tensorrt"),
 }
 # ordered fastest first: what ``auto`` tries
 AUTO_ORDER = ("tensorrt", "openvino", "onnxruntime")

@@ -50,9 +50,53 @@ def resize_short_side_and_crop(rgb: np.ndarray, spec: dict[str, Any]) -> np.ndar
     return resized[top:top + crop_h, left:left + crop_w]
 
 
-def vqa_geometry(bgr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
-    """One HxWx3 uint8 BGR frame -> the uint8 image a VQA model sees (model colour, resized, cropped)."""
-    return resize_short_side_and_crop(to_model_colour(bgr, spec), spec)
+def fragments_and_global(rgb: np.ndarray, spec: dict[str, Any], rng: np.random.Generator | None = None) -> np.ndarray:
+    """Native-resolution detail plus global context, stacked as one HxWx6 uint8 image.
+
+    Channels 0-2: a ``grid`` x ``grid`` mosaic of ``patch`` x ``patch`` crops taken at the frame's own
+    resolution (compression, blur and noise stay visible), one from the centre of each grid cell, or
+    from a random place in the cell when ``rng`` is given (training augmentation). Frames too small for
+    the mosaic are first enlarged so their short side fits it. Channels 3-5: the whole frame resized to
+    the mosaic's size (content, exposure, composition).
+    """
+    grid, patch = spec["fragments"]["grid"], spec["fragments"]["patch"]
+    size = grid * patch
+    height, width = rgb.shape[:2]
+    if min(height, width) < size:
+        factor = size / min(height, width)
+        rgb = cv2.resize(rgb, (max(size, round(width * factor)), max(size, round(height * factor))),
+                         interpolation=cv2.INTER_CUBIC)
+        height, width = rgb.shape[:2]
+    mosaic = np.empty((size, size, 3), np.uint8)
+    for row in range(grid):
+        top_lo, top_hi = row * height // grid, (row + 1) * height // grid - patch
+        for col in range(grid):
+            left_lo, left_hi = col * width // grid, (col + 1) * width // grid - patch
+            if rng is None:
+                top, left = (top_lo + top_hi) // 2, (left_lo + left_hi) // 2
+            else:
+                top, left = int(rng.integers(top_lo, top_hi + 1)), int(rng.integers(left_lo, left_hi + 1))
+            mosaic[row * patch:(row + 1) * patch, col * patch:(col + 1) * patch] = \
+                rgb[top:top + patch, left:left + patch]
+    context = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
+    return np.concatenate([mosaic, context], axis=2)
+
+
+def vqa_geometry(bgr: np.ndarray, spec: dict[str, Any], rng: np.random.Generator | None = None) -> np.ndarray:
+    """One HxWx3 uint8 BGR frame -> the uint8 image a VQA model sees: resized and centre-cropped, or
+    fragments plus global context when the spec has ``fragments`` (``rng``: training augmentation)."""
+    rgb = to_model_colour(bgr, spec)
+    if "fragments" in spec:
+        return fragments_and_global(rgb, spec, rng)
+    return resize_short_side_and_crop(rgb, spec)
+
+
+def vqa_input_shape(spec: dict[str, Any]) -> tuple[int, int, int]:
+    """Channels, height and width of one preprocessed VQA frame."""
+    if "fragments" in spec:
+        size = spec["fragments"]["grid"] * spec["fragments"]["patch"]
+        return 6, size, size
+    return 3, spec["crop"]["height"], spec["crop"]["width"]
 
 
 def preprocess_vqa_frame(bgr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:

@@ -7,14 +7,14 @@ import torch
 from kvqe.errors import BadInputError
 from kvqe.export.flops import count_macs, count_params
 from kvqe.export.registry import create_model, get_model, list_models
+from kvqe.sdk.preprocess import vqa_input_shape
 
 NAMES = [card.name for card in list_models()]
 
 
 def flops_input(card) -> torch.Tensor:
     if card.task == "vqa":
-        crop = card.input["crop"]
-        return torch.zeros(card.input["sampling"]["max_frames"], 3, crop["height"], crop["width"])
+        return torch.zeros(card.input["sampling"]["max_frames"], *vqa_input_shape(card.input))
     return torch.zeros(1, 3, 256, 256)
 
 

@@ -60,7 +60,7 @@ def load_sinsr_weights(module: nn.Module, parts: dict[str, Path]) -> dict[str, A
         },
         output={"scale": sinsr_glue.SCALE, "value_range": [0.0, 1.0], "clamp": True},
         params=173_916_365,
-        gflops=1006.27,
+        gflops=558.67,
         flops_input="one 64x64 LR input (256x256 output)",
         weights_source="official SinSR_v1.pth and autoencoder_vq_f4.pth supplied by the user",
         licence="CC BY-NC-SA 4.0 (SinSR) and S-Lab non-commercial (ResShift VQ-f4): never bundled",

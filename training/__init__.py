@@ -1,0 +1,1 @@
+"""kvqe.training: distillation data (content, processing ladder, teacher), student training, baselines."""

@@ -1,0 +1,46 @@
+"""``kvqe distill``: train the no-reference student on a teacher's scores (torch is imported lazily)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import click
+
+from kvqe.clitools import emit, handle_errors
+from kvqe.errors import BadInputError, missing_extra
+
+
+@click.command()
+@click.option("--data", type=click.Path(path_type=Path), default=None,
+              help="A dataset folder with labels.csv, splits.json and the videos (kvqe's own distillation set).")
+@click.option("--labels", type=click.Path(path_type=Path), default=None,
+              help="Any teacher's scores as filename,score (KVQ truth.csv form).")
+@click.option("--videos", type=click.Path(path_type=Path), default=None, help="Where the labelled videos are.")
+@click.option("--splits", type=click.Path(path_type=Path), default=None, help="splits.json (source names per split).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint to write (.pth).")
+@click.option("--epochs", type=click.IntRange(min=1), default=24, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--limit", type=click.IntRange(min=2), default=None, help="At most N videos per split (quick runs).")
+@click.option("--cache", type=click.Path(path_type=Path), default=None, help="Input cache (default: OUT's folder).")
+@click.option("--json", "as_json", is_flag=True)
+@handle_errors
+def distill(data: Path | None, labels: Path | None, videos: Path | None, splits: Path | None, out: Path, epochs: int,
+            seed: int, limit: int | None, cache: Path | None, as_json: bool) -> None:
+    """Distil a teacher's scores into a vqa-student checkpoint (then: kvqe-export vqa-student --weights)."""
+    if importlib.util.find_spec("torch") is None:
+        raise missing_extra("torch", "export")
+    from kvqe.training.distill import DistillConfig
+    from kvqe.training.run import run_distillation
+
+    if data is not None:
+        labels, videos = labels or data / "labels.csv", videos or data
+        splits = splits or (data / "splits.json" if (data / "splits.json").is_file() else None)
+    if labels is None or videos is None:
+        raise BadInputError("give --data DIR, or --labels CSV with --videos DIR")
+    record = run_distillation(labels, videos, out, DistillConfig(epochs=epochs, seed=seed), splits_file=splits,
+                              cache=cache or out.parent / ".kvqe-distill-cache", limit=limit,
+                              progress=lambda m: click.echo(f"kvqe distill: {m}", err=True))
+    last = record["history"][-1]
+    emit({"out": str(out), **record}, as_json,
+         f"{out}: trained {len(record['history'])} epochs in {record['seconds']:.0f} s; last loss {last['loss']:.4f}; "
+         f"test vs teacher: {record['test']}")
