@@ -81,24 +81,21 @@ def _file_entry(path: Path) -> dict[str, Any]:
 
 
 def _evaluate(built: BuiltArtifact, samples: SampleSet, reference: list[Any], card: ModelCard,
-              output_spec: dict[str, Any], gates: Sequence[Gate]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Accuracy record and runtime record of one artifact (runs it on the validation set)."""
+              output_spec: dict[str, Any], gates: Sequence[Gate]) -> tuple[dict[str, Any], str | None]:
+    """Accuracy record of one artifact (runs it on the validation set) and the precision it executed at."""
     runner: Runner = create_runner(built.backend, built.files[0], **built.runtime)
     with runner:
         figures = compare(outputs(runner, samples, output_spec), reference, samples)
         executed = getattr(runner, "executed_precision", None)
     results = [gate(figures) for gate in gates]
     failures = [r.detail for r in results if not r]
-    runtime = dict(built.runtime)
-    if executed is not None:
-        runtime["executed_precision"] = executed
-        wanted = built.runtime.get("inference_precision")
-        if wanted and executed != wanted:
-            failures.append(f"executed at {executed}, not the requested {wanted}")
+    wanted = built.runtime.get("inference_precision")
+    if executed is not None and wanted and executed != wanted:
+        failures.append(f"executed at {executed}, not the requested {wanted}")
     accuracy = {"reference": "onnxruntime fp32", "metrics": figures, "gates": [str(g) for g in gates],
                 "results": [{"gate": str(g), "value": r.value, "passed": r.passed, "detail": r.detail}
                             for g, r in zip(gates, results)], "failures": failures, "passed": not failures}
-    return accuracy, runtime
+    return accuracy, executed
 
 
 def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
@@ -155,11 +152,12 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
                 continue
             progress(f"checking {built.backend} {precision} against the FP32 reference")
             gates = gates_for(card.task, precision, user_gates)
-            accuracy, runtime = _evaluate(built, valid_set, reference, card, output_spec, gates)
+            accuracy, executed = _evaluate(built, valid_set, reference, card, output_spec, gates)
             main, *extra = built.files
             artifacts.append({
                 "backend": built.backend, "precision": precision, "format": fmt, **_file_entry(main),
-                "extra_files": [_file_entry(p) for p in extra], "export": built.export, "runtime": runtime,
+                "extra_files": [_file_entry(p) for p in extra], "export": built.export, "runtime": built.runtime,
+                "executed_precision": executed,
                 "producer": producer_versions(), "policy": context.policy.to_json() if built.calibration else None,
                 "calibration": calib_record if built.calibration else None, "accuracy": accuracy,
                 "deployable": accuracy["passed"], "seconds": round(time.perf_counter() - t0, 2)})

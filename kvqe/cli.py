@@ -247,8 +247,8 @@ def evaluate_bundle(bundle: str, labels_path: Path, pairs_path: Path | None, vid
     summary = {**evaluate(scores, {name: labels[name] for name in scores}, usable), "failed": failed}
     heading = (f"videos {summary['videos']} (failed {failed}), pairs {summary['pairs_homologous']} homologous"
                f" / {summary['pairs_nonhomologous']} non-homologous")
-    table = [f"{key.upper() if key != 'final' else key:6s} {_figure(summary[key])}"
-             for key in ("srocc", "plcc", "krocc", "rmse", "rank1", "rank2", "final")]
+    table = [f"{label:6s} {_figure(summary[label.lower()])}"
+             for label in ("SROCC", "PLCC", "KROCC", "RMSE", "Rank1", "Rank2", "final")]
     text = "\n".join([heading, *table, "(final = 0.45*SROCC + 0.45*PLCC + 0.05*Rank1 + 0.05*Rank2; n/a if a term is)"])
     emit(summary, as_json, text)
     if failed:

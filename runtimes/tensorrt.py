@@ -132,6 +132,8 @@ class TensorRTRunner(Runner):
         """``fingerprint``: the engine's recorded fingerprint (e.g. from the bundle manifest); read from
         ``<engine>.json`` when None. ``threads`` is accepted for a uniform interface (a GPU ignores it)."""
         super().__init__()
+        import_tensorrt()  # a missing package is reported when the runner is made, as for other backends
+        import_cudart()
         self.engine_path = engine_path
         self.threads = threads
         self.fingerprint = fingerprint
@@ -145,8 +147,9 @@ class TensorRTRunner(Runner):
         self._buffers: dict[str, tuple[Any, int]] = {}  # tensor name -> (device pointer, bytes)
 
     def _load(self) -> None:
+        here = device_fingerprint()  # no tensorrt, cuda-python or GPU: BackendUnavailableError first
         recorded = self.fingerprint if self.fingerprint is not None else read_fingerprint(self.engine_path)
-        check_fingerprint(recorded, device_fingerprint())
+        check_fingerprint(recorded, here)
         try:
             serialized = self.engine_path.read_bytes()
         except OSError as exc:

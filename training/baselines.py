@@ -71,8 +71,11 @@ def brisque_video(path: str | Path, keyframes: dict[str, Any] = KEYFRAMES) -> fl
 def mscn(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Mean-subtracted contrast-normalised coefficients of a 0..255 grey image and its local deviation
     (7x7 Gaussian window, sigma 7/6, replicated borders, C = 1)."""
-    mu = cv2.GaussianBlur(gray, (7, 7), 7 / 6, borderType=cv2.BORDER_REPLICATE)
-    sigma = np.sqrt(np.abs(cv2.GaussianBlur(gray * gray, (7, 7), 7 / 6, borderType=cv2.BORDER_REPLICATE) - mu * mu))
+    def local_mean(image: np.ndarray) -> np.ndarray:
+        return cv2.GaussianBlur(image, (7, 7), 7 / 6, borderType=cv2.BORDER_REPLICATE)
+
+    mu = local_mean(gray)
+    sigma = np.sqrt(np.abs(local_mean(gray * gray) - mu * mu))
     return (gray - mu) / (sigma + 1), sigma
 
 
@@ -103,7 +106,8 @@ def aggd_fit(x: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _blocks(image: np.ndarray, size: int) -> np.ndarray:
     rows, cols = image.shape[0] // size, image.shape[1] // size
-    return image[: rows * size, : cols * size].reshape(rows, size, cols, size).swapaxes(1, 2).reshape(-1, size, size)
+    grid = image[: rows * size, : cols * size].reshape(rows, size, cols, size)
+    return grid.swapaxes(1, 2).reshape(-1, size, size)
 
 
 def _scale_features(gray: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -126,7 +130,8 @@ def patch_features(bgr_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     gray = cv2.cvtColor(bgr_uint8, cv2.COLOR_BGR2GRAY).astype(np.float64)
     height, width = gray.shape[0] // PATCH * PATCH, gray.shape[1] // PATCH * PATCH
     if not height or not width:
-        raise ValueError(f"NIQE needs an image of at least {PATCH}x{PATCH} pixels, got {gray.shape[1]}x{gray.shape[0]}")
+        raise ValueError(f"NIQE needs an image of at least {PATCH}x{PATCH} pixels, "
+                         f"got {gray.shape[1]}x{gray.shape[0]}")
     gray = gray[:height, :width]
     with np.errstate(divide="ignore", invalid="ignore"):
         fine, sharpness = _scale_features(gray, PATCH)

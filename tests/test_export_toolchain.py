@@ -1,0 +1,146 @@
+"""The export toolchain end to end on real media: every format and precision from one command, accuracy
+gates against the FP32 reference, gates that fail when they must, verify, and one API over all artifacts."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from support import BIKES, BUNNY, CARPHONE, cli, make_clip, needs_ffmpeg, psnr
+
+import kvqe
+from kvqe.bundle import read_bundle
+from kvqe.errors import BundleError
+
+pytest.importorskip("openvino")
+ALL = ["--formats", "onnx,openvino,onnxruntime-int8", "--precision", "fp32,fp16,int8"]
+
+
+def lines(result) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real photos (scikit-image) plus one real clip: SR calibration and validation media."""
+    import skimage.data
+
+    folder = tmp_path_factory.mktemp("calib_sr")
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "cat"):
+        rgb = getattr(skimage.data, name)()
+        cv2.imwrite(str(folder / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)[:256, :256])
+    shutil.copy(CARPHONE, folder / "carphone.mp4")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def sr_bundle(tmp_path_factory: pytest.TempPathFactory, photo_dir: Path) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("bundles") / "anime-all"
+    (summary,) = lines(cli("kvqe-export", "realesr-animevideov3", "--out", str(out), *ALL, "--calib", str(photo_dir),
+                           "--calib-size", "24", "--json", check_code=0))
+    return out, summary
+
+
+def test_one_command_builds_every_artifact_and_all_pass_their_gates(sr_bundle) -> None:
+    out, summary = sr_bundle
+    built = {(a["backend"], a["precision"]): a for a in summary["artifacts"]}
+    assert set(built) == {(b, p) for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
+    assert all(a["deployable"] for a in built.values()), summary
+    assert built[("onnxruntime", "int8")]["metrics"]["psnr"] >= 35
+    assert built[("openvino", "int8")]["metrics"]["psnr"] >= 35
+    assert built[("onnxruntime", "fp16")]["metrics"]["psnr"] >= 45 and built[("openvino", "fp16")]["metrics"]["psnr"] >= 45
+    manifest = read_bundle(out).manifest
+    assert read_bundle(out).verify_all() and all(v is None for v in read_bundle(out).verify_all().values())
+    for entry in manifest["artifacts"]:
+        if entry["backend"] == "openvino":  # recorded precision is the one actually executed, never bf16
+            assert entry["runtime"] == {"inference_precision": "f32"} and entry["executed_precision"] == "f32"
+        if entry["precision"] == "int8":
+            assert entry["calibration"]["calibration"]["samples"] == 24
+            assert len(entry["calibration"]["sources_sha256"]) == 64
+            assert entry["policy"]["name"] == "conv-sr"
+    assert manifest["validation"]["record"]["validation_shares_source"] is False
+
+
+def test_the_same_enhance_call_runs_every_artifact(sr_bundle, astronaut_bgr) -> None:
+    out, _ = sr_bundle
+    image = np.ascontiguousarray(astronaut_bgr[200:248, 220:276])
+    reference = kvqe.load(out, backend="onnxruntime", precision="fp32").enhance(image)
+    for backend in ("onnxruntime", "openvino"):
+        for precision in ("fp32", "fp16", "int8"):
+            model = kvqe.load(out, backend=backend, precision=precision)
+            result = model.enhance(image)
+            assert (model.backend, model.precision) == (backend, precision)
+            assert result.shape == (192, 224, 3)
+            assert psnr(result, reference) >= (35 if precision == "int8" else 45)
+
+
+def test_verify_reruns_the_gates_here(sr_bundle) -> None:
+    out, _ = sr_bundle
+    records = lines(cli("kvqe", "verify", str(out), "--json", check_code=0))
+    assert len(records) == 5 and all(r["passed"] for r in records)
+
+
+def test_a_gate_above_reach_fails_the_release_but_keeps_the_artifact(photo_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "strict"
+    result = cli("kvqe-export", "realesr-animevideov3", "--out", str(out), "--formats", "onnxruntime-int8",
+                 "--calib", str(photo_dir), "--calib-size", "8", "--gate", "int8:psnr>=80", "--json", check_code=3)
+    (summary,) = lines(result)
+    int8 = next(a for a in summary["artifacts"] if a["precision"] == "int8")
+    assert int8["deployable"] is False and "short by" in int8["failures"][0]
+    assert (out / int8["file"]).is_file()
+    with pytest.raises(BundleError, match="deployable: false"):
+        kvqe.load(out, precision="int8")
+    assert kvqe.load(out, precision="int8", allow_undeployable=True).precision == "int8"
+    cli("kvqe", "verify", str(out), check_code=3)
+
+
+def test_calibrating_on_one_black_frame_is_reported_and_fails_the_gate(tmp_path: Path, photo_dir: Path) -> None:
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    cv2.imwrite(str(calib / "black.png"), np.zeros((128, 128, 3), np.uint8))
+    shutil.copy(photo_dir / "coffee.png", calib / "coffee.png")
+    listing = tmp_path / "calib.txt"  # with seed 0 the photo validates and the black frame calibrates
+    listing.write_text("calib/coffee.png\ncalib/black.png\n")
+    out = tmp_path / "black"
+    result = cli("kvqe-export", "realesr-animevideov3", "--out", str(out), "--formats", "onnxruntime-int8",
+                 "--calib", str(listing), "--json")
+    (summary,) = lines(result)
+    assert any("near-constant" in w for w in summary["warnings"]), summary["warnings"]
+    manifest = read_bundle(out).manifest
+    assert manifest["validation"]["record"]["validation"]["sources"] == ["coffee.png"]
+    assert result.returncode == 3
+    assert not next(a for a in summary["artifacts"] if a["precision"] == "int8")["deployable"]
+
+
+def test_tensorrt_without_a_gpu_exits_4_and_keeps_the_other_formats(tmp_path: Path) -> None:
+    out = tmp_path / "trt"
+    result = cli("kvqe-export", "realesr-animevideov3", "--out", str(out), "--formats", "onnx,tensorrt", "--json")
+    assert result.returncode == 4 and b"Traceback" not in result.stderr
+    (summary,) = lines(result)
+    assert summary["unavailable"][0]["format"] == "tensorrt"
+    assert [a.backend for a in read_bundle(out).artifacts] == ["onnxruntime"]
+
+
+@pytest.fixture(scope="module")
+def video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Twelve short real clips (different content, sizes and x264 qualities): VQA calibration/validation."""
+    folder = tmp_path_factory.mktemp("calib_vqa")
+    for i, (source, size) in enumerate([(BIKES, (320, 136)), (BUNNY, (320, 180)), (CARPHONE, (176, 144))] * 4):
+        make_clip(folder, source, frames=30, size=size, fps=15, name=f"clip{i:02d}.mp4")
+    return folder
+
+
+@needs_ffmpeg
+@pytest.mark.slow
+def test_vqa_student_all_formats_pass_default_gates(video_dir: Path, student_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "vqa-all"
+    (summary,) = lines(cli("kvqe-export", "vqa-sharpmind-swint", "--weights", f"model={student_checkpoint}",
+                           "--out", str(out), *ALL, "--calib", str(video_dir), "--score-range=-1000,1000",
+                           "--json", check_code=0))
+    assert all(a["deployable"] for a in summary["artifacts"]), summary
+    scores = {(b, p): kvqe.load(out, backend=b, precision=p).score(CARPHONE).score
+              for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
+    assert max(abs(s - scores[("onnxruntime", "fp32")]) for s in scores.values()) < 0.5
