@@ -37,9 +37,9 @@ def compare(candidate: list[Any], reference: list[Any], samples: SampleSet) -> d
         def pooled(scores: list[float]) -> np.ndarray:
             return np.array([np.mean(pad_to_max(scores[s], sampling)) for s in slices])
 
-        figures: dict[str, Any] = ScoreAgreement()(pooled(candidate), pooled(reference))
+        figures: dict[str, Any] = dict(ScoreAgreement()(pooled(candidate), pooled(reference)))
         figures["unit"] = f"{len(slices)} videos"
     else:
-        figures = ScoreAgreement()(np.array(candidate), np.array(reference))
+        figures = dict(ScoreAgreement()(np.array(candidate), np.array(reference)))
         figures["unit"] = f"{len(candidate)} frames (fewer than {MIN_GROUPS_FOR_VIDEO_LEVEL} videos)"
     return figures

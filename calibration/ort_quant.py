@@ -48,6 +48,7 @@ from onnxruntime.quantization import (
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.policy import QuantPolicy, float_nodes
 from kvqe.errors import BadInputError
+from kvqe.files import atomic_output_file
 
 METHODS: dict[str, CalibrationMethod] = {
     "minmax": CalibrationMethod.MinMax,
@@ -157,8 +158,8 @@ def quantize_qdq(
                 extra_options=_extra_options(policy, method, len(calibration)),
             )
         quantized = onnx.load(str(staged))
-        out_onnx.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(staged, out_onnx)
+        with atomic_output_file(out_onnx) as partial:
+            shutil.copyfile(staged, partial)
     counts = quantized_node_counts(quantized, policy.quantize_ops)
     if not counts:
         raise BadInputError(f"{fp32_onnx.name}: policy {policy.name!r} quantised no node "

@@ -39,7 +39,7 @@ def verify_bundle(bundle: Bundle, data: Path | None = None) -> list[dict[str, An
         raise BundleError(f"{bundle.path} has no onnxruntime/fp32 reference artifact to verify against")
     samples = validation_data(bundle, data)
     reference = _run(bundle, reference_artifact, samples)
-    records = []
+    records: list[dict[str, Any]] = []
     for artifact in bundle.artifacts:
         name = f"{artifact.backend}/{artifact.precision}"
         if artifact is reference_artifact:

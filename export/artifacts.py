@@ -30,7 +30,7 @@ class BuildContext:
     fp32_onnx: Path
     calibration: SampleSet | None
     policy: QuantPolicy
-    calib_method: str = "minmax"
+    calib_method: str = "percentile"
     per_channel: bool = True
     tile: int = 256
     built: dict[str, Path] = field(default_factory=dict)  # intermediate ONNX files by precision

@@ -48,7 +48,7 @@ class ExportRequest:
     score_range: tuple[float, float] | None = None
     calib: Path | None = None
     gates: Sequence[str] = ()
-    calib_method: str = "minmax"
+    calib_method: str = "percentile"
     per_channel: bool = True
     samples: SampleSettings = field(default_factory=SampleSettings)
     tile: int = 256
@@ -135,7 +135,8 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
         validation = validate_onnx(fp32, torch_reference(module, spec), batches, spec)
         artifacts.append({"backend": "onnxruntime", "precision": "fp32", "format": "onnx", **_file_entry(fp32),
                           "export": spec.to_json(), "producer": producer_versions(), "calibration": None,
-                          "accuracy": validation.to_json(), "deployable": True, "seconds": None})
+                          "accuracy": validation.to_json(), "deployable": True})
+        build_seconds = {fp32.name: round(time.perf_counter() - started, 2)}
         with create_runner("onnxruntime", fp32) as reference_runner:
             reference = outputs(reference_runner, valid_set, output_spec)
         context = BuildContext(card, stage, fp32, calib_set, POLICIES[card.quant_policy], request.calib_method,
@@ -160,7 +161,8 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
                 "executed_precision": executed,
                 "producer": producer_versions(), "policy": context.policy.to_json() if built.calibration else None,
                 "calibration": calib_record if built.calibration else None, "accuracy": accuracy,
-                "deployable": accuracy["passed"], "seconds": round(time.perf_counter() - t0, 2)})
+                "deployable": accuracy["passed"]})
+            build_seconds[main.name] = round(time.perf_counter() - t0, 2)
         for leftover in set(context.built.values()) - {stage / a["file"] for a in artifacts}:
             leftover.unlink()  # an intermediate graph no artifact entry refers to
         valid_set.save(stage / VALIDATION_FILE)
@@ -178,18 +180,20 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
             "artifacts": artifacts,
         }
         write_manifest(stage, manifest)
-        summary = {
-            "model": card.name, "out": str(request.out), "task": card.task,
+        report = {
+            "model": card.name, "task": card.task,
             "artifacts": [{"backend": a["backend"], "precision": a["precision"], "file": a["file"],
                            "bytes": a["bytes"] + sum(e["bytes"] for e in a.get("extra_files", [])),
-                           "deployable": a["deployable"], "seconds": a["seconds"],
+                           "deployable": a["deployable"],
                            "metrics": a["accuracy"]["metrics"] if "metrics" in a["accuracy"]
                            else {"max_abs_diff_vs_torch": a["accuracy"]["max_abs_diff"]},
                            "failures": a["accuracy"].get("failures", [])} for a in artifacts],
             "unavailable": unavailable, "warnings": (calib_record or {}).get("warnings", []),
-            "seconds": round(time.perf_counter() - started, 2),
         }
-        (stage / REPORT_FILE).write_text(json.dumps(summary, indent=2, sort_keys=True, default=float) + "\n")
+        (stage / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    for entry in report["artifacts"]:
+        entry["seconds"] = build_seconds[entry["file"]]
+    summary = {**report, "out": str(request.out), "seconds": round(time.perf_counter() - started, 2)}
     return summary
 
 

@@ -18,6 +18,7 @@ import onnx
 import onnxruntime as ort
 
 from kvqe.errors import BackendUnavailableError
+from kvqe.files import atomic_output_file
 
 CONVERTER = "onnxruntime.transformers.float16.convert_float_to_float16 (keep_io_types=True)"
 
@@ -35,8 +36,8 @@ def convert_fp16(fp32_onnx: Path, out_onnx: Path, *, op_block_list: Sequence[str
     model = onnx.load(str(fp32_onnx))
     fp32_ops = {node.op_type for node in model.graph.node}
     converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
-    out_onnx.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(converted, str(out_onnx))
+    with atomic_output_file(out_onnx) as partial:
+        onnx.save(converted, str(partial))
     initializers = collections.Counter(
         onnx.TensorProto.DataType.Name(tensor.data_type).lower() for tensor in converted.graph.initializer)
     return {

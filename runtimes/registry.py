@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from kvqe.errors import BackendUnavailableError, BadInputError, missing_extra
+from kvqe.errors import BackendUnavailableError, BadInputError, KvqeError, missing_extra
 from kvqe.runtimes.base import Runner
 
 # backend name -> (runner module, runner class, python module it needs, pip extra that provides it)
@@ -21,11 +21,19 @@ KNOWN_BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
 
 
 def is_available(backend: str) -> bool:
-    """True if ``backend`` has a runner here and its Python package imports."""
+    """True if ``backend`` has a runner here, its Python package is installed and, for TensorRT, a
+    GPU answers (so ``auto`` falls back instead of choosing an engine that cannot load)."""
     entry = _FILE_BACKENDS.get(backend)
-    if entry is None:
+    if entry is None or importlib.util.find_spec(entry[2]) is None:
         return False
-    return importlib.util.find_spec(entry[2]) is not None
+    if backend == "tensorrt":
+        from kvqe.runtimes.tensorrt import device_fingerprint
+
+        try:
+            device_fingerprint()
+        except KvqeError:
+            return False
+    return True
 
 
 def create_runner(backend: str, artifact_path: Path, **options: Any) -> Runner:

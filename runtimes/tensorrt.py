@@ -138,6 +138,7 @@ class TensorRTRunner(Runner):
         self.threads = threads
         self.fingerprint = fingerprint
         self._cudart: Any = None
+        self._logger: trt.ILogger | None = None
         self._runtime: trt.Runtime | None = None
         self._engine: trt.ICudaEngine | None = None
         self._context: trt.IExecutionContext | None = None
@@ -165,7 +166,8 @@ class TensorRTRunner(Runner):
         import tensorrt as trt
 
         cudart = self._cudart = import_cudart()
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self._logger = trt.Logger(trt.Logger.WARNING)  # must outlive the runtime and engine
+        self._runtime = trt.Runtime(self._logger)
         engine = self._engine = self._runtime.deserialize_cuda_engine(serialized)
         if engine is None:
             raise BundleError(f"TensorRT could not deserialize {self.engine_path.name}: {REBUILD_HINT}")
@@ -233,4 +235,4 @@ class TensorRTRunner(Runner):
             if self._stream is not None:
                 cudart.cudaStreamDestroy(self._stream)
         self._buffers.clear()
-        self._stream = self._context = self._engine = self._runtime = None
+        self._stream = self._context = self._engine = self._runtime = self._logger = None

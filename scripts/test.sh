@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up a venv with the export and dev extras (torch 2.13.0 CPU, ncnn, scikit-video, ...) and run the tests.
+# Set up a venv with every extra CI can install (export, openvino, dev), then lint, type-check (TensorRT code
+# against tensorrt-stubs) and run the tests.
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,5 +13,8 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[export,dev]'
+.venv/bin/python -m pip install -q -e '.[export,openvino,training,dev]'
+.venv/bin/python -m pip install -q --no-deps tensorrt-stubs  # its dependencies would pull the TensorRT wheel
+.venv/bin/python -m ruff check .
+PYTHON=.venv/bin/python bash scripts/typecheck.sh
 exec .venv/bin/python -m pytest "$@"

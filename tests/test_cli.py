@@ -126,7 +126,7 @@ def test_export_from_checkpoint_path_with_arch(student_checkpoint: Path, tmp_pat
     out = tmp_path / "b"
     (summary,) = lines(cli("kvqe-export", str(student_checkpoint), "--arch", "vqa-sharpmind-swint", "--out", str(out),
                            "--json", check_code=0))
-    assert summary["model"] == "vqa-sharpmind-swint" and summary["artifacts"][0]["max_abs_diff"] <= 1e-4
+    assert summary["model"] == "vqa-sharpmind-swint" and summary["artifacts"][0]["metrics"]["max_abs_diff_vs_torch"] <= 1e-4
     (info,) = lines(cli("kvqe", "info", str(out), "--json", check_code=0))
     assert info["weights"]["files"]["model"]["name"] == "student.pth"
 

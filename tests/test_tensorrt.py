@@ -1,0 +1,217 @@
+"""TensorRT engines and runner.
+
+Without TensorRT or a GPU (as here), the code paths that need neither run against small fakes: missing
+package / no GPU -> BackendUnavailableError, device fingerprint, engine fingerprint mismatch, cache key,
+optimisation profiles. The build-and-run tests need ``tensorrt``, ``cuda-python`` and an NVIDIA GPU.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import kvqe.runtimes.tensorrt as trt_runtime
+from kvqe.errors import BackendUnavailableError, BadInputError, BundleError
+from kvqe.export import tensorrt_build
+from kvqe.export.tensorrt_build import (
+    build_engine,
+    engine_cache_key,
+    engine_cache_path,
+    sr_profile,
+    vqa_profile,
+)
+from kvqe.runtimes import create_runner
+from kvqe.runtimes.tensorrt import TensorRTRunner, check_fingerprint, device_fingerprint, fingerprint_path
+from kvqe.sdk.loader import embedded_bundle_path
+
+A10 = {"gpu": "NVIDIA A10", "compute_capability": "8.6", "tensorrt": "10.13.0.35"}
+T4 = {"gpu": "Tesla T4", "compute_capability": "7.5", "tensorrt": "10.13.0.35"}
+
+
+def _real_tensorrt_problem() -> str | None:
+    """None when tensorrt, cuda-python and a GPU are all usable here, else why not."""
+    try:
+        device_fingerprint()
+    except BackendUnavailableError as exc:
+        return str(exc)
+    return None
+
+
+_PROBLEM = _real_tensorrt_problem()
+needs_gpu = pytest.mark.skipif(_PROBLEM is not None, reason=f"TensorRT on a GPU is not available: {_PROBLEM}")
+
+
+class FakeCudart:
+    """The few cuda-python runtime calls the fingerprint uses, answering ``(error, value)`` like the real one."""
+
+    class cudaError_t:
+        cudaSuccess = 0
+        cudaErrorNoDevice = 100
+
+    def __init__(self, devices: list[dict[str, str]]) -> None:
+        self.devices = devices
+
+    def cudaGetDeviceCount(self) -> tuple[int, int]:
+        if not self.devices:
+            return self.cudaError_t.cudaErrorNoDevice, 0
+        return self.cudaError_t.cudaSuccess, len(self.devices)
+
+    def cudaGetDeviceProperties(self, device: int) -> tuple[int, SimpleNamespace]:
+        major, minor = self.devices[device]["compute_capability"].split(".")
+        name = self.devices[device]["gpu"].encode() + b"\x00" * 8  # a fixed-size C char array
+        return self.cudaError_t.cudaSuccess, SimpleNamespace(name=name, major=int(major), minor=int(minor))
+
+    def cudaGetErrorString(self, error: int) -> tuple[int, bytes]:
+        return self.cudaError_t.cudaSuccess, b"no CUDA-capable device is detected"
+
+
+@pytest.fixture
+def fake_machine(monkeypatch: pytest.MonkeyPatch):
+    """Install fake tensorrt/cuda-python modules; returns a setter for the visible GPUs."""
+    cudart = FakeCudart([])
+    monkeypatch.setattr(trt_runtime, "import_tensorrt", lambda: SimpleNamespace(__version__=A10["tensorrt"]))
+    monkeypatch.setattr(trt_runtime, "import_cudart", lambda: cudart)
+    monkeypatch.setattr(tensorrt_build, "import_tensorrt", lambda: SimpleNamespace(__version__=A10["tensorrt"]))
+
+    def set_devices(*devices: dict[str, str]) -> None:
+        cudart.devices = list(devices)
+
+    return set_devices
+
+
+@pytest.mark.skipif(_PROBLEM is None, reason="tensorrt is installed here")
+def test_missing_tensorrt_is_backend_unavailable(tmp_path: Path) -> None:
+    for attempt in (lambda: create_runner("tensorrt", tmp_path / "model.engine"),
+                    lambda: build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", profiles=[],
+                                         workspace_bytes=1 << 30),
+                    device_fingerprint):
+        with pytest.raises(BackendUnavailableError) as caught:
+            attempt()
+        assert caught.value.exit_code == 4
+        assert "pip install 'kvqe[tensorrt]'" in str(caught.value) or "GPU" in str(caught.value)
+
+
+def test_no_gpu_is_backend_unavailable(fake_machine, tmp_path: Path) -> None:
+    fake_machine()
+    with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU.*no CUDA-capable device"):
+        device_fingerprint()
+    with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU"):
+        build_engine(tmp_path / "m.onnx", tmp_path / "m.engine", profiles=[], workspace_bytes=1 << 30)
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine")
+    with pytest.raises(BackendUnavailableError, match="needs an NVIDIA GPU"):
+        TensorRTRunner(engine).load()
+
+
+def test_device_fingerprint(fake_machine) -> None:
+    fake_machine(A10, T4)
+    assert device_fingerprint() == A10
+    assert device_fingerprint(1) == T4
+    with pytest.raises(BackendUnavailableError, match="device 2 does not exist"):
+        device_fingerprint(2)
+
+
+def test_runner_refuses_an_engine_built_elsewhere(fake_machine, tmp_path: Path) -> None:
+    fake_machine(T4)
+    engine = tmp_path / "model.int8.engine"
+    engine.write_bytes(b"not deserialised: the fingerprint is checked first")
+    with pytest.raises(BundleError, match="no build record .*rebuild with kvqe-export --formats tensorrt"):
+        TensorRTRunner(engine).load()
+    fingerprint_path(engine).write_text(json.dumps({"fingerprint": A10}))
+    with pytest.raises(BackendUnavailableError) as caught:
+        TensorRTRunner(engine).load()
+    message = str(caught.value)
+    assert caught.value.exit_code == 4
+    assert "engine built for NVIDIA A10 (compute capability 8.6) with TensorRT 10.13.0.35" in message
+    assert "this machine has Tesla T4 (compute capability 7.5)" in message
+    assert "gpu, compute_capability differ" in message
+    assert message.endswith("rebuild with kvqe-export --formats tensorrt")
+    with pytest.raises(BackendUnavailableError, match="tensorrt differ"):  # the manifest's copy wins
+        TensorRTRunner(engine, fingerprint={**T4, "tensorrt": "10.3.0"}).load()
+    check_fingerprint(T4, T4)
+
+
+def test_engine_cache_key_is_stable(fake_machine, tmp_path: Path) -> None:
+    profiles = [sr_profile("input", tile=128, tile_pad=10)]
+    key = engine_cache_key("0" * 64, profiles, A10)
+    assert key == "nvidia-a10-sm86-trt10.13.0.35-fcc3c9164437fd6f"  # pinned: same inputs, same key, forever
+    as_lists = [{"input": tuple([list(shape) for shape in profiles[0]["input"]])}]
+    assert engine_cache_key("0" * 64, as_lists, A10) == key
+    others = {engine_cache_key("1" * 64, profiles, A10), engine_cache_key("0" * 64, profiles, T4),
+              engine_cache_key("0" * 64, profiles, {**A10, "tensorrt": "11.0.0"}),
+              engine_cache_key("0" * 64, [sr_profile("input", tile=256, tile_pad=10)], A10)}
+    assert key not in others and len(others) == 4
+    fake_machine(A10)
+    onnx_path = embedded_bundle_path("sr") / "model.fp32.onnx"
+    path = engine_cache_path(tmp_path, onnx_path, profiles)
+    assert path.parent == tmp_path and path.name.startswith("nvidia-a10-sm86-trt10.13.0.35-")
+    assert path == engine_cache_path(tmp_path, onnx_path, profiles, A10)
+
+
+def test_profiles() -> None:
+    assert sr_profile("input", tile=128, tile_pad=10, max_batch=2) == {
+        "input": ((1, 3, 1, 1), (1, 3, 148, 148), (2, 3, 148, 148))}
+    assert vqa_profile("input", height=224, width=224, max_batch=8) == {
+        "input": ((1, 3, 224, 224), (8, 3, 224, 224), (8, 3, 224, 224))}
+    with pytest.raises(BadInputError, match="tile size"):
+        sr_profile("input", tile=0, tile_pad=10)
+
+
+def test_profile_problems_are_listed_together() -> None:
+    tensor = SimpleNamespace(name="input", shape=(-1, 3, 224, 224))
+    network = SimpleNamespace(num_inputs=1, get_input=lambda i: tensor)
+    failures = tensorrt_build._check_profiles(network, [])
+    assert failures == ["inputs ['input'] have dynamic dimensions but no optimisation profile was given"]
+    failures = tensorrt_build._check_profiles(network, [
+        {"input": ((1, 3, 224, 224), (8, 3, 256, 256), (4, 3, 256, 256)), "mask": ((1,), (1,), (1,))},
+        {"image": ((1, 3, 224, 224),) * 3},
+    ])
+    assert failures == [
+        "profile 0: 'input' axis 0 needs 1 <= min <= opt <= max, got 1, 8, 4",
+        "profile 0: 'input' axis 2 is fixed at 224 in the network",
+        "profile 0: 'input' axis 3 is fixed at 224 in the network",
+        "profile 0: 'mask' is not a network input (['input'])",
+        "profile 1: no shapes for dynamic input 'input' (-1, 3, 224, 224)",
+        "profile 1: 'image' is not a network input (['input'])",
+    ]
+
+
+# ---------------------------------------------------------------- real TensorRT on a GPU
+
+
+@needs_gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_sr_engine_matches_onnxruntime(precision: str, tmp_path: Path) -> None:
+    import skimage.data
+
+    from kvqe.calibration.contract import SampleSet
+    from kvqe.calibration.ort_quant import quantize_qdq
+    from kvqe.calibration.policy import POLICIES
+    from kvqe.calibration.sensitivity import image_psnr, run_onnx
+    from kvqe.export.fp16 import convert_fp16
+
+    bundle = embedded_bundle_path("sr")
+    fp32 = bundle / "model.fp32.onnx"
+    spec = json.loads((bundle / "manifest.json").read_text())["input"]
+    photo = skimage.data.astronaut()
+    crops = np.stack([photo[y:y + 64, x:x + 64] for y in (0, 200, 400) for x in (40, 300)])
+    samples = SampleSet(crops, np.arange(len(crops)), tuple(map(str, range(len(crops)))), spec)
+    onnx_path = {"fp32": lambda: fp32,
+                 "fp16": lambda: (convert_fp16(fp32, tmp_path / "m.onnx"), tmp_path / "m.onnx")[1],
+                 "int8": lambda: (quantize_qdq(fp32, tmp_path / "m.onnx", samples, POLICIES["conv-sr"]),
+                                  tmp_path / "m.onnx")[1]}[precision]()
+    engine = tmp_path / f"model.{precision}.engine"
+    record = build_engine(onnx_path, engine, profiles=[sr_profile("input", tile=64, tile_pad=10)],
+                          workspace_bytes=1 << 30)
+    assert record["fingerprint"] == device_fingerprint() and fingerprint_path(engine).is_file()
+    reference = run_onnx(fp32, samples)
+    metric = image_psnr((0.0, 1.0))
+    with TensorRTRunner(engine) as runner:
+        outputs = [runner.run(x) for x in samples.inputs()]
+        with pytest.raises(BadInputError, match="optimisation profile"):
+            runner.run(np.zeros((1, 3, 128, 128), np.float32))
+    psnr = min(metric(a, b) for a, b in zip(reference, outputs))
+    assert psnr >= {"fp32": 50.0, "fp16": 45.0, "int8": 35.0}[precision], psnr
