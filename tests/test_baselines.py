@@ -55,7 +55,7 @@ def test_brisque_matches_the_packages_own_pipeline(astronaut_bgr: np.ndarray,
     monkeypatch.setattr(BRISQUE, "scale_features",
                         lambda self, f: original(self, np.array([np.ravel(v)[0] for v in f], dtype=object)))
     expected = BRISQUE(url=False).score(cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2RGB))
-    assert brisque_score(astronaut_bgr) == pytest.approx(expected, rel=1e-12)
+    assert brisque_score(astronaut_bgr) == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("name", ["astronaut", "coffee"])

@@ -85,7 +85,8 @@ class _Capture:
     """Forward outputs of named submodules of ``root`` while active."""
 
     def __init__(self, root: torch.nn.Module, paths: dict[str, str]) -> None:
-        self.root, self.paths, self.outputs = root, paths, {}
+        self.root, self.paths = root, paths
+        self.outputs: dict[str, torch.Tensor] = {}
 
     def __enter__(self) -> dict[str, torch.Tensor]:
         def keep(name: str):
@@ -157,16 +158,16 @@ def test_small_stages_on_golden_inputs(small: SinSR, fixture: str) -> None:
     ``z_y`` (and ``x0_pred`` for rect) are checked end to end, where the encoder input equals ``y0_up`` exactly.
     """
     golden = _golden(fixture)
-    t = lambda name: torch.from_numpy(golden[name])  # noqa: E731
+    t = {name: torch.from_numpy(value) for name, value in golden.items()}
     with torch.no_grad():
         got = {
-            "y0": pad_to_multiple((t("lr") - 0.5) / 0.5),
-            "y0_up": bicubic_x4(t("y0")),
-            "dec": small.vq.decoder(small.vq.post_quant_conv(t("z_q"))),
+            "y0": pad_to_multiple((t["lr"] - 0.5) / 0.5),
+            "y0_up": bicubic_x4(t["y0"]),
+            "dec": small.vq.decoder(small.vq.post_quant_conv(t["z_q"])),
         }
         if "h_mid" in golden:
             with _Capture(small.unet, UNET_INTERNALS) as captured:
-                got["x0_pred"] = small.unet(t("unet_x"), t("t"), t("y0"))
+                got["x0_pred"] = small.unet(t["unet_x"], t["t"], t["y0"])
             got.update(captured)
         assert not _assert_codes(small, golden["x0_pred"], golden).any()
     _assert_close(got, golden)

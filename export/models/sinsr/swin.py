@@ -23,7 +23,7 @@ def relative_position_index(window: int) -> torch.Tensor:
     return rel[..., 0] * (2 * window - 1) + rel[..., 1]
 
 
-def window_row_mask(n_rows: int | torch.SymInt, window: int, shift: int,
+def window_row_mask(n_rows: int, window: int, shift: int,
                     device: torch.device | None = None) -> torch.Tensor:
     """The official recomputed mask, (n_rows, 1, N, N) per window row (N = window²), 0 or −100.
 
@@ -33,7 +33,7 @@ def window_row_mask(n_rows: int | torch.SymInt, window: int, shift: int,
     """
     left = torch.arange(window * window, device=device) % window < window - shift
     block = (left[:, None] != left[None, :]).float() * _MASKED
-    last_row = (torch.arange(n_rows, device=device) == n_rows - 1).float()
+    last_row = torch.eq(torch.arange(n_rows, device=device), n_rows - 1).float()
     return last_row[:, None, None, None] * block
 
 
@@ -47,6 +47,8 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> tor
 class WindowAttention(nn.Module):
     """Multi-head self-attention in a window with a learned relative-position bias; qkv has a bias."""
 
+    relative_position_index: torch.Tensor
+
     def __init__(self, dim: int, window: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -56,8 +58,7 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, windows: torch.Tensor, row_mask: torch.Tensor | None, n_rows: int | torch.SymInt,
-                n_cols: int | torch.SymInt) -> torch.Tensor:
+    def forward(self, windows: torch.Tensor, row_mask: torch.Tensor | None, n_rows: int, n_cols: int) -> torch.Tensor:
         """``windows``: (B·rows·cols, N, C) -> same; ``row_mask``: (rows, 1, N, N) or None."""
         count, tokens, dim = windows.shape
         qkv = self.qkv(windows).reshape(count, tokens, 3, self.num_heads, dim // self.num_heads)

@@ -7,9 +7,10 @@ zero padding); others raise ``ValueError``.
 Memory: the mid-block attention is global over the latent and the quantizer compares every latent pixel
 with all codebook rows, so both run in chunks of :data:`ATTENTION_QUERY_CHUNK` queries /
 :data:`QUANTIZER_PIXEL_CHUNK` pixels (:func:`~kvqe.export.models.sinsr.chunking.map_row_chunks`, also in
-the exported ONNX graph). Per image, the attention scores of one chunk take ``1024 · h · w · 4`` bytes for
-an h x w latent (= LR size): 16 MB at 64x64, 64 MB at 128x128, 1 GB at 512x512; the quantizer's distances
-take ``1024 · n_embed · 4`` = 32 MB.
+the exported ONNX graph, as an ONNX Scan). Per image, one chunk's attention scores take ``1024 · h · w · 4``
+bytes for an h x w latent (= the padded LR size), and their softmax as much again: 16 MB at 64x64, 64 MB at
+128x128, 1 GB at 512x512 (the unchunked matrix would be 64 MB, 1 GB and 275 GB). The quantizer's distances
+take ``1024 · n_embed · 4`` = 32 MB per chunk. Latent sizes are multiples of 64x64, so chunks are always full.
 """
 from __future__ import annotations
 
