@@ -1,2 +1,2 @@
 """Architectures; importing this package registers every model."""
-from kvqe.export.models import realesrgan, sharpmind, student  # noqa: F401
+from kvqe.export.models import realesrgan, sharpmind, sinsr, student  # noqa: F401
