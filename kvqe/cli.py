@@ -16,6 +16,7 @@ from kvqe.files import atomic_output_file
 from kvqe.sdk.loader import load, resolve_bundle
 from kvqe.sdk.model import Model
 from kvqe.sdk.sources import IMAGE_SUFFIXES, open_raw_pipe, read_image
+from kvqe.training.cli import distill
 
 _backend = click.option("--backend", default="auto", show_default=True,
                         help="onnxruntime, openvino, tensorrt, torch or auto.")
@@ -253,3 +254,6 @@ def evaluate_bundle(bundle: str, labels_path: Path, pairs_path: Path | None, vid
     emit(summary, as_json, text)
     if failed:
         sys.exit(2)
+
+
+main.add_command(distill)  # lives with the training code; torch is imported only when it runs

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from kvqe.errors import BadInputError
-from kvqe.training.distill import DistillConfig, agreement, config_record, load_clips, predict, save_checkpoint, train
+from kvqe.training.distill import (
+    DistillConfig,
+    agreement,
+    config_record,
+    load_clips,
+    predict,
+    save_checkpoint,
+    train,
+)
 
 SPLITS = ("train", "val", "test")
 
