@@ -87,7 +87,8 @@ def train(train_clips: list[Clip], val_clips: list[Clip], config: DistillConfig,
     rng = np.random.default_rng(config.seed)
     model = KvqeStudent()
     optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = config.epochs * max(1, len(train_clips) // config.batch_videos)
+    batch_size = min(config.batch_videos, len(train_clips))
+    steps = config.epochs * (len(train_clips) // batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=steps, pct_start=0.15)
     history: list[dict[str, Any]] = []
     best: tuple[float, dict[str, torch.Tensor]] | None = None
@@ -95,8 +96,8 @@ def train(train_clips: list[Clip], val_clips: list[Clip], config: DistillConfig,
         started, losses = time.perf_counter(), []
         model.train()
         order = rng.permutation(len(train_clips))
-        for start in range(0, len(order) - config.batch_videos + 1, config.batch_videos):
-            batch = [train_clips[i] for i in order[start:start + config.batch_videos]]
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            batch = [train_clips[i] for i in order[start:start + batch_size]]
             frames = [c.views[int(rng.integers(c.views.shape[0]))] for c in batch]
             counts = [len(f) for f in frames]
             scores = model(to_tensor(np.concatenate(frames))).reshape(-1)
