@@ -4,11 +4,16 @@ Every quantiser consumes a :class:`SampleSet` through a small adapter (ONNX Runt
 ``CalibrationDataReader``, NNCF's ``Dataset``); TensorRT consumes the QDQ ONNX that calibration made.
 The images are stored before normalisation (uint8, model colour order and geometry), so a set is small
 enough to travel inside a bundle and ``kvqe verify`` can rebuild the exact tensors on the target.
+
+A stage inside a pipeline (SinSR's denoiser, say) is calibrated with the same contract: its set is the
+pipeline's set with a ``feed`` (:meth:`SampleSet.feeding`) that turns the normalised pipeline input into
+the stage's input by running the stages before it, so every adapter sees stage inputs through
+``transform`` as usual.
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +35,20 @@ class SampleSet:
     groups: np.ndarray
     sources: tuple[str, ...]
     input_spec: dict[str, Any] = field(repr=False)
+    feed: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def transform(self, image: np.ndarray) -> np.ndarray:
-        """One stored image -> the 1x3xHxW float32 model input (the runtime's own normalisation)."""
-        return normalise(image, self.input_spec)[None]
+        """One stored image -> the 1x3xHxW float32 model input (the runtime's own normalisation), passed
+        through ``feed`` when the set feeds an inner pipeline stage."""
+        batch = normalise(image, self.input_spec)[None]
+        return batch if self.feed is None else self.feed(batch)
+
+    def feeding(self, feed: Callable[[np.ndarray], np.ndarray]) -> SampleSet:
+        """The same samples as inputs of a later stage: ``feed`` maps the normalised input to the stage's."""
+        return replace(self, feed=feed)
 
     def inputs(self) -> Iterator[np.ndarray]:
         """Model inputs one by one (batch of 1), in order."""

@@ -52,7 +52,19 @@ CONV_SR_POLICY = QuantPolicy(
     reason="convolutions int8; activations, residual adds, upsampling in float; first/last conv float",
 )
 
-POLICIES = {policy.name: policy for policy in (SWIN_POLICY, CONV_SR_POLICY)}
+# SinSR's denoiser (UNetModelSwin): its convolutions and the Swin linear layers get int8 inputs; GroupNorm,
+# Softmax, GELU, SiLU and every residual Add stay float, and so do the first conv (it reads the noisy latent
+# and the LR image) and the last one (its x0 is vector-quantised: a small error flips codebook entries).
+SINSR_UNET_POLICY = QuantPolicy(
+    name="sinsr-unet",
+    quantize_ops=("Conv", "MatMul", "Gemm"),
+    keep_first_last_conv=True,
+    transformer=True,
+    reason="conv and matmul inputs int8; GroupNorm, Softmax, GELU, SiLU, residual adds float; "
+           "first conv (noisy latent + LR) and last conv (x0, vector-quantised next) float",
+)
+
+POLICIES = {policy.name: policy for policy in (SWIN_POLICY, CONV_SR_POLICY, SINSR_UNET_POLICY)}
 
 
 def float_nodes(model: onnx.ModelProto, policy: QuantPolicy) -> list[str]:

@@ -1,6 +1,7 @@
 """Re-run a bundle's accuracy gates on this machine (``kvqe verify``): every artifact whose backend is
 available here is compared with the bundle's FP32 ONNX reference on the bundle's validation data (or
-the user's), against the gates recorded at export."""
+the user's), against the gates recorded at export. A pipeline bundle is verified per backend/precision
+with all its stages composed, against its ONNX Runtime FP32 pipeline."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,8 @@ from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.data import build_validation_set
 from kvqe.calibration.gates import Gate, gates_for
 from kvqe.errors import BackendUnavailableError, BundleError
-from kvqe.runtimes import create_runner, is_available
+from kvqe.runtimes import is_available
+from kvqe.sdk.loader import configurations, create_bundle_runner, primary_artifact
 
 
 def validation_data(bundle: Bundle, data: Path | None) -> SampleSet:
@@ -26,37 +28,42 @@ def validation_data(bundle: Bundle, data: Path | None) -> SampleSet:
     return SampleSet.load(path, bundle.input_spec)
 
 
-def _run(bundle: Bundle, artifact: Artifact, samples: SampleSet) -> list[Any]:
-    runner = create_runner(artifact.backend, bundle.verified_path(artifact), **artifact.runtime_options)
-    with runner:
+def _run(bundle: Bundle, stages: dict[str, Artifact], samples: SampleSet) -> list[Any]:
+    with create_bundle_runner(bundle, stages) as runner:
         return outputs(runner, samples, bundle.output_spec)
 
 
 def verify_bundle(bundle: Bundle, data: Path | None = None) -> list[dict[str, Any]]:
-    """One record per artifact: its figures against the reference, gate results, or why it was skipped."""
-    reference_artifact = bundle.find("onnxruntime", "fp32")
-    if reference_artifact is None:
+    """One record per artifact (per backend/precision of a pipeline bundle, all its stages together): its
+    figures against the reference, gate results, or why it was skipped."""
+    configs = configurations(bundle)
+    reference_stages = configs.get(("onnxruntime", "fp32"))
+    if reference_stages is None:
         raise BundleError(f"{bundle.path} has no onnxruntime/fp32 reference artifact to verify against")
     samples = validation_data(bundle, data)
-    reference = _run(bundle, reference_artifact, samples)
+    reference = _run(bundle, reference_stages, samples)
     records: list[dict[str, Any]] = []
-    for artifact in bundle.artifacts:
-        name = f"{artifact.backend}/{artifact.precision}"
-        if artifact is reference_artifact:
+    for (backend, precision), stages in configs.items():
+        name = f"{backend}/{precision}"
+        if stages is reference_stages:
             continue
-        if not is_available(artifact.backend):
-            records.append({"artifact": name, "skipped": f"backend {artifact.backend} is not available here"})
+        if not is_available(backend):
+            records.append({"artifact": name, "skipped": f"backend {backend} is not available here"})
             continue
         try:
-            figures = compare(_run(bundle, artifact, samples), reference, samples)
+            figures = compare(_run(bundle, stages, samples), reference, samples)
         except BackendUnavailableError as exc:
             records.append({"artifact": name, "skipped": str(exc)})
             continue
+        artifact = primary_artifact(stages, precision)
         recorded = artifact.record.get("accuracy", {}).get("gates")
-        gates = [Gate.parse(g) for g in recorded] if recorded else list(gates_for(bundle.task, artifact.precision))
+        gates = [Gate.parse(g) for g in recorded] if recorded else list(gates_for(bundle.task, precision))
         results = [gate(figures) for gate in gates]
-        records.append({"artifact": name, "file": artifact.file, "metrics": figures,
-                        "gates": [str(g) for g in gates], "failures": [r.detail for r in results if not r],
-                        "passed": all(results), "deployable_at_export": artifact.deployable,
-                        "samples": len(samples)})
+        record = {"artifact": name, "file": artifact.file, "metrics": figures,
+                  "gates": [str(g) for g in gates], "failures": [r.detail for r in results if not r],
+                  "passed": all(results), "deployable_at_export": all(a.deployable for a in stages.values()),
+                  "samples": len(samples)}
+        if bundle.pipeline is not None:
+            record["stages"] = {stage: f"{a.precision} {a.file}" for stage, a in stages.items()}
+        records.append(record)
     return records

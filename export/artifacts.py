@@ -33,6 +33,8 @@ class BuildContext:
     calib_method: str = "percentile"
     per_channel: bool = True
     tile: int = 256
+    prefix: str = "model"  # file name stem: "model", or the stage of a pipeline bundle ("denoiser")
+    channels: int = 3  # input channels (an inner pipeline stage may take more, SinSR's denoiser 6)
     built: dict[str, Path] = field(default_factory=dict)  # intermediate ONNX files by precision
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -46,7 +48,7 @@ class BuildContext:
         if precision == "fp32":
             return self.fp32_onnx
         if precision not in self.built:
-            path = self.stage / f"model.{precision}.onnx"
+            path = self.stage / f"{self.prefix}.{precision}.onnx"
             if precision == "fp16":
                 from kvqe.export.fp16 import convert_fp16
 
@@ -81,7 +83,7 @@ def _onnx(ctx: BuildContext, precision: str) -> BuiltArtifact:
 def _openvino(ctx: BuildContext, precision: str) -> BuiltArtifact:
     from kvqe.export import openvino_export
 
-    xml = ctx.stage / f"model.openvino.{precision}.xml"
+    xml = ctx.stage / f"{ctx.prefix}.openvino.{precision}.xml"
     if precision == "int8":
         record = openvino_export.quantize_int8_ir(ctx.fp32_onnx, xml, ctx.require_calibration(), ctx.policy)
     else:
@@ -95,7 +97,7 @@ def _openvino(ctx: BuildContext, precision: str) -> BuiltArtifact:
 def _tensorrt(ctx: BuildContext, precision: str) -> BuiltArtifact:
     from kvqe.export.tensorrt_build import build_engine
 
-    engine = ctx.stage / f"model.tensorrt.{precision}.engine"
+    engine = ctx.stage / f"{ctx.prefix}.tensorrt.{precision}.engine"
     record = build_engine(ctx.onnx_for(precision), engine, profiles=[_trt_profile(ctx)], workspace_bytes=1 << 30)
     if ctx.card.task == "sr":
         record = {**record, "max_tile": ctx.tile}  # the engine's profile bounds the tile the runtime may use
@@ -104,14 +106,17 @@ def _tensorrt(ctx: BuildContext, precision: str) -> BuiltArtifact:
 
 
 def _trt_profile(ctx: BuildContext) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
-    """Optimisation profile: VQA batches of 1..max_frames; SR tiles up to the declared tile plus context."""
+    """Optimisation profile: VQA batches of 1..max_frames; SR tiles up to the declared tile plus context
+    (rounded up to the model's ``multiple_of``, from at least 16 or that multiple)."""
     spec = ctx.card.input
     if ctx.card.task == "vqa":
         shape = vqa_input_shape(spec)
         frames = spec["sampling"]["max_frames"]
         return {"input": ((1, *shape), (frames, *shape), (frames, *shape))}
-    edge = ctx.tile + 2 * spec["tile"]["pad"]
-    return {"input": ((1, 3, 16, 16), (1, 3, edge, edge), (1, 3, edge, edge))}
+    multiple = int(spec.get("multiple_of", 1))
+    edge = -(-(ctx.tile + 2 * spec["tile"]["pad"]) // multiple) * multiple
+    low = max(16, multiple)
+    return {"input": ((1, ctx.channels, low, low), (1, ctx.channels, edge, edge), (1, ctx.channels, edge, edge))}
 
 
 BUILDERS: dict[str, Callable[[BuildContext, str], BuiltArtifact]] = {

@@ -38,7 +38,12 @@ REPORT_FILE = "report.json"
 
 @dataclass(frozen=True)
 class ExportRequest:
-    """What ``kvqe-export`` was asked for."""
+    """What ``kvqe-export`` was asked for.
+
+    ``out_scale``: a pipeline bundle's output scale (``--out-scale``; None: the card's). ``factory``:
+    Python API only, builds the torch module instead of the registered factory (tests export SinSR's
+    reduced config with it); the weights still load through the model's own loader.
+    """
 
     model: str
     out: Path
@@ -52,6 +57,8 @@ class ExportRequest:
     per_channel: bool = True
     samples: SampleSettings = field(default_factory=SampleSettings)
     tile: int = 256
+    out_scale: int | None = None
+    factory: Callable[[], torch.nn.Module] | None = field(default=None, repr=False)
 
 
 def producer_versions() -> dict[str, str]:
@@ -65,7 +72,7 @@ def producer_versions() -> dict[str, str]:
     return versions
 
 
-def _output_spec(card: ModelCard, score_range: tuple[float, float] | None) -> dict[str, Any]:
+def _output_spec(card: ModelCard, score_range: tuple[float, float] | None, out_scale: int | None) -> dict[str, Any]:
     output = dict(card.output)
     if score_range is not None:
         if card.task != "vqa":
@@ -73,49 +80,85 @@ def _output_spec(card: ModelCard, score_range: tuple[float, float] | None) -> di
         if not score_range[0] < score_range[1]:
             raise BadInputError(f"score range {score_range} must be increasing")
         output["score_range"] = [float(score_range[0]), float(score_range[1])]
+    if out_scale is not None:
+        if "pipeline" not in card.extra:
+            raise BadInputError(f"--out-scale applies to pipeline models (sinsr, sinsr+realesrgan), not {card.name}")
+        allowed = card.extra.get("out_scales", ())
+        if out_scale not in allowed:
+            raise BadInputError(f"{card.name}: --out-scale must be one of {', '.join(map(str, allowed))}, "
+                                f"got {out_scale}")
+        output["scale"] = out_scale
     return output
 
 
-def _file_entry(path: Path) -> dict[str, Any]:
+def file_entry(path: Path) -> dict[str, Any]:
     return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
 
 
-def _evaluate(built: BuiltArtifact, samples: SampleSet, reference: list[Any], card: ModelCard,
-              output_spec: dict[str, Any], gates: Sequence[Gate]) -> tuple[dict[str, Any], str | None]:
-    """Accuracy record of one artifact (runs it on the validation set) and the precision it executed at."""
-    runner: Runner = create_runner(built.backend, built.files[0], **built.runtime)
+def evaluate(make_runner: Callable[[], Runner], wanted_precision: str | None, samples: SampleSet,
+             reference: list[Any], output_spec: dict[str, Any], gates: Sequence[Gate],
+             scope: str | None = None) -> tuple[dict[str, Any], str | None]:
+    """Accuracy record of one artifact, or of a pipeline configuration (``make_runner`` composes its
+    stages), run on the validation set; and the precision it executed at (OpenVINO)."""
+    runner = make_runner()
     with runner:
         figures = compare(outputs(runner, samples, output_spec), reference, samples)
         executed = getattr(runner, "executed_precision", None)
     results = [gate(figures) for gate in gates]
     failures = [r.detail for r in results if not r]
-    wanted = built.runtime.get("inference_precision")
-    if executed is not None and wanted and executed != wanted:
-        failures.append(f"executed at {executed}, not the requested {wanted}")
+    if executed is not None and wanted_precision and executed != wanted_precision:
+        failures.append(f"executed at {executed}, not the requested {wanted_precision}")
     accuracy = {"reference": "onnxruntime fp32", "metrics": figures, "gates": [str(g) for g in gates],
                 "results": [{"gate": str(g), "value": r.value, "passed": r.passed, "detail": r.detail}
                             for g, r in zip(gates, results)], "failures": failures, "passed": not failures}
+    if scope is not None:
+        accuracy["scope"] = scope
     return accuracy, executed
 
 
-def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Export, validate, gate and write the bundle at ``request.out``; returns a summary for the CLI.
+def built_entry(built: BuiltArtifact, fmt: str, accuracy: dict[str, Any], executed: str | None,
+                context: BuildContext, calib_record: dict[str, Any] | None) -> dict[str, Any]:
+    """The manifest entry of a built (non-reference) artifact."""
+    main, *extra = built.files
+    return {
+        "backend": built.backend, "precision": built.precision, "format": fmt, **file_entry(main),
+        "extra_files": [file_entry(p) for p in extra], "export": built.export, "runtime": built.runtime,
+        "executed_precision": executed,
+        "producer": producer_versions(), "policy": context.policy.to_json() if built.calibration else None,
+        "calibration": calib_record if built.calibration else None, "accuracy": accuracy,
+        "deployable": accuracy["passed"]}
 
-    Raises before anything is written for bad input; nothing appears at ``request.out`` unless the FP32
-    reference exports and validates.
-    """
-    started = time.perf_counter()
+
+@dataclass
+class Prepared:
+    """A checked request: the card, what to build, the module with its weights, and the sample sets."""
+
+    card: ModelCard
+    output_spec: dict[str, Any]
+    pairs: list[tuple[str, str]]
+    user_gates: list[Gate]
+    module: torch.nn.Module
+    provenance: dict[str, Any]
+    calib_set: SampleSet | None
+    valid_set: SampleSet
+    calib_record: dict[str, Any] | None
+
+
+def prepare(request: ExportRequest, progress: Callable[[str], None]) -> Prepared:
+    """Check the request (before anything is built), build the module, load its weights, sample the data."""
     pairs = requested_artifacts(list(request.formats), list(request.precisions))
     user_gates = [Gate.parse(expression) for expression in request.gates]
     entry = get_model(request.model)
     card = entry.card
-    output_spec = _output_spec(card, request.score_range)
+    output_spec = _output_spec(card, request.score_range, request.out_scale)
     for _, precision in pairs:
         gates_for(card.task, precision, user_gates)  # a gate that does not fit the task fails now
     if any(p == "int8" for _, p in pairs) and request.calib is None:
         raise BadInputError("INT8 needs calibration data: pass --calib DIR (videos and/or images)")
+    if entry.check_weights is not None:
+        entry.check_weights(request.weights)  # e.g. both SinSR checkpoints named, before building the net
     progress(f"building {card.name}")
-    module = entry.factory().eval()
+    module = (request.factory or entry.factory)().eval()
     provenance = entry.load_weights(module, request.weights)
     calib_set: SampleSet | None = None
     calib_record: dict[str, Any] | None = None
@@ -124,6 +167,69 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
         calib_set, valid_set, calib_record = build_sample_sets(request.calib, card.task, card.input, request.samples)
     else:
         valid_set = builtin_validation_set(card)
+    return Prepared(card, output_spec, pairs, user_gates, module, provenance, calib_set, valid_set, calib_record)
+
+
+def write_bundle_files(stage: Path, request: ExportRequest, prepared: Prepared, artifacts: list[dict[str, Any]],
+                       unavailable: list[dict[str, str]], **manifest_extra: Any) -> dict[str, Any]:
+    """Write the validation set, ``manifest.json`` and ``report.json`` into the staging directory; returns
+    the report. ``manifest_extra``: more top-level manifest entries (a pipeline's ``pipeline``)."""
+    card = prepared.card
+    prepared.valid_set.save(stage / VALIDATION_FILE)
+    manifest = {
+        "schema_version": SCHEMA_VERSION, "kvqe_version": __version__,
+        "model": {"name": card.name, "description": card.description, "params": card.params,
+                  "gflops": card.gflops, "flops_input": card.flops_input},
+        "task": card.task, "input": card.input, "output": prepared.output_spec,
+        "weights": {"source": prepared.provenance["source"], "files": prepared.provenance["files"],
+                    "weights_source": card.weights_source, "licence": card.licence},
+        "licence": card.licence,
+        "validation": {**file_entry(stage / VALIDATION_FILE),
+                       "origin": "--calib" if request.calib else "kvqe sample photo",
+                       "record": prepared.calib_record},
+        "artifacts": artifacts,
+        **manifest_extra,
+    }
+    write_manifest(stage, manifest)
+    report = {
+        "model": card.name, "task": card.task,
+        "artifacts": [{"backend": a["backend"], "precision": a["precision"], "file": a["file"],
+                       **({"stage": a["stage"]} if "stage" in a else {}),
+                       "bytes": a["bytes"] + sum(e["bytes"] for e in a.get("extra_files", [])),
+                       "deployable": a["deployable"],
+                       "metrics": a["accuracy"]["metrics"] if "metrics" in a["accuracy"]
+                       else {"max_abs_diff_vs_torch": a["accuracy"]["max_abs_diff"]},
+                       "failures": a["accuracy"].get("failures", [])} for a in artifacts],
+        "unavailable": unavailable, "warnings": (prepared.calib_record or {}).get("warnings", []),
+    }
+    if "pipeline" in manifest_extra:
+        report["pipeline"] = manifest_extra["pipeline"].get("configurations", [])
+    (stage / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report
+
+
+def summarise(report: dict[str, Any], build_seconds: dict[str, float], request: ExportRequest,
+              started: float) -> dict[str, Any]:
+    """The CLI summary: the report, each artifact's build time, the output path and the total time."""
+    for entry in report["artifacts"]:
+        entry["seconds"] = build_seconds[entry["file"]]
+    return {**report, "out": str(request.out), "seconds": round(time.perf_counter() - started, 2)}
+
+
+def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Export, validate, gate and write the bundle at ``request.out``; returns a summary for the CLI.
+
+    Raises before anything is written for bad input; nothing appears at ``request.out`` unless the FP32
+    reference exports and validates. A pipeline model (``card.extra["pipeline"]``) is built stage by stage
+    by :mod:`kvqe.export.pipeline_builder`.
+    """
+    started = time.perf_counter()
+    prepared = prepare(request, progress)
+    if "pipeline" in prepared.card.extra:
+        from kvqe.export.pipeline_builder import build_pipeline_bundle
+
+        return build_pipeline_bundle(request, prepared, progress, started)
+    card, module, valid_set, output_spec = prepared.card, prepared.module, prepared.valid_set, prepared.output_spec
     spec = OnnxExportSpec.from_card(card)
     batches = validation_batches(card)
     artifacts: list[dict[str, Any]] = []
@@ -133,15 +239,15 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
         progress("exporting FP32 ONNX and validating it against torch")
         export_onnx(module, spec, batches[0], fp32)
         validation = validate_onnx(fp32, torch_reference(module, spec), batches, spec)
-        artifacts.append({"backend": "onnxruntime", "precision": "fp32", "format": "onnx", **_file_entry(fp32),
+        artifacts.append({"backend": "onnxruntime", "precision": "fp32", "format": "onnx", **file_entry(fp32),
                           "export": spec.to_json(), "producer": producer_versions(), "calibration": None,
                           "accuracy": validation.to_json(), "deployable": True})
         build_seconds = {fp32.name: round(time.perf_counter() - started, 2)}
         with create_runner("onnxruntime", fp32) as reference_runner:
             reference = outputs(reference_runner, valid_set, output_spec)
-        context = BuildContext(card, stage, fp32, calib_set, POLICIES[card.quant_policy], request.calib_method,
-                               request.per_channel, request.tile)
-        for fmt, precision in pairs:
+        context = BuildContext(card, stage, fp32, prepared.calib_set, POLICIES[card.quant_policy],
+                               request.calib_method, request.per_channel, request.tile)
+        for fmt, precision in prepared.pairs:
             if (fmt, precision) == ("onnx", "fp32"):
                 continue
             progress(f"building {fmt} {precision}")
@@ -152,49 +258,16 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
                 unavailable.append({"format": fmt, "precision": precision, "error": str(exc)})
                 continue
             progress(f"checking {built.backend} {precision} against the FP32 reference")
-            gates = gates_for(card.task, precision, user_gates)
-            accuracy, executed = _evaluate(built, valid_set, reference, card, output_spec, gates)
-            main, *extra = built.files
-            artifacts.append({
-                "backend": built.backend, "precision": precision, "format": fmt, **_file_entry(main),
-                "extra_files": [_file_entry(p) for p in extra], "export": built.export, "runtime": built.runtime,
-                "executed_precision": executed,
-                "producer": producer_versions(), "policy": context.policy.to_json() if built.calibration else None,
-                "calibration": calib_record if built.calibration else None, "accuracy": accuracy,
-                "deployable": accuracy["passed"]})
-            build_seconds[main.name] = round(time.perf_counter() - t0, 2)
+            gates = gates_for(card.task, precision, prepared.user_gates)
+            accuracy, executed = evaluate(
+                lambda built=built: create_runner(built.backend, built.files[0], **built.runtime),
+                built.runtime.get("inference_precision"), valid_set, reference, output_spec, gates)
+            artifacts.append(built_entry(built, fmt, accuracy, executed, context, prepared.calib_record))
+            build_seconds[built.files[0].name] = round(time.perf_counter() - t0, 2)
         for leftover in set(context.built.values()) - {stage / a["file"] for a in artifacts}:
             leftover.unlink()  # an intermediate graph no artifact entry refers to
-        valid_set.save(stage / VALIDATION_FILE)
-        manifest = {
-            "schema_version": SCHEMA_VERSION, "kvqe_version": __version__,
-            "model": {"name": card.name, "description": card.description, "params": card.params,
-                      "gflops": card.gflops, "flops_input": card.flops_input},
-            "task": card.task, "input": card.input, "output": output_spec,
-            "weights": {"source": provenance["source"], "files": provenance["files"],
-                        "weights_source": card.weights_source, "licence": card.licence},
-            "licence": card.licence,
-            "validation": {**_file_entry(stage / VALIDATION_FILE),
-                           "origin": "--calib" if request.calib else "kvqe sample photo",
-                           "record": calib_record},
-            "artifacts": artifacts,
-        }
-        write_manifest(stage, manifest)
-        report = {
-            "model": card.name, "task": card.task,
-            "artifacts": [{"backend": a["backend"], "precision": a["precision"], "file": a["file"],
-                           "bytes": a["bytes"] + sum(e["bytes"] for e in a.get("extra_files", [])),
-                           "deployable": a["deployable"],
-                           "metrics": a["accuracy"]["metrics"] if "metrics" in a["accuracy"]
-                           else {"max_abs_diff_vs_torch": a["accuracy"]["max_abs_diff"]},
-                           "failures": a["accuracy"].get("failures", [])} for a in artifacts],
-            "unavailable": unavailable, "warnings": (calib_record or {}).get("warnings", []),
-        }
-        (stage / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    for entry in report["artifacts"]:
-        entry["seconds"] = build_seconds[entry["file"]]
-    summary = {**report, "out": str(request.out), "seconds": round(time.perf_counter() - started, 2)}
-    return summary
+        report = write_bundle_files(stage, request, prepared, artifacts, unavailable)
+    return summarise(report, build_seconds, request, started)
 
 
 def exit_code(summary: dict[str, Any]) -> int:

@@ -64,9 +64,12 @@ def _table(summary: dict[str, Any]) -> str:
     lines = [f"{summary['model']} -> {summary['out']} ({summary['seconds']:.1f} s)"]
     for a in summary["artifacts"]:
         state = "deployable" if a["deployable"] else "NOT DEPLOYABLE"
-        lines.append(f"  {a['backend'] + '/' + a['precision']:18s} {a['bytes'] / 1e6:8.2f} MB  {state:14s} "
-                     f"{_figures(a['metrics'])}")
+        name = a["backend"] + "/" + a["precision"] + (f" {a['stage']}" if "stage" in a else "")
+        lines.append(f"  {name:18s} {a['bytes'] / 1e6:8.2f} MB  {state:14s} {_figures(a['metrics'])}")
         lines += [f"      gate failed: {failure}" for failure in a["failures"]]
+    for c in summary.get("pipeline", []):
+        state = "deployable" if c["deployable"] else "NOT DEPLOYABLE"
+        lines.append(f"  pipeline {c['backend'] + '/' + c['precision']:18s} {state:14s} {_figures(c['metrics'])}")
     lines += [f"  {u['format']}/{u['precision']}: unavailable: {u['error']}" for u in summary["unavailable"]]
     lines += [f"  warning: {w}" for w in summary["warnings"]]
     return "\n".join(lines)
@@ -76,7 +79,9 @@ def _table(summary: dict[str, Any]) -> str:
 @click.argument("model")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--weights", "weights", multiple=True, metavar="PART=PATH",
-              help="Checkpoint file, once per part (e.g. --weights model=ckpt.pth).")
+              help="Checkpoint file, once per part (e.g. --weights model=ckpt.pth; sinsr: --weights "
+                   "unet=SinSR_v1.pth --weights vq=autoencoder_vq_f4.pth; sinsr+realesrgan also takes "
+                   "restore=realesrgan-x4plus or a Real-ESRGAN checkpoint).")
 @click.option("--arch", default=None, help="Registered architecture when MODEL is a checkpoint path.")
 @click.option("--formats", default="onnx", show_default=True,
               help="Comma-separated: onnx, onnxruntime-int8, openvino, tensorrt.")
@@ -95,11 +100,15 @@ def _table(summary: dict[str, Any]) -> str:
 @click.option("--tile", type=click.IntRange(min=16), default=256, show_default=True,
               help="SR: the largest tile a TensorRT engine is built for.")
 @click.option("--score-range", default=None, metavar="LOW,HIGH", help="VQA: the score range to declare.")
+@click.option("--out-scale", type=int, default=None, metavar="N",
+              help="Pipeline models (sinsr, sinsr+realesrgan): output scale 4 (default), 2, or 1 (enhance in place: "
+                   "the x4 result area-resized back to the input size).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line on stdout.")
 @handle_errors
 def main(model: str, out: Path | None, weights: tuple[str, ...], arch: str | None, formats: str,
          precisions: str, calib: Path | None, gates: tuple[str, ...], calib_method: str, per_channel: bool,
-         calib_size: int, seed: int, tile: int, score_range: str | None, as_json: bool) -> None:
+         calib_size: int, seed: int, tile: int, score_range: str | None, out_scale: int | None,
+         as_json: bool) -> None:
     """Export registered MODEL (or `list` the registry) into a verified bundle at --out.
 
     Exit codes: 0 ok, 2 bad input, 3 an accuracy gate failed (the artifact is kept, marked not
@@ -118,7 +127,7 @@ def main(model: str, out: Path | None, weights: tuple[str, ...], arch: str | Non
     name, parts = _parse_weights(weights, model, arch)
     request = ExportRequest(name, out, parts, _split(formats), _split(precisions), _parse_range(score_range),
                             calib, gates, calib_method, per_channel, SampleSettings(calib_size=calib_size, seed=seed),
-                            tile=tile)
+                            tile=tile, out_scale=out_scale)
     summary = build_bundle(request, progress=lambda step: click.echo(f"kvqe-export: {step}", err=True))
     emit(summary, as_json, _table(summary))
     code = exit_code(summary)

@@ -36,6 +36,7 @@ def convert_fp16(fp32_onnx: Path, out_onnx: Path, *, op_block_list: Sequence[str
     model = onnx.load(str(fp32_onnx))
     fp32_ops = {node.op_type for node in model.graph.node}
     converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=blocked)
+    _drop_duplicate_casts(converted.graph)
     with atomic_output_file(out_onnx) as partial:
         onnx.save(converted, str(partial))
     initializers = collections.Counter(
@@ -48,3 +49,21 @@ def convert_fp16(fp32_onnx: Path, out_onnx: Path, *, op_block_list: Sequence[str
         "op_block_list_extra": sorted(op_block_list),
         "initializers": dict(sorted(initializers.items())),
     }
+
+
+def _drop_duplicate_casts(graph: onnx.GraphProto) -> None:
+    """Remove the repeated Cast nodes the converter inserts when one tensor feeds an always-float input of
+    several nodes (e.g. the ``scales`` of three Resize nodes sharing one constant): each copy has the same
+    name, input and output, which ONNX Runtime refuses ("two nodes with same node name"). The first copy
+    precedes every consumer, so the others can go."""
+    seen: set[bytes] = set()
+    kept = []
+    for node in graph.node:
+        key = node.SerializeToString()
+        if node.op_type == "Cast" and key in seen:
+            continue
+        seen.add(key)
+        kept.append(node)
+    if len(kept) != len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)

@@ -49,6 +49,7 @@ class ModelCard:
 
 ModelFactory = Callable[[], "torch.nn.Module"]
 WeightLoader = Callable[["torch.nn.Module", dict[str, Path]], dict[str, Any]]
+WeightCheck = Callable[[dict[str, Path]], None]
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class RegisteredModel:
     card: ModelCard
     factory: ModelFactory
     load_weights: WeightLoader
+    check_weights: WeightCheck | None = None  # names the files needed before a large net is built
 
 
 _REGISTRY: dict[str, RegisteredModel] = {}
@@ -65,18 +67,20 @@ def register_model(
     card: ModelCard,
     *,
     load_weights: WeightLoader,
+    check_weights: WeightCheck | None = None,
 ) -> Callable[[ModelFactory], ModelFactory]:
     """Decorator registering a factory that builds the (untrained) torch module for ``card``.
 
     ``load_weights(module, {part: path})`` fills the module strictly and returns provenance facts for
     the manifest (``{"source": str, "files": {part: {"name", "sha256"}}}``). An empty mapping means
     "use the default weights source"; a model without one raises BadInputError naming the files needed.
+    ``check_weights({part: path})``, if given, raises that error before the module is built.
     """
 
     def wrap(factory: ModelFactory) -> ModelFactory:
         if card.name in _REGISTRY:
             raise ValueError(f"model {card.name!r} is registered twice")
-        _REGISTRY[card.name] = RegisteredModel(card, factory, load_weights)
+        _REGISTRY[card.name] = RegisteredModel(card, factory, load_weights, check_weights)
         return factory
 
     return wrap

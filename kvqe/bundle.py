@@ -2,6 +2,12 @@
 
 Reading verifies the sha256 of every artifact it hands out; a mismatch is an error, never a warning.
 Writing is atomic (see :func:`kvqe.files.atomic_output_dir`).
+
+A bundle runs one graph (every artifact is stage ``"model"``) or a staged pipeline: the manifest then
+carries ``"pipeline": {"kind", "stages": [names in run order], ...}`` (the constants and the glue between
+the stages, see :mod:`kvqe.sdk.pipeline`), each artifact entry names its ``"stage"``, and the runtime runs
+one artifact per stage. Schema version 1 stays readable both ways: an entry without ``"stage"`` is
+``"model"``, and a manifest without ``"pipeline"`` is one graph.
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ MANIFEST = "manifest.json"
 TASKS = ("vqa", "sr")
 BACKENDS = ("onnxruntime", "openvino", "tensorrt", "torch")
 PRECISIONS = ("fp32", "fp16", "int8")
+MODEL_STAGE = "model"  # the stage of every artifact of a single-graph bundle
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class Artifact:
     deployable: bool
     record: dict[str, Any] = field(repr=False)
     extra_files: tuple[tuple[str, str, int], ...] = ()  # (file, sha256, bytes), e.g. an OpenVINO .bin
+    stage: str = MODEL_STAGE  # the pipeline stage this graph runs (``"model"``: a single-graph bundle)
 
     @property
     def runtime_options(self) -> dict[str, Any]:
@@ -52,6 +60,7 @@ class Artifact:
                 record=entry,
                 extra_files=tuple((str(e["file"]), str(e["sha256"]), int(e["bytes"]))
                                   for e in entry.get("extra_files", [])),
+                stage=str(entry.get("stage", MODEL_STAGE)),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise BundleError(f"{where}: an artifact entry lacks or mangles {exc}") from None
@@ -87,9 +96,28 @@ class Bundle:
     def output_spec(self) -> dict[str, Any]:
         return dict(self.manifest["output"])
 
-    def find(self, backend: str, precision: str) -> Artifact | None:
+    @property
+    def pipeline(self) -> dict[str, Any] | None:
+        """The manifest's ``pipeline`` entry (kind, stages, glue constants), or None for one graph."""
+        entry = self.manifest.get("pipeline")
+        return dict(entry) if entry is not None else None
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        """Stage names in run order: the pipeline's, or ``("model",)`` for a single-graph bundle."""
+        pipeline = self.pipeline
+        return tuple(pipeline["stages"]) if pipeline is not None else (MODEL_STAGE,)
+
+    def stage_precision(self, precision: str, stage: str) -> str:
+        """The artifact precision ``stage`` runs at when the bundle runs at ``precision``: the same, unless
+        the pipeline maps it (e.g. INT8 for the denoiser only: ``"precisions": {"int8": {"encoder": "fp32"}}``)."""
+        mapping = (self.pipeline or {}).get("precisions", {}).get(precision, {})
+        return str(mapping.get(stage, precision))
+
+    def find(self, backend: str, precision: str, stage: str = MODEL_STAGE) -> Artifact | None:
+        """The artifact of ``stage`` with this backend and precision, if the bundle has one."""
         for artifact in self.artifacts:
-            if artifact.backend == backend and artifact.precision == precision:
+            if artifact.backend == backend and artifact.precision == precision and artifact.stage == stage:
                 return artifact
         return None
 
@@ -151,7 +179,28 @@ def read_bundle(path: str | os.PathLike[str]) -> Bundle:
     artifacts = tuple(Artifact.from_json(e, str(manifest_path)) for e in manifest["artifacts"])
     if not artifacts:
         raise BundleError(f"{manifest_path} lists no artifacts")
+    _check_stages(manifest, artifacts, manifest_path)
     return Bundle(root, manifest, artifacts)
+
+
+def _check_stages(manifest: dict[str, Any], artifacts: tuple[Artifact, ...], where: Path) -> None:
+    """Every artifact belongs to a declared stage, and every declared stage has an artifact."""
+    pipeline = manifest.get("pipeline")
+    if pipeline is None:
+        stages: list[str] = [MODEL_STAGE]
+    elif (not isinstance(pipeline, dict) or not isinstance(pipeline.get("kind"), str)
+          or not isinstance(pipeline.get("stages"), list) or not pipeline["stages"]
+          or not all(isinstance(s, str) for s in pipeline["stages"])):
+        raise BundleError(f"{where}: 'pipeline' must be an object with a 'kind' and a non-empty list of 'stages'")
+    else:
+        stages = pipeline["stages"]
+    strays = sorted({a.stage for a in artifacts} - set(stages))
+    if strays:
+        raise BundleError(f"{where}: artifacts of undeclared stage(s) {', '.join(strays)} "
+                          f"(declared: {', '.join(stages)})")
+    empty = [s for s in stages if not any(a.stage == s for a in artifacts)]
+    if empty:
+        raise BundleError(f"{where}: stage(s) {', '.join(empty)} have no artifact")
 
 
 def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:

@@ -44,6 +44,10 @@ class Runner(abc.ABC):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch; the input must match :meth:`input_metadata` (dtype, rank, fixed dims)."""
+        return self._run(self._checked(batch))
+
+    def _checked(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` as a contiguous array after the loaded-state, dtype, rank and fixed-dimension checks."""
         self._require_loaded()
         spec = self._input_metadata()
         if batch.dtype != spec.dtype:
@@ -52,7 +56,7 @@ class Runner(abc.ABC):
             want is not None and got != want for got, want in zip(batch.shape, spec.shape)
         ):
             raise BadInputError(f"{self.name}: input shape {batch.shape} does not fit {spec.shape}")
-        return self._run(np.ascontiguousarray(batch))
+        return np.ascontiguousarray(batch)
 
     def close(self) -> None:
         if self._loaded:

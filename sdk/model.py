@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -14,6 +14,7 @@ from kvqe.bundle import Artifact, Bundle
 from kvqe.errors import BadInputError, KvqeError
 from kvqe.files import atomic_output_file
 from kvqe.runtimes.base import Runner
+from kvqe.sdk.pipeline import PipelineRunner
 from kvqe.sdk.preprocess import postprocess_sr_output, preprocess_sr_image, preprocess_vqa_frame
 from kvqe.sdk.results import ScoreResult, Segment, VideoResult
 from kvqe.sdk.sampling import pad_to_max, select_keyframes, windowed_keyframes
@@ -32,9 +33,13 @@ _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv
 class Model:
     """A bundle loaded on one backend. Use :func:`kvqe.load` to get one."""
 
-    def __init__(self, bundle: Bundle, artifact: Artifact, runner: Runner) -> None:
+    def __init__(self, bundle: Bundle, artifact: Artifact, runner: Runner,
+                 stages: Mapping[str, Artifact] | None = None) -> None:
+        """``artifact``: the one that runs, or a pipeline's stage at the chosen precision; ``stages``: every
+        stage's artifact of a pipeline bundle (``runner`` composes them)."""
         self.bundle = bundle
         self.artifact = artifact
+        self.stages: dict[str, Artifact] = dict(stages) if stages else {artifact.stage: artifact}
         self.runner = runner.load()
         self.input_spec = bundle.input_spec
         self.output_spec = bundle.output_spec
@@ -121,13 +126,15 @@ class Model:
                       pre_pad: int | None = None) -> TileSettings:
         """The bundle's tiling defaults, overridden by any argument given."""
         defaults = self.input_spec.get("tile", {})
-        max_tile = self.artifact.record.get("export", {}).get("max_tile")
+        max_tile = min((bound for a in self.stages.values() if (bound := a.record.get("export", {}).get("max_tile"))),
+                       default=None)
         if max_tile and tile is not None and not 0 < tile <= max_tile:
             raise BadInputError(f"this {self.backend} artifact takes tiles of at most {max_tile} pixels, got {tile}")
         return TileSettings(
             tile=(max_tile or defaults.get("size", 0)) if tile is None else tile,
             tile_pad=defaults.get("pad", 10) if tile_pad is None else tile_pad,
             pre_pad=defaults.get("pre_pad", 0) if pre_pad is None else pre_pad,
+            blend=bool(defaults.get("blend", False)),
         )
 
     def enhance(self, image: np.ndarray | str | os.PathLike[str], *, tile: int | None = None,
@@ -142,6 +149,7 @@ class Model:
         return enhance_tiled(
             chw, self.runner.run, self.scale, settings,
             lambda out: postprocess_sr_output(out, self.input_spec, self.output_spec),
+            run_at=self.runner.run_at if isinstance(self.runner, PipelineRunner) else None,
         )
 
     def enhance_video(self, source: Any, output: str | os.PathLike[str], *, tile: int | None = None,

@@ -1,8 +1,10 @@
-"""SinSR one-step diffusion SR (UNetModelSwin + VQ-f4); importing this package registers ``sinsr``."""
+"""SinSR one-step diffusion SR (UNetModelSwin + VQ-f4); importing this package registers ``sinsr`` and
+``sinsr+realesrgan``."""
 from kvqe.export.models.sinsr.one_step import SinSR, SinSRDecoder, SinSRDenoiser, SinSREncoder
 from kvqe.export.models.sinsr.registration import build_sinsr, load_sinsr_weights, small_sinsr
+from kvqe.export.models.sinsr.restored import RestoredSinSR
 from kvqe.export.models.sinsr.unet import UNetModelSwin
 from kvqe.export.models.sinsr.vq import VQModelTorch
 
-__all__ = ["SinSR", "SinSRDecoder", "SinSRDenoiser", "SinSREncoder", "UNetModelSwin", "VQModelTorch",
-           "build_sinsr", "load_sinsr_weights", "small_sinsr"]
+__all__ = ["RestoredSinSR", "SinSR", "SinSRDecoder", "SinSRDenoiser", "SinSREncoder", "UNetModelSwin",
+           "VQModelTorch", "build_sinsr", "load_sinsr_weights", "small_sinsr"]

@@ -18,6 +18,17 @@ from kvqe.sdk import sinsr_glue
 
 CHECKPOINTS = {"unet": "SinSR_v1.pth", "vq": "autoencoder_vq_f4.pth"}
 _WEIGHTS_FLAGS = " ".join(f"--weights {part}={name}" for part, name in CHECKPOINTS.items())
+# tiles: windows of 96 + 2 x 16 = 128 LR pixels (multiples of 64 waste no padding), blended where they
+# overlap: GroupNorm statistics and the VQ attention are global, so tiles never match the untiled result
+TILE = {"size": 96, "pad": 16, "pre_pad": 0, "blend": True}
+# how kvqe.export.pipeline_builder exports the stages (see kvqe.sdk.pipeline for the runtime glue)
+PIPELINE_EXTRA: dict[str, Any] = {
+    "pipeline": "sinsr",
+    "stage_channels": {"encoder": 3, "denoiser": 6, "decoder": 3},
+    "int8_stages": ["denoiser"],  # INT8 is attempted for the UNet; the VQ encoder/decoder stay float
+    "stage_policies": {"denoiser": "sinsr-unet"},  # others: the card's quant_policy
+    "out_scales": [1, 2, 4],
+}
 
 
 def build_sinsr(unet_kwargs: Mapping[str, Any], vq_kwargs: Mapping[str, Any]) -> SinSR:
@@ -30,14 +41,23 @@ def small_sinsr() -> SinSR:
     return build_sinsr(UNET_SMALL, VQ_SMALL)
 
 
-def load_sinsr_weights(module: nn.Module, parts: dict[str, Path]) -> dict[str, Any]:
-    """Load ``unet`` and ``vq`` checkpoints strictly into ``module.unet`` / ``module.vq``."""
+def check_sinsr_parts(parts: Mapping[str, Path], optional: Mapping[str, str] | None = None) -> None:
+    """Raise naming both checkpoints unless ``unet`` and ``vq`` are given (and no unknown part is).
+
+    ``optional``: further parts a pipeline accepts, part -> what it is (e.g. ``restore``).
+    """
     missing = [part for part in CHECKPOINTS if part not in parts]
-    unknown = sorted(set(parts) - set(CHECKPOINTS))
+    unknown = sorted(set(parts) - set(CHECKPOINTS) - set(optional or {}))
     if missing or unknown:
         what = f"missing {', '.join(missing)}" if missing else f"unknown part(s) {', '.join(unknown)}"
+        more = "".join(f"; optionally --weights {part}=... ({about})" for part, about in (optional or {}).items())
         raise BadInputError(f"sinsr needs two checkpoints, {CHECKPOINTS['unet']} and {CHECKPOINTS['vq']} "
-                            f"({what}); pass {_WEIGHTS_FLAGS}")
+                            f"({what}); pass {_WEIGHTS_FLAGS}{more}")
+
+
+def load_sinsr_weights(module: nn.Module, parts: dict[str, Path]) -> dict[str, Any]:
+    """Load ``unet`` and ``vq`` checkpoints strictly into ``module.unet`` / ``module.vq``."""
+    check_sinsr_parts(parts)
     files: dict[str, Any] = {}
     for part in CHECKPOINTS:
         path = parts[part]
@@ -55,8 +75,7 @@ def load_sinsr_weights(module: nn.Module, parts: dict[str, Path]) -> dict[str, A
         "of ResShift's VQ-f4 autoencoder; runs as three graphs (encoder, denoiser, decoder) with numpy glue.",
         input={
             "colour_order": "RGB", "layout": "NCHW", "dtype": "float32", "value_range": [0.0, 1.0],
-            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "tile": {"size": 0, "pad": 16, "pre_pad": 0},
-            "multiple_of": sinsr_glue.MULTIPLE,
+            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "tile": TILE, "multiple_of": sinsr_glue.MULTIPLE,
         },
         output={"scale": sinsr_glue.SCALE, "value_range": [0.0, 1.0], "clamp": True},
         params=173_916_365,
@@ -66,9 +85,10 @@ def load_sinsr_weights(module: nn.Module, parts: dict[str, Path]) -> dict[str, A
         licence="CC BY-NC-SA 4.0 (SinSR) and S-Lab non-commercial (ResShift VQ-f4): never bundled",
         weight_parts=tuple(CHECKPOINTS),
         extra={"stages": ["encoder", "denoiser", "decoder"], "glue": "kvqe.sdk.sinsr_glue",
-               "flops_input_shape": [1, 3, 64, 64]},
+               "flops_input_shape": [1, 3, 64, 64], **PIPELINE_EXTRA},
     ),
     load_weights=load_sinsr_weights,
+    check_weights=check_sinsr_parts,
 )
 def sinsr() -> SinSR:
     return build_sinsr(UNET_FULL, VQ_FULL)

@@ -1,0 +1,230 @@
+"""Pipeline bundles (``sinsr``, ``sinsr+realesrgan``): one graph per stage, gated as one SR model.
+
+Called by :func:`kvqe.export.bundle_builder.build_bundle` when the card says ``extra["pipeline"]``; it
+shares that module's request checks, weights, sample sets, artifact builders, evaluation, manifest,
+report and atomic write. Per stage:
+
+1. FP32 ONNX (``export_onnx``), validated against the torch stage (``validate_onnx``) on *real* stage
+   inputs: real photo crops (the SR validation batches) run through the torch stages with the runtime's
+   own glue (:mod:`kvqe.sdk.pipeline`), so each stage sees what it will see at run time. The decoder is
+   validated on the codebook rows its real input quantises to: its argmin over 8192 codes has near-ties
+   on real latents, where an ulp of difference between two correct implementations flips a code.
+2. Every requested format/precision through the same builders as a single graph
+   (:data:`kvqe.export.artifacts.BUILDERS`), files named after the stage (``denoiser.fp16.onnx``).
+   INT8 is attempted for the card's ``int8_stages`` only (SinSR: the denoiser); the other stages of an
+   INT8 configuration run their FP32 artifact of the same format (the manifest's ``pipeline.precisions``
+   says so, and the loader follows it). Calibration inputs of an inner stage come from the FP32 ONNX stages
+   before it, run on the calibration crops: the one :class:`~kvqe.calibration.contract.SampleSet` contract
+   with a ``feed``.
+3. Gates per configuration (backend, precision: all stages together) as for SR: PSNR of the composed
+   pipeline against the ONNX Runtime FP32 pipeline on the validation crops. Each artifact of the
+   configuration carries that accuracy record and its ``deployable`` verdict.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kvqe.calibration.accuracy import outputs
+from kvqe.calibration.gates import gates_for
+from kvqe.calibration.policy import POLICIES
+from kvqe.errors import BackendUnavailableError
+from kvqe.export.artifacts import BUILDERS, FORMATS, BuildContext, BuiltArtifact
+from kvqe.export.bundle_builder import (
+    ExportRequest,
+    Prepared,
+    built_entry,
+    evaluate,
+    file_entry,
+    producer_versions,
+    summarise,
+    write_bundle_files,
+)
+from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
+from kvqe.export.validation_inputs import validation_batches
+from kvqe.files import atomic_output_dir
+from kvqe.runtimes import Runner, create_runner
+from kvqe.sdk import sinsr_glue as glue
+from kvqe.sdk.pipeline import KINDS, PipelineRunner, compose, describe, drive
+
+_PRECISION_ORDER = ("fp32", "fp16", "int8")
+
+
+def stage_specs(card_spec: OnnxExportSpec, channels: dict[str, int]) -> dict[str, OnnxExportSpec]:
+    """Each stage's export spec: the card's opset and tolerance, dynamic batch/height/width, its channels."""
+    return {stage: dataclasses.replace(card_spec, input_shape=(None, count, None, None))
+            for stage, count in channels.items()}
+
+
+def trace_stage_inputs(pipeline: PipelineRunner, batch: np.ndarray) -> dict[str, np.ndarray]:
+    """The input every stage of ``pipeline`` receives for ``batch`` (one pass through all stages)."""
+    seen: dict[str, np.ndarray] = {}
+
+    def run(stage: str, x: np.ndarray) -> np.ndarray:
+        seen[stage] = x
+        return pipeline.stages[stage].run(x)
+
+    drive(pipeline.steps(batch, (0, 0)), run)
+    return seen
+
+
+def _codebook_snapped(module: nn.Module, x0: np.ndarray) -> np.ndarray:
+    """The decoder input quantised to its codebook rows (same codes; no argmin near-ties left)."""
+    sinsr = getattr(module, "sinsr", module)
+    with torch.no_grad():
+        return sinsr.vq.quantize(torch.from_numpy(x0)).numpy()
+
+
+def _with_float_partners(pairs: Sequence[tuple[str, str]], int8_stages: Sequence[str],
+                         stages: Sequence[str]) -> list[tuple[str, str]]:
+    """Requested (format, precision) pairs, FP32 first per format, plus the FP32 of each format whose INT8
+    configuration runs some stages in FP32 (always there for ONNX: the reference)."""
+    wanted = list(pairs)
+    if set(stages) - set(int8_stages):
+        for fmt, precision in pairs:
+            if precision == "int8" and (fmt, "fp32") not in wanted:
+                wanted.append((fmt, "fp32"))
+    return sorted(dict.fromkeys(wanted), key=lambda p: (FORMATS.index(p[0]), _PRECISION_ORDER.index(p[1])))
+
+
+class _Memo:
+    """``feed`` for a calibration set: a stage's input from the FP32 stages before it, computed once per image."""
+
+    def __init__(self, reference: PipelineRunner, stage: str) -> None:
+        self.reference, self.stage = reference, stage
+        self.cache: dict[bytes, np.ndarray] = {}
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        key = batch.tobytes()
+        if key not in self.cache:
+            self.cache[key] = self.reference.stage_input(batch, self.stage)
+        return self.cache[key]
+
+
+def build_pipeline_bundle(request: ExportRequest, prepared: Prepared, progress: Callable[[str], None],
+                          started: float) -> dict[str, Any]:
+    """Export, validate, gate and write a pipeline bundle at ``request.out``; returns the CLI summary."""
+    card, module = prepared.card, prepared.module
+    kind = str(card.extra["pipeline"])
+    stages = KINDS[kind]
+    channels = {stage: int(card.extra["stage_channels"][stage]) for stage in stages}
+    int8_stages = [s for s in card.extra.get("int8_stages", stages) if s in stages]
+    modules: dict[str, nn.Module] = module.stages()  # type: ignore[operator]
+    specs = stage_specs(OnnxExportSpec.from_card(card), channels)
+    out_scale = int(prepared.output_spec["scale"])
+    seed = glue.DEFAULT_SEED
+    restore = getattr(module, "restore_name", None)
+    int8_map = {"int8": {s: "fp32" for s in stages if s not in int8_stages}}
+    precisions_map = int8_map if any(p == "int8" for _, p in prepared.pairs) and int8_map["int8"] else {}
+
+    def entry(**facts: Any) -> dict[str, Any]:
+        extra = {"restore_model": restore} if restore else {}
+        return describe(kind, out_scale=out_scale, seed=seed, precisions=precisions_map, **extra, **facts)
+
+    progress("tracing real stage inputs through the torch stages")
+    torch_pipeline = compose(entry(), {s: torch_reference(modules[s], specs[s]) for s in stages}).load()
+    stage_inputs: dict[str, list[np.ndarray]] = {s: [] for s in stages}
+    for batch in validation_batches(card):
+        for stage, x in trace_stage_inputs(torch_pipeline, batch).items():
+            stage_inputs[stage].append(_codebook_snapped(module, x) if stage == "decoder" else x)
+
+    artifacts: list[dict[str, Any]] = []
+    unavailable: list[dict[str, str]] = []
+    configurations: list[dict[str, Any]] = []
+    build_seconds: dict[str, float] = {}
+    with atomic_output_dir(request.out) as out:
+        fp32: dict[str, Path] = {}
+        for stage in stages:
+            t0 = time.perf_counter()
+            fp32[stage] = out / f"{stage}.fp32.onnx"
+            progress(f"exporting the {stage} to FP32 ONNX and validating it against torch")
+            export_onnx(modules[stage], specs[stage], stage_inputs[stage][0], fp32[stage])
+            validation = validate_onnx(fp32[stage], torch_reference(modules[stage], specs[stage]),
+                                       stage_inputs[stage], specs[stage])
+            artifacts.append({"stage": stage, "backend": "onnxruntime", "precision": "fp32", "format": "onnx",
+                              **file_entry(fp32[stage]), "export": specs[stage].to_json(),
+                              "producer": producer_versions(), "calibration": None,
+                              "accuracy": validation.to_json(), "deployable": True})
+            build_seconds[fp32[stage].name] = round(time.perf_counter() - t0, 2)
+
+        reference_runner = compose(entry(), {s: create_runner("onnxruntime", fp32[s]) for s in stages}).load()
+        contexts: dict[str, BuildContext] = {}
+        try:
+            progress("running the ONNX Runtime FP32 pipeline on the validation crops (the reference)")
+            reference = outputs(reference_runner, prepared.valid_set, prepared.output_spec)
+            for stage in stages:
+                calibration = None
+                if prepared.calib_set is not None and stage in int8_stages:
+                    calibration = prepared.calib_set if stage == stages[0] else \
+                        prepared.calib_set.feeding(_Memo(reference_runner, stage))
+                policy = POLICIES[card.extra.get("stage_policies", {}).get(stage, card.quant_policy)]
+                contexts[stage] = BuildContext(card, out, fp32[stage], calibration, policy, request.calib_method,
+                                               request.per_channel, request.tile, prefix=stage,
+                                               channels=channels[stage])
+            built: dict[tuple[str, str, str], BuiltArtifact] = {}
+            configured: set[tuple[str, str]] = set()
+            for fmt, precision in _with_float_partners(prepared.pairs, int8_stages, stages):
+                if (fmt, precision) == ("onnx", "fp32"):
+                    configured.add((fmt, precision))
+                    continue
+                per_stage = {s: precision if precision != "int8" or s in int8_stages else "fp32" for s in stages}
+                if any((fmt, p) != ("onnx", "fp32") and (fmt, p) not in configured
+                       for p in per_stage.values() if p != precision):
+                    unavailable.append({"format": fmt, "precision": precision,
+                                        "error": f"its {fmt} fp32 stages could not be built here"})
+                    continue
+                progress(f"building {fmt} {precision} ({', '.join(f'{s} {p}' for s, p in per_stage.items())})")
+                t0 = time.perf_counter()
+                new: list[BuiltArtifact] = []
+                try:
+                    for stage, stage_precision in per_stage.items():
+                        key = (fmt, stage_precision, stage)
+                        if (fmt, stage_precision) != ("onnx", "fp32") and key not in built:
+                            built[key] = BUILDERS[fmt](contexts[stage], stage_precision)
+                            new.append(built[key])
+                except BackendUnavailableError as exc:
+                    unavailable.append({"format": fmt, "precision": precision, "error": str(exc)})
+                    continue
+                configured.add((fmt, precision))
+                chosen = {s: built.get((fmt, p, s)) for s, p in per_stage.items()}
+                wanted = {b.runtime.get("inference_precision") for b in chosen.values() if b is not None}
+
+                def make_runner(chosen: dict[str, BuiltArtifact | None] = chosen) -> Runner:
+                    return compose(entry(), {s: create_runner(b.backend, b.files[0], **b.runtime) if b is not None
+                                             else create_runner("onnxruntime", fp32[s]) for s, b in chosen.items()})
+
+                backend = next(b.backend for b in chosen.values() if b is not None)
+                progress(f"checking the {backend} {precision} pipeline against the FP32 reference")
+                gates = gates_for(card.task, precision, prepared.user_gates)
+                scope = (f"the whole {kind} pipeline on {backend} ("
+                         + ", ".join(f"{s} {p}" for s, p in per_stage.items()) + ") vs the onnxruntime fp32 pipeline")
+                accuracy, executed = evaluate(make_runner, wanted.pop() if len(wanted) == 1 else None,
+                                              prepared.valid_set, reference, prepared.output_spec, gates, scope)
+                seconds = round((time.perf_counter() - t0) / max(len(new), 1), 2)
+                for artifact in new:
+                    stage = next(s for s, b in chosen.items() if b is artifact)
+                    artifacts.append({"stage": stage, **built_entry(artifact, fmt, accuracy, executed, contexts[stage],
+                                                                    prepared.calib_record)})
+                    build_seconds[artifact.files[0].name] = seconds
+                configurations.append({
+                    "backend": backend, "precision": precision, "deployable": accuracy["passed"],
+                    "stages": {s: (b.files[0].name if b is not None else fp32[s].name) for s, b in chosen.items()},
+                    "metrics": accuracy["metrics"], "failures": accuracy["failures"]})
+        finally:
+            reference_runner.close()
+            torch_pipeline.close()
+        referenced = {out / a["file"] for a in artifacts}
+        for context in contexts.values():
+            for leftover in set(context.built.values()) - referenced:
+                leftover.unlink()  # an intermediate graph no artifact entry refers to
+        report = write_bundle_files(out, request, prepared, artifacts, unavailable,
+                                    pipeline=entry(configurations=configurations))
+    return summarise(report, build_seconds, request, started)
+

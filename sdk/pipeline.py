@@ -1,0 +1,239 @@
+"""Staged SR pipelines run as ONE :class:`~kvqe.runtimes.base.Runner` (runtime side: numpy glue, no torch).
+
+A pipeline bundle holds one graph per stage (see :mod:`kvqe.bundle`); the loader makes a runner per stage
+and :func:`compose` joins them, so ``Model.enhance()``, ``enhance_video()`` and the tiler see one x``scale``
+model. Two kinds:
+
+``sinsr`` (:class:`SinSRRunner`): SinSR's one step, ``encoder -> denoiser -> decoder`` with the glue of
+:mod:`kvqe.sdk.sinsr_glue` (reflect padding to multiples of 64, the seeded noise, the crop and clamp).
+LR (N, 3, h, w) in [0, 1] -> SR (N, 3, 4h, 4w) in [0, 1].
+
+``sinsr+realesrgan`` (:class:`RestoreThenSinSR`): Real-ESRGAN x4 (stage ``restore``), clamped to [0, 1]
+and area-resized back to the LR size (a 4x4 box average, which is ``cv2.INTER_AREA`` at an integer
+factor): a *restored* LR, denoised and deblocked; then SinSR x4; then area-resized to ``out_scale``
+(4: none; 2: 2x2 box; 1: 4x4 box, i.e. enhancement in place at the input size, as the KwaiSR challenge
+did for in-the-wild images).
+
+The noise is *anchored to image coordinates* so that a tile sees the noise the untiled image has at the
+same place: latent pixel (y, x) (latent = LR grid) takes its value from the 64x64 block (y // 64, x // 64),
+drawn as ``numpy.random.default_rng([seed, y // 64, x // 64]).standard_normal((3, 64, 64))`` in float64 and
+cast to float32, the same for every image of a batch. :meth:`PipelineRunner.run_at` takes the tile's
+origin; :meth:`~kvqe.runtimes.base.Runner.run` is origin (0, 0).
+"""
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
+
+import numpy as np
+
+from kvqe.errors import BadInputError, BundleError
+from kvqe.runtimes.base import Runner, TensorSpec
+from kvqe.sdk import sinsr_glue as glue
+
+SINSR_STAGES = ("encoder", "denoiser", "decoder")
+KINDS: dict[str, tuple[str, ...]] = {"sinsr": SINSR_STAGES, "sinsr+realesrgan": ("restore", *SINSR_STAGES)}
+NOISE_BLOCK = 64
+OUT_SCALES = (1, 2, 4)  # divisors of SinSR's x4: the final area resize is an exact box average
+
+# a pipeline as a coroutine: yields (stage, stage input), receives the stage output, returns the result
+Steps = Generator[tuple[str, np.ndarray], np.ndarray, np.ndarray]
+
+
+def anchored_noise(shape: tuple[int, ...], origin: tuple[int, int] = (0, 0),
+                   seed: int = glue.DEFAULT_SEED) -> np.ndarray:
+    """Noise for the latent region of ``shape`` (N, C, h, w) whose top-left sits at ``origin`` (y, x) of the
+    image's latent grid: each 64x64 block of the grid is ``default_rng([seed, block_row, block_col])``."""
+    _, channels, height, width = shape
+    top, left = origin
+    if top < 0 or left < 0:
+        raise BadInputError(f"tile origin {origin} must be non-negative")
+    out = np.empty((channels, height, width), np.float32)
+    for row in range(top // NOISE_BLOCK, (top + height - 1) // NOISE_BLOCK + 1):
+        y0, y1 = max(top, row * NOISE_BLOCK), min(top + height, (row + 1) * NOISE_BLOCK)
+        for col in range(left // NOISE_BLOCK, (left + width - 1) // NOISE_BLOCK + 1):
+            x0, x1 = max(left, col * NOISE_BLOCK), min(left + width, (col + 1) * NOISE_BLOCK)
+            block = np.random.default_rng([seed, row, col]).standard_normal((channels, NOISE_BLOCK, NOISE_BLOCK))
+            out[:, y0 - top:y1 - top, x0 - left:x1 - left] = block[
+                :, y0 - row * NOISE_BLOCK:y1 - row * NOISE_BLOCK, x0 - col * NOISE_BLOCK:x1 - col * NOISE_BLOCK]
+    return np.ascontiguousarray(np.broadcast_to(out, tuple(shape)))
+
+
+def box_downscale(x: np.ndarray, factor: int) -> np.ndarray:
+    """Area resize of an NCHW float array by 1/``factor`` (H and W multiples of it): the mean of each
+    ``factor`` x ``factor`` block, which is what ``cv2.INTER_AREA`` computes at an integer factor."""
+    if factor == 1:
+        return x
+    batch, channels, height, width = x.shape
+    if height % factor or width % factor:
+        raise BadInputError(f"cannot area-resize {height}x{width} by 1/{factor}")
+    blocks = x.reshape(batch, channels, height // factor, factor, width // factor, factor)
+    return blocks.mean(axis=(3, 5), dtype=np.float32)
+
+
+def sinsr_steps(lr: np.ndarray, origin: tuple[int, int], seed: int, out_scale: int = glue.SCALE) -> Steps:
+    """SinSR's one step: ``prepare`` -> encoder -> noise + ``denoiser_input`` -> denoiser -> decoder ->
+    ``finish`` (crop, clamp), then the area resize to ``out_scale``."""
+    height, width = lr.shape[2:]
+    y0 = glue.prepare(lr)
+    z_y = yield "encoder", y0
+    eps = anchored_noise(tuple(z_y.shape), origin, seed)
+    x0 = yield "denoiser", glue.denoiser_input(z_y, y0, eps)
+    dec = yield "decoder", x0
+    return box_downscale(glue.finish(dec, height, width), glue.SCALE // out_scale)
+
+
+def restore_then_sinsr_steps(lr: np.ndarray, origin: tuple[int, int], seed: int, out_scale: int) -> Steps:
+    """Real-ESRGAN x4 -> clamp to [0, 1] -> 4x4 box average back to the LR size -> SinSR x4 -> area resize
+    to ``out_scale``."""
+    restored = yield "restore", lr
+    expected = (lr.shape[0], 3, lr.shape[2] * glue.SCALE, lr.shape[3] * glue.SCALE)
+    if restored.shape != expected:
+        raise BadInputError(f"the restore stage returned {restored.shape}, expected {expected} (a x4 model)")
+    clean = box_downscale(np.clip(restored, 0.0, 1.0), glue.SCALE)
+    return (yield from sinsr_steps(clean, origin, seed, out_scale))
+
+
+def drive(steps: Steps, run: Callable[[str, np.ndarray], np.ndarray]) -> np.ndarray:
+    """Run a pipeline coroutine to its end, computing each stage with ``run(stage, input)``."""
+    request = next(steps)
+    while True:
+        try:
+            request = steps.send(run(*request))
+        except StopIteration as done:
+            return np.asarray(done.value)
+
+
+def _check_out_scale(out_scale: int) -> int:
+    if out_scale not in OUT_SCALES:
+        raise BadInputError(f"out_scale must be one of {', '.join(map(str, OUT_SCALES))}, got {out_scale}")
+    return out_scale
+
+
+class PipelineRunner(Runner):
+    """Stage runners composed into one x``scale`` SR runner (1x3xhxw RGB in [0, 1] -> [0, 1])."""
+
+    name = "pipeline"
+
+    def __init__(self, stages: Mapping[str, Runner], seed: int, out_scale: int) -> None:
+        super().__init__()
+        self.stages = dict(stages)
+        self.seed = seed
+        self.scale = _check_out_scale(out_scale)
+
+    @abc.abstractmethod
+    def steps(self, lr: np.ndarray, origin: tuple[int, int]) -> Steps:
+        """The pipeline for one LR batch whose top-left sits at ``origin`` in the image."""
+
+    def run_at(self, batch: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+        """:meth:`run` for a tile whose top-left is at ``origin`` (y, x) of the image (anchors the noise)."""
+        return self._run_at(self._checked(batch), origin)
+
+    def stage_input(self, batch: np.ndarray, stage: str, origin: tuple[int, int] = (0, 0)) -> np.ndarray:
+        """What ``stage`` receives for ``batch``: runs the stages before it (calibration of inner stages)."""
+        if stage not in self.stages:
+            raise BadInputError(f"no stage {stage!r} in this pipeline ({', '.join(self.stages)})")
+        steps = self.steps(self._checked(batch), origin)
+        request = next(steps)
+        while request[0] != stage:
+            request = steps.send(self.stages[request[0]].run(request[1]))
+        steps.close()
+        return request[1]
+
+    @property
+    def executed_precision(self) -> str | None:
+        """What the stage runners report having executed (OpenVINO), joined when they differ."""
+        values = sorted({str(v) for r in self.stages.values()
+                         if (v := getattr(r, "executed_precision", None)) is not None})
+        return ",".join(values) if values else None
+
+    def _run_at(self, batch: np.ndarray, origin: tuple[int, int]) -> np.ndarray:
+        return drive(self.steps(batch, origin), lambda stage, x: self.stages[stage].run(x))
+
+    def _load(self) -> None:
+        for runner in self.stages.values():
+            runner.load()
+
+    def _input_metadata(self) -> TensorSpec:
+        return TensorSpec("lr", np.dtype(np.float32), (None, 3, None, None))
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self._run_at(batch, (0, 0))
+
+    def _close(self) -> None:
+        for runner in self.stages.values():
+            runner.close()
+
+
+class SinSRRunner(PipelineRunner):
+    """SinSR x4 from its three stage runners; ``out_scale`` < 4 area-resizes the result (default: none)."""
+
+    def __init__(self, encoder: Runner, denoiser: Runner, decoder: Runner, seed: int = glue.DEFAULT_SEED,
+                 out_scale: int = glue.SCALE) -> None:
+        super().__init__({"encoder": encoder, "denoiser": denoiser, "decoder": decoder}, seed, out_scale)
+
+    def steps(self, lr: np.ndarray, origin: tuple[int, int]) -> Steps:
+        return sinsr_steps(lr, origin, self.seed, self.scale)
+
+
+class RestoreThenSinSR(PipelineRunner):
+    """Real-ESRGAN x4 restoration area-resized back to the LR size, then SinSR x4, then ``out_scale``."""
+
+    def __init__(self, restore: Runner, encoder: Runner, denoiser: Runner, decoder: Runner,
+                 seed: int = glue.DEFAULT_SEED, out_scale: int = glue.SCALE) -> None:
+        super().__init__({"restore": restore, "encoder": encoder, "denoiser": denoiser, "decoder": decoder},
+                         seed, out_scale)
+
+    def steps(self, lr: np.ndarray, origin: tuple[int, int]) -> Steps:
+        return restore_then_sinsr_steps(lr, origin, self.seed, self.scale)
+
+
+def compose(pipeline: Mapping[str, Any], runners: Mapping[str, Runner]) -> PipelineRunner:
+    """The runner a manifest ``pipeline`` entry describes, over one runner per stage."""
+    kind = pipeline.get("kind")
+    if kind not in KINDS:
+        raise BundleError(f"unknown pipeline kind {kind!r}; this kvqe runs {', '.join(KINDS)}")
+    missing = [stage for stage in KINDS[kind] if stage not in runners]
+    if missing:
+        raise BundleError(f"pipeline {kind}: no runner for stage(s) {', '.join(missing)}")
+    seed, out_scale = int(pipeline.get("seed", glue.DEFAULT_SEED)), int(pipeline.get("out_scale", glue.SCALE))
+    sinsr = (runners["encoder"], runners["denoiser"], runners["decoder"])
+    if kind == "sinsr":
+        return SinSRRunner(*sinsr, seed=seed, out_scale=out_scale)
+    return RestoreThenSinSR(runners["restore"], *sinsr, seed=seed, out_scale=out_scale)
+
+
+def describe(kind: str, *, out_scale: int = glue.SCALE, seed: int = glue.DEFAULT_SEED,
+             precisions: Mapping[str, Mapping[str, str]] | None = None, **facts: Any) -> dict[str, Any]:
+    """The manifest ``pipeline`` entry: what :func:`compose` reads, and the glue documented for readers."""
+    if kind not in KINDS:
+        raise BadInputError(f"unknown pipeline kind {kind!r}; choose {', '.join(KINDS)}")
+    _check_out_scale(out_scale)
+    glue_steps = [
+        "y0 = (lr - 0.5) / 0.5, reflect-padded at the bottom/right to multiples of 64 (encoder input)",
+        "encoder: bicubic x4 (PyTorch, a=-0.75, unclamped) then the VQ-f4 encoder -> z_y (LR-sized latent)",
+        (f"denoiser input: cat[(z_y + {float(glue.NOISE_SCALE):.8g} * eps) / {float(glue.INPUT_SCALE):.8g}, y0]"
+         f" (t = {glue.TIMESTEP} baked into the graph)"),
+        "decoder: vector-quantize x0, decode -> x4; crop to 4h x 4w, clamp to [-1, 1], * 0.5 + 0.5",
+    ]
+    resizing = [] if out_scale == glue.SCALE else [
+        f"the x4 SinSR result is area-resized (box average {glue.SCALE // out_scale}x{glue.SCALE // out_scale}) "
+        f"to x{out_scale}" + (" (the input size: enhancement in place)" if out_scale == 1 else "")]
+    if kind == "sinsr+realesrgan":
+        glue_steps.insert(0, "restore: Real-ESRGAN x4 on the LR, clamped to [0, 1], area-resized back to the LR "
+                             "size (4x4 box average = cv2.INTER_AREA): the restored LR that SinSR takes")
+    entry: dict[str, Any] = {
+        "kind": kind, "stages": list(KINDS[kind]), "out_scale": out_scale, "seed": seed,
+        "noise": {"distribution": "standard normal, float64 draws cast to float32",
+                  "anchoring": f"latent pixel (y, x) comes from the {NOISE_BLOCK}x{NOISE_BLOCK} block "
+                               f"(y // {NOISE_BLOCK}, x // {NOISE_BLOCK}) of the image, "
+                               "numpy.random.default_rng([seed, y // 64, x // 64]).standard_normal((3, 64, 64)); "
+                               "tiles see the noise the whole image has at their place"},
+        "constants": {"scale": glue.SCALE, "multiple_of": glue.MULTIPLE, "timestep": glue.TIMESTEP,
+                      "noise_scale": float(glue.NOISE_SCALE), "input_scale": float(glue.INPUT_SCALE)},
+        "glue": glue_steps, "resizing": resizing,
+        "precisions": {p: dict(m) for p, m in (precisions or {}).items()},
+    }
+    entry.update(facts)
+    return entry

