@@ -188,6 +188,7 @@ def write_bundle_files(stage: Path, request: ExportRequest, prepared: Prepared, 
                        "origin": "--calib" if request.calib else "kvqe sample photo",
                        "record": prepared.calib_record},
         "artifacts": artifacts,
+        **({"training": prepared.provenance["training"]} if "training" in prepared.provenance else {}),
         **manifest_extra,
     }
     write_manifest(stage, manifest)

@@ -57,7 +57,7 @@ def anchored_noise(shape: tuple[int, ...], origin: tuple[int, int] = (0, 0),
             block = np.random.default_rng([seed, row, col]).standard_normal((channels, NOISE_BLOCK, NOISE_BLOCK))
             out[:, y0 - top:y1 - top, x0 - left:x1 - left] = block[
                 :, y0 - row * NOISE_BLOCK:y1 - row * NOISE_BLOCK, x0 - col * NOISE_BLOCK:x1 - col * NOISE_BLOCK]
-    return np.ascontiguousarray(np.broadcast_to(out, tuple(shape)))
+    return np.repeat(out[None], shape[0], axis=0)
 
 
 def box_downscale(x: np.ndarray, factor: int) -> np.ndarray:

@@ -144,3 +144,13 @@ def test_vqa_student_all_formats_pass_default_gates(video_dir: Path, student_che
     scores = {(b, p): kvqe.load(out, backend=b, precision=p).score(CARPHONE).score
               for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
     assert max(abs(s - scores[("onnxruntime", "fp32")]) for s in scores.values()) < 0.5
+
+
+@pytest.mark.slow
+def test_x4plus_all_formats_pass_default_gates(photo_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x4plus-all"
+    (summary,) = lines(cli("kvqe-export", "realesrgan-x4plus", "--out", str(out), *ALL, "--calib", str(photo_dir),
+                           "--calib-size", "16", "--json", check_code=0))
+    assert all(a["deployable"] for a in summary["artifacts"]), summary
+    assert {(a["backend"], a["precision"]) for a in summary["artifacts"]} >= {
+        ("onnxruntime", "int8"), ("openvino", "fp16"), ("openvino", "int8")}

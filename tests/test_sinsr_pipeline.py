@@ -148,14 +148,14 @@ def test_auto_needs_a_backend_with_every_stage(sinsr_bundle, tmp_path: Path) -> 
 
 def test_enhance_equals_the_torch_one_step(sinsr_bundle, small: SinSR, astronaut_bgr: np.ndarray) -> None:
     """ONNX Runtime stages + numpy glue vs ``SinSR.forward`` with the same seeded noise, on a real photo crop
-    whose size is not a multiple of 64 (padding and crop). Measured: 59 dB on the 192x192 astronaut crop, max
-    |diff| up to 26 levels on the few pixels where a codebook near-tie flips between the two."""
+    whose size is not a multiple of 64 (padding and crop). Measured: 59 dB on a 192x192 astronaut crop, max
+    |diff| up to 26 levels on the few pixels (0.3%) where a codebook near-tie flips between the two."""
     out, _ = sinsr_bundle
-    image = np.ascontiguousarray(astronaut_bgr[150:246, 200:328])  # 96x128
+    image = np.ascontiguousarray(astronaut_bgr[150:210, 200:300])  # 60x100, padded to 64x128
     model = kvqe.load(out)
     assert (model.backend, model.precision, model.scale) == ("onnxruntime", "fp32", 4)
     result = model.enhance(image, tile=0)
-    assert result.shape == (384, 512, 3)
+    assert result.shape == (240, 400, 3)
     assert psnr(result, _torch_sr(small, image)) >= 40.0
     np.testing.assert_array_equal(model.enhance(image), result)  # fits one 128-pixel window: the same run
 
@@ -250,7 +250,10 @@ def test_tiles_with_anchored_noise_reproduce_a_local_pipeline(astronaut_bgr: np.
     whole = enhance_tiled(chw, runner.run, 4, TileSettings(), image)
     tiled = enhance_tiled(chw, runner.run, 4, settings, image, run_at=runner.run_at)
     assert tiled.shape == whole.shape == (768, 768, 3)
-    assert np.abs(tiled.astype(int) - whole.astype(int)).max() <= 1
+    # kept centres: a context window clipped at the image border is reflect-padded to 128 by the glue, which
+    # the untiled 192x192 image is not, so the last LR row and column see a different neighbour
+    inner = slice(None) if blend else slice(0, -4)
+    assert np.abs(tiled[inner, inner].astype(int) - whole[inner, inner].astype(int)).max() <= 1
     unanchored = enhance_tiled(chw, runner.run, 4, settings, image)  # every tile drawn from the origin's noise
     assert psnr(unanchored, whole) < 40
 
@@ -332,7 +335,7 @@ def test_restore_then_sinsr_runner_matches_torch(sinsr_bundle, small: SinSR, cof
     restore = get_model("realesr-animevideov3")
     net = restore.factory().eval()
     restore.load_weights(net, {})
-    image = np.ascontiguousarray(coffee_bgr[150:214, 250:314])
+    image = np.ascontiguousarray(coffee_bgr[150:198, 250:298])  # 48x48
     lr = _rgb01(image)
     for scale in (4, 1):
         runner = RestoreThenSinSR(create_runner("onnxruntime", embedded_bundle_path("sr") / "model.fp32.onnx"),
@@ -341,7 +344,7 @@ def test_restore_then_sinsr_runner_matches_torch(sinsr_bundle, small: SinSR, cof
         with runner:
             got = _to_bgr(runner.run(lr))
         reference = _torch_sr(RestoredSinSR(net, small, out_scale=scale), image)
-        assert got.shape == reference.shape == (64 * scale, 64 * scale, 3)
+        assert got.shape == reference.shape == (48 * scale, 48 * scale, 3)
         assert psnr(got, reference) >= 40.0
     np.testing.assert_allclose(box_downscale(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), 2)[0, 0],
                                [[2.5, 4.5], [10.5, 12.5]])

@@ -12,7 +12,9 @@ from kvqe.errors import BadInputError, missing_extra
 
 @click.command()
 @click.option("--data", type=click.Path(path_type=Path), default=None,
-              help="A dataset folder with labels.csv, splits.json and the videos (kvqe's own distillation set).")
+              help="kvqe's own distillation set (labels.csv, splits.json, videos); built there first if absent.")
+@click.option("--frame-step", type=click.IntRange(min=1), default=10, show_default=True,
+              help="When building --data: the teacher scores every N-th frame.")
 @click.option("--labels", type=click.Path(path_type=Path), default=None,
               help="Any teacher's scores as filename,score (KVQ truth.csv form).")
 @click.option("--videos", type=click.Path(path_type=Path), default=None, help="Where the labelled videos are.")
@@ -24,22 +26,29 @@ from kvqe.errors import BadInputError, missing_extra
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Input cache (default: OUT's folder).")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
-def distill(data: Path | None, labels: Path | None, videos: Path | None, splits: Path | None, out: Path, epochs: int,
-            seed: int, limit: int | None, cache: Path | None, as_json: bool) -> None:
+def distill(data: Path | None, frame_step: int, labels: Path | None, videos: Path | None, splits: Path | None,
+            out: Path, epochs: int, seed: int, limit: int | None, cache: Path | None, as_json: bool) -> None:
     """Distil a teacher's scores into a vqa-student checkpoint (then: kvqe-export vqa-student --weights)."""
     if importlib.util.find_spec("torch") is None:
         raise missing_extra("torch", "export")
     from kvqe.training.distill import DistillConfig
     from kvqe.training.run import run_distillation
 
+    def progress(message: str) -> None:
+        click.echo(f"kvqe distill: {message}", err=True)
+
     if data is not None:
+        if not (data / "labels.csv").is_file():
+            from kvqe.training.dataset_build import build_dataset
+
+            progress(f"building the distillation set in {data} (content, processing ladder, VMAF teacher)")
+            build_dataset(data, seed=seed, frame_step=frame_step, progress=progress)
         labels, videos = labels or data / "labels.csv", videos or data
         splits = splits or (data / "splits.json" if (data / "splits.json").is_file() else None)
     if labels is None or videos is None:
         raise BadInputError("give --data DIR, or --labels CSV with --videos DIR")
     record = run_distillation(labels, videos, out, DistillConfig(epochs=epochs, seed=seed), splits_file=splits,
-                              cache=cache or out.parent / ".kvqe-distill-cache", limit=limit,
-                              progress=lambda m: click.echo(f"kvqe distill: {m}", err=True))
+                              cache=cache or out.parent / ".kvqe-distill-cache", limit=limit, progress=progress)
     last = record["history"][-1]
     emit({"out": str(out), **record}, as_json,
          f"{out}: trained {len(record['history'])} epochs in {record['seconds']:.0f} s; last loss {last['loss']:.4f}; "

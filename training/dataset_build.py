@@ -61,12 +61,14 @@ def build_dataset(out: Path, *, seed: int = 0, split_seed: int = SPLIT_SEED, tin
     cache_file = out / "teacher_scores.json"
     cache: dict[str, float] = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     teacher = VmafTeacher(frame_step=frame_step)
-    for i, (source, video) in enumerate(videos):
-        if video.name not in cache:
-            cache[video.name] = teacher.score(source.path, video, source.width, source.height)
+    for i, source in enumerate(sources):
+        todo = [video for s, video in videos if s is source and video.name not in cache]
+        if todo:
+            reference = teacher.reference_frames(source.path, source.width, source.height)
+            for video in todo:
+                cache[video.name] = teacher.score(reference, video, source.width, source.height)
             cache_file.write_text(json.dumps(cache, indent=1, sort_keys=True))
-        if (i + 1) % 25 == 0:
-            progress(f"teacher: {i + 1}/{len(videos)}")
+        progress(f"teacher: {i + 1}/{len(sources)} sources")
     scores = {video.name: cache[video.name] for _, video in videos}
     with (out / "labels.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([("filename", "score"), *sorted((n, f"{s:.4f}") for n, s in scores.items())])

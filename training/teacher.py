@@ -34,8 +34,9 @@ class VmafTeacher:
         self._torch = torch
         self._vmaf = VMAF().eval()
 
-    def per_frame(self, reference: Path, distorted: Path, width: int, height: int) -> np.ndarray:
-        ref = luma_frames(reference, width, height, self.frame_step)
+    def per_frame(self, reference: Path | np.ndarray, distorted: Path, width: int, height: int) -> np.ndarray:
+        """Per-frame VMAF of ``distorted`` against ``reference`` (a path, or its :meth:`reference_frames`)."""
+        ref = reference if isinstance(reference, np.ndarray) else self.reference_frames(reference, width, height)
         dist = luma_frames(distorted, width, height, self.frame_step)
         count = min(len(ref), len(dist))
         if count == 0 or abs(len(ref) - len(dist)) > 1:
@@ -46,5 +47,9 @@ class VmafTeacher:
                                 torch.from_numpy(dist[:count, None].astype(np.float32))).reshape(-1).numpy()
         return np.clip(scores, 0.0, 100.0)
 
-    def score(self, reference: Path, distorted: Path, width: int, height: int) -> float:
+    def reference_frames(self, reference: Path, width: int, height: int) -> np.ndarray:
+        """The reference's sampled luma frames, to reuse across the versions of one source."""
+        return luma_frames(reference, width, height, self.frame_step)
+
+    def score(self, reference: Path | np.ndarray, distorted: Path, width: int, height: int) -> float:
         return float(np.mean(self.per_frame(reference, distorted, width, height)))

@@ -95,7 +95,11 @@ def _load_student_weights(module: torch.nn.Module, parts: dict[str, Path]) -> di
         path = SHIPPED_WEIGHTS
     load_strict(module, read_state_dict(path), path)
     source = "kvqe distilled student (shipped)" if path == SHIPPED_WEIGHTS else "user checkpoint"
-    return {"source": source, "files": checkpoint_provenance("model", path)}
+    provenance = {"source": source, "files": checkpoint_provenance("model", path)}
+    record = torch.load(path, map_location="cpu", weights_only=True).get("training")
+    if isinstance(record, dict):  # written by `kvqe distill`: how the weights were made travels on
+        provenance["training"] = record
+    return provenance
 
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
