@@ -6,6 +6,7 @@ A gate that fails keeps its artifact with ``deployable: false``; a backend that 
 """
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -178,7 +179,8 @@ def write_bundle_files(stage: Path, request: ExportRequest, prepared: Prepared, 
     prepared.valid_set.save(stage / VALIDATION_FILE)
     manifest = {
         "schema_version": SCHEMA_VERSION, "kvqe_version": __version__,
-        "model": {"name": card.name, "description": card.description, "params": card.params,
+        "model": {"name": card.name, "description": card.description,
+                  "params": sum(p.numel() for p in prepared.module.parameters()),  # the card's, unless overridden
                   "gflops": card.gflops, "flops_input": card.flops_input},
         "task": card.task, "input": card.input, "output": prepared.output_spec,
         "weights": {"source": prepared.provenance["source"], "files": prepared.provenance["files"],
@@ -261,7 +263,7 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
             progress(f"checking {built.backend} {precision} against the FP32 reference")
             gates = gates_for(card.task, precision, prepared.user_gates)
             accuracy, executed = evaluate(
-                lambda built=built: create_runner(built.backend, built.files[0], **built.runtime),
+                functools.partial(create_runner, built.backend, built.files[0], **built.runtime),
                 built.runtime.get("inference_precision"), valid_set, reference, output_spec, gates)
             artifacts.append(built_entry(built, fmt, accuracy, executed, context, prepared.calib_record))
             build_seconds[built.files[0].name] = round(time.perf_counter() - t0, 2)

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import re
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -200,12 +201,90 @@ def _count(model: ov.Model, op_type: str) -> int:
 
 
 def _convert(onnx_path: Path) -> ov.Model:
-    """``openvino.convert_model`` with the generated node names renumbered by graph position."""
+    """``openvino.convert_model`` with the generated node names renumbered by graph position.
+
+    A graph whose Scan bodies read tensors of the enclosing graph (SinSR's chunked attention and vector
+    quantizer) is converted from a copy where those reads are explicit (:func:`scan_without_outer_scope`):
+    OpenVINO's ONNX frontend miscounts a Scan's state variables otherwise.
+    """
     if not onnx_path.is_file():
         raise BadInputError(f"{onnx_path} does not exist")
-    model = ov.convert_model(str(onnx_path))
+    source = onnx.load(str(onnx_path))
+    if scan_without_outer_scope(source):
+        with tempfile.TemporaryDirectory(prefix="kvqe-ov-") as tmp:
+            explicit = Path(tmp) / onnx_path.name
+            onnx.save(source, str(explicit))
+            model = ov.convert_model(str(explicit))
+    else:
+        model = ov.convert_model(str(onnx_path))
     _canonical_names(model, _onnx_names(onnx_path))
     return model
+
+
+def _outer_reads(graph: onnx.GraphProto) -> list[str]:
+    """Names ``graph`` (and the subgraphs in it) reads but does not define: tensors of enclosing graphs."""
+    defined = {i.name for i in graph.input} | {t.name for t in graph.initializer}
+    defined |= {out for node in graph.node for out in node.output if out}
+    reads: list[str] = []
+    for node in graph.node:
+        reads += [name for name in node.input if name]
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                reads += _outer_reads(sub)
+    return [name for name in dict.fromkeys(reads) if name not in defined]
+
+
+def scan_without_outer_scope(model: onnx.ModelProto) -> bool:
+    """Rewrite every top-level Scan whose body reads enclosing-graph tensors so that it reads none: constants
+    (initializers, Constant nodes) are copied into the body, computed tensors become extra state variables
+    passed through unchanged (with their inferred types, so ranks stay known). Same results; returns
+    whether anything changed. OpenVINO's ONNX frontend needs this (it counts outer reads as state)."""
+    scans = [node for node in model.graph.node if node.op_type == "Scan"]
+    if not any(_outer_reads(next(a.g for a in n.attribute if a.name == "body")) for n in scans):
+        return False
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type for v in (*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output)}
+    constants = {t.name: t for t in model.graph.initializer}
+    constants.update({n.output[0]: n.attribute[0].t for n in model.graph.node
+                      if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    for node in scans:
+        body = next(a.g for a in node.attribute if a.name == "body")
+        outer = _outer_reads(body)
+        if not outer:
+            continue
+        renamed = {name: f"{name}__{'body' if name in constants else 'carry_in'}" for name in outer}
+        for inner in body.node:
+            for k, name in enumerate(inner.input):
+                inner.input[k] = renamed.get(name, name)
+        copied = []
+        for name in (n for n in outer if n in constants):
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(constants[name])
+            tensor.name = renamed[name]
+            copied.append(onnx.helper.make_node("Constant", [], [renamed[name]], value=tensor))
+        carried = [n for n in outer if n not in constants]
+        missing = [n for n in carried if n not in types]
+        if missing:
+            raise BadInputError(f"cannot infer the types of {', '.join(missing)} read by Scan {node.name}")
+        nodes = copied + list(body.node) + [onnx.helper.make_node("Identity", [renamed[n]], [f"{n}__carry_out"])
+                                            for n in carried]
+        del body.node[:]
+        body.node.extend(nodes)
+        scan_inputs = next(a.i for a in node.attribute if a.name == "num_scan_inputs")
+        states = len(node.input) - scan_inputs
+        body_inputs = (list(body.input[:states]) + [onnx.helper.make_value_info(renamed[n], types[n]) for n in carried]
+                       + list(body.input[states:]))
+        body_outputs = (list(body.output[:states])
+                        + [onnx.helper.make_value_info(f"{n}__carry_out", types[n]) for n in carried]
+                        + list(body.output[states:]))
+        node_inputs = list(node.input[:states]) + carried + list(node.input[states:])
+        node_outputs = (list(node.output[:states]) + [f"{node.name}__{n}__carry_final" for n in carried]
+                        + list(node.output[states:]))
+        for field, values in ((body.input, body_inputs), (body.output, body_outputs), (node.input, node_inputs),
+                              (node.output, node_outputs)):
+            del field[:]
+            field.extend(values)
+    return True
 
 
 def _onnx_names(path: Path) -> set[str]:

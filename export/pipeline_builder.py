@@ -47,6 +47,7 @@ from kvqe.export.bundle_builder import (
     summarise,
     write_bundle_files,
 )
+from kvqe.export.models.sinsr import SinSR
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
 from kvqe.export.validation_inputs import validation_batches
 from kvqe.files import atomic_output_dir
@@ -77,7 +78,9 @@ def trace_stage_inputs(pipeline: PipelineRunner, batch: np.ndarray) -> dict[str,
 
 def _codebook_snapped(module: nn.Module, x0: np.ndarray) -> np.ndarray:
     """The decoder input quantised to its codebook rows (same codes; no argmin near-ties left)."""
-    sinsr = getattr(module, "sinsr", module)
+    sinsr = module if isinstance(module, SinSR) else getattr(module, "sinsr", None)
+    if not isinstance(sinsr, SinSR):
+        raise TypeError(f"{type(module).__name__} holds no SinSR")
     with torch.no_grad():
         return sinsr.vq.quantize(torch.from_numpy(x0)).numpy()
 

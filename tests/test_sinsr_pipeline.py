@@ -170,6 +170,27 @@ def test_kvqe_enhance_cli_runs_the_pipeline_bundle(sinsr_bundle, coffee_bgr: np.
     assert cv2.imread(str(target)).shape == (256, 256, 3)
 
 
+def test_enhance_video_streams_through_the_pipeline(sinsr_bundle, coffee_bgr: np.ndarray, tmp_path: Path) -> None:
+    out, _ = sinsr_bundle
+    frames = [np.ascontiguousarray(coffee_bgr[100:148, 200 + 8 * i:264 + 8 * i]) for i in range(2)]  # 48x64
+    result = kvqe.load(out).enhance_video(frames, tmp_path / "out.avi", fps=5)
+    assert (result.frames, result.out_width, result.out_height) == (2, 256, 192)
+    capture = cv2.VideoCapture(str(tmp_path / "out.avi"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 2 and int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)) == 256
+    capture.release()
+
+
+@pytest.mark.slow
+def test_kvqe_verify_reruns_the_pipeline_gates(sinsr_bundle) -> None:
+    out, summary = sinsr_bundle
+    (fp16,) = [c for c in summary["pipeline"] if c["precision"] == "fp16"]
+    result = cli("kvqe", "verify", str(out), "--json")
+    (record,) = [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
+    assert record["artifact"] == "onnxruntime/fp16" and set(record["stages"]) == set(STAGES)
+    assert record["metrics"]["psnr"] == pytest.approx(fp16["metrics"]["psnr"], abs=0.5)
+    assert record["passed"] == fp16["deployable"] and result.returncode == (0 if fp16["deployable"] else 3)
+
+
 def test_a_tampered_stage_file_is_refused_by_name(sinsr_bundle, coffee_bgr: np.ndarray, tmp_path: Path) -> None:
     out, _ = sinsr_bundle
     copy = tmp_path / "tampered"

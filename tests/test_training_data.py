@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +12,9 @@ from support import needs_ffmpeg
 
 from kvqe.sdk.sources import open_source
 from kvqe.training.content import make_sources
-from kvqe.training.dataset_build import build_dataset
+from kvqe.training.dataset_build import HOMOLOGOUS_MIN_GAP, SCORES_FILE, _pairs, build_dataset
 from kvqe.training.ladder import LADDER, render
-from kvqe.training.teacher import VmafTeacher
+from kvqe.training.teacher import VmafTeacher, luma_frames, vmaf_score
 
 pytest.importorskip("vmaf_torch")
 pytestmark = needs_ffmpeg
@@ -57,8 +58,50 @@ def test_identical_video_scores_about_100_and_versions_keep_size_and_length(tiny
     teacher = VmafTeacher(frame_step=5)
     own = teacher.per_frame(source.path, source.path, source.width, source.height)
     assert np.all(own > 97), own
-    video = render(source, LADDER[10], tiny)  # down-up scaling by 2 then x264: size must come back
-    with open_source(video) as frames, open_source(source.path) as reference:
-        got = [f.image.shape for f in frames]
+    with open_source(source.path) as reference:
         want = [f.image.shape for f in reference]
-    assert got == want
+    by_name = {v.name: v for v in LADDER}
+    # down-up scaling by 2 then x264, and a half-size upload transcoded again: size must come back
+    for version in (LADDER[10], by_name["upload_half_x264_crf30_x264_crf24"]):
+        with open_source(render(source, version, tiny)) as frames:
+            assert [f.image.shape for f in frames] == want, version.name
+    assert render(source, by_name["orig"], tiny).read_bytes() == source.path.read_bytes()
+
+
+def test_luma_is_the_stored_y_plane_not_a_full_range_grey(tmp_path: Path) -> None:
+    black = tmp_path / "black.mp4"  # limited-range black: Y = 16 (ffmpeg's "gray" output would say 0)
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=black:size=64x48:duration=0.2:rate=25",
+                    "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", str(black)], check=True)
+    luma = luma_frames(black, 64, 48)
+    assert luma.shape == (5, 48, 64) and np.all(luma == 16)
+
+
+def test_vmaf_score_of_a_clip_against_itself_and_a_sampled_clip_keep_consecutive_motion(tiny: Path) -> None:
+    reference, distorted = tiny / "pristine" / "bunny0.mp4", tiny / "bunny0__x264_crf34.mp4"
+    own, own_frames = vmaf_score(reference, reference, frame_step=5)
+    assert own >= 99.0 and len(own_frames) == 5 and min(own_frames) > 97.0, own_frames  # 25 frames, k=5
+    _, every = vmaf_score(reference, distorted, frame_step=1)
+    _, sampled = vmaf_score(reference, distorted, frame_step=5)
+    # the sampled frames score exactly as in the full run: motion still compares consecutive frames
+    # (motion between frames 5 apart would inflate them by several points)
+    assert np.allclose(sampled, every[::5], atol=1e-3), (sampled, every[::5])
+
+
+def test_resumed_build_reuses_keyed_scores(tiny: Path) -> None:
+    cache = json.loads((tiny / SCORES_FILE).read_text())
+    labels = (tiny / "labels.csv").read_text()
+    build_dataset(tiny, tiny=True, frame_step=5)
+    assert json.loads((tiny / SCORES_FILE).read_text()) == cache and (tiny / "labels.csv").read_text() == labels
+    assert all(len(entry["key"]) == 16 and len(entry["per_frame"]) == 5 for entry in cache.values())
+
+
+def test_pairs_stay_inside_a_split_and_rank_by_the_gap() -> None:
+    scores = {"a__1": 90.0, "a__2": 70.0, "a__3": 88.0, "b__1": 60.0, "c__1": 95.0, "c__2": 40.0}
+    source_of = {name: name.split("__")[0] for name in scores}
+    rows = _pairs(scores, source_of, {"train": ["a", "b"], "val": [], "test": ["c"]}, seed=0)
+    for video1, video2, rank, kind in rows:
+        assert (kind == "homologous") == (source_of[video1] == source_of[video2])
+        assert {source_of[video1], source_of[video2]} <= {"a", "b"} or {source_of[video1], source_of[video2]} == {"c"}
+        better, worse = (video1, video2) if rank == 1 else (video2, video1)
+        assert scores[better] - scores[worse] >= HOMOLOGOUS_MIN_GAP
+    assert ("a__1", "a__3", 1, "homologous") not in rows  # 2 points apart: not ranked

@@ -51,6 +51,9 @@ VIDEO_SEGMENTS = [
 PHOTOS = ["astronaut.png", "motorcycle_left.png", "rocket.jpg", "retina.jpg", "ihc.png", "chelsea.png",
           "coffee.png", "hubble_deep_field.jpg"]
 MOTIONS = [("pan", (480, 270)), ("zoom", (270, 480))]
+# grey scikit-image photos of textures and scenes (shown as grey video): more kinds of detail for
+# training only; they never enter validation or test, whose content stays natural colour scenes
+TRAIN_ONLY_PHOTOS = ["camera.png", "brick.png", "grass.png", "gravel.png", "moon.png"]
 
 
 def _ffmpeg(args: list[str]) -> None:
@@ -116,8 +119,8 @@ def make_sources(folder: Path, *, seed: int = 0, tiny: bool = False) -> list[Sou
                 _ffmpeg(["-ss", str(start), "-t", str(seconds), "-i", str(videos / file), "-vf",
                          f"scale={w}:{h}:flags=area,fps={FPS}", *_lossless(out)])
             sources.append(Source(out.stem, origin, out, w, h, f"{file} from {start}s, {w}x{h}"))
-    for photo_index, file in enumerate(PHOTOS[:1] if tiny else PHOTOS):
-        photo = cv2.imread(str(photos / file), cv2.IMREAD_COLOR)
+    for photo_index, file in enumerate(PHOTOS[:1] if tiny else PHOTOS + TRAIN_ONLY_PHOTOS):
+        photo = cv2.imread(str(photos / file), cv2.IMREAD_COLOR)  # grey files load as 3 equal channels
         origin = Path(file).stem
         for motion, size in MOTIONS[:1] if tiny else MOTIONS:
             out = folder / f"{origin}_{motion}.mp4"
@@ -130,12 +133,15 @@ def make_sources(folder: Path, *, seed: int = 0, tiny: bool = False) -> list[Sou
 
 def split_by_origin(sources: list[Source], seed: int = 0) -> dict[str, list[str]]:
     """Content-disjoint train/val/test: whole origins go to one split, drawn separately from the real
-    videos and from the animated photos (about 25% test, 15% val of each), so every split holds both."""
+    videos and from the animated colour photos (about 25% test, 15% val of each), so every split holds
+    both; the grey texture photos are training material only."""
     rng = np.random.default_rng(seed)
     video_origins = {origin for origin, _, _ in VIDEO_SEGMENTS}
-    chosen: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    train_only = {Path(file).stem for file in TRAIN_ONLY_PHOTOS}
+    chosen: dict[str, list[str]] = {"train": sorted({s.origin for s in sources if s.origin in train_only}),
+                                    "val": [], "test": []}
     for kind in (sorted({s.origin for s in sources if s.origin in video_origins}),
-                 sorted({s.origin for s in sources if s.origin not in video_origins})):
+                 sorted({s.origin for s in sources if s.origin not in video_origins | train_only})):
         order = [kind[i] for i in rng.permutation(len(kind))]
         n_test = min(len(order) - 1, max(1, round(0.25 * len(order)))) if len(order) > 1 else 0
         n_val = round(0.15 * len(order))

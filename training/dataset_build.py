@@ -1,12 +1,20 @@
 """Build the distillation set: pristine content -> processing ladder -> VMAF teacher labels, written as
 ``labels.csv`` (KVQ truth form), ``splits.json`` (content-disjoint, by origin), ``pairs.csv`` and
-``manifest.json``. Resumable: videos and scores already made are kept."""
+``manifest.json``.
+
+Resumable and idempotent: videos already rendered are kept; a teacher score is reused only when its key
+(teacher revision, frame step, sha256 of the reference and of the video) still matches, so a changed
+video or teacher is scored again.
+"""
 from __future__ import annotations
 
 import csv
+import hashlib
+import importlib.metadata
 import itertools
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,75 +23,120 @@ from typing import Any
 
 import numpy as np
 
-from kvqe.training.content import make_sources, split_by_origin
+from kvqe.files import sha256_file
+from kvqe.training.content import Source, make_sources, split_by_origin
 from kvqe.training.ladder import LADDER, TINY_LADDER, render
-from kvqe.training.teacher import VmafTeacher
+from kvqe.training.teacher import SCORE_RANGE, VmafTeacher
 
-HOMOLOGOUS_MIN_GAP = 5.0  # VMAF points: about one CRF group apart on this ladder (see manifest)
+# VMAF points: one QP/CRF group (about 6 CRF) apart on this ladder moves VMAF by 5-15 points, so pairs
+# closer than 5 points are within the teacher's own noise across content and are not ranked.
+HOMOLOGOUS_MIN_GAP = 5.0
 # The split is drawn with its own seed, chosen (before any training) so that the test split holds a real
 # video segment set and natural scenes, not only the microscopy/retina photos.
 SPLIT_SEED = 4
+# Bump when the teacher's computation changes: cached scores under another revision are recomputed.
+TEACHER_REVISION = "vmaf_v0.6.1/vmaf-torch/yuv420p-luma/consecutive-motion"
+SCORES_FILE = "teacher_scores.json"
 
 
-def _ffmpeg_version() -> str:
-    return subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
+def _ffmpeg_versions() -> list[str]:
+    """``ffmpeg -version``'s version line and its library lines (libavcodec ...)."""
+    lines = subprocess.run(["ffmpeg", "-version"], capture_output=True, text=True, check=False).stdout.splitlines()
+    return [line.strip() for line in lines[:1] + [line for line in lines if line.startswith("lib")]]
 
 
-def _pairs(scores: dict[str, float], source_of: dict[str, str], seed: int) -> list[tuple[str, str, int, str]]:
-    """Homologous pairs (versions of one source whose scores differ by the gap) and as many seeded
-    non-homologous pairs (versions of different sources); rank 1 means video1 is better."""
+def _score_key(frame_step: int, reference_sha: str, video_sha: str) -> str:
+    text = json.dumps([TEACHER_REVISION, frame_step, reference_sha, video_sha])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _pairs(scores: dict[str, float], source_of: dict[str, str], splits: dict[str, list[str]],
+           seed: int) -> list[tuple[str, str, int, str]]:
+    """Per split: homologous pairs (versions of one source whose scores differ by the gap) and as many
+    seeded non-homologous pairs (versions of different sources of that split, same gap); rank 1 means
+    video1 is better, 2 that video2 is. No pair crosses splits."""
     rows = []
-    names = sorted(scores)
-    for a, b in itertools.combinations(names, 2):
-        if source_of[a] == source_of[b] and abs(scores[a] - scores[b]) >= HOMOLOGOUS_MIN_GAP:
-            rows.append((a, b, 1 if scores[a] >= scores[b] else 2, "homologous"))
     rng = np.random.default_rng(seed)
-    others = [(a, b) for a, b in itertools.combinations(names, 2)
-              if source_of[a] != source_of[b] and abs(scores[a] - scores[b]) >= HOMOLOGOUS_MIN_GAP]
-    for i in rng.choice(len(others), size=min(len(rows), len(others)), replace=False) if others else []:
-        a, b = others[int(i)]
-        rows.append((a, b, 1 if scores[a] >= scores[b] else 2, "nonhomologous"))
+    for split in ("train", "val", "test"):
+        names = sorted(n for n in scores if source_of[n] in set(splits[split]))
+        same: list[tuple[str, str]] = []
+        other: list[tuple[str, str]] = []
+        for a, b in itertools.combinations(names, 2):
+            if abs(scores[a] - scores[b]) >= HOMOLOGOUS_MIN_GAP:
+                (same if source_of[a] == source_of[b] else other).append((a, b))
+        picked = sorted(rng.choice(len(other), size=min(len(same), len(other)), replace=False)) if other else []
+        rows += [(a, b, 1 if scores[a] >= scores[b] else 2, "homologous") for a, b in same]
+        rows += [(*other[int(i)], 1 if scores[other[int(i)][0]] >= scores[other[int(i)][1]] else 2, "nonhomologous")
+                 for i in picked]
     return rows
 
 
 def build_dataset(out: Path, *, seed: int = 0, split_seed: int = SPLIT_SEED, tiny: bool = False, frame_step: int = 1,
-                  progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Make (or complete) the dataset in ``out``; returns its manifest."""
-    started = time.perf_counter()
+                  workers: int = 2, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Make (or complete) the dataset in ``out`` with ``workers`` parallel jobs; returns its manifest."""
+    timings: dict[str, float] = {}
+    started = clock = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     sources = make_sources(out / "pristine", seed=seed, tiny=tiny)
+    timings["content"] = time.perf_counter() - clock
     progress(f"{len(sources)} pristine sources")
     ladder = TINY_LADDER if tiny else LADDER
-    jobs = [(s, v) for s in sources for v in ladder]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        videos = list(pool.map(lambda job: (job[0], render(job[0], job[1], out)), jobs))
+    clock = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        videos = list(pool.map(lambda job: (job[0], render(job[0], job[1], out)), [(s, v) for s in sources for v in ladder]))
+        hashes = dict(zip([s.path for s in sources] + [v for _, v in videos],
+                          pool.map(sha256_file, [s.path for s in sources] + [v for _, v in videos]), strict=True))
+    timings["ladder"] = time.perf_counter() - clock
     progress(f"{len(videos)} processed videos")
-    cache_file = out / "teacher_scores.json"
-    cache: dict[str, float] = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+
+    clock = time.perf_counter()
+    cache_file = out / SCORES_FILE
+    cache: dict[str, Any] = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     teacher = VmafTeacher(frame_step=frame_step)
-    for i, source in enumerate(sources):
-        todo = [video for s, video in videos if s is source and video.name not in cache]
-        if todo:
-            reference = teacher.reference_frames(source.path, source.width, source.height)
-            for video in todo:
-                cache[video.name] = teacher.score(reference, video, source.width, source.height)
+    lock = threading.Lock()
+
+    def score_source(source: Source) -> None:
+        reference = None
+        for video in (v for s, v in videos if s is source):
+            key = _score_key(frame_step, hashes[source.path], hashes[video])
+            entry = cache.get(video.name)
+            if isinstance(entry, dict) and entry.get("key") == key:
+                continue
+            reference = reference or teacher.reference_frames(source.path, source.width, source.height)
+            per_frame = teacher.per_frame(reference, video, source.width, source.height)
+            with lock:
+                cache[video.name] = {"key": key, "score": float(np.mean(per_frame)),
+                                     "per_frame": [round(float(s), 4) for s in per_frame]}
+        with lock:
             cache_file.write_text(json.dumps(cache, indent=1, sort_keys=True))
-        progress(f"teacher: {i + 1}/{len(sources)} sources")
-    scores = {video.name: cache[video.name] for _, video in videos}
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, _ in enumerate(pool.map(score_source, sources), 1):
+            progress(f"teacher: {done}/{len(sources)} sources")
+    timings["teacher"] = time.perf_counter() - clock
+
+    scores = {video.name: cache[video.name]["score"] for _, video in videos}
     with (out / "labels.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([("filename", "score"), *sorted((n, f"{s:.4f}") for n, s in scores.items())])
     splits = split_by_origin(sources, split_seed)
     (out / "splits.json").write_text(json.dumps(splits, indent=2))
     source_of = {video.name: source.name for source, video in videos}
     with (out / "pairs.csv").open("w", newline="") as handle:
-        csv.writer(handle).writerows([("video1", "video2", "rank", "kind"), *_pairs(scores, source_of, seed)])
+        csv.writer(handle).writerows([("video1", "video2", "rank", "kind"), *_pairs(scores, source_of, splits, seed)])
+    timings["total"] = time.perf_counter() - started
     manifest = {
-        "seed": seed, "split_seed": split_seed, "tiny": tiny, "sources": [{"name": s.name, "origin": s.origin, "recipe": s.recipe} for s in sources],
-        "versions": [{"name": v.name, "filters": v.filters, "codec": list(v.codec)} for v in ladder],
-        "teacher": {"model": "VMAF v0.6.1 (vmaf-torch)", "frame_step": frame_step, "pooling": "mean",
-                    "range": [0, 100]},
-        "homologous_min_gap": HOMOLOGOUS_MIN_GAP, "ffmpeg": _ffmpeg_version(),
-        "videos": len(scores), "seconds": round(time.perf_counter() - started, 1),
+        "seed": seed, "split_seed": split_seed, "tiny": tiny,
+        "sources": [{"name": s.name, "origin": s.origin, "recipe": s.recipe, "sha256": hashes[s.path]}
+                    for s in sources],
+        "versions": [{"name": v.name, "filters": v.filters, "codec": list(v.codec), "upload": list(v.upload),
+                      "upload_filters": v.upload_filters} for v in ladder],
+        "videos": len(scores),
+        "files": {video.name: hashes[video] for _, video in videos},
+        "teacher": {"model": "VMAF v0.6.1 (vmaf-torch)", "revision": TEACHER_REVISION,
+                    "vmaf_torch": importlib.metadata.version("vmaf-torch"), "frame_step": frame_step,
+                    "pooling": "mean of per-frame scores clipped to the range", "range": list(SCORE_RANGE)},
+        "homologous_min_gap": HOMOLOGOUS_MIN_GAP, "ffmpeg": _ffmpeg_versions(),
+        "timings_seconds": {k: round(v, 1) for k, v in timings.items()}, "seconds": round(timings["total"], 1),
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest

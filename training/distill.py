@@ -31,8 +31,8 @@ STD = np.asarray(CARD.input["std"], np.float32)
 class DistillConfig:
     epochs: int = 24
     batch_videos: int = 12
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
     views: int = 3
     seed: int = 0
     rank_weight: float = 1.0
@@ -109,7 +109,7 @@ def train(train_clips: list[Clip], val_clips: list[Clip], config: DistillConfig,
             loss.backward()
             optimiser.step()
             schedule.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         figures = agreement(predict(model, val_clips), val_clips)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val": figures,
                         "seconds": round(time.perf_counter() - started, 1)})

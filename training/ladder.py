@@ -1,9 +1,14 @@
 """The processing ladder, modelled on KVQ's (enhancement, pre-processing, transcoding with QP 16-47 in
 six groups, applied serially), run with real encoders through ffmpeg. Each version is data: an ffmpeg
-filter chain (or none) followed by one encode. Outputs keep the source's size and frame count so the
-full-reference teacher sees aligned frames."""
+filter chain (or none) followed by one encode, optionally after an earlier "upload" encode (a phone's
+encode at reduced size that the platform then transcodes again). ``orig`` is the pristine clip itself.
+Outputs keep the source's size and frame count so the full-reference teacher sees aligned frames.
+
+AV1 is left out on purpose: the opencv-python-headless wheel decodes no AV1, so the student's inputs
+(read through OpenCV) could not be made from it."""
 from __future__ import annotations
 
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,12 +19,15 @@ from kvqe.training.content import Source
 
 @dataclass(frozen=True)
 class Version:
-    """``filters``: an ffmpeg -vf chain applied before encoding ('' for none); ``codec``: encoder args."""
+    """``filters``: an ffmpeg -vf chain applied before encoding ('' for none); ``codec``: encoder args
+    (empty: the pristine clip itself); ``upload``/``upload_filters``: an earlier encode and its chain."""
 
     name: str
     filters: str
     codec: tuple[str, ...]
     suffix: str = ".mp4"
+    upload: tuple[str, ...] = ()
+    upload_filters: str = ""
 
 
 def x264(crf: int) -> tuple[str, ...]:
@@ -55,8 +63,22 @@ LADDER = [
     Version("noise_x264_crf22", "noise=alls=14:allf=t", x264(22)),
     Version("denoise_sharpen_x264_crf34", "hqdn3d=6:4:8:6,unsharp=5:5:1.2", x264(34)),
     Version("contrast_x264_crf28", "eq=contrast=1.25:brightness=0.06:saturation=1.2", x264(28)),
+    Version("orig", "", ()),
+    Version("upload_half_x264_crf30_x264_crf24", "", x264(24), upload=x264(30),
+            upload_filters="scale=trunc(iw/4)*2:trunc(ih/4)*2:flags=bicubic"),
 ]
 TINY_LADDER = [LADDER[0], LADDER[3], LADDER[5], LADDER[12]]
+
+
+def _encode(source: Path, chain: str, codec: tuple[str, ...], out: Path) -> None:
+    tmp = out.with_name(f".tmp.{out.name}")
+    vf = ["-vf", chain] if chain else []
+    result = subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source), *vf, *codec, "-an", str(tmp)],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise KvqeError(f"ffmpeg failed on {out.name}: {result.stderr.strip()[:500]}")
+    tmp.replace(out)
 
 
 def render(source: Source, version: Version, folder: Path) -> Path:
@@ -65,12 +87,19 @@ def render(source: Source, version: Version, folder: Path) -> Path:
     out = folder / f"{source.name}__{version.name}{version.suffix}"
     if out.is_file():
         return out
+    if not version.codec:
+        tmp = out.with_name(f".tmp.{out.name}")
+        shutil.copyfile(source.path, tmp)
+        tmp.replace(out)
+        return out
     chain = ",".join(f for f in (version.filters, f"scale={source.width}:{source.height}:flags=bicubic") if f)
-    tmp = out.with_name(f".tmp.{out.name}")
-    result = subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(source.path), "-vf", chain, *version.codec,
-                             "-an", str(tmp)], capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tmp.unlink(missing_ok=True)
-        raise KvqeError(f"ffmpeg failed on {out.name}: {result.stderr.strip()[:500]}")
-    tmp.replace(out)
+    if not version.upload:
+        _encode(source.path, chain, version.codec, out)
+        return out
+    upload = out.with_name(f".upload.{out.stem}.mp4")
+    try:
+        _encode(source.path, version.upload_filters, version.upload, upload)
+        _encode(upload, chain, version.codec, out)
+    finally:
+        upload.unlink(missing_ok=True)
     return out
