@@ -22,7 +22,6 @@ from kvqe.export.weights.checkpoint import checkpoint_provenance, load_strict, r
 DETAIL_WIDTHS = (32, 64, 96, 128)
 CONTEXT_WIDTHS = (16, 32, 48, 64)
 SCORE_SCALE = 100.0
-SHIPPED_WEIGHTS = Path(__file__).with_name("weights") / "vqa_student.pth"
 
 
 def _conv_bn_act(c_in: int, c_out: int, kernel: int, stride: int = 1, act: bool = True) -> nn.Sequential:
@@ -89,13 +88,9 @@ class KvqeStudent(nn.Module):
 def _load_student_weights(module: torch.nn.Module, parts: dict[str, Path]) -> dict[str, Any]:
     path = parts.get("model")
     if path is None:
-        if not SHIPPED_WEIGHTS.is_file():
-            raise BadInputError(f"the shipped student weights are missing ({SHIPPED_WEIGHTS}); "
-                                "distil them with `kvqe distill` or pass --weights model=CKPT")
-        path = SHIPPED_WEIGHTS
+        raise BadInputError("vqa-student needs --weights model=CKPT: a checkpoint made by `kvqe distill`")
     load_strict(module, read_state_dict(path), path)
-    source = "kvqe distilled student (shipped)" if path == SHIPPED_WEIGHTS else "user checkpoint"
-    provenance = {"source": source, "files": checkpoint_provenance("model", path)}
+    provenance: dict[str, Any] = {"source": "kvqe distill checkpoint", "files": checkpoint_provenance("model", path)}
     record = torch.load(path, map_location="cpu", weights_only=True).get("training")
     if isinstance(record, dict):  # written by `kvqe distill`: how the weights were made travels on
         provenance["training"] = record
@@ -121,7 +116,7 @@ CARD = ModelCard(
     params=708_897,
     gflops=1.14,
     flops_input="8 keyframes at 6x224x224 (one video)",
-    weights_source="distilled in this project from a VMAF v0.6.1 teacher (kvqe distill); shipped",
+    weights_source="a checkpoint distilled with `kvqe distill` (VMAF v0.6.1 teacher by default)",
     licence="Apache-2.0 (kvqe)",
     quant_policy="conv-sr",
 )
