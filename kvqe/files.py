@@ -19,6 +19,12 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_output_file(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
@@ -32,6 +38,7 @@ def atomic_output_file(path: str | os.PathLike[str], suffix: str | None = None) 
     )
     os.close(fd)
     tmp = Path(tmp_name)
+    tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; the output gets the usual permissions
     try:
         yield tmp
         os.replace(tmp, target)
@@ -48,9 +55,7 @@ def atomic_output_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging.", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the bundle gets the usual permissions
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the bundle gets the usual permissions
     try:
         yield staging
         if target.exists():

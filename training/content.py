@@ -121,6 +121,8 @@ def make_sources(folder: Path, *, seed: int = 0, tiny: bool = False) -> list[Sou
             sources.append(Source(out.stem, origin, out, w, h, f"{file} from {start}s, {w}x{h}"))
     for photo_index, file in enumerate(PHOTOS[:1] if tiny else PHOTOS + TRAIN_ONLY_PHOTOS):
         photo = cv2.imread(str(photos / file), cv2.IMREAD_COLOR)  # grey files load as 3 equal channels
+        if photo is None:
+            raise KvqeError(f"scikit-image's {file} is missing or unreadable in {photos}")
         origin = Path(file).stem
         for motion, size in MOTIONS[:1] if tiny else MOTIONS:
             out = folder / f"{origin}_{motion}.mp4"
