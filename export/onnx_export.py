@@ -7,9 +7,9 @@ deprecated), asked explicitly for one self-contained file (no external data) at 
 from __future__ import annotations
 
 import contextlib
-import warnings
 import io
 import logging
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
