@@ -14,7 +14,8 @@ import onnx
 class QuantPolicy:
     """``quantize_ops``: ONNX op types that get int8 (everything else stays float).
     ``exclude_nodes``: ONNX node names kept in float even though their type is quantised.
-    ``keep_first_last_conv``: keep the graph's first and last Conv in float (image-range layers).
+    ``keep_first_last_conv``: keep the graph's first and last ``float_tail_convs`` Convs in float
+    (the layers that work in image space).
     ``transformer``: quantise as a transformer (NNCF ModelType.TRANSFORMER; SmoothQuant is its knob).
     ``smooth_quant``: NNCF SmoothQuant alpha, or None to disable (can collapse small Swins: gate it)."""
 
@@ -22,13 +23,14 @@ class QuantPolicy:
     quantize_ops: tuple[str, ...]
     exclude_nodes: tuple[str, ...] = ()
     keep_first_last_conv: bool = False
+    float_tail_convs: int = 1
     transformer: bool = False
     smooth_quant: float | None = None
     reason: str = ""
 
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "quantize_ops": list(self.quantize_ops), "exclude_nodes": list(self.exclude_nodes),
-                "keep_first_last_conv": self.keep_first_last_conv,
+                "keep_first_last_conv": self.keep_first_last_conv, "float_tail_convs": self.float_tail_convs,
                 "transformer": self.transformer, "smooth_quant": self.smooth_quant, "reason": self.reason}
 
 
@@ -64,7 +66,19 @@ SINSR_UNET_POLICY = QuantPolicy(
            "first conv (noisy latent + LR) and last conv (x0, vector-quantised next) float",
 )
 
-POLICIES = {policy.name: policy for policy in (SWIN_POLICY, CONV_SR_POLICY, SINSR_UNET_POLICY)}
+# RRDB (Real-ESRGAN x4plus): besides the first conv, its whole image-space tail (the two upsampling
+# convs, conv_hr, conv_last: about 7% of the multiply-adds) stays float. Measured on real photos with
+# --calib-size 16: ONNX Runtime INT8 34.2 dB with this policy vs 33.5 dB with only first/last float;
+# OpenVINO 31.5 dB either way. Both still miss the 35 dB gate: the error comes from the 23-block trunk.
+RRDB_SR_POLICY = QuantPolicy(
+    name="rrdb-sr",
+    quantize_ops=("Conv",),
+    keep_first_last_conv=True,
+    float_tail_convs=4,
+    reason="trunk convolutions int8; first conv and the 4 image-space tail convs float",
+)
+
+POLICIES = {policy.name: policy for policy in (SWIN_POLICY, CONV_SR_POLICY, RRDB_SR_POLICY, SINSR_UNET_POLICY)}
 
 
 def float_nodes(model: onnx.ModelProto, policy: QuantPolicy) -> list[str]:
@@ -72,5 +86,5 @@ def float_nodes(model: onnx.ModelProto, policy: QuantPolicy) -> list[str]:
     names = list(policy.exclude_nodes)
     if policy.keep_first_last_conv:
         convs = [node.name for node in model.graph.node if node.op_type == "Conv"]
-        names += sorted({convs[0], convs[-1]}) if convs else []
+        names += sorted({convs[0], *convs[-policy.float_tail_convs:]}) if convs else []
     return names

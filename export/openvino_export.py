@@ -139,7 +139,7 @@ def ignored_scope(model: ov.Model, policy: QuantPolicy) -> tuple[list[str], list
 
     Types: every op type present that NNCF would quantise and the policy does not. Names: the policy's
     ``exclude_nodes`` (ONNX node names; the frontend keeps them, matched exactly or as ``name/...``),
-    and with ``keep_first_last_conv`` the first and last Convolution in graph order.
+    and with ``keep_first_last_conv`` the first and the last ``float_tail_convs`` Convolutions in graph order.
     """
     unknown = [op for op in policy.quantize_ops if op not in ONNX_TO_OPENVINO]
     if unknown:
@@ -158,7 +158,7 @@ def ignored_scope(model: ov.Model, policy: QuantPolicy) -> tuple[list[str], list
         names += matches
     if policy.keep_first_last_conv:
         convs = [op.get_friendly_name() for op in ops if op.get_type_name() in ("Convolution", "GroupConvolution")]
-        names += [convs[0], convs[-1]] if convs else []
+        names += [convs[0], *convs[-policy.float_tail_convs:]] if convs else []
     return types, sorted(set(names))
 
 

