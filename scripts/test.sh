@@ -16,5 +16,5 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q -e '.[export,openvino,training,dev]'
 .venv/bin/python -m pip install -q --no-deps tensorrt-stubs  # its dependencies would pull the TensorRT wheel
 .venv/bin/python -m ruff check .
-PYTHON=.venv/bin/python bash scripts/typecheck.sh
+PYTHON="$PWD/.venv/bin/python" bash scripts/typecheck.sh
 exec .venv/bin/python -m pytest "$@"
