@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kvqe.export.models.sinsr.chunking import map_row_chunks
+from kvqe.export.models.sinsr.unet import Upsample  # the same nearest-x2 + conv block
 
 ATTENTION_QUERY_CHUNK = 1024
 QUANTIZER_PIXEL_CHUNK = 1024
@@ -87,17 +88,6 @@ class Downsample(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(F.pad(x, (0, 1, 0, 1)))
-
-
-class Upsample(nn.Module):
-    """Nearest x2, then conv 3x3."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv = _conv3x3(channels, channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
 class _DownLevel(nn.Module):
