@@ -78,7 +78,18 @@ RRDB_SR_POLICY = QuantPolicy(
     reason="trunk convolutions int8; first conv and the 4 image-space tail convs float",
 )
 
-POLICIES = {policy.name: policy for policy in (SWIN_POLICY, CONV_SR_POLICY, RRDB_SR_POLICY, SINSR_UNET_POLICY)}
+# The vqa-student: its fixed statistics divide local deviations and square pixel values (a 7x7 window over
+# x and x*x, whose difference is the local variance): one int8 scale cannot hold x*x and the variance
+# is a small difference of large numbers, so the statistics stay float and only the learned head's
+# matrix products (the ensemble's linear layers) get int8.
+NSS_HEAD_POLICY = QuantPolicy(
+    name="nss-head",
+    quantize_ops=("MatMul", "Gemm"),
+    reason="fixed statistics (windowed variance, divisions, logs, sorting) float; the MLP heads int8",
+)
+
+POLICIES = {policy.name: policy
+            for policy in (SWIN_POLICY, CONV_SR_POLICY, RRDB_SR_POLICY, SINSR_UNET_POLICY, NSS_HEAD_POLICY)}
 
 
 def float_nodes(model: onnx.ModelProto, policy: QuantPolicy) -> list[str]:
