@@ -310,10 +310,16 @@ def test_anchored_noise_is_the_same_wherever_the_tile_starts() -> None:
 
 @pytest.mark.slow
 def test_tiled_vs_untiled_on_a_real_photo(sinsr_bundle, astronaut_bgr: np.ndarray) -> None:
-    """The real SinSR graphs are not local: GroupNorm statistics (every stage) and the VQ mid-block attention
-    are global over the tile, so no tiling reproduces the untiled image. Measured on this 192x192 crop with
-    the generated weights: blended 16.5 dB, Real-ESRGAN-style kept centres 14.2 dB, tiles without anchored
-    noise 10.4 dB (PSNR vs untiled). Blending must stay clearly ahead of kept centres."""
+    """The gate: the bundle's default tiles vs ``tile=0`` must reach PSNR >= 40 dB on a real photo. Not met
+    yet by the runtime, so the test asserts today's figures and then xfails on the gate.
+
+    The stage graphs normalise every tile by its own GroupNorm statistics and the VQ mid blocks attend only
+    within the tile. Measured on this 192x192 crop with the generated weights (PSNR vs untiled): blended
+    windows 16.5 dB, Real-ESRGAN-style kept centres 14.2 dB, tiles without anchored noise 10.4 dB. What
+    dominates and the exact design (statistics shared across tiles, latent-size parts whole) are in
+    :mod:`kvqe.export.models.sinsr.tiled`, whose torch ``TiledSinSR`` reaches 91 dB here
+    (``test_tiled_sinsr_matches_the_untiled_one_on_a_real_photo`` in test_sinsr.py); the runtime needs
+    stage graphs that take the statistics in, which the bundles do not have yet."""
     out, _ = sinsr_bundle
     model = kvqe.load(out)
     image = np.ascontiguousarray(astronaut_bgr[100:292, 150:342])
@@ -323,7 +329,11 @@ def test_tiled_vs_untiled_on_a_real_photo(sinsr_bundle, astronaut_bgr: np.ndarra
     kept = enhance_tiled(chw, model.runner.run, 4, TileSettings(96, 16), lambda x: _to_bgr(x[None]),
                          run_at=model.runner.run_at)
     assert blended.shape == kept.shape == whole.shape == (768, 768, 3)
-    assert psnr(blended, whole) >= psnr(kept, whole) + 1.0
+    measured = psnr(blended, whole)
+    assert measured == pytest.approx(16.5, abs=1.0) and psnr(kept, whole) == pytest.approx(14.2, abs=1.0)
+    if measured < 40.0:
+        pytest.xfail(f"tiled vs untiled {measured:.1f} dB < 40 dB: the ONNX stages have per-tile GroupNorm "
+                     "statistics (see kvqe.export.models.sinsr.tiled for the exact design, torch only)")
 
 
 # --- export: usage errors ---------------------------------------------------------------------------------------

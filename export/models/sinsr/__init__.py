@@ -3,8 +3,9 @@
 from kvqe.export.models.sinsr.one_step import SinSR, SinSRDecoder, SinSRDenoiser, SinSREncoder
 from kvqe.export.models.sinsr.registration import build_sinsr, load_sinsr_weights, small_sinsr
 from kvqe.export.models.sinsr.restored import RestoredSinSR
+from kvqe.export.models.sinsr.tiled import TiledSinSR
 from kvqe.export.models.sinsr.unet import UNetModelSwin
 from kvqe.export.models.sinsr.vq import VQModelTorch
 
-__all__ = ["RestoredSinSR", "SinSR", "SinSRDecoder", "SinSRDenoiser", "SinSREncoder", "UNetModelSwin",
+__all__ = ["RestoredSinSR", "SinSR", "SinSRDecoder", "SinSRDenoiser", "SinSREncoder", "TiledSinSR", "UNetModelSwin",
            "VQModelTorch", "build_sinsr", "load_sinsr_weights", "small_sinsr"]
