@@ -46,7 +46,8 @@ from onnxruntime.quantization import (
 )
 
 from kvqe.calibration.contract import SampleSet
-from kvqe.calibration.policy import QuantPolicy, float_nodes
+from kvqe.calibration.policy import QuantPolicy, float_mac_fraction, float_nodes
+from kvqe.calibration.smoothing import smooth_conv_inputs
 from kvqe.errors import BadInputError
 from kvqe.files import atomic_output_file
 
@@ -128,7 +129,9 @@ def quantize_qdq(
     """Calibrate ``fp32_onnx`` on ``calibration`` and write the symmetric int8 QDQ model to ``out_onnx``.
 
     ``exclude``: more node names to keep in float, on top of the policy's (the sensitivity analysis uses
-    it). Returns the calibration record for the manifest. The output bytes are the same for the same
+    it). With the policy's ``conv_smoothing``, the inputs of the Convs that get int8 are smoothed first
+    (:func:`~kvqe.calibration.smoothing.smooth_conv_inputs`, same FP32 function, one float Mul per Conv).
+    Returns the calibration record for the manifest. The output bytes are the same for the same
     inputs (ORT's calibration and quantiser are deterministic on CPU; a test holds it to that).
     """
     if method not in METHODS:
@@ -138,11 +141,17 @@ def quantize_qdq(
     model = onnx.load(str(fp32_onnx))
     input_name = graph_input_name(model)
     keep_float = sorted({*float_nodes(model, policy), *exclude})
+    float_share = float_mac_fraction(model, keep_float)
+    quantised_convs = [n.name for n in model.graph.node if n.op_type == "Conv" and n.name not in keep_float]
     del model
+    smoothing = None
     with tempfile.TemporaryDirectory(prefix="kvqe-quant-") as tmp:
         # ORT writes "<input>-inferred.onnx" beside its input: give it a copy inside the temp dir
         source = Path(tmp) / "model.fp32.onnx"
-        shutil.copyfile(fp32_onnx, source)
+        if policy.conv_smoothing is not None and "Conv" in policy.quantize_ops:
+            smoothing = smooth_conv_inputs(fp32_onnx, source, calibration, policy.conv_smoothing, quantised_convs)
+        else:
+            shutil.copyfile(fp32_onnx, source)
         staged = Path(tmp) / "model.qdq.onnx"
         with _quiet_ort_logging(), contextlib.redirect_stdout(io.StringIO()):  # its progress print()s
             quantize_static(
@@ -179,6 +188,8 @@ def quantize_qdq(
         "samples": len(calibration),
         "quantized_nodes": counts,
         "float_nodes": keep_float,
+        "float_conv_mac_fraction": float_share,
+        "smoothing": smoothing,
     }
 
 

@@ -28,7 +28,8 @@ import onnx
 import openvino as ov
 
 from kvqe.calibration.contract import SampleSet
-from kvqe.calibration.policy import QuantPolicy
+from kvqe.calibration.policy import QuantPolicy, float_mac_fraction, float_nodes
+from kvqe.calibration.smoothing import inverse_scales, smoothed_weight, smoothing_plan
 from kvqe.errors import BadInputError, missing_extra
 
 # ONNX op type in a policy -> the OpenVINO op types the ONNX frontend turns it into
@@ -70,13 +71,19 @@ def convert_to_ir(onnx_path: Path, xml_path: Path, *, compress_to_fp16: bool) ->
 
 
 def quantize_int8_ir(fp32_xml_or_onnx: Path, xml_path: Path, calibration: SampleSet, policy: QuantPolicy, *,
-                     subset_size: int | None = None, preset: str = "performance") -> dict[str, Any]:
+                     subset_size: int | None = None, preset: str = "performance",
+                     method: str = "percentile") -> dict[str, Any]:
     """Quantise the FP32 model with NNCF on ``calibration`` and save the INT8 IR at ``xml_path``.
 
     Only the policy's op types are quantised; ``keep_first_last_conv`` keeps the first and last
     Convolution float; ``transformer`` selects ``ModelType.TRANSFORMER``, and SmoothQuant runs only when
-    the policy gives its alpha. Returns the calibration record for the manifest.
+    the policy gives its alpha; ``conv_smoothing`` smooths the inputs of the Convs that get int8 first (on
+    the FP32 ONNX, as for ONNX Runtime). With ``openvino_from_qdq`` the IR is instead the QDQ ONNX of
+    :func:`~kvqe.calibration.ort_quant.quantize_qdq` (calibration ``method``) converted
+    (:func:`int8_ir_from_qdq`). Returns the calibration record for the manifest.
     """
+    if policy.openvino_from_qdq:
+        return int8_ir_from_qdq(fp32_xml_or_onnx, xml_path, calibration, policy, method=method)
     try:
         import nncf
         from nncf.quantization.advanced_parameters import (
@@ -95,7 +102,18 @@ def quantize_int8_ir(fp32_xml_or_onnx: Path, xml_path: Path, calibration: Sample
 
     if policy.smooth_quant is not None and not policy.transformer:
         raise BadInputError(f"policy {policy.name!r}: NNCF applies SmoothQuant only with transformer=True")
-    if fp32_xml_or_onnx.suffix == ".onnx":
+    smoothing = None
+    onnx_model = onnx.load(str(fp32_xml_or_onnx)) if fp32_xml_or_onnx.suffix == ".onnx" and \
+        fp32_xml_or_onnx.is_file() else None
+    if onnx_model is not None and policy.conv_smoothing is not None and "Conv" in policy.quantize_ops:
+        keep = set(float_nodes(onnx_model, policy))
+        convs = [n.name for n in onnx_model.graph.node if n.op_type == "Conv" and n.name not in keep]
+        plan, smoothing = smoothing_plan(fp32_xml_or_onnx, calibration, policy.conv_smoothing, convs)
+        model = _convert(fp32_xml_or_onnx)
+        smooth_ir(model, plan, onnx_model)
+    elif policy.conv_smoothing is not None and fp32_xml_or_onnx.suffix == ".xml":
+        raise BadInputError(f"policy {policy.name!r} smooths Conv inputs, which needs the FP32 ONNX, not an IR")
+    elif fp32_xml_or_onnx.suffix == ".onnx":
         model = _convert(fp32_xml_or_onnx)
     elif fp32_xml_or_onnx.suffix == ".xml" and fp32_xml_or_onnx.is_file():
         model = ov.Core().read_model(str(fp32_xml_or_onnx))
@@ -129,9 +147,74 @@ def quantize_int8_ir(fp32_xml_or_onnx: Path, xml_path: Path, calibration: Sample
         "ignored_types": ignored_types, "ignored_names": ignored_names,
         "fake_quantize_nodes": _count(quantized, "FakeQuantize"),
         "fake_quantize_consumers": dict(sorted(consumers.items())),
+        "float_conv_mac_fraction": None if onnx_model is None else float_mac_fraction(
+            onnx_model, [name.split("/")[0] for name in ignored_names]),
+        "smoothing": smoothing,
         "int8_weight_constants": sum(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
                                      for op in quantized.get_ops()),
     }
+
+
+def int8_ir_from_qdq(fp32_onnx: Path, xml_path: Path, calibration: SampleSet, policy: QuantPolicy, *,
+                     method: str = "percentile") -> dict[str, Any]:
+    """INT8 IR from the QDQ ONNX that ONNX Runtime's static quantisation makes with ``policy`` (the same
+    artifact ONNX Runtime and TensorRT run): OpenVINO's converter turns each Q/DQ pair into a FakeQuantize,
+    and the CPU plugin runs the Convolutions behind them in int8. Returns the calibration record."""
+    from kvqe.calibration.ort_quant import quantize_qdq
+
+    if fp32_onnx.suffix != ".onnx" or not fp32_onnx.is_file():
+        raise BadInputError(f"policy {policy.name!r} builds OpenVINO INT8 from the QDQ ONNX, which needs the FP32 "
+                            f"ONNX, not {fp32_onnx}")
+    with tempfile.TemporaryDirectory(prefix="kvqe-ov-") as tmp:
+        qdq = Path(tmp) / "model.int8.onnx"
+        record = quantize_qdq(fp32_onnx, qdq, calibration, policy, method=method)
+        model = _convert(qdq)
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    ov.save_model(model, str(xml_path), compress_to_fp16=False)
+    return {**record, "quantizer": "onnxruntime (QDQ ONNX) -> openvino.convert_model", "openvino": ov.get_version(),
+            "fake_quantize_nodes": _count(model, "FakeQuantize"),
+            "fake_quantize_consumers": dict(sorted(fake_quantize_consumers(model).items()))}
+
+
+def smooth_ir(model: ov.Model, plan: dict[str, Any], onnx_model: onnx.ModelProto) -> None:
+    """Apply a smoothing plan (:func:`kvqe.calibration.smoothing.smoothing_plan`: ONNX Conv name -> input
+    channel scales ``s``) to ``model``, converted from ``onnx_model``: a ``Multiply`` by ``1/s``
+    (``<conv>__smooth``) in front of each Convolution and its weights times ``s``. Done on the ov.Model, not
+    on the ONNX, because OpenVINO's converter folds a Mul by a constant into the Convolution after it.
+
+    The converter may also fold a Mul *after* a Convolution into it and rename it, so Convolutions are
+    matched to ONNX Convs by graph position, checked by weight shape and, where OpenVINO kept it, by name.
+    """
+    from openvino import opset13
+
+    existing = {op.get_friendly_name() for op in model.get_ops()}
+    initializers = {t.name: tuple(t.dims) for t in onnx_model.graph.initializer}
+    onnx_convs = [(n.name, initializers.get(n.input[1])) for n in onnx_model.graph.node if n.op_type == "Conv"]
+    ov_convs = [op for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    onnx_names = {name for name, _ in onnx_convs}
+    mismatched = [name for (name, shape), op in zip(onnx_convs, ov_convs)
+                  if tuple(op.input_value(1).get_partial_shape().to_shape()) != shape
+                  or (op.get_friendly_name().split("/")[0] in onnx_names and op.get_friendly_name().split("/")[0] != name)]
+    if len(onnx_convs) != len(ov_convs) or mismatched:
+        raise BadInputError(f"cannot match the OpenVINO Convolutions to the ONNX Convs ({len(ov_convs)} vs "
+                            f"{len(onnx_convs)}; first mismatch: {mismatched[:1]})")
+    by_name = {name: op for (name, _), op in zip(onnx_convs, ov_convs)}
+    missing = sorted(set(plan) - set(by_name))
+    if missing:
+        raise BadInputError(f"cannot smooth {', '.join(missing[:5])}: no such Conv in the ONNX model")
+    for name, scales in plan.items():
+        conv = by_name[name]
+        weight_node = conv.input_value(1).get_node()
+        if weight_node.get_type_name() != "Constant":
+            raise BadInputError(f"cannot smooth {name}: its weights are computed ({weight_node.get_type_name()})")
+        weight = weight_node.get_data()
+        conv.input(1).replace_source_output(opset13.constant(smoothed_weight(weight, scales)).output(0))
+        inverse = opset13.constant(inverse_scales(scales, weight.ndim))
+        multiply = opset13.multiply(conv.input_value(0), inverse)
+        multiply.set_friendly_name(f"{name}__smooth")
+        conv.input(0).replace_source_output(multiply.output(0))
+    model.validate_nodes_and_infer_types()
+    _canonical_names(model, existing | {f"{name}__smooth" for name in plan})  # the new constants' counter names
 
 
 def ignored_scope(model: ov.Model, policy: QuantPolicy) -> tuple[list[str], list[str]]:

@@ -148,17 +148,23 @@ def test_vqa_student_all_formats_pass_default_gates(video_dir: Path, student_che
 
 @pytest.mark.slow
 def test_x4plus_every_format_is_built_and_gated(photo_dir: Path, tmp_path: Path) -> None:
-    """FP16 passes its gate; INT8 of the 23-block RRDB trunk measures about 34 dB (ONNX Runtime) and 31.5 dB
-    (OpenVINO) here, short of the 35 dB release gate: it is kept, marked not deployable, and the export
-    exits 3, as a release pipeline needs."""
+    """Every artifact passes its default gate, INT8 included (35 dB): policy rrdb-sr smooths the inputs of
+    the 346 int8 trunk convs (SmoothQuant, alpha 0.5) and keeps the first conv and the image-space tail
+    float (7.6% of the conv multiply-adds); OpenVINO INT8 is its QDQ ONNX converted. Measured here: ONNX
+    Runtime INT8 38.2 dB, OpenVINO INT8 38.1 dB (34.2 and 31.5 dB before smoothing)."""
     out = tmp_path / "x4plus-all"
     result = cli("kvqe-export", "realesrgan-x4plus", "--out", str(out), *ALL, "--calib", str(photo_dir),
                  "--calib-size", "16", "--json")
     (summary,) = lines(result)
     built = {(a["backend"], a["precision"]): a for a in summary["artifacts"]}
     assert set(built) == {(b, p) for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
-    assert all(built[(b, p)]["deployable"] for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16"))
+    assert all(a["deployable"] for a in built.values())
     for backend in ("onnxruntime", "openvino"):
-        int8 = built[(backend, "int8")]
-        assert int8["deployable"] == (int8["metrics"]["psnr"] >= 35) and int8["metrics"]["psnr"] > 25
-    assert result.returncode == (0 if all(a["deployable"] for a in built.values()) else 3)
+        assert built[(backend, "int8")]["metrics"]["psnr"] >= 35.0
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in (a for a in manifest["artifacts"] if a["precision"] == "int8"):
+        record = entry["export"]
+        assert entry["policy"]["name"] == "rrdb-sr" and record["policy"] == "rrdb-sr"
+        assert record["quantized_nodes"] == {"Conv": 346} and record["smoothing"]["convs"] == 346
+        assert 0.07 < record["float_conv_mac_fraction"] < 0.08  # first conv + 4 tail convs
+    assert result.returncode == 0

@@ -258,6 +258,54 @@ def test_int8_sr_nncf(sr_onnx: Path, sr_irs: dict[str, Path], sr_calibration: Sa
     assert _sha(again) == _sha(xml) and _sha(again.with_suffix(".bin")) == _sha(xml.with_suffix(".bin"))
 
 
+def test_int8_sr_nncf_with_conv_smoothing(sr_onnx: Path, sr_irs: dict[str, Path], sr_calibration: SampleSet,
+                                          held_out: list[np.ndarray], tmp_path: Path) -> None:
+    """The policy's conv_smoothing: a float Multiply in front of each of the 16 int8 convolutions, kept
+    (not folded into the weights, as OpenVINO's ONNX converter would) with a FakeQuantize after it."""
+    policy = replace(POLICIES[SR_CARD.quant_policy], conv_smoothing=0.5)
+    xml = tmp_path / "sr.int8.smooth.xml"
+    record = quantize_int8_ir(sr_onnx, xml, sr_calibration, policy)
+    assert record["smoothing"]["convs"] == 16 and record["smoothing"]["alpha"] == 0.5
+    assert record["float_conv_mac_fraction"] == 0.0474  # first 3->64 and last 64->48 of 18 same-size convs
+    model = ov.Core().read_model(xml)
+    smooth = [op for op in model.get_ops() if op.get_friendly_name().endswith("__smooth")]
+    assert len(smooth) == 16 and all(op.get_type_name() == "Multiply" for op in smooth)
+    fed = [target.get_node().get_type_name() for op in smooth for target in op.output(0).get_target_inputs()]
+    assert fed == ["FakeQuantize"] * 16 and record["fake_quantize_consumers"] == {"Convolution": 16}
+    batch = np.concatenate([_sr_input(crop) for crop in held_out])
+    value = psnr(_to_uint8(_run(xml, batch)), _to_uint8(_run(sr_irs["fp32"], batch)))
+    print(f"\nSR NNCF int8 with conv smoothing (alpha 0.5): {value:.2f} dB")
+    assert value >= INT8_MIN_PSNR
+    again = tmp_path / "again.xml"  # deterministic, new constants included
+    quantize_int8_ir(sr_onnx, again, sr_calibration, policy)
+    assert _sha(again) == _sha(xml) and _sha(again.with_suffix(".bin")) == _sha(xml.with_suffix(".bin"))
+    with pytest.raises(BadInputError, match="needs the FP32 ONNX"):
+        quantize_int8_ir(sr_irs["fp32"], tmp_path / "no.xml", sr_calibration, policy)
+
+
+def test_int8_sr_from_the_qdq_onnx_runs_in_int8(sr_onnx: Path, sr_irs: dict[str, Path], sr_calibration: SampleSet,
+                                                held_out: list[np.ndarray], tmp_path: Path) -> None:
+    """openvino_from_qdq: the IR is ONNX Runtime's QDQ model converted; its 16 int8 convolutions execute as
+    u8 on the CPU plugin, the first and last in f32."""
+    policy = replace(POLICIES[SR_CARD.quant_policy], openvino_from_qdq=True)
+    xml = tmp_path / "sr.int8.qdq.xml"
+    record = quantize_int8_ir(sr_onnx, xml, sr_calibration, policy)
+    assert record["quantizer"].startswith("onnxruntime") and record["quantized_nodes"] == {"Conv": 16}
+    assert record["method"] == "percentile" and record["float_conv_mac_fraction"] == 0.0474
+    assert record["fake_quantize_consumers"]["Convolution"] == 16
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    executed = sorted(op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ops()
+                      if op.get_rt_info()["layerType"].astype(str) == "Convolution")
+    assert executed == ["f32"] * 2 + ["u8"] * 16
+    batch = np.concatenate([_sr_input(crop) for crop in held_out])
+    value = psnr(_to_uint8(_run(xml, batch)), _to_uint8(_run(sr_irs["fp32"], batch)))
+    print(f"\nSR OpenVINO int8 from the QDQ ONNX: {value:.2f} dB")
+    assert value >= INT8_MIN_PSNR
+    with pytest.raises(BadInputError, match="needs the FP32 ONNX"):
+        quantize_int8_ir(sr_irs["fp32"], tmp_path / "no.xml", sr_calibration, policy)
+
+
 def test_int8_swin_keeps_norms_softmax_gelu_adds_float(vqa_onnx: Path, vqa_irs: dict[str, Path],
                                                        vqa_frames: np.ndarray, tmp_path: Path) -> None:
     policy = POLICIES[VQA_CARD.quant_policy]

@@ -8,6 +8,7 @@ black frame; FP16 ~70 dB. Swin student QDQ SROCC vs FP32 ~0.99; FP16 max abs sco
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,9 @@ import torch
 
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.ort_quant import SampleSetReader, quantize_qdq
-from kvqe.calibration.policy import POLICIES
+from kvqe.calibration.policy import POLICIES, conv_macs, float_mac_fraction, float_nodes
 from kvqe.calibration.sensitivity import conv_sensitivity, image_psnr, run_onnx
+from kvqe.calibration.smoothing import smooth_conv_inputs, smoothing_scales
 from kvqe.export.fp16 import convert_fp16
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx
 from kvqe.export.registry import create_model, get_model
@@ -207,6 +209,52 @@ def test_conv_sensitivity_table(sr_onnx: Path, sr_sets) -> None:
     assert all(row["metric"] > 33.0 and row["metric_min"] <= row["metric"] for row in rows)
 
 
+def test_conv_macs_and_float_share(sr_onnx: Path) -> None:
+    """SRVGGNetCompact runs every conv at the input size: first 3->64, 16 x 64->64, last 64->48 (3x3)."""
+    model = onnx.load(str(sr_onnx))
+    macs = conv_macs(model, 256, 256)
+    assert len(macs) == 18 and sum(macs.values()) == 256 * 256 * 9 * (3 * 64 + 16 * 64 * 64 + 64 * 48)
+    assert round(sum(macs.values()) / 1e9, 2) == get_model(SR).card.gflops  # the card's 40.58 GFLOPs
+    share = float_mac_fraction(model, float_nodes(model, POLICIES["conv-sr"]))
+    assert share == round((3 * 64 + 64 * 48) / (3 * 64 + 16 * 64 * 64 + 64 * 48), 4) == 0.0474
+    assert float_mac_fraction(model, []) == 0.0
+
+
+def test_smoothing_scales() -> None:
+    weight = np.zeros((2, 3, 1, 1), np.float32)
+    weight[0, :, 0, 0] = [1.0, -4.0, 2.0]
+    scales = smoothing_scales(np.array([4.0, 1.0, 0.0]), weight, 0.5)
+    np.testing.assert_allclose(scales, [2.0, 0.5, 1.0])  # sqrt(4)/sqrt(1), sqrt(1)/sqrt(4), no activation
+    np.testing.assert_allclose(smoothing_scales(np.array([4.0, 1.0, 3.0]), weight, 1.0), [4.0, 1.0, 3.0])
+
+
+def test_smoothing_keeps_the_function_and_helps_int8(sr_onnx: Path, sr_sets, sr_reference, sr_qdq,
+                                                     tmp_path: Path) -> None:
+    calibration, validation = sr_sets
+    model = onnx.load(str(sr_onnx))
+    keep = float_nodes(model, POLICIES["conv-sr"])
+    inner = [n.name for n in model.graph.node if n.op_type == "Conv" and n.name not in keep]
+    smoothed = tmp_path / "smoothed.onnx"
+    record = smooth_conv_inputs(sr_onnx, smoothed, calibration, 0.5, inner)
+    assert record["convs"] == 16 and record["alpha"] == 0.5
+    ratio = record["max_channel_range_ratio"]
+    assert ratio["after"] < ratio["before"] / 2
+    graph = onnx.load(str(smoothed)).graph
+    muls = [n for n in graph.node if n.name.endswith("__smooth")]
+    assert len(muls) == 16 and [n.name for n in graph.node if n.op_type == "Conv"] == [
+        n.name for n in model.graph.node if n.op_type == "Conv"]
+    for ref, out in zip(sr_reference, run_onnx(smoothed, validation)):
+        np.testing.assert_allclose(out, ref, atol=1e-4)  # the same function
+    policy = replace(POLICIES["conv-sr"], conv_smoothing=0.5)
+    qdq = quantize_qdq(sr_onnx, tmp_path / "smooth.int8.onnx", calibration, policy)
+    assert qdq["smoothing"]["convs"] == 16 and qdq["quantized_nodes"] == {"Conv": 16}
+    assert qdq["float_conv_mac_fraction"] == sr_qdq[1]["float_conv_mac_fraction"] == 0.0474
+    plain = _sr_psnr(sr_reference, run_onnx(sr_qdq[0], validation))
+    smooth = _sr_psnr(sr_reference, run_onnx(tmp_path / "smooth.int8.onnx", validation))
+    print(f"\nSR QDQ PSNR vs fp32: plain {plain.mean():.2f} dB, smoothed (alpha 0.5) {smooth.mean():.2f} dB")
+    assert smooth.mean() >= SR_PSNR_FLOOR and sr_qdq[1]["smoothing"] is None
+
+
 def test_sr_fp16(sr_onnx: Path, sr_sets, sr_reference, tmp_path: Path) -> None:
     out = tmp_path / "model.fp16.onnx"
     record = convert_fp16(sr_onnx, out)
@@ -249,6 +297,7 @@ def test_swin_qdq_keeps_sensitive_ops_float(swin) -> None:
     for op in ("Conv", "MatMul", "Gemm"):  # every op the policy names is quantised
         total = sum(node.op_type == op for node in fp32.graph.node)
         assert record["quantized_nodes"][op] == len(consumers[op]) == total
+    assert record["float_conv_mac_fraction"] == 0.0 and record["smoothing"] is None  # its one Conv is int8
     scores = _scores(run_onnx(out, validation))
     correlation = srocc(reference, scores)
     print(f"\nSwin QDQ vs fp32 on {len(scores)} photo crops: SROCC {correlation:.4f}, "
