@@ -7,7 +7,7 @@ from pathlib import Path
 
 import cv2
 
-from kvqe.samples import sample_image_path
+from kvqe.samples import sample_image_path, sample_video_path
 
 assert importlib.util.find_spec("torch") is None, "the runtime install must not pull torch"
 assert "site-packages" in str(sample_image_path()), "the wheel, not the source tree, must be tested"
@@ -20,6 +20,10 @@ assert (record["out_width"], record["out_height"]) == (768, 768), record
 assert cv2.imread(str(out)).shape == (768, 768, 3)
 info = subprocess.run([str(bin_dir / "kvqe"), "info", "sr", "--json"], capture_output=True, text=True, check=True)
 assert json.loads(info.stdout)["verified"] is True
+scored = subprocess.run([str(bin_dir / "kvqe"), "score", str(sample_video_path()), "--json"],
+                        capture_output=True, text=True, check=True)
+result = json.loads(scored.stdout)
+assert 0.0 <= result["score"] <= 100.0 and result["frames"] >= 2, result  # the embedded distilled student
 missing = subprocess.run([str(bin_dir / "kvqe-export"), "list"], capture_output=True, text=True, check=False)
 assert missing.returncode == 4 and "kvqe[export]" in missing.stderr and "Traceback" not in missing.stderr, missing
 print("wheel runtime checks ok")

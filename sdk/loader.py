@@ -13,21 +13,13 @@ from kvqe.runtimes.registry import AUTO_ORDER, create_runner, is_available
 from kvqe.sdk.model import Model
 from kvqe.sdk.pipeline import compose
 
-# embedded default name -> bundle folder inside the kvqe package (None: not shipped yet, with the advice)
-EMBEDDED: dict[str, str | None] = {"sr": "sr", "vqa": None}
-_VQA_ADVICE = (
-    "no default VQA bundle ships with this kvqe version yet; export one from a checkpoint with "
-    "`kvqe-export vqa-sharpmind-swint --weights model=CKPT --out BUNDLE --formats onnx` "
-    "and load it with kvqe.load('BUNDLE')"
-)
+# embedded default name -> bundle folder inside the kvqe package
+EMBEDDED: dict[str, str] = {"sr": "sr", "vqa": "vqa"}
 
 
 def embedded_bundle_path(name: str) -> Path:
     """Directory of an embedded default bundle (``"sr"``, ``"vqa"``)."""
-    folder = EMBEDDED[name]
-    if folder is None:
-        raise BundleError(_VQA_ADVICE)
-    return Path(str(resources.files("kvqe") / "bundles" / folder))
+    return Path(str(resources.files("kvqe") / "bundles" / EMBEDDED[name]))
 
 
 def resolve_bundle(name_or_path: str | os.PathLike[str]) -> Bundle:

@@ -85,9 +85,9 @@ def test_raw_frames_on_stdin_score_like_the_file(vqa_bundle: Path) -> None:
     assert "middle of a frame" in cut["error"]
 
 
-def test_default_vqa_bundle_is_not_shipped_yet() -> None:
-    result = cli("kvqe", "score", str(CARPHONE), check_code=2)
-    assert b"no default VQA bundle" in result.stderr
+def test_score_uses_the_embedded_student_by_default() -> None:
+    (record,) = lines(cli("kvqe", "score", str(CARPHONE), "--json", check_code=0))
+    assert 0.0 <= record["score"] <= 100.0 and record["frames"] == 4  # one keyframe per second of a 4 s clip
 
 
 def test_enhance_cli_with_embedded_bundle_and_bad_inputs(tmp_path: Path) -> None:

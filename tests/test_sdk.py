@@ -11,7 +11,7 @@ import torch
 from support import BIKES, CARPHONE, make_clip, needs_ffmpeg, psnr
 
 import kvqe
-from kvqe.errors import BadInputError, BundleError, KvqeError
+from kvqe.errors import BadInputError, KvqeError
 from kvqe.export.registry import create_model, get_model
 from kvqe.export.weights.checkpoint import read_state_dict
 from kvqe.sdk.preprocess import preprocess_vqa_frame
@@ -35,9 +35,11 @@ def student(student_checkpoint: Path) -> torch.nn.Module:
     return module
 
 
-def test_vqa_default_says_no_bundle_ships_yet() -> None:
-    with pytest.raises(BundleError, match="no default VQA bundle ships.*kvqe-export vqa-sharpmind-swint"):
-        kvqe.load("vqa")
+def test_the_default_vqa_bundle_is_the_distilled_student() -> None:
+    model = kvqe.load("vqa")
+    assert model.bundle.model_name == "vqa-student"
+    training = model.bundle.manifest["training"]
+    assert training["command"].startswith("kvqe distill") and training["config"]["seed"] == 0
 
 
 def test_tasks_are_not_mixed(sr, vqa, astronaut_bgr) -> None:

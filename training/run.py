@@ -20,6 +20,7 @@ from kvqe.training.distill import (
     load_clips,
     predict,
     save_checkpoint,
+    source_of,
     train,
 )
 
@@ -44,11 +45,6 @@ def read_teacher_labels(path: Path) -> dict[str, float]:
     return labels
 
 
-def source_of(name: str) -> str:
-    """The source a processed version came from: the part before ``__`` (``src__crf30.mp4``)."""
-    return Path(name).stem.split("__")[0]
-
-
 def assign_splits(names: list[str], splits_file: Path | None) -> dict[str, list[str]]:
     """Split by source: from ``splits.json`` (source names per split) when given, else by a hash of the
     source name (80/10/10), so every version of a source lands in the same split."""
@@ -64,6 +60,12 @@ def assign_splits(names: list[str], splits_file: Path | None) -> dict[str, list[
         slot = int(hashlib.sha256(source_of(name).encode()).hexdigest()[:8], 16) % 10
         buckets["train" if slot < 8 else "val" if slot == 8 else "test"].append(name)
     return buckets
+
+
+def _thinned(history: list[dict[str, Any]], entries: int = 20) -> list[dict[str, Any]]:
+    """About ``entries`` evenly spaced epochs of the history, always with the first and the last."""
+    step = max(1, len(history) // entries)
+    return [h for i, h in enumerate(history) if i % step == 0 or i == len(history) - 1]
 
 
 def run_distillation(labels_file: Path, videos: Path, out: Path, config: DistillConfig, *, splits_file: Path | None,
@@ -84,7 +86,7 @@ def run_distillation(labels_file: Path, videos: Path, out: Path, config: Distill
     record = {
         "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
         "config": config_record(config), "labels": labels_file.name,
-        "splits": {k: len(v) for k, v in splits.items()}, "history": history, "test": test,
+        "splits": {k: len(v) for k, v in splits.items()}, "history": _thinned(history), "test": test,
         "seconds": round(time.perf_counter() - started, 1),
     }
     save_checkpoint(model, out, record)

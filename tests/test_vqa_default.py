@@ -1,0 +1,109 @@
+"""The embedded ``vqa`` bundle: kvqe's distilled student, its budget, its provenance, and its behaviour on
+real video it never saw in training."""
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+from support import BIKES, needs_ffmpeg
+
+import kvqe
+from kvqe.evaluation import evaluate
+from kvqe.export.flops import count_macs, count_params
+from kvqe.export.models.student import FEATURES, KvqeStudent
+from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
+from kvqe.export.registry import get_model
+from kvqe.export.validation_inputs import validation_batches
+from kvqe.files import sha256_file
+from kvqe.samples import sample_video_path
+from kvqe.sdk.loader import embedded_bundle_path
+from kvqe.sdk.preprocess import preprocess_vqa_frame
+from kvqe.training.report import markdown_table
+
+CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "vqa-student.pth"
+
+
+@pytest.fixture(scope="module")
+def student() -> KvqeStudent:
+    entry = get_model("vqa-student")
+    module = entry.factory().eval()
+    entry.load_weights(module, {"model": CHECKPOINT})
+    return module
+
+
+def test_budget_is_measured_by_the_projects_counter(student: KvqeStudent) -> None:
+    video = torch.zeros(8, 6, 224, 224)  # the card's unit: 8 keyframes, one video
+    params, macs = count_params(student), count_macs(student, video)
+    assert (params, macs) == (55_685, 39_062_720)
+    assert params <= 10_000_000 and macs <= 5e9  # the issue's budget: 10M parameters, 5 GFLOPs per video
+    assert student.statistics(video[:1]).shape == (1, FEATURES)
+
+
+def test_embedded_bundle_is_a_fresh_export_of_the_committed_checkpoint(student: KvqeStudent, tmp_path: Path) -> None:
+    card = get_model("vqa-student").card
+    spec, batches = OnnxExportSpec.from_card(card), validation_batches(card)
+    fresh = tmp_path / "model.onnx"
+    export_onnx(student, spec, batches[0], fresh)
+    assert sha256_file(fresh) == sha256_file(embedded_bundle_path("vqa") / "model.fp32.onnx")
+    report = validate_onnx(fresh, torch_reference(student, spec), batches, spec)
+    assert report.max_abs_diff <= 1e-4  # scores on a 0..100 scale
+    assert not any(node.metadata_props for node in onnx.load(str(fresh)).graph.node)
+
+
+def test_manifest_records_how_the_weights_were_made() -> None:
+    model = kvqe.load("vqa")
+    manifest = model.bundle.manifest
+    assert manifest["model"]["name"] == "vqa-student" and manifest["output"]["score_range"] == [0.0, 100.0]
+    training = manifest["training"]
+    assert training["command"].startswith("kvqe distill") and training["config"]["seed"] == 0
+    assert training["splits"]["test"] > 100 and training["test"]["srocc"] > 0.5
+
+
+def test_statistics_ignore_brightness_offsets_and_see_blur(student: KvqeStudent, astronaut_bgr: np.ndarray) -> None:
+    """Shift-invariance is what lets the statistics be computed on centred patches (numerics); blur must move
+    them (they are quality statistics)."""
+    spec = get_model("vqa-student").card.input
+    frame = astronaut_bgr
+    brighter = np.clip(frame.astype(int) + 10, 0, 255).astype(np.uint8)
+    blurred = cv2.GaussianBlur(frame, (0, 0), 2.0)
+    x = torch.from_numpy(np.stack([preprocess_vqa_frame(f, spec) for f in (frame, brighter, blurred)]))
+    with torch.no_grad():
+        stats = student.statistics(x)
+        scores = student(x)[:, 0]
+    unclipped = (frame.astype(int) + 10 <= 255).mean()
+    assert unclipped > 0.95
+    assert torch.allclose(stats[0, :12], stats[1, :12], atol=0.05)  # native-scale MSCN shape statistics
+    assert scores[2] < scores[0] - 5, scores
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("clip", ["bikes@3", "bikes@6", "sample"])
+def test_scores_order_an_unseen_videos_own_crf_ladder(clip: str, tmp_path: Path) -> None:
+    """bikes and astronaut (the sample video) are test-split content: no frame of them was used in training.
+    Known failure, left visible in the report: bikes' first seconds (dark, defocused bokeh) score ~63-66
+    at both CRF 18 and CRF 28, in the wrong order."""
+    source, start = (BIKES, clip.split("@")[1]) if clip.startswith("bikes") else (sample_video_path(), "0")
+    model = kvqe.load("vqa")
+    crfs = (18, 28, 38, 48)
+    scores = []
+    for crf in crfs:
+        out = tmp_path / f"crf{crf}.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", start, "-i", str(source), "-t", "4", "-c:v", "libx264",
+                        "-crf", str(crf), "-pix_fmt", "yuv420p", str(out)], check=True)
+        scores.append(model.score(out).score)
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) == 4, dict(zip(crfs, scores))
+    assert scores[0] - scores[-1] > 20, scores
+
+
+def test_report_table_lists_every_metric() -> None:
+    labels = {"a.mp4": 90.0, "b.mp4": 50.0, "c.mp4": 10.0}
+    figures = evaluate({"a.mp4": 3.0, "b.mp4": 2.0, "c.mp4": 1.0}, labels)
+    table = markdown_table({"results": {"student": {"figures": figures}}})
+    header, _, row = table.splitlines()
+    assert "SROCC" in header and "final score" in header and row.startswith("| student | 1.000 | 1.000 | 1.000 |")
+    assert row.split(" | ")[-2:] == ["-", "- |"]  # no pairs: Rank2 and the final score are undefined

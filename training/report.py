@@ -1,0 +1,105 @@
+"""The distillation report: the shipped student and the classic baselines (BRISQUE, NIQE) against the
+teacher on one split of a distillation set, with KVQ's metrics, as JSON and a Markdown table.
+
+The student is scored through the runtime (``kvqe.load(bundle).score``), i.e. the exported graph that
+ships, not the torch module. BRISQUE and NIQE are lower-is-better, so their scores are negated before the
+correlations and rank accuracies (PLCC of a negated score is minus the PLCC of the raw one). NIQE's
+pristine model is fitted on the keyframes of the training split's pristine clips only.
+
+Run: ``python -m kvqe.training.report --data DIR --bundle B --out report.md``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from kvqe.errors import BadInputError
+from kvqe.evaluation import Pair, evaluate, read_labels, read_pairs
+from kvqe.files import atomic_output_file
+from kvqe.sdk.sampling import select_keyframes
+from kvqe.sdk.sources import ASSUMED_FPS, open_source
+from kvqe.training.distill import source_of
+
+METRICS = ("srocc", "plcc", "krocc", "rmse", "rank1", "rank2", "final")
+
+
+def split_videos(data: Path, split: str) -> tuple[dict[str, float], list[Pair]]:
+    """Teacher labels and rank pairs of the videos whose source is in ``split`` (from splits.json)."""
+    for needed in ("labels.csv", "splits.json", "pairs.csv"):
+        if not (data / needed).is_file():
+            raise BadInputError(f"{data} is not a distillation set: {needed} is missing")
+    sources = set(json.loads((data / "splits.json").read_text(encoding="utf-8")).get(split, []))
+    labels = {name: score for name, score in read_labels(data / "labels.csv").items() if source_of(name) in sources}
+    if len(labels) < 2:
+        raise BadInputError(f"the {split} split of {data} holds {len(labels)} labelled videos")
+    pairs = [p for p in read_pairs(data / "pairs.csv") if p.video1 in labels and p.video2 in labels]
+    return labels, pairs
+
+
+def _keyframes(paths: Iterable[Path]) -> Iterable[np.ndarray]:
+    for path in paths:
+        with open_source(path) as frames:
+            yield from (f.image for f in select_keyframes(frames, frames.fps or ASSUMED_FPS,
+                                                          {"per_second": 1, "max_frames": 8}, frames.frame_count))
+
+
+def scorers(data: Path, bundle: Path) -> dict[str, Callable[[Path], float]]:
+    """Higher-is-better video scorers: the student bundle, -BRISQUE and -NIQE (fitted on train pristine)."""
+    import kvqe
+    from kvqe.training.baselines import brisque_video, fit_niqe_model, niqe_video
+
+    student = kvqe.load(bundle)
+    train_sources = json.loads((data / "splits.json").read_text(encoding="utf-8"))["train"]
+    niqe = fit_niqe_model(_keyframes(data / "pristine" / f"{s}.mp4" for s in train_sources))
+    return {"student": lambda path: student.score(path).score,
+            "brisque": lambda path: -brisque_video(path),
+            "niqe": lambda path: -niqe_video(niqe, path)}
+
+
+def build_report(data: Path, bundle: Path, split: str = "test",
+                 progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Every scorer's KVQ figures against the teacher on ``split``, plus per-video scores."""
+    labels, pairs = split_videos(data, split)
+    results: dict[str, Any] = {}
+    for name, score in scorers(data, bundle).items():
+        started = time.perf_counter()
+        predictions = {video: score(data / video) for video in labels}
+        results[name] = {"figures": evaluate(predictions, labels, pairs), "scores": predictions,
+                         "seconds": round(time.perf_counter() - started, 1)}
+        progress(f"{name}: {results[name]['figures']}")
+    return {"split": split, "videos": len(labels), "sources": sorted({source_of(v) for v in labels}),
+            "pairs": len(pairs), "results": results}
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """One row per scorer, KVQ's metrics as columns."""
+    head = "| model | " + " | ".join(m.upper() if m != "final" else "final score" for m in METRICS) + " |"
+    rows = [head, "|" + "---|" * (len(METRICS) + 1)]
+    for name, result in report["results"].items():
+        cells = [("-" if result["figures"][m] is None else f"{result['figures'][m]:.3f}") for m in METRICS]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+@click.command()
+@click.option("--data", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
+@click.option("--bundle", type=click.Path(path_type=Path, exists=True, file_okay=False), required=True)
+@click.option("--split", default="test", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Markdown table; JSON beside it.")
+def main(data: Path, bundle: Path, split: str, out: Path) -> None:
+    report = build_report(data, bundle, split, progress=lambda m: click.echo(m, err=True))
+    with atomic_output_file(out.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps(report, indent=1, sort_keys=True))
+    with atomic_output_file(out) as tmp:
+        tmp.write_text(markdown_table(report) + "\n")
+    click.echo(markdown_table(report))
+
+
+if __name__ == "__main__":
+    main()
