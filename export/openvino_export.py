@@ -120,6 +120,9 @@ def quantize_int8_ir(fp32_xml_or_onnx: Path, xml_path: Path, calibration: Sample
     else:
         raise BadInputError(f"{fp32_xml_or_onnx} is not an existing FP32 ONNX or OpenVINO IR (.xml) file")
     ignored_types, ignored_names = ignored_scope(model, policy)
+    float_share = None if onnx_model is None else float_mac_fraction(
+        onnx_model, [name.split("/")[0] for name in ignored_names])
+    del onnx_model  # the graph can be large (SinSR): not held through calibration
     before = {op.get_friendly_name() for op in model.get_ops()}
     alpha = -1.0 if policy.smooth_quant is None else float(policy.smooth_quant)
     model_type = nncf.ModelType.TRANSFORMER if policy.transformer else None
@@ -147,8 +150,7 @@ def quantize_int8_ir(fp32_xml_or_onnx: Path, xml_path: Path, calibration: Sample
         "ignored_types": ignored_types, "ignored_names": ignored_names,
         "fake_quantize_nodes": _count(quantized, "FakeQuantize"),
         "fake_quantize_consumers": dict(sorted(consumers.items())),
-        "float_conv_mac_fraction": None if onnx_model is None else float_mac_fraction(
-            onnx_model, [name.split("/")[0] for name in ignored_names]),
+        "float_conv_mac_fraction": float_share,
         "smoothing": smoothing,
         "int8_weight_constants": sum(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
                                      for op in quantized.get_ops()),
