@@ -92,7 +92,8 @@ SINSR_UNET_POLICY = QuantPolicy(
 #   OpenVINO, NNCF (performance preset, its default mean-of-minmax activation ranges): no smoothing 31.5 dB
 #     / 0.869 (global minmax ranges 30.1 dB). Smoothing the ONNX changed nothing (31.5 dB): OpenVINO's
 #     converter folds the Mul into the Convolution, so it is inserted into the converted model instead; with
-#     it 33.7 dB / 0.933 (mean-quantile ranges 33.8 dB, histogram ranges 33.7 dB): still short.
+#     it 33.7 dB / 0.933 (mean-quantile ranges 33.8 dB, histogram ranges 33.7 dB, mixed preset 33.7 dB;
+#     fast_bias_correction off, i.e. NNCF's full BiasCorrection, did not finish in 10 min here): still short.
 #   OpenVINO running this policy's QDQ ONNX (converted: FakeQuantize, 346 Convolutions executed as u8 by
 #     the CPU plugin, 5 in f32): 38.1 dB / 0.964. So OpenVINO INT8 is built from the QDQ ONNX.
 # Whole export (kvqe-export realesrgan-x4plus --formats onnx,openvino,onnxruntime-int8 --precision
