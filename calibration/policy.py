@@ -81,9 +81,9 @@ SINSR_UNET_POLICY = QuantPolicy(
 # the widest and narrowest channel of one conv input), and one per-tensor int8 scale must hold them all.
 # SmoothQuant on the Conv inputs (alpha 0.5, a float Mul per int8 Conv: 0.2% of the multiply-adds) brings
 # that ratio to 9x. The first conv and the image-space tail (the two upsampling convs, conv_hr, conv_last)
-# stay float: 7.5% of the Conv multiply-adds; the other 346 Convs (92.5%) are int8.
+# stay float: 7.6% of the Conv multiply-adds; the other 346 Convs (92.4%) are int8.
 # Measured (validation: 8 crops of 96x96 from two held-out photos; --calib-size 16 from
-# /work/data/calib_sr: 4 scikit-image photos + carphone.mp4; PSNR/SSIM of the uint8 output vs FP32):
+# /work/data/calib_sr: 3 scikit-image photos + carphone.mp4; PSNR/SSIM of the uint8 output vs FP32):
 #   ONNX Runtime, percentile: no smoothing 34.2 dB / 0.914 (33.1 dB with every conv int8); minmax 30.9 dB;
 #     percentile 99.99 instead of ORT's default 99.999: 35.0 dB. Float trunk convs instead of
 #     smoothing: every conv5 (+43% of MACs float) 37.0 dB, every conv1 (+7%) 35.1 dB, conv5 of the last 23
@@ -107,7 +107,7 @@ RRDB_SR_POLICY = QuantPolicy(
     conv_smoothing=0.5,
     openvino_from_qdq=True,
     reason="trunk convolutions int8 with SmoothQuant-smoothed inputs (alpha 0.5); first conv and the 4 "
-           "image-space tail convs float (7.5% of the conv multiply-adds); OpenVINO INT8 from the QDQ ONNX",
+           "image-space tail convs float (7.6% of the conv multiply-adds); OpenVINO INT8 from the QDQ ONNX",
 )
 
 # The vqa-student: its fixed statistics divide local deviations and square pixel values (a 7x7 window over
