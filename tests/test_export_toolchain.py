@@ -146,6 +146,28 @@ def test_vqa_student_all_formats_pass_default_gates(video_dir: Path, student_che
     assert max(abs(s - scores[("onnxruntime", "fp32")]) for s in scores.values()) < 0.5
 
 
+@needs_ffmpeg
+@pytest.mark.slow
+def test_distilled_student_all_formats_pass_default_gates(video_dir: Path, tmp_path: Path) -> None:
+    """The shipped vqa-student (committed checkpoint): ORT INT8 and OpenVINO FP16/INT8 pass the default VQA
+    gates on real clips, and every artifact scores a real video within a few points of FP32 (its policy
+    nss-head keeps the statistics float, the MLP heads int8)."""
+    checkpoint = Path(__file__).resolve().parents[1] / "assets" / "vqa-student.pth"
+    out = tmp_path / "student-all"
+    (summary,) = lines(cli("kvqe-export", "vqa-student", "--weights", f"model={checkpoint}", "--out", str(out), *ALL,
+                           "--calib", str(video_dir), "--json", check_code=0))
+    built = {(a["backend"], a["precision"]): a for a in summary["artifacts"]}
+    assert set(built) == {(b, p) for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
+    assert all(a["deployable"] for a in built.values()), summary
+    for key in [k for k in built if k[1] != "fp32" or k[0] == "openvino"]:
+        assert built[key]["metrics"]["srocc"] >= 0.98 and built[key]["metrics"]["plcc"] >= 0.98, built[key]
+    scores = {(b, p): kvqe.load(out, backend=b, precision=p).score(BIKES).score
+              for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
+    reference = scores[("onnxruntime", "fp32")]
+    assert abs(scores[("openvino", "fp32")] - reference) < 0.01
+    assert max(abs(s - reference) for s in scores.values()) < 5.0, scores
+
+
 @pytest.mark.slow
 def test_x4plus_every_format_is_built_and_gated(photo_dir: Path, tmp_path: Path) -> None:
     """Every artifact passes its default gate, INT8 included (35 dB): policy rrdb-sr smooths the inputs of
