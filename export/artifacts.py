@@ -84,7 +84,9 @@ def _openvino(ctx: BuildContext, precision: str) -> BuiltArtifact:
     from kvqe.export import openvino_export
 
     xml = ctx.stage / f"{ctx.prefix}.openvino.{precision}.xml"
-    if precision == "int8":
+    if precision == "int8" and ctx.policy.openvino_from_qdq:  # the QDQ ONNX ONNX Runtime runs, converted
+        record = openvino_export.ir_from_qdq(ctx.onnx_for("int8"), xml, ctx.records["int8"])
+    elif precision == "int8":
         record = openvino_export.quantize_int8_ir(ctx.fp32_onnx, xml, ctx.require_calibration(), ctx.policy)
     else:
         openvino_export.convert_to_ir(ctx.fp32_onnx, xml, compress_to_fp16=precision == "fp16")

@@ -170,7 +170,13 @@ def int8_ir_from_qdq(fp32_onnx: Path, xml_path: Path, calibration: SampleSet, po
     with tempfile.TemporaryDirectory(prefix="kvqe-ov-") as tmp:
         qdq = Path(tmp) / "model.int8.onnx"
         record = quantize_qdq(fp32_onnx, qdq, calibration, policy, method=method)
-        model = _convert(qdq)
+        return ir_from_qdq(qdq, xml_path, record)
+
+
+def ir_from_qdq(qdq_onnx: Path, xml_path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Convert an already calibrated QDQ ONNX (``record``: its calibration record) into the INT8 IR at
+    ``xml_path``; returns the record for the manifest."""
+    model = _convert(qdq_onnx)
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, str(xml_path), compress_to_fp16=False)
     return {**record, "quantizer": "onnxruntime (QDQ ONNX) -> openvino.convert_model", "openvino": ov.get_version(),
