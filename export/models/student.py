@@ -55,6 +55,11 @@ def _gaussian_window(size: int = 7, sigma: float = 7 / 6) -> torch.Tensor:
 class QualityStatistics(nn.Module):
     """[N, 6, 224, 224] normalised frames -> [N, 172] quality statistics (fixed; see the module doc)."""
 
+    window: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+    luma_weights: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("window", _gaussian_window(), persistent=False)
@@ -128,6 +133,9 @@ class Head(nn.Module):
 
 class KvqeStudent(nn.Module):
     """[N, 6, 224, 224] -> [N, 1] scores in [0, 100]: fixed statistics, learned head ensemble."""
+
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
 
     def __init__(self, heads: int = 5, hidden: int = 64, dropout: float = 0.2) -> None:
         super().__init__()

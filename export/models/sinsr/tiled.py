@@ -76,7 +76,7 @@ class SharedNorms:
     @contextmanager
     def installed(self) -> Iterator[SharedNorms]:
         for norm in self.norms:
-            norm.forward = (lambda x, n=norm: self._forward(n, x))  # type: ignore[method-assign]
+            norm.forward = (lambda x, n=norm: self._forward(n, x))  # type: ignore[method-assign,misc]
         try:
             yield self
         finally:
