@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kvqe.calibration.accuracy import outputs
 from kvqe.calibration.gates import gates_for
 from kvqe.calibration.policy import POLICIES
-from kvqe.errors import BackendUnavailableError
+from kvqe.errors import BackendUnavailableError, ExportValidationError
 from kvqe.export.artifacts import BUILDERS, FORMATS, BuildContext, BuiltArtifact
 from kvqe.export.bundle_builder import (
     ExportRequest,
@@ -48,12 +49,13 @@ from kvqe.export.bundle_builder import (
     write_bundle_files,
 )
 from kvqe.export.models.sinsr import SinSR
+from kvqe.export.models.sinsr.split import export_tile_graph, norm_count, split_stages, whole_stats
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
 from kvqe.export.validation_inputs import validation_batches
 from kvqe.files import atomic_output_dir
 from kvqe.runtimes import Runner, create_runner
 from kvqe.sdk import sinsr_glue as glue
-from kvqe.sdk.pipeline import KINDS, PipelineRunner, compose, describe, drive
+from kvqe.sdk.pipeline import EXACT_STAGES, KINDS, TILE_STAGES, PipelineRunner, compose, describe, drive
 
 _PRECISION_ORDER = ("fp32", "fp16", "int8")
 
@@ -86,13 +88,14 @@ def _codebook_snapped(module: nn.Module, x0: np.ndarray) -> np.ndarray:
 
 
 def _with_float_partners(pairs: Sequence[tuple[str, str]], int8_stages: Sequence[str],
-                         stages: Sequence[str]) -> list[tuple[str, str]]:
+                         stages: Sequence[str], always_fp32: bool = False) -> list[tuple[str, str]]:
     """Requested (format, precision) pairs, FP32 first per format, plus the FP32 of each format whose INT8
-    configuration runs some stages in FP32 (always there for ONNX: the reference)."""
+    configuration runs some stages in FP32 (always there for ONNX: the reference); with ``always_fp32``
+    (stages that run FP32 at every precision: SinSR's exact-tiling graphs) of every format."""
     wanted = list(pairs)
-    if set(stages) - set(int8_stages):
+    if set(stages) - set(int8_stages) or always_fp32:
         for fmt, precision in pairs:
-            if precision == "int8" and (fmt, "fp32") not in wanted:
+            if (precision == "int8" or always_fp32) and (fmt, "fp32") not in wanted:
                 wanted.append((fmt, "fp32"))
     return sorted(dict.fromkeys(wanted), key=lambda p: (FORMATS.index(p[0]), _PRECISION_ORDER.index(p[1])))
 
@@ -124,15 +127,25 @@ def build_pipeline_bundle(request: ExportRequest, prepared: Prepared, progress: 
     out_scale = int(prepared.output_spec["scale"])
     seed = glue.DEFAULT_SEED
     restore = getattr(module, "restore_name", None)
-    int8_map = {"int8": {s: "fp32" for s in stages if s not in int8_stages}}
-    precisions_map = int8_map if any(p == "int8" for _, p in prepared.pairs) and int8_map["int8"] else {}
+    # SinSR's VQ split by resolution (exact tiling, kvqe.export.models.sinsr.split): FP32 at every precision
+    split = split_stages(module) if kind == "sinsr" and isinstance(module, SinSR) else {}
+    exact_tiling = {"norms": norm_count(module)} if split else None  # type: ignore[arg-type]
+    precisions_map: dict[str, dict[str, str]] = {}
+    for precision in dict.fromkeys(p for _, p in prepared.pairs if p != "fp32"):
+        mapped = {s: "fp32" for s in split}
+        if precision == "int8":
+            mapped.update({s: "fp32" for s in stages if s not in int8_stages})
+        if mapped:
+            precisions_map[precision] = mapped
 
     def entry(**facts: Any) -> dict[str, Any]:
         extra = {"restore_model": restore} if restore else {}
-        return describe(kind, out_scale=out_scale, seed=seed, precisions=precisions_map, **extra, **facts)
+        return describe(kind, out_scale=out_scale, seed=seed, precisions=precisions_map, exact_tiling=exact_tiling,
+                        **extra, **facts)
 
     progress("tracing real stage inputs through the torch stages")
-    torch_pipeline = compose(entry(), {s: torch_reference(modules[s], specs[s]) for s in stages}).load()
+    torch_pipeline = compose({**entry(), "exact_tiling": None},
+                             {s: torch_reference(modules[s], specs[s]) for s in stages}).load()
     stage_inputs: dict[str, list[np.ndarray]] = {s: [] for s in stages}
     for batch in validation_batches(card):
         for stage, x in trace_stage_inputs(torch_pipeline, batch).items():
@@ -156,13 +169,25 @@ def build_pipeline_bundle(request: ExportRequest, prepared: Prepared, progress: 
                               "producer": producer_versions(), "calibration": None,
                               "accuracy": validation.to_json(), "deployable": True})
             build_seconds[fp32[stage].name] = round(time.perf_counter() - t0, 2)
+        if split:
+            progress("exporting the VQ split by resolution (exact tiling) and validating it against torch")
+            t0 = time.perf_counter()
+            exported = _export_split(split, specs, stage_inputs, module, out)
+            for stage, (path, record) in exported.items():
+                fp32[stage] = path
+                artifacts.append({"stage": stage, "backend": "onnxruntime", "precision": "fp32", "format": "onnx",
+                                  **file_entry(path), "export": record.pop("export"),
+                                  "producer": producer_versions(), "calibration": None, "accuracy": record,
+                                  "deployable": True})
+                build_seconds[path.name] = round((time.perf_counter() - t0) / len(exported), 2)
+        all_stages = (*stages, *split)
 
-        reference_runner = compose(entry(), {s: create_runner("onnxruntime", fp32[s]) for s in stages}).load()
+        reference_runner = compose(entry(), {s: create_runner("onnxruntime", fp32[s]) for s in all_stages}).load()
         contexts: dict[str, BuildContext] = {}
         try:
             progress("running the ONNX Runtime FP32 pipeline on the validation crops (the reference)")
             reference = outputs(reference_runner, prepared.valid_set, prepared.output_spec)
-            for stage in stages:
+            for stage in all_stages:
                 calibration = None
                 if prepared.calib_set is not None and stage in int8_stages:
                     calibration = prepared.calib_set if stage == stages[0] else \
@@ -170,14 +195,15 @@ def build_pipeline_bundle(request: ExportRequest, prepared: Prepared, progress: 
                 policy = POLICIES[card.extra.get("stage_policies", {}).get(stage, card.quant_policy)]
                 contexts[stage] = BuildContext(card, out, fp32[stage], calibration, policy, request.calib_method,
                                                request.per_channel, request.tile, prefix=stage,
-                                               channels=channels[stage])
+                                               channels=channels.get(stage, 3))
             built: dict[tuple[str, str, str], BuiltArtifact] = {}
             configured: set[tuple[str, str]] = set()
-            for fmt, precision in _with_float_partners(prepared.pairs, int8_stages, stages):
+            for fmt, precision in _with_float_partners(prepared.pairs, int8_stages, stages, bool(split)):
                 if (fmt, precision) == ("onnx", "fp32"):
                     configured.add((fmt, precision))
                     continue
                 per_stage = {s: precision if precision != "int8" or s in int8_stages else "fp32" for s in stages}
+                per_stage.update({s: "fp32" for s in split})
                 if any((fmt, p) != ("onnx", "fp32") and (fmt, p) not in configured
                        for p in per_stage.values() if p != precision):
                     unavailable.append({"format": fmt, "precision": precision,
@@ -191,6 +217,9 @@ def build_pipeline_bundle(request: ExportRequest, prepared: Prepared, progress: 
                         key = (fmt, stage_precision, stage)
                         if (fmt, stage_precision) != ("onnx", "fp32") and key not in built:
                             built[key] = BUILDERS[fmt](contexts[stage], stage_precision)
+                            if stage in TILE_STAGES and built[key].backend == "openvino":
+                                built[key] = dataclasses.replace(built[key],
+                                                                 runtime={**built[key].runtime, "multi_io": True})
                             new.append(built[key])
                 except BackendUnavailableError as exc:
                     unavailable.append({"format": fmt, "precision": precision, "error": str(exc)})
@@ -230,4 +259,72 @@ def build_pipeline_bundle(request: ExportRequest, prepared: Prepared, progress: 
         report = write_bundle_files(out, request, prepared, artifacts, unavailable,
                                     pipeline=entry(configurations=configurations))
     return summarise(report, build_seconds, request, started)
+
+
+def _export_split(split: dict[str, nn.Module], specs: dict[str, OnnxExportSpec],
+                  stage_inputs: dict[str, list[np.ndarray]], module: nn.Module,
+                  out: Path) -> dict[str, tuple[Path, dict[str, Any]]]:
+    """Export SinSR's exact-tiling graphs to FP32 ONNX and validate each against torch on real inputs: the
+    features the torch stages compute for the validation crops; the tile graphs with their untiled
+    statistics and a mask that keeps the centre (outputs and sums within the card's tolerance, sums
+    relative to their magnitude). Returns per stage its file and accuracy record (with ``export``)."""
+    assert isinstance(module, SinSR)
+    card_spec = specs["encoder"]
+    enc = module.vq.encoder
+    with torch.no_grad():
+        def enc_features(y0: np.ndarray) -> np.ndarray:
+            h = enc.conv_in(F.interpolate(torch.from_numpy(y0), scale_factor=float(glue.SCALE), mode="bicubic",
+                                          align_corners=False))
+            for level in enc.down:
+                h = level(h)
+            return h.numpy()
+
+        inputs = {"encoder_high": list(stage_inputs["encoder"]),
+                  "encoder_mid": [enc_features(y0) for y0 in stage_inputs["encoder"]],
+                  "decoder_mid": list(stage_inputs["decoder"])}
+        inputs["decoder_high"] = [split["decoder_mid"](torch.from_numpy(x0)).numpy() for x0 in inputs["decoder_mid"]]
+    results: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for stage in EXACT_STAGES:
+        path = out / f"{stage}.fp32.onnx"
+        example = inputs[stage][0]
+        if stage not in TILE_STAGES:
+            spec = dataclasses.replace(card_spec, input_shape=(None, example.shape[1], None, None))
+            export_onnx(split[stage], spec, example, path)
+            report = validate_onnx(path, torch_reference(split[stage], spec), inputs[stage], spec)
+            results[stage] = (path, {**report.to_json(), "export": spec.to_json()})
+            continue
+        norms = int(split[stage].norms)  # type: ignore[arg-type]
+        cases: list[dict[str, Any]] = []
+        feeds_list = []
+        for x in inputs[stage]:
+            xt = torch.from_numpy(x)
+            stats = whole_stats(split[stage], xt, norms)
+            mask = np.zeros((1, 1, *x.shape[2:]), np.float32)
+            mask[..., x.shape[2] // 4: -(x.shape[2] // 4) or None, x.shape[3] // 4: -(x.shape[3] // 4) or None] = 1
+            feeds_list.append({"x": x, "stats": stats.numpy(), "mask": mask})
+        first = feeds_list[0]
+        export_tile_graph(split[stage], tuple(torch.from_numpy(first[k]) for k in ("x", "stats", "mask")),  # type: ignore[arg-type]
+                          str(path), card_spec.opset)
+        failures = []
+        with create_runner("onnxruntime", path) as runner:
+            for feeds in feeds_list:
+                y, sums = runner.run_many(feeds)
+                with torch.no_grad():
+                    ty, tsums = (t.numpy() for t in split[stage](*(torch.from_numpy(feeds[k])
+                                                                    for k in ("x", "stats", "mask"))))
+                diff = float(np.abs(y - ty).max())
+                sums_diff = float(np.abs(sums - tsums).max() / max(float(np.abs(tsums).max()), 1e-12))
+                passed = diff <= card_spec.tolerance and sums_diff <= card_spec.tolerance
+                cases.append({"input_shape": list(feeds["x"].shape), "max_abs_diff": diff,
+                              "sums_max_rel_diff": sums_diff, "passed": passed})
+                if not passed:
+                    failures.append(f"{stage} {feeds['x'].shape}: max abs diff {diff:.3g}, sums {sums_diff:.3g}")
+        if failures:
+            raise ExportValidationError(f"{path.name} failed validation against torch:\n  - " + "\n  - ".join(failures))
+        export = {**card_spec.to_json(), "inputs": ["x", "stats", "mask"], "outputs": ["y", "sums"], "norms": norms}
+        results[stage] = (path, {"reference": "torch fp32", "comparator": "max_abs_diff (sums: relative)",
+                                 "tolerance": card_spec.tolerance,
+                                 "max_abs_diff": max(c["max_abs_diff"] for c in cases), "cases": cases,
+                                 "passed": True, "export": export})
+    return results
 

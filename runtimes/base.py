@@ -25,7 +25,12 @@ class TensorSpec:
 
 
 class Runner(abc.ABC):
-    """A loaded model on one backend: ``load()``, ``input_metadata()``, ``run(batch)``, ``close()``."""
+    """A loaded model on one backend: ``load()``, ``input_metadata()``, ``run(batch)``, ``close()``.
+
+    Multi-input graphs (SinSR's tile graphs: features, GroupNorm statistics, kept-region mask) run through
+    :meth:`run_many` (inputs by name, every output in graph order); ``input_metadata`` and ``run`` describe
+    and feed the first input only. Backends without multi-input support leave ``_run_many`` unimplemented.
+    """
 
     name: str = "runner"
 
@@ -45,6 +50,15 @@ class Runner(abc.ABC):
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Run one batch; the input must match :meth:`input_metadata` (dtype, rank, fixed dims)."""
         return self._run(self._checked(batch))
+
+    def run_many(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run a multi-input graph: ``feeds`` maps every input name to a float32 array; returns every output,
+        in the graph's order. Dtypes and ranks are the caller's contract (no per-input checks here)."""
+        self._require_loaded()
+        return self._run_many({name: np.ascontiguousarray(value) for name, value in feeds.items()})
+
+    def _run_many(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        raise BadInputError(f"{self.name}: this backend runs single-input graphs only (no run_many)")
 
     def _checked(self, batch: np.ndarray) -> np.ndarray:
         """``batch`` as a contiguous array after the loaded-state, dtype, rank and fixed-dimension checks."""

@@ -12,7 +12,8 @@ _ORT_TYPES: dict[str, np.dtype] = {"tensor(float)": np.dtype(np.float32), "tenso
 
 
 class OnnxRuntimeRunner(Runner):
-    """Runs a single-input, single-output ONNX model on the CPU provider."""
+    """Runs an ONNX model on the CPU provider: single-input, single-output through ``run``, any through
+    ``run_many``."""
 
     name = "onnxruntime"
 
@@ -43,6 +44,10 @@ class OnnxRuntimeRunner(Runner):
         name = self._session.get_inputs()[0].name
         (output,) = self._session.run(None, {name: batch})
         return np.asarray(output)
+
+    def _run_many(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        assert self._session is not None
+        return [np.asarray(output) for output in self._session.run(None, feeds)]
 
     def _close(self) -> None:
         self._session = None

@@ -26,12 +26,13 @@ _INPUT_TYPES: dict[str, np.dtype] = {"f32": np.dtype(np.float32), "f16": np.dtyp
 
 
 class OpenVinoRunner(Runner):
-    """Runs a single-input, single-output model on OpenVINO's CPU plugin at an explicit precision."""
+    """Runs a model on OpenVINO's CPU plugin at an explicit precision: single-input, single-output through
+    ``run``; a multi-input/output model (``multi_io=True``) through ``run_many`` only."""
 
     name = "openvino"
 
     def __init__(self, model_path: Path, *, threads: int = 0, inference_precision: str = "f32",
-                 performance_hint: str = "LATENCY") -> None:
+                 performance_hint: str = "LATENCY", multi_io: bool = False) -> None:
         """``threads``: INFERENCE_NUM_THREADS (0 leaves it to OpenVINO); ``inference_precision``: the
         INFERENCE_PRECISION_HINT, ``f32`` | ``bf16`` | ``f16``; ``performance_hint``: LATENCY | THROUGHPUT."""
         super().__init__()
@@ -47,6 +48,7 @@ class OpenVinoRunner(Runner):
         self.threads = threads
         self.inference_precision = inference_precision
         self.performance_hint = performance_hint
+        self.multi_io = multi_io
         self.executed_precision: str | None = None  # read back from the compiled model by load()
         self._compiled: ov.CompiledModel | None = None
         self._request: ov.InferRequest | None = None
@@ -72,7 +74,7 @@ class OpenVinoRunner(Runner):
             model = core.read_model(str(path))
         except RuntimeError as exc:
             raise BadInputError(f"openvino: cannot read {path}: {exc}") from None
-        if len(model.inputs) != 1 or len(model.outputs) != 1:
+        if not self.multi_io and (len(model.inputs) != 1 or len(model.outputs) != 1):
             raise BadInputError(f"openvino: {path.name} has {len(model.inputs)} inputs and {len(model.outputs)} "
                                 "outputs; kvqe runs single-input, single-output models")
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": element_type,
@@ -105,6 +107,12 @@ class OpenVinoRunner(Runner):
         assert self._request is not None
         self._request.infer({0: batch})
         return np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+
+    def _run_many(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        assert self._request is not None and self._compiled is not None
+        self._request.infer(feeds)
+        return [np.array(self._request.get_tensor(port).data, dtype=np.float32, copy=True)
+                for port in self._compiled.outputs]
 
     def _close(self) -> None:
         self._request = None

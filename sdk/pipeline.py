@@ -23,7 +23,7 @@ origin; :meth:`~kvqe.runtimes.base.Runner.run` is origin (0, 0).
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,11 @@ from kvqe.runtimes.base import Runner, TensorSpec
 from kvqe.sdk import sinsr_glue as glue
 
 SINSR_STAGES = ("encoder", "denoiser", "decoder")
+# the VQ split by resolution for exact tiling (optional: bundles without them tile by blended windows)
+TILE_STAGES = ("encoder_high", "decoder_high")  # multi-input tile graphs (x, stats, mask) -> (y, sums)
+EXACT_STAGES = ("encoder_high", "encoder_mid", "decoder_mid", "decoder_high")
 KINDS: dict[str, tuple[str, ...]] = {"sinsr": SINSR_STAGES, "sinsr+realesrgan": ("restore", *SINSR_STAGES)}
+GROUPS = 32  # GroupNorm groups of every VQ norm
 NOISE_BLOCK = 64
 OUT_SCALES = (1, 2, 4)  # divisors of SinSR's x4: the final area resize is an exact box average
 
@@ -105,6 +109,60 @@ def drive(steps: Steps, run: Callable[[str, np.ndarray], np.ndarray]) -> np.ndar
             return np.asarray(done.value)
 
 
+Box = tuple[int, int, int, int]  # top, left, bottom, right on the LR grid
+
+
+def tile_boxes(height: int, width: int, tile: int, context: int) -> list[tuple[Box, Box]]:
+    """Per tile: its window (kept region plus ``context`` per side, clipped at the image) and kept region."""
+    boxes = []
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            boxes.append(((max(top - context, 0), max(left - context, 0), min(bottom + context, height),
+                           min(right + context, width)), (top, left, bottom, right)))
+    return boxes
+
+
+def combine_sums(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tile (count, sum, squared deviations from the tile mean), each (N, groups, 3), -> the exact
+    (mean, variance) over all tiles in float64 (Chan's parallel formula)."""
+    stacked = np.stack(parts).astype(np.float64)
+    count, total, m2 = stacked[..., 0], stacked[..., 1], stacked[..., 2]
+    n = count.sum(0)
+    mean = total.sum(0) / n
+    local = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    var = (m2.sum(0) + (count * (local - mean) ** 2).sum(0)) / n
+    return mean, var
+
+
+def run_tile_graph(runner: Runner, x: np.ndarray, norms: int, factor: int, tile: int,
+                   context: int) -> Iterator[tuple[Box, np.ndarray]]:
+    """A tile graph (``encoder_high`` / ``decoder_high``) over kept-centre tiles of ``x`` (N, C, H, W) with
+    GroupNorm statistics shared by all tiles: ``norms`` statistics passes (pass k runs every tile with the
+    exact statistics of norms 0..k-1 and placeholders after, and keeps the kept-region sums of norm k),
+    then the final pass, which yields each tile's kept box and kept output (``factor`` times the LR grid)
+    as it comes. Working memory: one window at a time."""
+    batch, _, height, width = x.shape
+    boxes = tile_boxes(height, width, tile, context)
+    stats = np.zeros((batch, norms, GROUPS, 2), np.float32)
+    stats[..., 1] = 1.0
+
+    def window(box: Box, kept: Box) -> tuple[np.ndarray, np.ndarray]:
+        t0, l0, t1, l1 = box
+        mask = np.zeros((1, 1, t1 - t0, l1 - l0), np.float32)
+        mask[..., kept[0] - t0:kept[2] - t0, kept[1] - l0:kept[3] - l0] = 1.0
+        y, sums = runner.run_many({"x": x[:, :, t0:t1, l0:l1], "stats": stats, "mask": mask})
+        return y, sums
+
+    for k in range(norms):
+        mean, var = combine_sums([window(box, kept)[1][:, k] for box, kept in boxes])
+        stats[:, k, :, 0], stats[:, k, :, 1] = mean, var
+    for box, kept in boxes:
+        y, _ = window(box, kept)
+        top, left = (kept[0] - box[0]) * factor, (kept[1] - box[1]) * factor
+        yield kept, y[:, :, top:top + (kept[2] - kept[0]) * factor, left:left + (kept[3] - kept[1]) * factor]
+
+
 def _check_out_scale(out_scale: int) -> int:
     if out_scale not in OUT_SCALES:
         raise BadInputError(f"out_scale must be one of {', '.join(map(str, OUT_SCALES))}, got {out_scale}")
@@ -167,14 +225,74 @@ class PipelineRunner(Runner):
 
 
 class SinSRRunner(PipelineRunner):
-    """SinSR x4 from its three stage runners; ``out_scale`` < 4 area-resizes the result (default: none)."""
+    """SinSR x4 from its three stage runners; ``out_scale`` < 4 area-resizes the result (default: none).
+
+    With ``exact`` (runners of :data:`EXACT_STAGES`) and ``norms`` (GroupNorm count of each tile graph),
+    :meth:`run_exact` tiles the whole step so that it matches the untiled :meth:`run` up to float rounding:
+    the VQ's high-resolution parts run on kept-centre tiles with statistics shared across tiles
+    (:func:`run_tile_graph`), the LR-sized parts (VQ mid blocks with the global attention, the UNet) on the
+    whole latent. :func:`kvqe.sdk.tiling.enhance_tiled` uses it whenever tiles are asked for.
+    """
 
     def __init__(self, encoder: Runner, denoiser: Runner, decoder: Runner, seed: int = glue.DEFAULT_SEED,
-                 out_scale: int = glue.SCALE) -> None:
-        super().__init__({"encoder": encoder, "denoiser": denoiser, "decoder": decoder}, seed, out_scale)
+                 out_scale: int = glue.SCALE, exact: Mapping[str, Runner] | None = None,
+                 norms: Mapping[str, int] | None = None) -> None:
+        stages = {"encoder": encoder, "denoiser": denoiser, "decoder": decoder}
+        if exact is not None:
+            missing = [s for s in EXACT_STAGES if s not in exact]
+            if missing or norms is None or any(s not in norms for s in TILE_STAGES):
+                raise BundleError(f"exact tiling needs runners of {', '.join(EXACT_STAGES)} and the norm counts "
+                                  f"of {', '.join(TILE_STAGES)}")
+            stages.update({s: exact[s] for s in EXACT_STAGES})
+        super().__init__(stages, seed, out_scale)
+        self.norms = {s: int(norms[s]) for s in TILE_STAGES} if exact is not None and norms is not None else None
+
+    @property
+    def tiles_exactly(self) -> bool:
+        """True when :meth:`run_exact` is available (the bundle has the split VQ graphs)."""
+        return self.norms is not None
 
     def steps(self, lr: np.ndarray, origin: tuple[int, int]) -> Steps:
         return sinsr_steps(lr, origin, self.seed, self.scale)
+
+    def run_exact(self, batch: np.ndarray, tile: int, context: int) -> Iterator[tuple[int, int, np.ndarray]]:
+        """The whole image's SR, tile by tile: yields ``(top, left, block)``, blocks of the final output
+        (after crop, clamp and the ``out_scale`` resize) at their place, ``top``/``left`` in output pixels.
+
+        ``tile``: kept size on the LR grid; ``context``: LR pixels of context per side (exact from 32, the
+        decoder's reach; the encoder's is 16)."""
+        if self.norms is None:
+            raise BadInputError("this SinSR bundle has no split VQ graphs; it cannot tile exactly")
+        if tile <= 0 or context < 0:
+            raise BadInputError(f"exact tiling needs tile > 0 and context >= 0, got {tile}, {context}")
+        lr = self._checked(batch)
+        height, width = lr.shape[2:]
+        y0 = glue.prepare(lr)
+        features: np.ndarray | None = None
+        for kept, y in run_tile_graph(self.stages["encoder_high"], y0, self.norms["encoder_high"], 1, tile, context):
+            if features is None:
+                features = np.empty((*y.shape[:2], *y0.shape[2:]), np.float32)
+            features[:, :, kept[0]:kept[2], kept[1]:kept[3]] = y
+        assert features is not None
+        z_y = self.stages["encoder_mid"].run(features)
+        del features
+        eps = anchored_noise(tuple(z_y.shape), (0, 0), self.seed)
+        x0 = self.stages["denoiser"].run(glue.denoiser_input(z_y, y0, eps))
+        latent = self.stages["decoder_mid"].run(x0)
+        reduce = glue.SCALE // self.scale
+        for kept, dec in run_tile_graph(self.stages["decoder_high"], latent, self.norms["decoder_high"], glue.SCALE,
+                                        tile, context):
+            rows, cols = min(kept[2], height) - kept[0], min(kept[3], width) - kept[1]
+            if rows > 0 and cols > 0:  # crop at the image's bottom/right, clamp, to [0, 1], area resize
+                yield kept[0] * self.scale, kept[1] * self.scale, box_downscale(glue.finish(dec, rows, cols), reduce)
+
+    def run_exact_whole(self, batch: np.ndarray, tile: int, context: int) -> np.ndarray:
+        """:meth:`run_exact` assembled into one (N, 3, H·s, W·s) array (tests, small images)."""
+        height, width = batch.shape[2:]
+        out = np.empty((batch.shape[0], 3, height * self.scale, width * self.scale), np.float32)
+        for top, left, block in self.run_exact(batch, tile, context):
+            out[:, :, top:top + block.shape[2], left:left + block.shape[3]] = block
+        return out
 
 
 class RestoreThenSinSR(PipelineRunner):
@@ -199,14 +317,22 @@ def compose(pipeline: Mapping[str, Any], runners: Mapping[str, Runner]) -> Pipel
         raise BundleError(f"pipeline {kind}: no runner for stage(s) {', '.join(missing)}")
     seed, out_scale = int(pipeline.get("seed", glue.DEFAULT_SEED)), int(pipeline.get("out_scale", glue.SCALE))
     sinsr = (runners["encoder"], runners["denoiser"], runners["decoder"])
+    exact = pipeline.get("exact_tiling")
+    if kind == "sinsr" and isinstance(exact, Mapping):
+        return SinSRRunner(*sinsr, seed=seed, out_scale=out_scale, exact={s: runners[s] for s in EXACT_STAGES},
+                           norms=exact.get("norms"))
     if kind == "sinsr":
         return SinSRRunner(*sinsr, seed=seed, out_scale=out_scale)
     return RestoreThenSinSR(runners["restore"], *sinsr, seed=seed, out_scale=out_scale)
 
 
 def describe(kind: str, *, out_scale: int = glue.SCALE, seed: int = glue.DEFAULT_SEED,
-             precisions: Mapping[str, Mapping[str, str]] | None = None, **facts: Any) -> dict[str, Any]:
-    """The manifest ``pipeline`` entry: what :func:`compose` reads, and the glue documented for readers."""
+             precisions: Mapping[str, Mapping[str, str]] | None = None,
+             exact_tiling: Mapping[str, Any] | None = None, **facts: Any) -> dict[str, Any]:
+    """The manifest ``pipeline`` entry: what :func:`compose` reads, and the glue documented for readers.
+
+    ``exact_tiling`` (``sinsr`` only): ``{"norms": {tile stage: GroupNorm count}, ...}``; the entry then
+    declares :data:`EXACT_STAGES` after the three stages and :func:`compose` gives the runner exact tiles."""
     if kind not in KINDS:
         raise BadInputError(f"unknown pipeline kind {kind!r}; choose {', '.join(KINDS)}")
     _check_out_scale(out_scale)
@@ -235,5 +361,18 @@ def describe(kind: str, *, out_scale: int = glue.SCALE, seed: int = glue.DEFAULT
         "glue": glue_steps, "resizing": resizing,
         "precisions": {p: dict(m) for p, m in (precisions or {}).items()},
     }
+    if exact_tiling is not None:
+        if kind != "sinsr":
+            raise BadInputError(f"exact tiling is implemented for sinsr only, not {kind}")
+        entry["stages"] += list(EXACT_STAGES)
+        entry["exact_tiling"] = {
+            **dict(exact_tiling),
+            "design": ("tiles (kept size and context per side from the tile settings): encoder_high and "
+                       "decoder_high on kept-centre windows, GroupNorm statistics shared by all tiles, gathered "
+                       "one norm per pass from the kept-region sums (count, sum, squared deviations; Chan's "
+                       "formula in float64); encoder_mid, denoiser and decoder_mid on the whole latent. Exact "
+                       "with 32 LR pixels of context. Untiled runs use encoder, denoiser, decoder."),
+            "tile_graph_io": {"inputs": ["x", "stats (N, norms, 32, 2): mean, var", "mask (1, 1, h, w): kept=1"],
+                              "outputs": ["y", "sums (N, norms, 32, 3): count, sum, squared deviations"]}}
     entry.update(facts)
     return entry

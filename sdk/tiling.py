@@ -15,12 +15,20 @@ width); finished rows go to uint8 at once.
 
 ``run_at(patch, origin)``, when given, is called instead of ``run(patch)`` with the patch's top-left in the
 (pre-padded) image, for models whose output depends on the position (noise anchored to the image).
+
+Exact (a runner that tiles itself, :class:`ExactTiler`, e.g. a SinSR bundle with its split VQ graphs): when
+``run_at`` is a bound method of a runner whose ``tiles_exactly`` is true and tiles are asked for, the runner
+gets the whole (pre-padded) image, when it is larger than one tile, and ``tile``/``tile_pad`` as its kept size
+and context, and yields output
+blocks as they are finished (its high-resolution parts hold one window; ``blend`` does not apply); each
+block goes to uint8 at once.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -29,6 +37,16 @@ from kvqe.errors import BadInputError
 RunTile = Callable[[np.ndarray], np.ndarray]  # 1x3xhxw float32 -> 1x3x(h*s)x(w*s)
 RunTileAt = Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # the same, given the tile's (top, left)
 ToImage = Callable[[np.ndarray], np.ndarray]  # 3xHxW float32 -> HxWx3 uint8
+
+
+@runtime_checkable
+class ExactTiler(Protocol):
+    """A runner that tiles the whole image itself and matches its untiled result."""
+
+    @property
+    def tiles_exactly(self) -> bool: ...
+
+    def run_exact(self, batch: np.ndarray, tile: int, context: int) -> Iterator[tuple[int, int, np.ndarray]]: ...
 
 
 @dataclass(frozen=True)
@@ -58,7 +76,11 @@ def enhance_tiled(chw: np.ndarray, run: RunTile, scale: int, settings: TileSetti
         chw = np.pad(chw, ((0, 0), (0, pre), (0, pre)), mode="reflect")
     _, padded_h, padded_w = chw.shape
     call: RunTileAt = run_at if run_at is not None else (lambda patch, origin: run(patch))
-    if settings.blend:
+    owner = getattr(run_at, "__self__", None)
+    if settings.tile and max(padded_h, padded_w) > settings.tile and isinstance(owner, ExactTiler) \
+            and owner.tiles_exactly:
+        output = _exact(chw, owner, scale, settings, to_image)
+    elif settings.blend:
         output = _blended(chw, call, scale, settings, to_image)
     else:
         output = _kept_centres(chw, call, scale, settings, to_image)
@@ -91,6 +113,16 @@ def _kept_centres(chw: np.ndarray, call: RunTileAt, scale: int, settings: TileSe
             keep = result[:, (top - ctx_top) * scale:(bottom - ctx_top) * scale,
                           (left - ctx_left) * scale:(right - ctx_left) * scale]
             output[top * scale:bottom * scale, left * scale:right * scale] = to_image(keep)
+    return output
+
+
+def _exact(chw: np.ndarray, tiler: ExactTiler, scale: int, settings: TileSettings, to_image: ToImage) -> np.ndarray:
+    """The runner's own exact tiling; its blocks go to uint8 as they come."""
+    _, height, width = chw.shape
+    output = np.empty((height * scale, width * scale, 3), dtype=np.uint8)
+    batch = np.ascontiguousarray(chw[None])
+    for top, left, block in tiler.run_exact(batch, settings.tile, settings.tile_pad):
+        output[top:top + block.shape[2], left:left + block.shape[3]] = to_image(block[0])
     return output
 
 

@@ -17,12 +17,15 @@ from kvqe.errors import BadInputError
 from kvqe.export.flops import count_macs, count_params
 from kvqe.export.models.sinsr import SinSR, UNetModelSwin, VQModelTorch, build_sinsr, load_sinsr_weights
 from kvqe.export.models.sinsr.one_step import bicubic_x4, pad_to_multiple
+from kvqe.export.models.sinsr.split import norm_count, split_stages
 from kvqe.export.models.sinsr.swin import relative_position_index, shifted_window_mask
 from kvqe.export.models.sinsr.tiled import SharedNorms, TiledSinSR, run_tiled
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
 from kvqe.export.registry import get_model
+from kvqe.runtimes.base import Runner, TensorSpec
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.sdk import sinsr_glue as glue
+from kvqe.sdk.pipeline import combine_sums, run_tile_graph
 
 ATOL = 1e-4
 SAFE_GAP = 1e-4  # codes must match wherever the best and second-best codebook distances differ by more
@@ -226,6 +229,68 @@ def test_tiles_with_shared_group_norm_statistics_are_exact(small: SinSR) -> None
             assert _max_diff(tiled, whole.numpy()) <= ATOL
             assert _max_diff(run_tiled(fn, x, factor, 16, 16), whole.numpy()) > 0.1  # own statistics per tile
     assert all("forward" not in vars(norm) for norm in norms.norms)  # uninstalled
+
+
+class _TorchTileRunner(Runner):
+    """A tile graph's torch module behind the Runner protocol's ``run_many`` (the runtime glue's view)."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module, self.calls = module, 0
+
+    def _load(self) -> None: ...
+
+    def _input_metadata(self) -> TensorSpec:
+        return TensorSpec("x", np.dtype(np.float32), (None, None, None, None))
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        raise AssertionError("tile graphs run through run_many")
+
+    def _run_many(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.calls += 1
+        with torch.no_grad():
+            return [t.numpy() for t in self.module(*(torch.from_numpy(feeds[k]) for k in ("x", "stats", "mask")))]
+
+    def _close(self) -> None: ...
+
+
+def test_split_vq_graphs_tile_exactly_through_the_runtime_glue(small: SinSR) -> None:
+    """The exportable split (:mod:`kvqe.export.models.sinsr.split`) driven by the runtime's numpy glue
+    (:func:`kvqe.sdk.pipeline.run_tile_graph`: one statistics pass per norm from kept-region sums, Chan's
+    formula): tiles of 16 LR pixels with 16 of context reproduce the untiled VQ encode and decode; the mid
+    graphs are exactly the rest of them."""
+    stages = split_stages(small)
+    vq = small.vq
+    y0 = _golden("golden_small_rect.npz")["y0"][:, :, :24, :40]
+    x0 = torch.randn(1, 3, 24, 40, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        whole_z = vq.encode(bicubic_x4(torch.from_numpy(y0))).numpy()
+        whole_dec = vq.decode(x0).numpy()
+        latent = stages["decoder_mid"](x0).numpy()
+    for stage, x, factor, whole in (("encoder_high", y0, 1, None), ("decoder_high", latent, glue.SCALE, whole_dec)):
+        runner = _TorchTileRunner(stages[stage]).load()
+        norms = norm_count(small)[stage]
+        out = np.zeros((1, 0, 24 * factor, 40 * factor), np.float32)
+        for kept, y in run_tile_graph(runner, x, norms, factor, 16, 16):
+            if out.shape[1] == 0:
+                out = np.zeros((1, y.shape[1], 24 * factor, 40 * factor), np.float32)
+            out[:, :, kept[0] * factor:kept[2] * factor, kept[1] * factor:kept[3] * factor] = y
+        assert runner.calls == (norms + 1) * 6 and norms > 10  # 2 x 3 tiles, one pass per norm and the last
+        if whole is None:  # the encoder: compare after the mid graph
+            with torch.no_grad():
+                out, whole = stages["encoder_mid"](torch.from_numpy(out)).numpy(), whole_z
+        assert np.abs(out - whole).max() <= ATOL
+
+
+def test_combine_sums_is_the_exact_mean_and_variance() -> None:
+    rng = np.random.default_rng(0)
+    data = [rng.normal(3.0, 2.0, (2, 4, n)) for n in (5, 17, 1)]
+    parts = [np.stack([np.full((2, 4), d.shape[-1]), d.sum(-1), ((d - d.mean(-1, keepdims=True)) ** 2).sum(-1)], -1)
+             for d in data]
+    mean, var = combine_sums(parts)
+    joined = np.concatenate(data, -1)
+    np.testing.assert_allclose(mean, joined.mean(-1), rtol=1e-12)
+    np.testing.assert_allclose(var, joined.var(-1), rtol=1e-12)
 
 
 @pytest.mark.slow

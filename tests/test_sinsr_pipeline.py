@@ -28,6 +28,7 @@ from kvqe.sdk.pipeline import RestoreThenSinSR, SinSRRunner, anchored_noise, box
 from kvqe.sdk.tiling import TileSettings, enhance_tiled, tile_count, window_starts
 
 STAGES = ("encoder", "denoiser", "decoder")
+EXACT = ("encoder_high", "encoder_mid", "decoder_mid", "decoder_high")  # the split VQ: exact tiling, FP32 always
 
 
 # --- fixtures ----------------------------------------------------------------------------------------------
@@ -90,7 +91,7 @@ def _torch_sr(model: torch.nn.Module, bgr: np.ndarray) -> np.ndarray:
 def test_the_manifest_declares_the_pipeline_and_every_stage(sinsr_bundle) -> None:
     out, summary = sinsr_bundle
     bundle = read_bundle(out)
-    assert bundle.stages == STAGES and bundle.pipeline is not None
+    assert bundle.stages == STAGES + EXACT and bundle.pipeline is not None
     pipeline = bundle.pipeline
     assert (pipeline["kind"], pipeline["out_scale"], pipeline["seed"]) == ("sinsr", 4, glue.DEFAULT_SEED)
     assert "default_rng([seed, y // 64, x // 64])" in pipeline["noise"]["anchoring"]
@@ -100,10 +101,15 @@ def test_the_manifest_declares_the_pipeline_and_every_stage(sinsr_bundle) -> Non
         assert artifact.record["accuracy"]["max_abs_diff"] <= 1e-4  # validated against torch on real inputs
     assert bundle.find("onnxruntime", "fp32") is None  # no "model" stage in a pipeline bundle
     assert "never bundled" in bundle.manifest["licence"] and "CC BY-NC-SA" in bundle.manifest["licence"]
-    assert bundle.input_spec["tile"] == {"size": 96, "pad": 16, "pre_pad": 0, "blend": True}
+    assert bundle.input_spec["tile"] == {"size": 128, "pad": 32, "pre_pad": 0, "blend": True}
     assert all(v is None for v in bundle.verify_all().values())
     assert {(a["stage"], a["precision"]) for a in summary["artifacts"]} == {
-        (s, p) for s in STAGES for p in ("fp32", "fp16")}
+        (s, p) for s in STAGES for p in ("fp32", "fp16")} | {(s, "fp32") for s in EXACT}
+    assert pipeline["exact_tiling"]["norms"] == {"encoder_high": 12, "decoder_high": 19}
+    assert pipeline["precisions"]["fp16"] == {s: "fp32" for s in EXACT}  # the split graphs stay FP32
+    for stage in EXACT:  # validated against torch on real stage inputs (tile graphs: statistics in, sums out)
+        artifact = bundle.find("onnxruntime", "fp32", stage)
+        assert artifact is not None and artifact.record["accuracy"]["max_abs_diff"] <= 1e-4
 
 
 def test_single_graph_manifests_still_read_and_stray_stages_are_refused(sinsr_bundle, tmp_path: Path) -> None:
@@ -137,10 +143,10 @@ def test_auto_needs_a_backend_with_every_stage(sinsr_bundle, tmp_path: Path) -> 
     assert choose_artifacts(read_bundle(copy), "auto", None, False)[:2] == ("onnxruntime", "fp32")
     with pytest.raises(BundleError, match="for every stage"):
         kvqe.load(copy, backend="openvino")
-    add("denoiser")
-    add("decoder")
+    for stage in ("denoiser", "decoder", *EXACT):
+        add(stage)
     backend, precision, stages = choose_artifacts(read_bundle(copy), "auto", None, False)
-    assert (backend, precision) == ("openvino", "fp32") and set(stages) == set(STAGES)
+    assert (backend, precision) == ("openvino", "fp32") and set(stages) == set(STAGES + EXACT)
     assert all(a.backend == "openvino" for a in stages.values())
 
 
@@ -215,7 +221,8 @@ def test_fp16_stages_are_gated_on_the_whole_pipeline(sinsr_bundle) -> None:
     out, summary = sinsr_bundle
     (config,) = [c for c in summary["pipeline"] if c["precision"] == "fp16"]
     assert config["deployable"] == (config["metrics"]["psnr"] >= 45.0)
-    assert set(config["stages"]) == set(STAGES)
+    assert set(config["stages"]) == set(STAGES + EXACT)
+    assert all(config["stages"][s] == f"{s}.fp32.onnx" for s in EXACT)  # the split graphs run FP32
     fp16 = [a for a in read_bundle(out).artifacts if a.precision == "fp16"]
     assert len(fp16) == 3 and all(a.deployable == config["deployable"] for a in fp16)
     assert all("whole sinsr pipeline" in a.record["accuracy"]["scope"] for a in fp16)
@@ -224,7 +231,8 @@ def test_fp16_stages_are_gated_on_the_whole_pipeline(sinsr_bundle) -> None:
         with pytest.raises(BundleError, match="deployable: false"):
             kvqe.load(out, precision="fp16")
     model = kvqe.load(out, precision="fp16", allow_undeployable=True)
-    assert {a.precision for a in model.stages.values()} == {"fp16"}
+    assert {s: a.precision for s, a in model.stages.items()} == {**dict.fromkeys(STAGES, "fp16"),
+                                                                  **dict.fromkeys(EXACT, "fp32")}
 
 
 # --- tiles ----------------------------------------------------------------------------------------------------
@@ -310,30 +318,24 @@ def test_anchored_noise_is_the_same_wherever_the_tile_starts() -> None:
 
 @pytest.mark.slow
 def test_tiled_vs_untiled_on_a_real_photo(sinsr_bundle, astronaut_bgr: np.ndarray) -> None:
-    """The gate: the bundle's default tiles vs ``tile=0`` must reach PSNR >= 40 dB on a real photo. Not met
-    yet by the runtime, so the test asserts today's figures and then xfails on the gate.
-
-    The stage graphs normalise every tile by its own GroupNorm statistics and the VQ mid blocks attend only
-    within the tile. Measured on this 192x192 crop with the generated weights (PSNR vs untiled): blended
-    windows 16.5 dB, Real-ESRGAN-style kept centres 14.2 dB, tiles without anchored noise 10.4 dB. What
-    dominates and the exact design (statistics shared across tiles, latent-size parts whole) are in
-    :mod:`kvqe.export.models.sinsr.tiled`, whose torch ``TiledSinSR`` reaches 91 dB here
-    (``test_tiled_sinsr_matches_the_untiled_one_on_a_real_photo`` in test_sinsr.py); the runtime needs
-    stage graphs that take the statistics in, which the bundles do not have yet."""
+    """The gate: the bundle's default tiles vs ``tile=0`` reach PSNR >= 40 dB on a real photo, through the
+    ONNX Runtime graphs. The default tiles are exact (:meth:`SinSRRunner.run_exact`: the VQ's high-resolution
+    parts in kept tiles with GroupNorm statistics shared by all tiles, the LR-sized parts whole); tiles of
+    64 LR pixels here so that the 192x192 crop makes 9 of them, with the default 32 of context. Blended
+    windows of the whole pipeline (what bundles without the split graphs do) stay at 16.5 dB."""
     out, _ = sinsr_bundle
     model = kvqe.load(out)
+    assert isinstance(model.runner, SinSRRunner) and model.runner.tiles_exactly
     image = np.ascontiguousarray(astronaut_bgr[100:292, 150:342])
     whole = model.enhance(image, tile=0)
-    blended = model.enhance(image)
+    tiled = model.enhance(image)  # the bundle's defaults: 128 kept + 32 of context -> 4 tiles
+    small_tiles = model.enhance(image, tile=64)
     chw = _rgb01(image)[0]
-    kept = enhance_tiled(chw, model.runner.run, 4, TileSettings(96, 16), lambda x: _to_bgr(x[None]),
-                         run_at=model.runner.run_at)
-    assert blended.shape == kept.shape == whole.shape == (768, 768, 3)
-    measured = psnr(blended, whole)
-    assert measured == pytest.approx(16.5, abs=1.0) and psnr(kept, whole) == pytest.approx(14.2, abs=1.0)
-    if measured < 40.0:
-        pytest.xfail(f"tiled vs untiled {measured:.1f} dB < 40 dB: the ONNX stages have per-tile GroupNorm "
-                     "statistics (see kvqe.export.models.sinsr.tiled for the exact design, torch only)")
+    blended = enhance_tiled(chw, model.runner.run, 4, TileSettings(96, 16, blend=True), lambda x: _to_bgr(x[None]),
+                            run_at=lambda patch, origin: model.runner.run_at(patch, origin))
+    assert tiled.shape == small_tiles.shape == blended.shape == whole.shape == (768, 768, 3)
+    assert psnr(tiled, whole) >= 40.0 and psnr(small_tiles, whole) >= 40.0
+    assert psnr(blended, whole) == pytest.approx(16.5, abs=1.0)
 
 
 # --- export: usage errors ---------------------------------------------------------------------------------------

@@ -32,10 +32,9 @@ So :class:`TiledSinSR` splits the work by resolution:
   The UNet is tiled only when the padded LR has more than ``unet_limit`` pixels, then approximately (its own
   statistics per tile, kept centres with :data:`UNET_CONTEXT` pixels, windows on the 64-pixel Swin grid).
 
-This is torch only. The runtime's stage graphs (``encoder``, ``denoiser``, ``decoder``) are single-input and
-normalise each tile by its own statistics; following this design there needs the VQ graphs split at the mid
-block and the high-resolution parts exported so that the statistics come in and partial sums go out (with a
-stop after norm k, or one graph per prefix), which the bundle format and runners do not carry yet.
+This module is the torch reference. The runtime follows the same design with exported graphs:
+:mod:`kvqe.export.models.sinsr.split` (tile graphs that take the statistics in and give kept-region sums
+out, and the LR-sized mid graphs) run by :meth:`kvqe.sdk.pipeline.SinSRRunner.run_exact`.
 """
 from __future__ import annotations
 
