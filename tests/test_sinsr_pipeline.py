@@ -420,7 +420,7 @@ def test_int8_denoiser_is_attempted_and_its_psnr_reported(checkpoints: dict[str,
     summary = _export("sinsr", out, checkpoints, formats=("onnxruntime-int8",), precisions=("fp32",), calib=calib)
     (config,) = [c for c in summary["pipeline"] if c["precision"] == "int8"]
     assert config["stages"] == {"encoder": "encoder.fp32.onnx", "denoiser": "denoiser.int8.onnx",
-                                "decoder": "decoder.fp32.onnx"}
+                                "decoder": "decoder.fp32.onnx", **{s: f"{s}.fp32.onnx" for s in EXACT}}
     psnr_value = config["metrics"]["psnr"]
     assert np.isfinite(psnr_value) and config["deployable"] == (psnr_value >= 35.0)
     assert exit_code(summary) == (0 if config["deployable"] else 3)
@@ -428,6 +428,7 @@ def test_int8_denoiser_is_attempted_and_its_psnr_reported(checkpoints: dict[str,
     (int8,) = [a for a in bundle.artifacts if a.precision == "int8"]
     assert int8.stage == "denoiser" and int8.deployable == config["deployable"]
     assert int8.record["policy"]["name"] == "sinsr-unet" and int8.record["calibration"]["calibration"]["samples"] > 0
-    assert bundle.pipeline["precisions"] == {"int8": {"encoder": "fp32", "decoder": "fp32"}}
+    assert bundle.pipeline["precisions"] == {"int8": {"encoder": "fp32", "decoder": "fp32",
+                                                      **{s: "fp32" for s in EXACT}}}
     model = kvqe.load(out, precision="int8", allow_undeployable=True)
     assert model.precision == "int8" and model.stages["encoder"].precision == "fp32"
