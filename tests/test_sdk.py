@@ -35,13 +35,6 @@ def student(student_checkpoint: Path) -> torch.nn.Module:
     return module
 
 
-def test_the_default_vqa_bundle_is_the_distilled_student() -> None:
-    model = kvqe.load("vqa")
-    assert model.bundle.model_name == "vqa-student"
-    training = model.bundle.manifest["training"]
-    assert training["command"].startswith("kvqe distill") and training["config"]["seed"] == 0
-
-
 def test_tasks_are_not_mixed(sr, vqa, astronaut_bgr) -> None:
     with pytest.raises(KvqeError, match="score\\(\\) needs a vqa model"):
         sr.score(astronaut_bgr)

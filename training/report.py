@@ -26,6 +26,7 @@ from kvqe.evaluation import Pair, evaluate, read_labels, read_pairs
 from kvqe.files import atomic_output_file
 from kvqe.sdk.sampling import select_keyframes
 from kvqe.sdk.sources import ASSUMED_FPS, open_source
+from kvqe.training.baselines import KEYFRAMES, brisque_video, fit_niqe_model, niqe_video
 from kvqe.training.content import SOFT_CAMERA, TRAIN_ONLY_PHOTOS
 from kvqe.training.distill import source_of
 
@@ -48,8 +49,8 @@ def split_videos(data: Path, split: str) -> tuple[dict[str, float], list[Pair]]:
 def _keyframes(paths: Iterable[Path]) -> Iterable[np.ndarray]:
     for path in paths:
         with open_source(path) as frames:
-            yield from (f.image for f in select_keyframes(frames, frames.fps or ASSUMED_FPS,
-                                                          {"per_second": 1, "max_frames": 8}, frames.frame_count))
+            yield from (f.image for f in select_keyframes(frames, frames.fps or ASSUMED_FPS, KEYFRAMES,
+                                                          frames.frame_count))
 
 
 def _sharp_natural(source: str) -> bool:
@@ -60,7 +61,6 @@ def _sharp_natural(source: str) -> bool:
 def scorers(data: Path, bundle: Path) -> dict[str, Callable[[Path], float]]:
     """Higher-is-better video scorers: the student bundle, -BRISQUE and -NIQE (fitted on train pristine)."""
     import kvqe
-    from kvqe.training.baselines import brisque_video, fit_niqe_model, niqe_video
 
     student = kvqe.load(bundle)
     train_sources = json.loads((data / "splits.json").read_text(encoding="utf-8"))["train"]
