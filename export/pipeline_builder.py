@@ -78,26 +78,25 @@ def trace_stage_inputs(pipeline: PipelineRunner, batch: np.ndarray) -> dict[str,
     return seen
 
 
-def _codebook_snapped(module: nn.Module, x0: np.ndarray) -> np.ndarray:
-    """The decoder input quantised to its codebook rows (same codes; no argmin near-ties left)."""
+def _sinsr_of(module: nn.Module) -> SinSR:
+    """The SinSR of a pipeline module (itself, or its ``sinsr`` part)."""
     sinsr = module if isinstance(module, SinSR) else getattr(module, "sinsr", None)
     if not isinstance(sinsr, SinSR):
         raise TypeError(f"{type(module).__name__} holds no SinSR")
+    return sinsr
+
+
+def _codebook_snapped(module: nn.Module, x0: np.ndarray) -> np.ndarray:
+    """The decoder input quantised to its codebook rows (same codes; no argmin near-ties left)."""
     with torch.no_grad():
-        return sinsr.vq.quantize(torch.from_numpy(x0)).numpy()
+        return _sinsr_of(module).vq.quantize(torch.from_numpy(x0)).numpy()
 
 
-def _with_float_partners(pairs: Sequence[tuple[str, str]], int8_stages: Sequence[str],
-                         stages: Sequence[str], always_fp32: bool = False) -> list[tuple[str, str]]:
-    """Requested (format, precision) pairs, FP32 first per format, plus the FP32 of each format whose INT8
-    configuration runs some stages in FP32 (always there for ONNX: the reference); with ``always_fp32``
-    (stages that run FP32 at every precision: SinSR's exact-tiling graphs) of every format."""
-    wanted = list(pairs)
-    if set(stages) - set(int8_stages) or always_fp32:
-        for fmt, precision in pairs:
-            if (precision == "int8" or always_fp32) and (fmt, "fp32") not in wanted:
-                wanted.append((fmt, "fp32"))
-    return sorted(dict.fromkeys(wanted), key=lambda p: (FORMATS.index(p[0]), _PRECISION_ORDER.index(p[1])))
+def _with_float_partners(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Requested (format, precision) pairs plus the FP32 of every format, FP32 first per format: every
+    configuration runs SinSR's exact-tiling graphs in FP32 (and INT8 ones the stages not quantised)."""
+    wanted = list(dict.fromkeys([*pairs, *((fmt, "fp32") for fmt, _ in pairs)]))
+    return sorted(wanted, key=lambda p: (FORMATS.index(p[0]), _PRECISION_ORDER.index(p[1])))
 
 
 class _Memo:
@@ -128,8 +127,8 @@ def build_pipeline_bundle(request: ExportRequest, prepared: Prepared, progress: 
     seed = glue.DEFAULT_SEED
     restore = getattr(module, "restore_name", None)
     # SinSR's VQ split by resolution (exact tiling, kvqe.export.models.sinsr.split): FP32 at every precision
-    split = split_stages(module) if kind == "sinsr" and isinstance(module, SinSR) else {}
-    exact_tiling = {"norms": norm_count(module)} if split else None  # type: ignore[arg-type]
+    split = split_stages(_sinsr_of(module))
+    exact_tiling = {"norms": norm_count(_sinsr_of(module))}
     precisions_map: dict[str, dict[str, str]] = {}
     for precision in dict.fromkeys(p for _, p in prepared.pairs if p != "fp32"):
         mapped = {s: "fp32" for s in split}
@@ -169,17 +168,16 @@ def build_pipeline_bundle(request: ExportRequest, prepared: Prepared, progress: 
                               "producer": producer_versions(), "calibration": None,
                               "accuracy": validation.to_json(), "deployable": True})
             build_seconds[fp32[stage].name] = round(time.perf_counter() - t0, 2)
-        if split:
-            progress("exporting the VQ split by resolution (exact tiling) and validating it against torch")
-            t0 = time.perf_counter()
-            exported = _export_split(split, specs, stage_inputs, module, out)
-            for stage, (path, record) in exported.items():
-                fp32[stage] = path
-                artifacts.append({"stage": stage, "backend": "onnxruntime", "precision": "fp32", "format": "onnx",
-                                  **file_entry(path), "export": record.pop("export"),
-                                  "producer": producer_versions(), "calibration": None, "accuracy": record,
-                                  "deployable": True})
-                build_seconds[path.name] = round((time.perf_counter() - t0) / len(exported), 2)
+        progress("exporting the VQ split by resolution (exact tiling) and validating it against torch")
+        t0 = time.perf_counter()
+        exported = _export_split(split, specs, stage_inputs, module, out)
+        for stage, (path, record) in exported.items():
+            fp32[stage] = path
+            artifacts.append({"stage": stage, "backend": "onnxruntime", "precision": "fp32", "format": "onnx",
+                              **file_entry(path), "export": record.pop("export"),
+                              "producer": producer_versions(), "calibration": None, "accuracy": record,
+                              "deployable": True})
+            build_seconds[path.name] = round((time.perf_counter() - t0) / len(exported), 2)
         all_stages = (*stages, *split)
 
         reference_runner = compose(entry(), {s: create_runner("onnxruntime", fp32[s]) for s in all_stages}).load()
@@ -198,7 +196,7 @@ def build_pipeline_bundle(request: ExportRequest, prepared: Prepared, progress: 
                                                channels=channels.get(stage, 3))
             built: dict[tuple[str, str, str], BuiltArtifact] = {}
             configured: set[tuple[str, str]] = set()
-            for fmt, precision in _with_float_partners(prepared.pairs, int8_stages, stages, bool(split)):
+            for fmt, precision in _with_float_partners(prepared.pairs):
                 if (fmt, precision) == ("onnx", "fp32"):
                     configured.add((fmt, precision))
                     continue
@@ -268,9 +266,8 @@ def _export_split(split: dict[str, nn.Module], specs: dict[str, OnnxExportSpec],
     features the torch stages compute for the validation crops; the tile graphs with their untiled
     statistics and a mask that keeps the centre (outputs and sums within the card's tolerance, sums
     relative to their magnitude). Returns per stage its file and accuracy record (with ``export``)."""
-    assert isinstance(module, SinSR)
     card_spec = specs["encoder"]
-    enc = module.vq.encoder
+    enc = _sinsr_of(module).vq.encoder
     with torch.no_grad():
         def enc_features(y0: np.ndarray) -> np.ndarray:
             h = enc.conv_in(F.interpolate(torch.from_numpy(y0), scale_factor=float(glue.SCALE), mode="bicubic",

@@ -92,11 +92,17 @@ def restore_then_sinsr_steps(lr: np.ndarray, origin: tuple[int, int], seed: int,
     """Real-ESRGAN x4 -> clamp to [0, 1] -> 4x4 box average back to the LR size -> SinSR x4 -> area resize
     to ``out_scale``."""
     restored = yield "restore", lr
-    expected = (lr.shape[0], 3, lr.shape[2] * glue.SCALE, lr.shape[3] * glue.SCALE)
+    clean = restored_lr(restored, lr.shape)
+    return (yield from sinsr_steps(clean, origin, seed, out_scale))
+
+
+def restored_lr(restored: np.ndarray, lr_shape: tuple[int, ...]) -> np.ndarray:
+    """The restore stage's x4 output for an LR of ``lr_shape``, clamped to [0, 1] and 4x4 box-averaged back
+    to the LR size."""
+    expected = (lr_shape[0], 3, lr_shape[2] * glue.SCALE, lr_shape[3] * glue.SCALE)
     if restored.shape != expected:
         raise BadInputError(f"the restore stage returned {restored.shape}, expected {expected} (a x4 model)")
-    clean = box_downscale(np.clip(restored, 0.0, 1.0), glue.SCALE)
-    return (yield from sinsr_steps(clean, origin, seed, out_scale))
+    return box_downscale(np.clip(restored, 0.0, 1.0), glue.SCALE)
 
 
 def drive(steps: Steps, run: Callable[[str, np.ndarray], np.ndarray]) -> np.ndarray:
@@ -265,7 +271,14 @@ class SinSRRunner(PipelineRunner):
             raise BadInputError("this SinSR bundle has no split VQ graphs; it cannot tile exactly")
         if tile <= 0 or context < 0:
             raise BadInputError(f"exact tiling needs tile > 0 and context >= 0, got {tile}, {context}")
-        lr = self._checked(batch)
+        return self._sinsr_exact(self._exact_input(self._checked(batch), tile, context), tile, context)
+
+    def _exact_input(self, lr: np.ndarray, tile: int, context: int) -> np.ndarray:
+        """The LR that SinSR's exact tiling takes (here the input itself)."""
+        return lr
+
+    def _sinsr_exact(self, lr: np.ndarray, tile: int, context: int) -> Iterator[tuple[int, int, np.ndarray]]:
+        assert self.norms is not None
         height, width = lr.shape[2:]
         y0 = glue.prepare(lr)
         features: np.ndarray | None = None
@@ -295,16 +308,32 @@ class SinSRRunner(PipelineRunner):
         return out
 
 
-class RestoreThenSinSR(PipelineRunner):
-    """Real-ESRGAN x4 restoration area-resized back to the LR size, then SinSR x4, then ``out_scale``."""
+class RestoreThenSinSR(SinSRRunner):
+    """Real-ESRGAN x4 restoration area-resized back to the LR size, then SinSR x4, then ``out_scale``.
+
+    With the split VQ graphs (``exact``, ``norms``) :meth:`run_exact` tiles the whole pipeline: the restore
+    stage on kept-centre tiles with ``context`` LR pixels per side (exact for realesr-animevideov3, whose
+    receptive field reaches 18 LR pixels; a model reaching further, such as x4plus, matches to its effective
+    reach), assembled into the restored LR (LR-sized, 3 channels), which SinSR then tiles exactly."""
 
     def __init__(self, restore: Runner, encoder: Runner, denoiser: Runner, decoder: Runner,
-                 seed: int = glue.DEFAULT_SEED, out_scale: int = glue.SCALE) -> None:
-        super().__init__({"restore": restore, "encoder": encoder, "denoiser": denoiser, "decoder": decoder},
-                         seed, out_scale)
+                 seed: int = glue.DEFAULT_SEED, out_scale: int = glue.SCALE, exact: Mapping[str, Runner] | None = None,
+                 norms: Mapping[str, int] | None = None) -> None:
+        super().__init__(encoder, denoiser, decoder, seed, out_scale, exact, norms)
+        self.stages = {"restore": restore, **self.stages}
 
     def steps(self, lr: np.ndarray, origin: tuple[int, int]) -> Steps:
         return restore_then_sinsr_steps(lr, origin, self.seed, self.scale)
+
+    def _exact_input(self, lr: np.ndarray, tile: int, context: int) -> np.ndarray:
+        """The restored LR, assembled from the restore stage run on kept-centre tiles."""
+        clean = np.empty_like(lr)
+        height, width = lr.shape[2:]
+        for (t0, l0, t1, l1), (top, left, bottom, right) in tile_boxes(height, width, tile, context):
+            window = lr[:, :, t0:t1, l0:l1]
+            restored = restored_lr(self.stages["restore"].run(np.ascontiguousarray(window)), window.shape)
+            clean[:, :, top:bottom, left:right] = restored[:, :, top - t0:bottom - t0, left - l0:right - l0]
+        return clean
 
 
 def compose(pipeline: Mapping[str, Any], runners: Mapping[str, Runner]) -> PipelineRunner:
@@ -312,18 +341,18 @@ def compose(pipeline: Mapping[str, Any], runners: Mapping[str, Runner]) -> Pipel
     kind = pipeline.get("kind")
     if kind not in KINDS:
         raise BundleError(f"unknown pipeline kind {kind!r}; this kvqe runs {', '.join(KINDS)}")
-    missing = [stage for stage in KINDS[kind] if stage not in runners]
+    exact_entry = pipeline.get("exact_tiling")
+    needed = KINDS[kind] + (EXACT_STAGES if isinstance(exact_entry, Mapping) else ())
+    missing = [stage for stage in needed if stage not in runners]
     if missing:
         raise BundleError(f"pipeline {kind}: no runner for stage(s) {', '.join(missing)}")
     seed, out_scale = int(pipeline.get("seed", glue.DEFAULT_SEED)), int(pipeline.get("out_scale", glue.SCALE))
     sinsr = (runners["encoder"], runners["denoiser"], runners["decoder"])
-    exact = pipeline.get("exact_tiling")
-    if kind == "sinsr" and isinstance(exact, Mapping):
-        return SinSRRunner(*sinsr, seed=seed, out_scale=out_scale, exact={s: runners[s] for s in EXACT_STAGES},
-                           norms=exact.get("norms"))
+    exact = {s: runners[s] for s in EXACT_STAGES} if isinstance(exact_entry, Mapping) else None
+    norms = exact_entry.get("norms") if isinstance(exact_entry, Mapping) else None
     if kind == "sinsr":
-        return SinSRRunner(*sinsr, seed=seed, out_scale=out_scale)
-    return RestoreThenSinSR(runners["restore"], *sinsr, seed=seed, out_scale=out_scale)
+        return SinSRRunner(*sinsr, seed=seed, out_scale=out_scale, exact=exact, norms=norms)
+    return RestoreThenSinSR(runners["restore"], *sinsr, seed=seed, out_scale=out_scale, exact=exact, norms=norms)
 
 
 def describe(kind: str, *, out_scale: int = glue.SCALE, seed: int = glue.DEFAULT_SEED,
@@ -331,8 +360,8 @@ def describe(kind: str, *, out_scale: int = glue.SCALE, seed: int = glue.DEFAULT
              exact_tiling: Mapping[str, Any] | None = None, **facts: Any) -> dict[str, Any]:
     """The manifest ``pipeline`` entry: what :func:`compose` reads, and the glue documented for readers.
 
-    ``exact_tiling`` (``sinsr`` only): ``{"norms": {tile stage: GroupNorm count}, ...}``; the entry then
-    declares :data:`EXACT_STAGES` after the three stages and :func:`compose` gives the runner exact tiles."""
+    ``exact_tiling``: ``{"norms": {tile stage: GroupNorm count}, ...}``; the entry then declares
+    :data:`EXACT_STAGES` after the pipeline's stages and :func:`compose` gives the runner exact tiles."""
     if kind not in KINDS:
         raise BadInputError(f"unknown pipeline kind {kind!r}; choose {', '.join(KINDS)}")
     _check_out_scale(out_scale)
@@ -362,8 +391,6 @@ def describe(kind: str, *, out_scale: int = glue.SCALE, seed: int = glue.DEFAULT
         "precisions": {p: dict(m) for p, m in (precisions or {}).items()},
     }
     if exact_tiling is not None:
-        if kind != "sinsr":
-            raise BadInputError(f"exact tiling is implemented for sinsr only, not {kind}")
         entry["stages"] += list(EXACT_STAGES)
         entry["exact_tiling"] = {
             **dict(exact_tiling),
@@ -371,7 +398,10 @@ def describe(kind: str, *, out_scale: int = glue.SCALE, seed: int = glue.DEFAULT
                        "decoder_high on kept-centre windows, GroupNorm statistics shared by all tiles, gathered "
                        "one norm per pass from the kept-region sums (count, sum, squared deviations; Chan's "
                        "formula in float64); encoder_mid, denoiser and decoder_mid on the whole latent. Exact "
-                       "with 32 LR pixels of context. Untiled runs use encoder, denoiser, decoder."),
+                       "with 32 LR pixels of context. Untiled runs use encoder, denoiser, decoder."
+                       + (" The restore stage runs first on kept-centre tiles with the same context; their "
+                          "restored LR is assembled whole (LR-sized) for SinSR." if kind == "sinsr+realesrgan"
+                          else "")),
             "tile_graph_io": {"inputs": ["x", "stats (N, norms, 32, 2): mean, var", "mask (1, 1, h, w): kept=1"],
                               "outputs": ["y", "sums (N, norms, 32, 3): count, sum, squared deviations"]}}
     entry.update(facts)

@@ -384,23 +384,52 @@ def test_restore_then_sinsr_runner_matches_torch(sinsr_bundle, small: SinSR, cof
                                [[2.5, 4.5], [10.5, 12.5]])
 
 
+def test_restore_then_sinsr_tiles_exactly(sinsr_bundle, coffee_bgr: np.ndarray) -> None:
+    """The composite's own tiling through the runtime graphs (embedded realesr-animevideov3, the small SinSR
+    stages and their split VQ graphs): restore on kept-centre tiles, SinSR's exact tiles, vs the untiled
+    ``run``; 2 tiles of 64 LR pixels with 32 of context on a 64x128 crop of a real photo."""
+    from kvqe.runtimes import create_runner
+
+    out, _ = sinsr_bundle
+    norms = read_bundle(out).pipeline["exact_tiling"]["norms"]
+    lr = _rgb01(np.ascontiguousarray(coffee_bgr[150:214, 250:378]))
+    with RestoreThenSinSR(create_runner("onnxruntime", embedded_bundle_path("sr") / "model.fp32.onnx"),
+                          *(create_runner("onnxruntime", out / f"{s}.fp32.onnx") for s in STAGES),
+                          exact={s: create_runner("onnxruntime", out / f"{s}.fp32.onnx") for s in EXACT},
+                          norms=norms) as runner:
+        assert runner.tiles_exactly and next(iter(runner.stages)) == "restore"
+        whole = runner.run(lr)
+        tiled = runner.run_exact_whole(lr, 64, 32)
+        naive = enhance_tiled(lr[0], runner.run, 4, TileSettings(64, 32), lambda x: _to_bgr(x[None]),
+                              run_at=lambda patch, origin: runner.run_at(patch, origin))  # tiles run alone
+    assert tiled.shape == whole.shape == (1, 3, 256, 512)
+    assert psnr(_to_bgr(tiled), _to_bgr(whole)) >= 40.0
+    assert float(np.abs(tiled - whole).max()) < 1e-3
+    assert psnr(naive, _to_bgr(whole)) < 30.0  # global GroupNorm statistics: independent tiles do not match
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("out_scale", [1, 4])
 def test_sinsr_realesrgan_bundle_out_scale(checkpoints: dict[str, Path], tmp_path: Path, coffee_bgr: np.ndarray,
-                                           out_scale: int) -> None:
+                                           astronaut_bgr: np.ndarray, out_scale: int) -> None:
     out = tmp_path / f"pipeline-x{out_scale}"
     summary = _export("sinsr+realesrgan", out, checkpoints, out_scale=out_scale)
     assert exit_code(summary) == 0
     bundle = read_bundle(out)
-    assert bundle.stages == ("restore", *STAGES)
     assert bundle.output_spec["scale"] == bundle.pipeline["out_scale"] == out_scale
     assert bundle.pipeline["restore_model"] == "realesr-animevideov3"
     assert "BSD-3-Clause" in bundle.manifest["licence"] and "never bundled" in bundle.manifest["licence"]
     assert any("area-resized" in step for step in bundle.pipeline["glue"])
+    assert bundle.stages == ("restore", *STAGES, *EXACT) and bundle.pipeline["exact_tiling"]["norms"] == {
+        "encoder_high": 12, "decoder_high": 19}
     model = kvqe.load(out)
     image = np.ascontiguousarray(coffee_bgr[100:180, 200:300])  # 80x100
-    assert model.scale == out_scale
+    assert model.scale == out_scale and isinstance(model.runner, RestoreThenSinSR) and model.runner.tiles_exactly
     assert model.enhance(image).shape == (80 * out_scale, 100 * out_scale, 3)
+    if out_scale == 4:  # the issue's gate: the pipeline's default tiles (128 + 32 of context) vs untiled
+        photo = np.ascontiguousarray(astronaut_bgr[100:292, 150:342])  # 192x192 -> 4 tiles
+        tiled, whole = model.enhance(photo), model.enhance(photo, tile=0)
+        assert tiled.shape == whole.shape == (768, 768, 3) and psnr(tiled, whole) >= 40.0
 
 
 # --- INT8 --------------------------------------------------------------------------------------------------------

@@ -18,12 +18,10 @@ from kvqe.sdk import sinsr_glue
 
 CHECKPOINTS = {"unet": "SinSR_v1.pth", "vq": "autoencoder_vq_f4.pth"}
 _WEIGHTS_FLAGS = " ".join(f"--weights {part}={name}" for part, name in CHECKPOINTS.items())
-# tiles of a pipeline without the split VQ graphs (sinsr+realesrgan): windows of 96 + 2 x 16 = 128 LR pixels
-# (multiples of 64 waste no padding), blended where they overlap: GroupNorm statistics and the VQ attention
-# are global, so such tiles never match the untiled result
-BLENDED_TILE = {"size": 96, "pad": 16, "pre_pad": 0, "blend": True}
-# sinsr bundles tile exactly (kvqe.sdk.pipeline.SinSRRunner.run_exact): kept tiles of 128 LR pixels with 32
-# of context (the decoder's reach) for the VQ's high-resolution parts; "blend" serves older bundles only
+# sinsr and sinsr+realesrgan bundles tile exactly (kvqe.sdk.pipeline.SinSRRunner.run_exact): kept tiles of 128 LR
+# pixels with 32 of context (the decoder's reach) for the VQ's high-resolution parts and the restore stage;
+# "blend" serves bundles without the split VQ graphs only (their global GroupNorm statistics and VQ attention
+# make plain tiles differ, so their windows are blended where they overlap)
 TILE = {"size": 128, "pad": 32, "pre_pad": 0, "blend": True}
 # how kvqe.export.pipeline_builder exports the stages (see kvqe.sdk.pipeline for the runtime glue)
 PIPELINE_EXTRA: dict[str, Any] = {
