@@ -50,32 +50,35 @@ def resize_short_side_and_crop(rgb: np.ndarray, spec: dict[str, Any]) -> np.ndar
     return resized[top:top + crop_h, left:left + crop_w]
 
 
+def _patch_start(cell_lo: int, cell_hi: int, patch: int, length: int, rng: np.random.Generator | None) -> int:
+    """Where a patch starts along one axis of its grid cell [cell_lo, cell_hi): centred on the cell's centre,
+    or on a random point of the cell (``rng``); always inside the frame."""
+    centre = (cell_lo + cell_hi) / 2 if rng is None else rng.uniform(cell_lo, cell_hi)
+    return min(max(int(centre - patch / 2), 0), length - patch)
+
+
 def fragments_and_global(rgb: np.ndarray, spec: dict[str, Any], rng: np.random.Generator | None = None) -> np.ndarray:
     """Native-resolution detail plus global context, stacked as one HxWx6 uint8 image.
 
     Channels 0-2: a ``grid`` x ``grid`` mosaic of ``patch`` x ``patch`` crops taken at the frame's own
-    resolution (compression, blur and noise stay visible), one from the centre of each grid cell, or
-    from a random place in the cell when ``rng`` is given (training augmentation). Frames too small for
-    the mosaic are first enlarged so their short side fits it. Channels 3-5: the whole frame resized to
-    the mosaic's size (content, exposure, composition).
+    resolution (compression, blur and noise stay visible), one centred on each grid cell (cells smaller
+    than a patch make neighbouring patches overlap, so small frames are covered densely), or centred on a
+    random point of the cell when ``rng`` is given (training augmentation). Only a frame smaller than one patch is
+    enlarged. Channels 3-5: the whole frame resized to the mosaic's size (content, exposure, composition).
     """
     grid, patch = spec["fragments"]["grid"], spec["fragments"]["patch"]
     size = grid * patch
     height, width = rgb.shape[:2]
-    if min(height, width) < size:
-        factor = size / min(height, width)
-        rgb = cv2.resize(rgb, (max(size, round(width * factor)), max(size, round(height * factor))),
+    if min(height, width) < patch:
+        factor = patch / min(height, width)
+        rgb = cv2.resize(rgb, (max(patch, round(width * factor)), max(patch, round(height * factor))),
                          interpolation=cv2.INTER_CUBIC)
         height, width = rgb.shape[:2]
     mosaic = np.empty((size, size, 3), np.uint8)
     for row in range(grid):
-        top_lo, top_hi = row * height // grid, (row + 1) * height // grid - patch
+        top = _patch_start(row * height // grid, (row + 1) * height // grid, patch, height, rng)
         for col in range(grid):
-            left_lo, left_hi = col * width // grid, (col + 1) * width // grid - patch
-            if rng is None:
-                top, left = (top_lo + top_hi) // 2, (left_lo + left_hi) // 2
-            else:
-                top, left = int(rng.integers(top_lo, top_hi + 1)), int(rng.integers(left_lo, left_hi + 1))
+            left = _patch_start(col * width // grid, (col + 1) * width // grid, patch, width, rng)
             mosaic[row * patch:(row + 1) * patch, col * patch:(col + 1) * patch] = \
                 rgb[top:top + patch, left:left + patch]
     context = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)

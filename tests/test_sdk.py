@@ -137,3 +137,47 @@ def test_score_bad_sources(vqa, tmp_path: Path) -> None:
         vqa.score([])
     with pytest.raises(BadInputError, match="window_s"):
         next(vqa.stream(CARPHONE, window_s=0))
+
+
+def _coordinate_frame(height: int, width: int) -> np.ndarray:
+    """A BGR frame whose pixels name their place: B = row % 256, G = column % 256, R = the high parts."""
+    rows, cols = np.mgrid[:height, :width]
+    return np.stack([rows % 256, cols % 256, 16 * (rows // 256) + cols // 256], axis=2).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("size", "augment"), [((240, 320), False), ((540, 960), False), ((240, 320), True)])
+def test_fragments_are_native_crops_one_per_grid_cell(size: tuple[int, int], augment: bool) -> None:
+    """The student's mosaic: 14 x 14 native-resolution 32 x 32 crops, one per grid cell, centred on the cell's
+    centre (cells smaller than a patch, as on a 240x320 frame, make them overlap: no enlarging) or, when
+    augmented, on a random point of the cell; always inside the frame. Channels 3-5: the frame resized."""
+    from kvqe.sdk.preprocess import vqa_geometry
+
+    spec = get_model("vqa-student").card.input
+    grid, patch = spec["fragments"]["grid"], spec["fragments"]["patch"]
+    height, width = size
+    frame = _coordinate_frame(height, width)
+    image = vqa_geometry(frame, spec, np.random.default_rng(0) if augment else None)
+    assert image.shape == (grid * patch, grid * patch, 6)
+    rgb = frame[:, :, ::-1]
+    moved = 0
+    for row in range(grid):
+        cell_top, cell_bottom = row * height // grid, (row + 1) * height // grid
+        for col in range(grid):
+            cell_left, cell_right = col * width // grid, (col + 1) * width // grid
+            crop = image[row * patch:(row + 1) * patch, col * patch:(col + 1) * patch, :3]
+            high = int(crop[0, 0, 0])
+            top, left = int(crop[0, 0, 2]) + 256 * (high // 16), int(crop[0, 0, 1]) + 256 * (high % 16)
+            np.testing.assert_array_equal(crop, rgb[top:top + patch, left:left + patch])  # native, not resized
+            centred = (min(max(int((cell_top + cell_bottom - patch) / 2), 0), height - patch),
+                       min(max(int((cell_left + cell_right - patch) / 2), 0), width - patch))
+            if augment:  # the patch centre lies in the cell (or the patch touches the frame's edge)
+                assert top in (0, height - patch) or cell_top <= top + patch / 2 <= cell_bottom
+                assert left in (0, width - patch) or cell_left <= left + patch / 2 <= cell_right
+                moved += (top, left) != centred
+            else:
+                assert (top, left) == centred
+    assert moved > grid * grid // 2 if augment else moved == 0
+    np.testing.assert_array_equal(image[:, :, 3:], cv2.resize(rgb, (grid * patch, grid * patch),
+                                                              interpolation=cv2.INTER_AREA))
+    tiny = vqa_geometry(_coordinate_frame(20, 24), spec)  # smaller than one patch: enlarged to fit it
+    assert tiny.shape == image.shape

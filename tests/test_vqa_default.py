@@ -37,9 +37,9 @@ def student() -> KvqeStudent:
 
 
 def test_budget_is_measured_by_the_projects_counter(student: KvqeStudent) -> None:
-    video = torch.zeros(8, 6, 224, 224)  # the card's unit: 8 keyframes, one video
+    video = torch.zeros(8, 6, 448, 448)  # the card's unit: 8 keyframes, one video
     params, macs = count_params(student), count_macs(student, video)
-    assert (params, macs) == (55_685, 39_062_720)
+    assert (params, macs) == (111_365, 157_387_840)
     assert params <= 10_000_000 and macs <= 5e9  # the issue's budget: 10M parameters, 5 GFLOPs per video
     assert student.statistics(video[:1]).shape == (1, FEATURES)
 
@@ -82,11 +82,10 @@ def test_statistics_ignore_brightness_offsets_and_see_blur(student: KvqeStudent,
 
 
 @needs_ffmpeg
-@pytest.mark.parametrize("clip", ["bikes@3", "bikes@6", "sample"])
+@pytest.mark.parametrize("clip", ["bikes@0", "bikes@3", "bikes@6", "sample"])
 def test_scores_order_an_unseen_videos_own_crf_ladder(clip: str, tmp_path: Path) -> None:
     """bikes and astronaut (the sample video) are test-split content: no frame of them was used in training.
-    Known failure, left visible in the report: bikes' first seconds (dark, defocused bokeh) score ~63-66
-    at both CRF 18 and CRF 28, in the wrong order."""
+    bikes' first seconds (dark, defocused bokeh) are the hardest: measured 66.5 / 61.9 / 52.6 / 23.7."""
     source, start = (BIKES, clip.split("@")[1]) if clip.startswith("bikes") else (sample_video_path(), "0")
     model = kvqe.load("vqa")
     crfs = (18, 28, 38, 48)

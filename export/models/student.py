@@ -1,7 +1,8 @@
 """``vqa-student``: kvqe's distilled no-reference VQA model (small, multi-scale, two views).
 
-Input per frame: 6 x 224 x 224 (``kvqe.sdk.preprocess.fragments_and_global``): a mosaic of 7 x 7
-native-resolution 32 x 32 patches (channels 0-2: compression, blur and noise stay visible) and the
+Input per frame: 6 x 448 x 448 (``kvqe.sdk.preprocess.fragments_and_global``): a mosaic of 14 x 14
+native-resolution 32 x 32 patches, one centred on each cell of a 14 x 14 grid over the frame (they overlap
+on frames under 448 pixels, so small frames are covered densely) (channels 0-2: compression, blur and noise stay visible) and the
 whole frame resized (channels 3-5: global context). Like its VMAF teacher the student looks at luma only.
 
 Two parts:
@@ -11,7 +12,7 @@ Two parts:
   mean-subtracted contrast-normalised (MSCN) coefficients' spread, shape and neighbour correlations in
   four directions (the BRISQUE family), local contrast, gradient and Laplacian energy, the detail lost
   between the two scales, and blockiness (the strongest of the eight 8-pixel grid phases against the
-  others, in both directions). Per frame these are pooled over the 49 patches (mean and the 10/50/90%
+  others, in both directions). Per frame these are pooled over the 196 patches (mean and the 10/50/90%
   quantiles: flat areas show noise and blocking, textured ones lost detail), plus the same statistics
   of the half-resolution global view.
 * A learned head: the statistics standardised with the training set's mean and deviation (buffers), then
@@ -37,7 +38,7 @@ from kvqe.export.weights.checkpoint import checkpoint_provenance, load_strict, r
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 BT601_LUMA = [0.299, 0.587, 0.114]
-GRID, PATCH = 7, 32
+GRID, PATCH = 14, 32
 SCORE_SCALE = 100.0
 QUANTILES = (0.1, 0.5, 0.9)
 MSCN_FEATURES = 16  # per scale, see QualityStatistics.mscn
@@ -53,7 +54,7 @@ def _gaussian_window(size: int = 7, sigma: float = 7 / 6) -> torch.Tensor:
 
 
 class QualityStatistics(nn.Module):
-    """[N, 6, 224, 224] normalised frames -> [N, 172] quality statistics (fixed; see the module doc)."""
+    """[N, 6, 448, 448] normalised frames -> [N, 172] quality statistics (fixed; see the module doc)."""
 
     window: torch.Tensor
     mean: torch.Tensor
@@ -132,12 +133,12 @@ class Head(nn.Module):
 
 
 class KvqeStudent(nn.Module):
-    """[N, 6, 224, 224] -> [N, 1] scores in [0, 100]: fixed statistics, learned head ensemble."""
+    """[N, 6, 448, 448] -> [N, 1] scores in [0, 100]: fixed statistics, learned head ensemble."""
 
     feature_mean: torch.Tensor
     feature_std: torch.Tensor
 
-    def __init__(self, heads: int = 5, hidden: int = 64, dropout: float = 0.2) -> None:
+    def __init__(self, heads: int = 5, hidden: int = 128, dropout: float = 0.2) -> None:
         super().__init__()
         self.statistics = QualityStatistics()
         self.register_buffer("feature_mean", torch.zeros(FEATURES))
@@ -182,11 +183,11 @@ CARD = ModelCard(
         "sampling": {"kind": "keyframes", "per_second": 1, "position": "middle", "max_frames": 8, "pad": "none"},
     },
     output={"score_range": [0.0, 100.0], "pooling": "mean", "units": "VMAF v0.6.1 (teacher)"},
-    # kvqe.export.flops: count_params -> 55,685; count_macs on [8, 6, 224, 224] -> 39,062,720 (the
+    # kvqe.export.flops: count_params -> 111,365; count_macs on [8, 6, 448, 448] -> 157,387,840 (the
     # statistics' Gaussian windows and the heads; element-wise operations are not counted, as usual)
-    params=55_685,
-    gflops=0.04,
-    flops_input="8 keyframes at 6x224x224 (one video)",
+    params=111_365,
+    gflops=0.16,
+    flops_input="8 keyframes at 6x448x448 (one video)",
     weights_source="a checkpoint distilled with `kvqe distill` (VMAF v0.6.1 teacher by default)",
     licence="Apache-2.0 (kvqe)",
     quant_policy="nss-head",
