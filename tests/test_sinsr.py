@@ -473,3 +473,20 @@ def test_full_denoiser_onnx_matches_torch(full: SinSR, tmp_path: Path) -> None:
     assert report.max_abs_diff <= ATOL
     with OnnxRuntimeRunner(path, threads=2) as runner:
         assert _max_diff(runner.run(golden["unet_in"]), golden["x0_pred"]) <= ATOL
+
+
+@pytest.mark.slow
+def test_full_vq_stages_onnx_match_torch(full: SinSR, tmp_path: Path) -> None:
+    """The full VQ-f4 encoder and decoder graphs against torch: the golden's y0 and a batch-2 non-square
+    input for the encoder; for the decoder the golden's dequantised latent (its codes are the golden's) and
+    codebook rows without argmin near-ties, and the golden decoder output."""
+    golden = _golden("golden_full_unet.npz")
+    paths = _export(full, golden, tmp_path, ("encoder", "decoder"))
+    encoder = validate_onnx(paths["encoder"], torch_reference(full.stages()["encoder"], _spec(3)),
+                            [golden["y0"], _second_input(3)], _spec(3), threads=2)
+    assert encoder.max_abs_diff <= ATOL
+    decoder = validate_onnx(paths["decoder"], torch_reference(full.stages()["decoder"], _spec(3)),
+                            [golden["z_q"], _codebook_input(full, (2, 3, 32, 48))], _spec(3), threads=2)
+    assert decoder.max_abs_diff <= ATOL
+    with OnnxRuntimeRunner(paths["decoder"], threads=2) as runner:
+        assert _max_diff(runner.run(golden["z_q"]), golden["dec"]) <= ATOL
