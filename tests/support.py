@@ -63,12 +63,14 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
-def make_clip(tmp: Path, source: Path, frames: int, size: Sequence[int], fps: int, name: str = "clip.mp4") -> Path:
-    """A short real clip cut from ``source`` with ffmpeg (x264, constant frame rate)."""
+def make_clip(tmp: Path, source: Path, frames: int, size: Sequence[int], fps: int, name: str = "clip.mp4",
+              crf: int = 23) -> Path:
+    """A short real clip cut from ``source`` with ffmpeg (x264 at ``crf``, constant frame rate)."""
     out = tmp / name
     subprocess.run(
         ["ffmpeg", "-v", "error", "-y", "-i", str(source), "-frames:v", str(frames), "-vf",
-         f"scale={size[0]}:{size[1]},fps={fps}", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-r", str(fps), str(out)],
+         f"scale={size[0]}:{size[1]},fps={fps}", "-c:v", "libx264", "-crf", str(crf), "-pix_fmt", "yuv420p",
+         "-r", str(fps), str(out)],
         check=True,
     )
     return out

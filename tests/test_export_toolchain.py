@@ -129,7 +129,7 @@ def video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Twelve short real clips (different content, sizes and x264 qualities): VQA calibration/validation."""
     folder = tmp_path_factory.mktemp("calib_vqa")
     for i, (source, size) in enumerate([(BIKES, (320, 136)), (BUNNY, (320, 180)), (CARPHONE, (176, 144))] * 4):
-        make_clip(folder, source, frames=30, size=size, fps=15, name=f"clip{i:02d}.mp4")
+        make_clip(folder, source, frames=30, size=size, fps=15, name=f"clip{i:02d}.mp4", crf=(18, 28, 38, 46)[i // 3])
     return folder
 
 
