@@ -7,9 +7,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from support import BIKES, BUNNY, CARPHONE, cli, needs_ffmpeg
+from support import BIKES, BUNNY, CARPHONE, cli, make_clip, needs_ffmpeg
 
 from kvqe.export.registry import get_model
 from kvqe.export.weights.checkpoint import read_state_dict
@@ -68,3 +69,22 @@ def test_distill_runs_end_to_end_and_the_loss_goes_down(tmp_path: Path) -> None:
     module = entry.factory()
     entry.load_weights(module, {"model": checkpoint})
     assert set(read_state_dict(checkpoint)) == set(module.state_dict())
+
+
+@needs_ffmpeg
+def test_cached_views_are_reused_only_by_the_same_preprocessing(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The view cache is keyed by the runtime's sampling/preprocessing code too: an upgraded kvqe with another
+    frame geometry recomputes instead of training on stale views."""
+    from kvqe.export.models.student import CARD
+    from kvqe.training import features
+
+    clip = make_clip(tmp_path, CARPHONE, frames=20, size=(176, 144), fps=10)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    first = features.cached_views(clip, CARD.input, 2, 0, cache)
+    again = features.cached_views(clip, CARD.input, 2, 0, cache)
+    assert len(list(cache.iterdir())) == 1 and np.array_equal(first, again)
+    monkeypatch.setattr(features, "preprocessing_digest", lambda: "another kvqe")
+    features.cached_views(clip, CARD.input, 2, 0, cache)
+    assert len(list(cache.iterdir())) == 2

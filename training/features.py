@@ -1,7 +1,9 @@
 """Student inputs for training, made with the runtime's own sampler and preprocessing, cached on disk.
 
 Each video becomes ``views x frames x H x W x 6`` uint8: view 0 takes the centred fragments the runtime
-uses; the other views take fragments from random places in each grid cell (augmentation).
+uses; the other views take fragments from random places in each grid cell (augmentation). The cache key
+covers the video's bytes, the input spec, the views, the seed and the source of the runtime's sampling and
+preprocessing modules, so a kvqe whose frame geometry changed never reuses views an older one made.
 """
 from __future__ import annotations
 
@@ -13,9 +15,18 @@ from typing import Any
 import numpy as np
 
 from kvqe.files import atomic_output_file, sha256_file
+from kvqe.sdk import preprocess, sampling
 from kvqe.sdk.preprocess import vqa_geometry
 from kvqe.sdk.sampling import select_keyframes
 from kvqe.sdk.sources import ASSUMED_FPS, open_source
+
+
+def preprocessing_digest() -> str:
+    """sha256 of the runtime's keyframe sampling and preprocessing code (part of the cache key)."""
+    digest = hashlib.sha256()
+    for module in (sampling, preprocess):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()
 
 
 def video_views(path: Path, spec: dict[str, Any], views: int, seed: int) -> np.ndarray:
@@ -31,7 +42,8 @@ def video_views(path: Path, spec: dict[str, Any], views: int, seed: int) -> np.n
 
 def cached_views(path: Path, spec: dict[str, Any], views: int, seed: int, cache: Path) -> np.ndarray:
     """:func:`video_views`, stored in ``cache`` under a key of the video's bytes, spec, views and seed."""
-    key = hashlib.sha256(json.dumps([sha256_file(path), spec, views, seed], sort_keys=True).encode()).hexdigest()
+    key = hashlib.sha256(json.dumps([sha256_file(path), spec, views, seed, preprocessing_digest()],
+                                    sort_keys=True).encode()).hexdigest()
     target = cache / f"{path.stem}.{key[:16]}.npy"
     if target.is_file():
         return np.load(target)
