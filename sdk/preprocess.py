@@ -63,8 +63,9 @@ def fragments_and_global(rgb: np.ndarray, spec: dict[str, Any], rng: np.random.G
     Channels 0-2: a ``grid`` x ``grid`` mosaic of ``patch`` x ``patch`` crops taken at the frame's own
     resolution (compression, blur and noise stay visible), one centred on each grid cell (cells smaller
     than a patch make neighbouring patches overlap, so small frames are covered densely), or centred on a
-    random point of the cell when ``rng`` is given (training augmentation). Only a frame smaller than one patch is
-    enlarged. Channels 3-5: the whole frame resized to the mosaic's size (content, exposure, composition).
+    random point of the cell when ``rng`` is given (training augmentation). Only a frame smaller than one
+    patch is enlarged. Channels 3-5: the whole frame resized to the mosaic's size (content, exposure,
+    composition).
     """
     grid, patch = spec["fragments"]["grid"], spec["fragments"]["patch"]
     size = grid * patch

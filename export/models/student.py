@@ -1,9 +1,10 @@
 """``vqa-student``: kvqe's distilled no-reference VQA model (small, multi-scale, two views).
 
-Input per frame: 6 x 448 x 448 (``kvqe.sdk.preprocess.fragments_and_global``): a mosaic of 14 x 14
-native-resolution 32 x 32 patches, one centred on each cell of a 14 x 14 grid over the frame (they overlap
-on frames under 448 pixels, so small frames are covered densely) (channels 0-2: compression, blur and noise stay visible) and the
-whole frame resized (channels 3-5: global context). Like its VMAF teacher the student looks at luma only.
+Input per frame: 6 x 448 x 448 (``kvqe.sdk.preprocess.fragments_and_global``). Channels 0-2: a mosaic of
+14 x 14 native-resolution 32 x 32 patches, one centred on each cell of a 14 x 14 grid over the frame
+(compression, blur and noise stay visible; on frames under 448 pixels the patches overlap, so small frames
+are covered densely). Channels 3-5: the whole frame resized (global context). Like its VMAF teacher the
+student looks at luma only.
 
 Two parts:
 

@@ -106,8 +106,8 @@ def load_restored_weights(module: nn.Module, parts: dict[str, Path]) -> dict[str
         task="sr",
         description="Real-ESRGAN x4 restoration (realesr-animevideov3 by default) area-resized back to the LR size "
         "(denoised, deblocked), then SinSR one-step diffusion x4; the bundle's out_scale (1, 2 or 4) area-resizes "
-        "the result (1: enhancement in place). Four graphs (restore, encoder, denoiser, decoder) and the split VQ graphs "
-        "of the exact tiling.",
+        "the result (1: enhancement in place). Four graphs (restore, encoder, denoiser, decoder) and the split "
+        "VQ graphs of the exact tiling.",
         input={
             "colour_order": "RGB", "layout": "NCHW", "dtype": "float32", "value_range": [0.0, 1.0],
             "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "tile": TILE, "multiple_of": glue.MULTIPLE,
