@@ -19,7 +19,7 @@ from kvqe.sdk.preprocess import postprocess_sr_output, preprocess_sr_image, prep
 from kvqe.sdk.results import ScoreResult, Segment, VideoResult
 from kvqe.sdk.sampling import pad_to_max, select_keyframes, windowed_keyframes
 from kvqe.sdk.sources import ASSUMED_FPS, FrameSource, check_frame, open_source, read_image
-from kvqe.sdk.tiling import TileSettings, enhance_tiled
+from kvqe.sdk.tiling import ExactTiler, TileSettings, enhance_tiled
 
 
 def _open(source: Any, fps: float | None) -> FrameSource:
@@ -150,6 +150,7 @@ class Model:
             chw, self.runner.run, self.scale, settings,
             lambda out: postprocess_sr_output(out, self.input_spec, self.output_spec),
             run_at=self.runner.run_at if isinstance(self.runner, PipelineRunner) else None,
+            exact=self.runner if isinstance(self.runner, ExactTiler) else None,
         )
 
     def enhance_video(self, source: Any, output: str | os.PathLike[str], *, tile: int | None = None,

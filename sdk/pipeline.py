@@ -31,6 +31,7 @@ import numpy as np
 from kvqe.errors import BadInputError, BundleError
 from kvqe.runtimes.base import Runner, TensorSpec
 from kvqe.sdk import sinsr_glue as glue
+from kvqe.sdk.tiling import Box, tile_boxes
 
 SINSR_STAGES = ("encoder", "denoiser", "decoder")
 # the VQ split by resolution for exact tiling (optional: bundles without them tile by blended windows)
@@ -113,20 +114,6 @@ def drive(steps: Steps, run: Callable[[str, np.ndarray], np.ndarray]) -> np.ndar
             request = steps.send(run(*request))
         except StopIteration as done:
             return np.asarray(done.value)
-
-
-Box = tuple[int, int, int, int]  # top, left, bottom, right on the LR grid
-
-
-def tile_boxes(height: int, width: int, tile: int, context: int) -> list[tuple[Box, Box]]:
-    """Per tile: its window (kept region plus ``context`` per side, clipped at the image) and kept region."""
-    boxes = []
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            bottom, right = min(top + tile, height), min(left + tile, width)
-            boxes.append(((max(top - context, 0), max(left - context, 0), min(bottom + context, height),
-                           min(right + context, width)), (top, left, bottom, right)))
-    return boxes
 
 
 def combine_sums(parts: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -16,12 +16,11 @@ width); finished rows go to uint8 at once.
 ``run_at(patch, origin)``, when given, is called instead of ``run(patch)`` with the patch's top-left in the
 (pre-padded) image, for models whose output depends on the position (noise anchored to the image).
 
-Exact (a runner that tiles itself, :class:`ExactTiler`, e.g. a SinSR bundle with its split VQ graphs): when
-``run_at`` is a bound method of a runner whose ``tiles_exactly`` is true and tiles are asked for, the runner
-gets the whole (pre-padded) image, when it is larger than one tile, and ``tile``/``tile_pad`` as its kept size
-and context, and yields output
-blocks as they are finished (its high-resolution parts hold one window; ``blend`` does not apply); each
-block goes to uint8 at once.
+Exact (``exact``: a runner that tiles itself, :class:`ExactTiler`, e.g. a SinSR bundle with its split VQ
+graphs): when its ``tiles_exactly`` is true, tiles are asked for and the (pre-padded) image is larger than one
+tile, the runner gets the whole image and ``tile``/``tile_pad`` as its kept size and context, and yields output
+blocks as they are finished (its high-resolution parts hold one window; ``blend`` does not apply); each block
+goes to uint8 at once.
 """
 from __future__ import annotations
 
@@ -66,7 +65,7 @@ class TileSettings:
 
 
 def enhance_tiled(chw: np.ndarray, run: RunTile, scale: int, settings: TileSettings, to_image: ToImage,
-                  run_at: RunTileAt | None = None) -> np.ndarray:
+                  run_at: RunTileAt | None = None, exact: ExactTiler | None = None) -> np.ndarray:
     """Upscale a 3xHxW float32 image by ``scale`` tile by tile; returns the HxWx3 uint8 result."""
     _, height, width = chw.shape
     pre = settings.pre_pad
@@ -76,10 +75,8 @@ def enhance_tiled(chw: np.ndarray, run: RunTile, scale: int, settings: TileSetti
         chw = np.pad(chw, ((0, 0), (0, pre), (0, pre)), mode="reflect")
     _, padded_h, padded_w = chw.shape
     call: RunTileAt = run_at if run_at is not None else (lambda patch, origin: run(patch))
-    owner = getattr(run_at, "__self__", None)
-    if settings.tile and max(padded_h, padded_w) > settings.tile and isinstance(owner, ExactTiler) \
-            and owner.tiles_exactly:
-        output = _exact(chw, owner, scale, settings, to_image)
+    if settings.tile and max(padded_h, padded_w) > settings.tile and exact is not None and exact.tiles_exactly:
+        output = _exact(chw, exact, scale, settings, to_image)
     elif settings.blend:
         output = _blended(chw, call, scale, settings, to_image)
     else:
@@ -97,22 +94,32 @@ def _run_checked(call: RunTileAt, chw: np.ndarray, top: int, left: int, bottom: 
     return result[0]
 
 
+Box = tuple[int, int, int, int]  # top, left, bottom, right
+
+
+def tile_boxes(height: int, width: int, tile: int, context: int) -> list[tuple[Box, Box]]:
+    """Per tile: its window (kept region plus ``context`` per side, clipped at the image) and kept region."""
+    boxes = []
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            boxes.append(((max(top - context, 0), max(left - context, 0), min(bottom + context, height),
+                           min(right + context, width)), (top, left, bottom, right)))
+    return boxes
+
+
 def _kept_centres(chw: np.ndarray, call: RunTileAt, scale: int, settings: TileSettings,
                   to_image: ToImage) -> np.ndarray:
     """Real-ESRGAN's tiling: each tile with its context, only the tile's own region kept."""
     _, padded_h, padded_w = chw.shape
     tile = settings.tile or max(padded_h, padded_w)
     output = np.empty((padded_h * scale, padded_w * scale, 3), dtype=np.uint8)
-    for top in range(0, padded_h, tile):
-        for left in range(0, padded_w, tile):
-            bottom, right = min(top + tile, padded_h), min(left + tile, padded_w)
-            ctx_top, ctx_left = max(top - settings.tile_pad, 0), max(left - settings.tile_pad, 0)
-            ctx_bottom = min(bottom + settings.tile_pad, padded_h)
-            ctx_right = min(right + settings.tile_pad, padded_w)
-            result = _run_checked(call, chw, ctx_top, ctx_left, ctx_bottom, ctx_right, scale)
-            keep = result[:, (top - ctx_top) * scale:(bottom - ctx_top) * scale,
-                          (left - ctx_left) * scale:(right - ctx_left) * scale]
-            output[top * scale:bottom * scale, left * scale:right * scale] = to_image(keep)
+    for (ctx_top, ctx_left, ctx_bottom, ctx_right), (top, left, bottom, right) in tile_boxes(
+            padded_h, padded_w, tile, settings.tile_pad):
+        result = _run_checked(call, chw, ctx_top, ctx_left, ctx_bottom, ctx_right, scale)
+        keep = result[:, (top - ctx_top) * scale:(bottom - ctx_top) * scale,
+                      (left - ctx_left) * scale:(right - ctx_left) * scale]
+        output[top * scale:bottom * scale, left * scale:right * scale] = to_image(keep)
     return output
 
 

@@ -47,9 +47,9 @@ from torch import nn
 
 from kvqe.export.models.sinsr.one_step import SinSR, bicubic_x4, pad_to_multiple
 from kvqe.sdk import sinsr_glue as glue
+from kvqe.sdk.tiling import Box, tile_boxes
 
 UNET_CONTEXT = 128  # LR pixels of context per side when the UNet itself must be tiled (a multiple of 64)
-Box = tuple[int, int, int, int]  # top, left, bottom, right in LR pixels
 
 
 class _Gathered(Exception):
@@ -116,15 +116,6 @@ class SharedNorms:
         return normed * norm.weight[:, None, None] + norm.bias[:, None, None] if norm.affine else normed
 
 
-def tile_boxes(height: int, width: int, tile: int, context: int) -> Iterator[tuple[Box, Box]]:
-    """Per tile: its window (kept region plus ``context`` per side, clipped) and its kept region, LR pixels."""
-    for top in range(0, height, tile):
-        for left in range(0, width, tile):
-            bottom, right = min(top + tile, height), min(left + tile, width)
-            yield ((max(top - context, 0), max(left - context, 0), min(bottom + context, height),
-                    min(right + context, width)), (top, left, bottom, right))
-
-
 def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, factor: int, tile: int, context: int,
               norms: SharedNorms | None = None) -> torch.Tensor:
     """``fn`` (a map from an LR-grid input to ``factor`` times its size) over kept-centre tiles.
@@ -132,7 +123,7 @@ def run_tiled(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, facto
     With ``norms``: first one statistics pass per GroupNorm, in order (each runs every tile up to that norm,
     with the exact statistics of the norms before it, and sums over the kept regions), then the final pass."""
     _, _, height, width = x.shape
-    boxes = list(tile_boxes(height, width, tile, context))
+    boxes = tile_boxes(height, width, tile, context)
 
     def window(box: Box, kept: Box) -> torch.Tensor:
         t0, l0, t1, l1 = box
