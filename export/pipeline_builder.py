@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from kvqe.calibration.accuracy import outputs
@@ -49,7 +48,8 @@ from kvqe.export.bundle_builder import (
     write_bundle_files,
 )
 from kvqe.export.models.sinsr import SinSR
-from kvqe.export.models.sinsr.split import export_tile_graph, norm_count, split_stages, whole_stats
+from kvqe.export.models.sinsr.one_step import bicubic_x4
+from kvqe.export.models.sinsr.split import export_tile_graph, split_stages, whole_stats
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
 from kvqe.export.validation_inputs import validation_batches
 from kvqe.files import atomic_output_dir
@@ -128,14 +128,15 @@ def build_pipeline_bundle(request: ExportRequest, prepared: Prepared, progress: 
     restore = getattr(module, "restore_name", None)
     # SinSR's VQ split by resolution (exact tiling, kvqe.export.models.sinsr.split): FP32 at every precision
     split = split_stages(_sinsr_of(module))
-    exact_tiling = {"norms": norm_count(_sinsr_of(module))}
-    precisions_map: dict[str, dict[str, str]] = {}
-    for precision in dict.fromkeys(p for _, p in prepared.pairs if p != "fp32"):
-        mapped = {s: "fp32" for s in split}
-        if precision == "int8":
-            mapped.update({s: "fp32" for s in stages if s not in int8_stages})
-        if mapped:
-            precisions_map[precision] = mapped
+    exact_tiling = {"norms": {s: int(split[s].norms) for s in TILE_STAGES}}  # type: ignore[arg-type]
+
+    def stage_precisions(precision: str) -> dict[str, str]:
+        """What each stage (and split graph) runs at in the ``precision`` configuration."""
+        per_stage = {s: precision if precision != "int8" or s in int8_stages else "fp32" for s in stages}
+        return {**per_stage, **{s: "fp32" for s in split}}
+
+    precisions_map = {precision: {s: p for s, p in stage_precisions(precision).items() if p != precision}
+                      for precision in dict.fromkeys(p for _, p in prepared.pairs if p != "fp32")}
 
     def entry(**facts: Any) -> dict[str, Any]:
         extra = {"restore_model": restore} if restore else {}
@@ -200,8 +201,7 @@ def build_pipeline_bundle(request: ExportRequest, prepared: Prepared, progress: 
                 if (fmt, precision) == ("onnx", "fp32"):
                     configured.add((fmt, precision))
                     continue
-                per_stage = {s: precision if precision != "int8" or s in int8_stages else "fp32" for s in stages}
-                per_stage.update({s: "fp32" for s in split})
+                per_stage = stage_precisions(precision)
                 if any((fmt, p) != ("onnx", "fp32") and (fmt, p) not in configured
                        for p in per_stage.values() if p != precision):
                     unavailable.append({"format": fmt, "precision": precision,
@@ -270,8 +270,7 @@ def _export_split(split: dict[str, nn.Module], specs: dict[str, OnnxExportSpec],
     enc = _sinsr_of(module).vq.encoder
     with torch.no_grad():
         def enc_features(y0: np.ndarray) -> np.ndarray:
-            h = enc.conv_in(F.interpolate(torch.from_numpy(y0), scale_factor=float(glue.SCALE), mode="bicubic",
-                                          align_corners=False))
+            h = enc.conv_in(bicubic_x4(torch.from_numpy(y0)))
             for level in enc.down:
                 h = level(h)
             return h.numpy()

@@ -28,12 +28,17 @@ _ALPHAS = np.arange(0.2, 10.0 + 1e-9, 0.001)
 _RATIOS = gamma(2 / _ALPHAS) ** 2 / (gamma(1 / _ALPHAS) * gamma(3 / _ALPHAS))
 
 
+def keyframe_images(path: str | Path, keyframes: dict[str, Any] = KEYFRAMES) -> list[np.ndarray]:
+    """A video's keyframes (the runtime's sampler) as HxWx3 uint8 BGR images."""
+    with open_source(path) as frames:
+        chosen = select_keyframes(frames, frames.fps or ASSUMED_FPS, keyframes, frames.frame_count)
+    return [frame.image for frame in chosen]
+
+
 def keyframe_mean(path: str | Path, score: Callable[[np.ndarray], float],
                   keyframes: dict[str, Any] = KEYFRAMES) -> float:
     """Mean of ``score(bgr_uint8)`` over a video's keyframes (the runtime's sampler)."""
-    with open_source(path) as frames:
-        chosen = select_keyframes(frames, frames.fps or ASSUMED_FPS, keyframes, frames.frame_count)
-    return float(np.mean([score(frame.image) for frame in chosen]))
+    return float(np.mean([score(image) for image in keyframe_images(path, keyframes)]))
 
 
 # -- BRISQUE -----------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ preprocessing modules, so a kvqe whose frame geometry changed never reuses views
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from pathlib import Path
@@ -21,6 +22,7 @@ from kvqe.sdk.sampling import select_keyframes
 from kvqe.sdk.sources import ASSUMED_FPS, open_source
 
 
+@functools.cache
 def preprocessing_digest() -> str:
     """sha256 of the runtime's keyframe sampling and preprocessing code (part of the cache key)."""
     digest = hashlib.sha256()

@@ -14,19 +14,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from kvqe.errors import BadInputError
 from kvqe.evaluation import Pair, evaluate, read_labels, read_pairs
 from kvqe.files import atomic_output_file
-from kvqe.sdk.sampling import select_keyframes
-from kvqe.sdk.sources import ASSUMED_FPS, open_source
-from kvqe.training.baselines import KEYFRAMES, brisque_video, fit_niqe_model, niqe_video
+from kvqe.training.baselines import brisque_video, fit_niqe_model, keyframe_images, niqe_video
 from kvqe.training.content import SOFT_CAMERA, TRAIN_ONLY_PHOTOS
 from kvqe.training.distill import source_of
 
@@ -46,13 +43,6 @@ def split_videos(data: Path, split: str) -> tuple[dict[str, float], list[Pair]]:
     return labels, pairs
 
 
-def _keyframes(paths: Iterable[Path]) -> Iterable[np.ndarray]:
-    for path in paths:
-        with open_source(path) as frames:
-            yield from (f.image for f in select_keyframes(frames, frames.fps or ASSUMED_FPS, KEYFRAMES,
-                                                          frames.frame_count))
-
-
 def _sharp_natural(source: str) -> bool:
     grey = {Path(file).stem for file in TRAIN_ONLY_PHOTOS}
     return not source.endswith(f"_{SOFT_CAMERA[0]}") and source.rsplit("_", 1)[0] not in grey
@@ -64,7 +54,8 @@ def scorers(data: Path, bundle: Path) -> dict[str, Callable[[Path], float]]:
 
     student = kvqe.load(bundle)
     train_sources = json.loads((data / "splits.json").read_text(encoding="utf-8"))["train"]
-    niqe = fit_niqe_model(_keyframes(data / "pristine" / f"{s}.mp4" for s in train_sources if _sharp_natural(s)))
+    niqe = fit_niqe_model(image for s in train_sources if _sharp_natural(s)
+                          for image in keyframe_images(data / "pristine" / f"{s}.mp4"))
     return {"student": lambda path: student.score(path).score,
             "brisque": lambda path: -brisque_video(path),
             "niqe": lambda path: -niqe_video(niqe, path)}
