@@ -13,10 +13,10 @@ from support import needs_ffmpeg
 from kvqe.errors import BadInputError
 from kvqe.sdk.loader import embedded_bundle_path
 from kvqe.sdk.sources import open_source
-from kvqe.training.content import make_sources
+from kvqe.training.content import make_sources, upload
 from kvqe.training.dataset_build import HOMOLOGOUS_MIN_GAP, SCORES_FILE, _pairs, build_dataset
 from kvqe.training.ladder import LADDER, render
-from kvqe.training.report import build_report
+from kvqe.training.report import build_report, per_source_table
 from kvqe.training.teacher import VmafTeacher, luma_frames, vmaf_score
 
 pytest.importorskip("vmaf_torch")
@@ -69,6 +69,22 @@ def test_identical_video_scores_about_100_and_versions_keep_size_and_length(tiny
         with open_source(render(source, version, tiny)) as frames:
             assert [f.image.shape for f in frames] == want, version.name
     assert render(source, by_name["orig"], tiny).read_bytes() == source.path.read_bytes()
+
+
+def test_an_uploaded_source_is_one_lossy_encode_of_its_clip(tiny: Path, tmp_path: Path) -> None:
+    source = make_sources(tiny / "pristine", tiny=True)[0]
+    teacher = VmafTeacher(frame_step=5)
+    reference = teacher.reference_frames(source.path, source.width, source.height)
+    vmaf = {}
+    for crf in (20, 40):
+        out = tmp_path / f"upload{crf}.mp4"
+        upload(source.path, crf, out)
+        with open_source(out) as uploaded, open_source(source.path) as clip:
+            assert [f.image.shape for f in uploaded] == [f.image.shape for f in clip]
+        vmaf[crf] = float(np.mean(teacher.per_frame(reference, out, source.width, source.height)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["upload20.mp4", "upload40.mp4"]  # no lossy leftovers
+    # the encode is real (not a copy) and its strength shows: CRF 40 costs far more than CRF 20
+    assert 85 < vmaf[20] < 99.5 and vmaf[40] < vmaf[20] - 20, vmaf
 
 
 def test_luma_is_the_stored_y_plane_not_a_full_range_grey(tmp_path: Path) -> None:
@@ -130,5 +146,10 @@ def test_report_scores_the_student_and_the_baselines_on_one_split(tiny: Path, tm
     assert student["srocc"] > 0.75 and student["rank1"] > 0.8, student
     for result in report["results"].values():
         assert len(result["scores"]) == 4 and all(np.isfinite(list(result["scores"].values())))
+    row = per_source_table(report).splitlines()[-1].split(" | ")
+    teacher_mean = np.mean(list(report["teacher"].values()))
+    assert row[:2] == ["| astronaut_pan", "4"] and float(row[2]) == pytest.approx(teacher_mean, abs=0.05)
+    assert float(row[3]) == pytest.approx(np.mean(list(scores.values())), abs=0.05)
+    assert float(row[4].rstrip(" |")) == pytest.approx(student["srocc"], abs=5e-4)  # one source: the split's SROCC
     with pytest.raises(BadInputError, match="val split .* holds 0 labelled videos"):
         build_report(data, embedded_bundle_path("vqa"), split="val")

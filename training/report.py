@@ -20,11 +20,12 @@ from typing import Any
 
 import click
 
+from kvqe import metrics
 from kvqe.errors import BadInputError
 from kvqe.evaluation import Pair, evaluate, read_labels, read_pairs
 from kvqe.files import atomic_output_file
 from kvqe.training.baselines import brisque_video, fit_niqe_model, keyframe_images, niqe_video
-from kvqe.training.content import SOFT_CAMERA, TRAIN_ONLY_PHOTOS
+from kvqe.training.content import SOFT_CAMERA, TRAIN_ONLY_PHOTOS, UPLOAD
 from kvqe.training.distill import source_of
 
 METRICS = ("srocc", "plcc", "krocc", "rmse", "rank1", "rank2", "final")
@@ -45,7 +46,8 @@ def split_videos(data: Path, split: str) -> tuple[dict[str, float], list[Pair]]:
 
 def _sharp_natural(source: str) -> bool:
     grey = {Path(file).stem for file in TRAIN_ONLY_PHOTOS}
-    return not source.endswith(f"_{SOFT_CAMERA[0]}") and source.rsplit("_", 1)[0] not in grey
+    camera = source.rsplit("_", 1)[-1]
+    return camera not in (SOFT_CAMERA[0], UPLOAD[0]) and source.rsplit("_", 1)[0] not in grey
 
 
 def scorers(data: Path, bundle: Path) -> dict[str, Callable[[Path], float]]:
@@ -73,7 +75,7 @@ def build_report(data: Path, bundle: Path, split: str = "test",
                          "seconds": round(time.perf_counter() - started, 1)}
         progress(f"{name}: {results[name]['figures']}")
     return {"split": split, "videos": len(labels), "sources": sorted({source_of(v) for v in labels}),
-            "pairs": len(pairs), "results": results}
+            "pairs": len(pairs), "teacher": labels, "results": results}
 
 
 def markdown_table(report: dict[str, Any]) -> str:
@@ -83,6 +85,19 @@ def markdown_table(report: dict[str, Any]) -> str:
     for name, result in report["results"].items():
         cells = [("-" if result["figures"][m] is None else f"{result['figures'][m]:.3f}") for m in METRICS]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def per_source_table(report: dict[str, Any], scorer: str = "student") -> str:
+    """Where the error is: per source, the teacher's and ``scorer``'s mean score and their SROCC within the
+    source (how well the versions of one content are ordered)."""
+    teacher, scores = report["teacher"], report["results"][scorer]["scores"]
+    rows = [f"| source | videos | teacher mean | {scorer} mean | SROCC within source |", "|---|---|---|---|---|"]
+    for source in report["sources"]:
+        videos = sorted(v for v in teacher if source_of(v) == source)
+        truth, predicted = [teacher[v] for v in videos], [scores[v] for v in videos]
+        rows.append(f"| {source} | {len(videos)} | {sum(truth) / len(truth):.1f} | {sum(predicted) / len(predicted):.1f} "
+                    f"| {metrics.srocc(predicted, truth):.3f} |")
     return "\n".join(rows)
 
 
@@ -96,7 +111,7 @@ def main(data: Path, bundle: Path, split: str, out: Path) -> None:
     with atomic_output_file(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(report, indent=1, sort_keys=True))
     with atomic_output_file(out) as tmp:
-        tmp.write_text(markdown_table(report) + "\n")
+        tmp.write_text(markdown_table(report) + "\n\n" + per_source_table(report) + "\n")
     click.echo(markdown_table(report))
 
 
