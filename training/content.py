@@ -3,8 +3,9 @@ segments, scaled or cropped) and scikit-image's and scikit-learn's photos animat
 (pan, zoom, hand shake); the training-only photos are also filmed soft and uploaded (already compressed).
 
 Every clip is written losslessly (x264 ``-qp 0``, 4:4:4 avoided: yuv420p like real uploads) so the
-teacher's reference is exactly the clip (the uploaded ones carry their one lossy encode, on purpose). ``origin`` groups clips that share content (segments of one
-video, animations of one photo): splits are made by origin, so no content appears in two splits.
+teacher's reference is exactly the clip (the uploaded ones carry their one lossy encode, on purpose).
+``origin`` groups clips that share content (segments of one video, animations of one photo): splits are
+made by origin, so no content appears in two splits.
 """
 from __future__ import annotations
 
