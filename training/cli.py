@@ -9,8 +9,6 @@ import click
 from kvqe.clitools import emit, handle_errors
 from kvqe.errors import BadInputError, missing_extra
 
-DEFAULT_EPOCHS = 200  # kvqe.training.distill.DistillConfig.epochs (not imported here: it needs torch)
-
 
 @click.command()
 @click.option("--data", type=click.Path(path_type=Path), default=None,
@@ -22,14 +20,15 @@ DEFAULT_EPOCHS = 200  # kvqe.training.distill.DistillConfig.epochs (not imported
 @click.option("--videos", type=click.Path(path_type=Path), default=None, help="Where the labelled videos are.")
 @click.option("--splits", type=click.Path(path_type=Path), default=None, help="splits.json (source names per split).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Checkpoint to write (.pth).")
-@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULT_EPOCHS, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Training epochs  [default: the trainer's, DistillConfig.epochs]")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--limit", type=click.IntRange(min=2), default=None, help="At most N videos per split (quick runs).")
 @click.option("--cache", type=click.Path(path_type=Path), default=None, help="Input cache (default: OUT's folder).")
 @click.option("--json", "as_json", is_flag=True)
 @handle_errors
 def distill(data: Path | None, frame_step: int, labels: Path | None, videos: Path | None, splits: Path | None,
-            out: Path, epochs: int, seed: int, limit: int | None, cache: Path | None, as_json: bool) -> None:
+            out: Path, epochs: int | None, seed: int, limit: int | None, cache: Path | None, as_json: bool) -> None:
     """Distil a teacher's scores into a vqa-student checkpoint (then: kvqe-export vqa-student --weights)."""
     if importlib.util.find_spec("torch") is None:
         raise missing_extra("torch", "export")
@@ -49,7 +48,8 @@ def distill(data: Path | None, frame_step: int, labels: Path | None, videos: Pat
         splits = splits or (data / "splits.json" if (data / "splits.json").is_file() else None)
     if labels is None or videos is None:
         raise BadInputError("give --data DIR, or --labels CSV with --videos DIR")
-    record = run_distillation(labels, videos, out, DistillConfig(epochs=epochs, seed=seed), splits_file=splits,
+    config = DistillConfig(seed=seed) if epochs is None else DistillConfig(epochs=epochs, seed=seed)
+    record = run_distillation(labels, videos, out, config, splits_file=splits,
                               cache=cache or out.parent / ".kvqe-distill-cache", limit=limit, progress=progress)
     last = record["history"][-1]
     emit({"out": str(out), **record}, as_json,
