@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from kvqe.errors import KvqeError
+from kvqe.training.ladder import x264
 
 FPS = 25
 SECONDS = 3.0
@@ -129,8 +130,7 @@ def upload(clip: Path, crf: int, out: Path) -> None:
     """``clip`` through one x264 encode at ``crf`` (a phone's upload), then written losslessly as ``out``."""
     lossy = out.with_name(f".upload.{out.name}")
     try:
-        _ffmpeg(["-i", str(clip), "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p",
-                 str(lossy)])
+        _ffmpeg(["-i", str(clip), *x264(crf), str(lossy)])
         _ffmpeg(["-i", str(lossy), *_lossless(out)])
     finally:
         lossy.unlink(missing_ok=True)

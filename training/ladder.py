@@ -12,9 +12,12 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kvqe.errors import KvqeError
-from kvqe.training.content import Source
+
+if TYPE_CHECKING:  # content makes its uploads with this module's x264 settings
+    from kvqe.training.content import Source
 
 
 @dataclass(frozen=True)

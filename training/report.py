@@ -110,9 +110,10 @@ def main(data: Path, bundle: Path, split: str, out: Path) -> None:
     report = build_report(data, bundle, split, progress=lambda m: click.echo(m, err=True))
     with atomic_output_file(out.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(report, indent=1, sort_keys=True))
+    table = markdown_table(report)
     with atomic_output_file(out) as tmp:
-        tmp.write_text(markdown_table(report) + "\n\n" + per_source_table(report) + "\n")
-    click.echo(markdown_table(report))
+        tmp.write_text(table + "\n\n" + per_source_table(report) + "\n")
+    click.echo(table)
 
 
 if __name__ == "__main__":
