@@ -30,6 +30,9 @@ RAW_PIX_FMTS = {"bgr24": None, "rgb24": cv2.COLOR_RGB2BGR}
 ASSUMED_FPS = 30.0  # used for Frame.time_s when a source has no known frame rate
 _END = object()
 _POLL_S = 0.05
+# a file may decode a little short of the frame count its container declares (an estimate in some
+# formats); more than this shortfall means the file is truncated or damaged
+_COUNT_SLACK, _COUNT_SLACK_FRAMES = 0.05, 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -203,14 +206,21 @@ class FrameSource:
         self.close()
 
 
-def _capture_frames(capture: cv2.VideoCapture, name: str) -> Iterator[np.ndarray]:
+def _capture_frames(capture: cv2.VideoCapture, name: str, declared: int | None) -> Iterator[np.ndarray]:
+    """Decoded frames; a file whose decode ends well short of the ``declared`` frame count is an error
+    (an interrupted upload or a damaged stream), since scoring its first part would pass for the whole."""
     index = 0
     while True:
         ok, image = capture.read()
         if not ok:
-            return
+            break
         yield check_frame(image, f"{name}: frame {index}")
         index += 1
+    if declared is not None and index > 0 and declared - index > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK * declared):
+        raise BadInputError(
+            f"{name}: the decode stopped after {index} of the {declared} frames its container declares "
+            "(the file is truncated or its stream is damaged); check it with ffprobe"
+        )
 
 
 def _iterable_frames(items: Iterable[object], name: str) -> Iterator[np.ndarray]:
@@ -220,15 +230,18 @@ def _iterable_frames(items: Iterable[object], name: str) -> Iterator[np.ndarray]
 
 
 def _capture_source(
-    capture: cv2.VideoCapture, name: str, fps: float | None, queue_size: int, owned: bool
+    capture: cv2.VideoCapture, name: str, fps: float | None, queue_size: int, owned: bool, local_file: bool = False
 ) -> FrameSource:
+    """A FrameSource over ``capture``; a ``local_file``'s decode is checked against its declared length
+    (streams and URLs may not know theirs; a caller's capture may not start at frame 0)."""
     container_fps = capture.get(cv2.CAP_PROP_FPS)
     count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    frame_count = int(count) if math.isfinite(count) and count > 0 else None
     return FrameSource(
         name,
-        _capture_frames(capture, name),
+        _capture_frames(capture, name, frame_count if local_file else None),
         fps=fps or (container_fps if math.isfinite(container_fps) and container_fps > 0 else None),
-        frame_count=int(count) if math.isfinite(count) and count > 0 else None,
+        frame_count=frame_count,
         queue_size=queue_size,
         release=capture.release if owned else None,
         empty_message="no decodable frames (the file may be truncated or corrupt); check it with ffprobe",
@@ -261,7 +274,8 @@ def open_source(source: object, *, fps: float | None = None, queue_size: int = 8
             image = read_image(path)
             return FrameSource(str(path), iter([image]), fps=fps, frame_count=1, is_image=True,
                                queue_size=queue_size)
-        return _capture_source(_open_capture(str(path), str(path)), str(path), fps, queue_size, owned=True)
+        return _capture_source(_open_capture(str(path), str(path)), str(path), fps, queue_size, owned=True,
+                               local_file=True)
     if isinstance(source, cv2.VideoCapture):
         if not source.isOpened():
             raise BadInputError("<VideoCapture>: the cv2.VideoCapture given is not open; check what it opened")

@@ -104,6 +104,20 @@ def test_enhance_cli_with_embedded_bundle_and_bad_inputs(tmp_path: Path) -> None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rgba.png", "x4.png"]
 
 
+@needs_ffmpeg
+def test_a_truncated_video_is_refused_and_leaves_no_output(tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-t", "2", "-vf", "scale=48:32", "-c:v", "libx264",
+                    "-movflags", "+faststart", str(clip)], check=True)
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 2 // 3])
+    records = lines(cli("kvqe", "score", str(cut), str(clip), "--json", check_code=2))
+    assert "truncated" in records[0]["error"] and records[1]["frames"] == 2
+    result = cli("kvqe", "enhance", str(cut), "-o", str(tmp_path / "up.mp4"), check_code=2)
+    assert b"cut.mp4: the decode stopped after" in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "cut.mp4"]
+
+
 def test_export_cli_errors(student_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "b"
     assert b"unknown model" in cli("kvqe-export", "no-such-model", "--out", str(out), check_code=2).stderr

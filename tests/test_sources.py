@@ -302,6 +302,25 @@ def test_video_that_opens_but_has_no_decodable_frames(tmp_path: Path) -> None:
         list(open_source(cut))
 
 
+@needs_ffmpeg
+def test_a_file_that_decodes_short_of_its_declared_length_is_an_error(tmp_path: Path) -> None:
+    remuxed = tmp_path / "faststart.mp4"  # moov first, so the header (and the declared length) survives the cut
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-c", "copy", "-movflags", "+faststart",
+                    str(remuxed)], check=True)
+    declared = open_source(remuxed).frame_count
+    assert declared is not None and len(list(open_source(remuxed))) == declared  # intact: all of it, no error
+    half = tmp_path / "half.mp4"  # an interrupted upload
+    half.write_bytes(remuxed.read_bytes()[: remuxed.stat().st_size // 2])
+    with pytest.raises(BadInputError, match=rf"half.mp4: the decode stopped after \d+ of the {declared} frames.*truncated"):
+        list(open_source(half))
+    # a capture the caller opened may start anywhere, so its length is not checked
+    capture = cv2.VideoCapture(str(half))
+    try:
+        assert 0 < len(list(open_source(capture))) < declared
+    finally:
+        capture.release()
+
+
 def test_bad_files(tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(CARPHONE.read_bytes()[:2048])
