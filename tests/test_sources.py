@@ -307,7 +307,8 @@ def test_a_file_that_decodes_short_of_its_declared_length_is_an_error(tmp_path: 
     remuxed = tmp_path / "faststart.mp4"  # moov first, so the header (and the declared length) survives the cut
     subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-c", "copy", "-movflags", "+faststart",
                     str(remuxed)], check=True)
-    declared = open_source(remuxed).frame_count
+    with open_source(remuxed) as intact:
+        declared = intact.frame_count
     assert declared is not None and len(list(open_source(remuxed))) == declared  # intact: all of it, no error
     half = tmp_path / "half.mp4"  # an interrupted upload
     half.write_bytes(remuxed.read_bytes()[: remuxed.stat().st_size // 2])
