@@ -113,6 +113,7 @@ class FrameSource:
         queue_size: int = 8,
         release: Callable[[], None] | None = None,
         empty_message: str = "yielded no frames",
+        check_length: bool = False,
     ) -> None:
         if not (isinstance(queue_size, int) and queue_size >= 1):
             raise BadInputError(f"queue_size must be a positive integer, got {queue_size!r}")
@@ -123,6 +124,7 @@ class FrameSource:
         self._frames = frames
         self._release = release
         self._empty_message = empty_message
+        self._check_length = check_length
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._iterated = False
@@ -174,6 +176,11 @@ class FrameSource:
                 index += 1
             if index == 0:
                 raise BadInputError(f"{self.name}: {self._empty_message}")
+            if self._check_length and self._ends_short(index):
+                raise BadInputError(
+                    f"{self.name}: the decode stopped after {index} of the {self.frame_count} frames its container "
+                    "declares (the file is truncated or its stream is damaged); check it with ffprobe"
+                )
             self._put(_END)
         except KvqeError as exc:
             self._put(exc)
@@ -183,6 +190,12 @@ class FrameSource:
             self._put(error)
         finally:
             self._release_once()
+
+    def _ends_short(self, decoded: int) -> bool:
+        """Whether ``decoded`` frames fall well short of the declared count (an interrupted upload or a
+        damaged stream: scoring the first part would pass for the whole)."""
+        declared = self.frame_count
+        return declared is not None and declared - decoded > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK * declared)
 
     def _release_once(self) -> None:
         if self._release is not None and self._released.acquire(blocking=False):
@@ -206,21 +219,14 @@ class FrameSource:
         self.close()
 
 
-def _capture_frames(capture: cv2.VideoCapture, name: str, declared: int | None) -> Iterator[np.ndarray]:
-    """Decoded frames; a file whose decode ends well short of the ``declared`` frame count is an error
-    (an interrupted upload or a damaged stream), since scoring its first part would pass for the whole."""
+def _capture_frames(capture: cv2.VideoCapture, name: str) -> Iterator[np.ndarray]:
     index = 0
     while True:
         ok, image = capture.read()
         if not ok:
-            break
+            return
         yield check_frame(image, f"{name}: frame {index}")
         index += 1
-    if declared is not None and index > 0 and declared - index > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK * declared):
-        raise BadInputError(
-            f"{name}: the decode stopped after {index} of the {declared} frames its container declares "
-            "(the file is truncated or its stream is damaged); check it with ffprobe"
-        )
 
 
 def _iterable_frames(items: Iterable[object], name: str) -> Iterator[np.ndarray]:
@@ -236,15 +242,15 @@ def _capture_source(
     (streams and URLs may not know theirs; a caller's capture may not start at frame 0)."""
     container_fps = capture.get(cv2.CAP_PROP_FPS)
     count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
-    frame_count = int(count) if math.isfinite(count) and count > 0 else None
     return FrameSource(
         name,
-        _capture_frames(capture, name, frame_count if local_file else None),
+        _capture_frames(capture, name),
         fps=fps or (container_fps if math.isfinite(container_fps) and container_fps > 0 else None),
-        frame_count=frame_count,
+        frame_count=int(count) if math.isfinite(count) and count > 0 else None,
         queue_size=queue_size,
         release=capture.release if owned else None,
         empty_message="no decodable frames (the file may be truncated or corrupt); check it with ffprobe",
+        check_length=local_file,
     )
 
 
