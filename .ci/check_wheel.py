@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 
 from kvqe.samples import sample_image_path, sample_video_path
+from kvqe.sdk.loader import EMBEDDED
 
 assert importlib.util.find_spec("torch") is None, "the runtime install must not pull torch"
 assert "site-packages" in str(sample_image_path()), "the wheel, not the source tree, must be tested"
@@ -18,8 +19,9 @@ run = subprocess.run([str(bin_dir / "kvqe"), "enhance", str(sample_image_path())
 record = json.loads(run.stdout)
 assert (record["out_width"], record["out_height"]) == (768, 768), record
 assert cv2.imread(str(out)).shape == (768, 768, 3)
-info = subprocess.run([str(bin_dir / "kvqe"), "info", "sr", "--json"], capture_output=True, text=True, check=True)
-assert json.loads(info.stdout)["verified"] is True
+for name in EMBEDDED:  # each is declared in pyproject.toml's packages: one left out would be missing here
+    info = subprocess.run([str(bin_dir / "kvqe"), "info", name, "--json"], capture_output=True, text=True, check=True)
+    assert json.loads(info.stdout)["verified"] is True, name
 scored = subprocess.run([str(bin_dir / "kvqe"), "score", str(sample_video_path()), "--json"],
                         capture_output=True, text=True, check=True)
 result = json.loads(scored.stdout)
