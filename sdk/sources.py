@@ -12,6 +12,7 @@ import itertools
 import math
 import os
 import queue
+import shlex
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -248,15 +249,18 @@ class _Container:
     fps: float | None
     frame_count: int | None
     codec: str  # the FOURCC, e.g. "h264" or "AV01"; "" when unknown
+    size: str  # "WxH", "" when unknown
 
     @classmethod
     def of(cls, capture: cv2.VideoCapture) -> _Container:
         fps, count = capture.get(cv2.CAP_PROP_FPS), capture.get(cv2.CAP_PROP_FRAME_COUNT)
         fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
+        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         return cls(
             fps=fps if math.isfinite(fps) and fps > 0 else None,
             frame_count=int(count) if math.isfinite(count) and count > 0 else None,
             codec=fourcc.decode("ascii", "replace").strip("\x00 "),
+            size=f"{width}x{height}" if width > 0 and height > 0 else "",
         )
 
 
@@ -301,7 +305,8 @@ def _open_video(target: str, name: str, fps: float | None, queue_size: int, loca
             f"{name}: no decodable frames: OpenCV {cv2.__version__} opened it but decoded none of {stream} "
             "(the file may be truncated or corrupt, or the codec unsupported: the opencv-python wheels cannot "
             "decode AV1); install ffmpeg and kvqe decodes such streams with it, or pipe them: "
-            f"ffmpeg -i {target} -f rawvideo -pix_fmt bgr24 - | kvqe score - --raw WxH"
+            f"ffmpeg -i {shlex.quote(target)} -f rawvideo -pix_fmt bgr24 - | kvqe score - --raw {container.size or 'WxH'}"
+            + (f" --fps {container.fps:g}" if container.fps else "")
         )
     decode = FfmpegDecode(executable, target, name)
     frames = decode.frames()
