@@ -222,7 +222,9 @@ class FrameSource:
         self.close()
 
 
-def _capture_frames(capture: cv2.VideoCapture, name: str, first: np.ndarray | None = None) -> Iterator[np.ndarray]:
+def _capture_frames(
+    capture: cv2.VideoCapture, name: str, first: np.ndarray | None = None
+) -> Iterator[np.ndarray]:
     """The frames of ``capture``, after ``first`` (a frame already read from it) when given."""
     index = 0
     if first is not None:
@@ -305,8 +307,8 @@ def _open_video(target: str, name: str, fps: float | None, queue_size: int, loca
             f"{name}: no decodable frames: OpenCV {cv2.__version__} opened it but decoded none of {stream} "
             "(the file may be truncated or corrupt, or the codec unsupported: the opencv-python wheels cannot "
             "decode AV1); install ffmpeg and kvqe decodes such streams with it, or pipe them: "
-            f"ffmpeg -i {shlex.quote(target)} -f rawvideo -pix_fmt bgr24 - | kvqe score - --raw {container.size or 'WxH'}"
-            + (f" --fps {container.fps:g}" if container.fps else "")
+            f"ffmpeg -i {shlex.quote(target)} -f rawvideo -pix_fmt bgr24 - | "
+            f"kvqe score - --raw {container.size or 'WxH'}" + (f" --fps {container.fps:g}" if container.fps else "")
         )
     decode = FfmpegDecode(executable, target, name)
     frames = decode.frames()

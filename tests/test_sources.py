@@ -432,7 +432,8 @@ def test_without_ffmpeg_the_error_names_the_codec_and_the_pipe(
 ) -> None:
     monkeypatch.setattr(sources, "find_ffmpeg", lambda: None)
     with pytest.raises(BadInputError, match=r"carphone_pristine.mp4: no decodable frames: OpenCV .* decoded none "
-                                            r"of its (h264|avc1) stream .*install ffmpeg.* \| kvqe score - --raw 176x144 --fps 29.97"):
+                                            r"of its (h264|avc1) stream .*install ffmpeg.* "
+                                            r"\| kvqe score - --raw 176x144 --fps 29.97"):
         open_source(CARPHONE)
 
 

@@ -111,8 +111,9 @@ def test_scores_order_an_unseen_av1_ladder(start: str, tmp_path: Path) -> None:
     scores = []
     for crf in crfs:
         out = tmp_path / f"av1_crf{crf}.mkv"
-        subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", start, "-i", str(BIKES), "-t", "4", "-c:v", "libaom-av1",
-                        "-cpu-used", "8", "-crf", str(crf), "-b:v", "0", "-pix_fmt", "yuv420p", str(out)], check=True)
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", start, "-i", str(BIKES), "-t", "4",
+                        "-c:v", "libaom-av1", "-cpu-used", "8", "-crf", str(crf), "-b:v", "0", "-pix_fmt", "yuv420p",
+                        str(out)], check=True)
         scores.append(model.score(out).score)
     assert scores == sorted(scores, reverse=True) and scores[0] - scores[-1] > 4, dict(zip(crfs, scores))
 
