@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a venv with every extra CI can install (export, openvino, dev), then lint, type-check (TensorRT code
 # against tensorrt-stubs) and run the tests.
-# Extra arguments go to pytest, e.g. `bash scripts/test.sh -m "not slow"`.
+# Without arguments it runs the default suite (the `slow` tests deselected); arguments go to pytest instead,
+# e.g. `bash scripts/test.sh -m slow` or `bash scripts/test.sh tests/test_sources.py`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v ffmpeg >/dev/null 2>&1; then
@@ -17,4 +18,5 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --no-deps tensorrt-stubs  # its dependencies would pull the TensorRT wheel
 .venv/bin/python -m ruff check .
 PYTHON="$PWD/.venv/bin/python" bash scripts/typecheck.sh
+[ "$#" -gt 0 ] || set -- -m "not slow"
 exec .venv/bin/python -m pytest "$@"
