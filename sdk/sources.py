@@ -255,14 +255,18 @@ class _Container:
 
     @classmethod
     def of(cls, capture: cv2.VideoCapture) -> _Container:
-        fps, count = capture.get(cv2.CAP_PROP_FPS), capture.get(cv2.CAP_PROP_FRAME_COUNT)
-        fourcc = int(capture.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little")
-        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        def prop(key: int) -> float | None:  # backends answer -1, 0 or NaN for what they do not know
+            value = capture.get(key)
+            return value if math.isfinite(value) and value > 0 else None
+
+        fps, count, fourcc = prop(cv2.CAP_PROP_FPS), prop(cv2.CAP_PROP_FRAME_COUNT), prop(cv2.CAP_PROP_FOURCC)
+        width, height = prop(cv2.CAP_PROP_FRAME_WIDTH), prop(cv2.CAP_PROP_FRAME_HEIGHT)
+        codec = int(fourcc).to_bytes(4, "little").decode("ascii", "replace") if fourcc and fourcc < 2**32 else ""
         return cls(
-            fps=fps if math.isfinite(fps) and fps > 0 else None,
-            frame_count=int(count) if math.isfinite(count) and count > 0 else None,
-            codec=fourcc.decode("ascii", "replace").strip("\x00 "),
-            size=f"{width}x{height}" if width > 0 and height > 0 else "",
+            fps=fps,
+            frame_count=int(count) if count else None,
+            codec=codec.strip("\x00 "),
+            size=f"{int(width)}x{int(height)}" if width and height else "",
         )
 
 
