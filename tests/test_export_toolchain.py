@@ -151,7 +151,7 @@ def test_vqa_student_all_formats_pass_default_gates(video_dir: Path, student_che
 def test_distilled_student_all_formats_pass_default_gates(video_dir: Path, tmp_path: Path) -> None:
     """The shipped vqa-student (committed checkpoint): ORT INT8 and OpenVINO FP16/INT8 pass the default VQA
     gates on real clips, and every artifact scores a real video within a few points of FP32 (its policy
-    nss-head keeps the statistics float, the MLP heads int8)."""
+    nss-head keeps the statistics and the frozen backbone float, the MLP heads int8)."""
     checkpoint = Path(__file__).resolve().parents[1] / "assets" / "vqa-student.pth"
     out = tmp_path / "student-all"
     (summary,) = lines(cli("kvqe-export", "vqa-student", "--weights", f"model={checkpoint}", "--out", str(out), *ALL,

@@ -74,6 +74,8 @@ def new_student() -> KvqeStudent:
 
 
 class _Features(torch.nn.Module):
+    """The student's fixed feature extractor as a module of its own (the graph ``load_clips`` exports)."""
+
     def __init__(self, student: KvqeStudent) -> None:
         super().__init__()
         self.student = student
@@ -107,7 +109,7 @@ def predict(model: KvqeStudent, clips: list[Clip], view: int = 0) -> np.ndarray:
     """Video scores (mean over frames) of the deterministic view (the runtime's), in eval mode."""
     model.eval()
     with torch.no_grad():
-        return np.array([float(model.member_scores(c.features[view]).mean()) for c in clips])
+        return np.array([float(model.frame_scores(c.features[view]).mean()) for c in clips])
 
 
 def agreement(pred: np.ndarray, clips: list[Clip]) -> dict[str, float]:

@@ -221,10 +221,14 @@ class KvqeStudent(nn.Module):
         logits = [head(z)[:, 0] for head in self.heads] + [head(c)[:, 0] for head in self.contrast_heads]
         return SCORE_SCALE * torch.sigmoid(torch.stack(logits))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        members = self.member_scores(self.features(x))
+    def frame_scores(self, features: torch.Tensor) -> torch.Tensor:
+        """[N, 716] features -> [N] scores: the mean of the two ensembles' mean scores."""
+        members = self.member_scores(features)
         statistics, contrast = members[:len(self.heads)], members[len(self.heads):]
-        return ((statistics.mean(0) + contrast.mean(0)) / 2)[:, None]
+        return (statistics.mean(0) + contrast.mean(0)) / 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.frame_scores(self.features(x))[:, None]
 
 
 def _load_student_weights(module: torch.nn.Module, parts: dict[str, Path]) -> dict[str, Any]:
