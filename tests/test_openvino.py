@@ -286,8 +286,8 @@ def test_int8_sr_nncf_with_conv_smoothing(sr_onnx: Path, sr_irs: dict[str, Path]
 def test_int8_sr_from_the_qdq_onnx_runs_in_int8(sr_onnx: Path, sr_irs: dict[str, Path], sr_calibration: SampleSet,
                                                 held_out: list[np.ndarray], tmp_path: Path) -> None:
     """openvino_from_qdq: the IR is ONNX Runtime's QDQ model converted; its 16 int8 convolutions execute in
-    8-bit integers on the CPU plugin (u8 or i8: the kernel it picks depends on the CPU's int8 instructions, e.g.
-    i8 where AMX is present), the first and last in f32."""
+    8-bit integers on the CPU plugin (u8 or i8: its kernel choice depends on the machine, i8 on a Xeon with
+    AMX, u8 on earlier CI machines), the first and last in f32."""
     policy = replace(POLICIES[SR_CARD.quant_policy], openvino_from_qdq=True)
     xml = tmp_path / "sr.int8.qdq.xml"
     record = quantize_int8_ir(sr_onnx, xml, sr_calibration, policy)
