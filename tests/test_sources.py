@@ -19,6 +19,7 @@ from support import BIKES, CARPHONE, needs_ffmpeg, needs_ffprobe, psnr
 
 import kvqe
 from kvqe.errors import BadInputError
+from kvqe.samples import sample_video_path
 from kvqe.sdk import sources
 from kvqe.sdk.sources import (
     ASSUMED_FPS,
@@ -425,6 +426,50 @@ def test_the_ffmpeg_path_checks_the_declared_length(tmp_path: Path, opencv_canno
                                             r"stream and ffmpeg none either \(.+\)"):
         open_source(cut)
     assert "ffmpeg" not in _children()
+
+
+def _with_display_rotation(source: Path, out: Path) -> int:
+    """Copy ``source``'s streams into ``out`` with a 90-degree display matrix, as phones write portrait video;
+    returns the rotation ffprobe reports (skips when this ffmpeg can write neither form)."""
+    for command in (["ffmpeg", "-v", "error", "-display_rotation", "90", "-i", str(source), "-c", "copy", str(out)],
+                    ["ffmpeg", "-v", "error", "-i", str(source), "-c", "copy", "-metadata:s:v:0", "rotate=90",
+                     str(out)]):
+        if subprocess.run(command, capture_output=True, check=False).returncode == 0:
+            probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                                    "stream_side_data=rotation", "-of", "csv=p=0", str(out)],
+                                   capture_output=True, text=True, check=True).stdout.strip()
+            if probe:
+                return int(float(probe))
+        out.unlink(missing_ok=True)
+    pytest.skip("this ffmpeg writes no display rotation (neither -display_rotation nor rotate metadata)")
+
+
+@needs_ffprobe
+@needs_ffmpeg
+def test_a_portrait_phone_video_is_read_upright_on_both_decode_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    landscape = sample_video_path()
+    portrait = tmp_path / "phone.mp4"
+    assert abs(_with_display_rotation(landscape, portrait)) == 90
+    with open_source(landscape) as source:
+        stored = np.stack([frame.image for frame in source])
+    raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(portrait), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
+                         capture_output=True, check=True).stdout  # ffmpeg turns it upright by default
+    upright = np.frombuffer(raw, np.uint8).reshape(stored.shape[0], stored.shape[2], stored.shape[1], 3)
+    turns = [k for k in (1, 3) if np.abs(np.rot90(stored, k, axes=(1, 2)).astype(np.int16) - upright).mean() < 1]
+    assert len(turns) == 1, "ffmpeg's upright frames are not a quarter turn of the stored ones"
+    with open_source(portrait) as source:
+        via_opencv = np.stack([frame.image for frame in source])
+    assert via_opencv.shape == (50, 320, 180, 3)
+    assert np.array_equal(via_opencv, np.rot90(stored, turns[0], axes=(1, 2)))  # the same pixels, turned
+    monkeypatch.setattr(sources.cv2, "VideoCapture", _NoDecodeCapture)  # as for an AV1 upload
+    with open_source(portrait) as source:
+        via_ffmpeg = np.stack([frame.image for frame in source])
+    assert via_ffmpeg.shape == via_opencv.shape and np.abs(via_ffmpeg.astype(np.int16) - via_opencv).mean() < 0.5
+    monkeypatch.undo()
+    vqa = kvqe.load("vqa")  # the model sees the video as the viewer does
+    assert vqa.score(portrait).score == pytest.approx(vqa.score(iter(via_opencv), fps=25).score, abs=1e-4)
 
 
 def test_without_ffmpeg_the_error_names_the_codec_and_the_pipe(
