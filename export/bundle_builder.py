@@ -161,6 +161,9 @@ def prepare(request: ExportRequest, progress: Callable[[str], None]) -> Prepared
     progress(f"building {card.name}")
     module = (request.factory or entry.factory)().eval()
     provenance = entry.load_weights(module, request.weights)
+    teacher = provenance.get("training", {}).get("teacher", {})
+    if card.task == "vqa" and teacher.get("units"):  # a distilled student scores in its teacher's units
+        output_spec["units"] = teacher["units"]
     calib_set: SampleSet | None = None
     calib_record: dict[str, Any] | None = None
     if request.calib is not None:

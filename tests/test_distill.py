@@ -12,12 +12,14 @@ import pytest
 import torch
 from support import BIKES, BUNNY, CARPHONE, cli, make_clip, needs_ffmpeg
 
+from kvqe.export.bundle_builder import ExportRequest, prepare
 from kvqe.export.registry import get_model
 from kvqe.export.weights.checkpoint import read_state_dict
 from kvqe.training.losses import plcc_loss, rank_hinge_loss
 from kvqe.training.run import assign_splits, source_of
 
 CRFS = (18, 30, 42, 51)
+STUDENT_CHECKPOINT = Path(__file__).resolve().parents[1] / "assets" / "vqa-student.pth"
 
 
 def test_losses_reward_agreement() -> None:
@@ -65,10 +67,24 @@ def test_distill_runs_end_to_end_and_the_loss_goes_down(tmp_path: Path) -> None:
     losses = [epoch["loss"] for epoch in record["history"]]
     assert losses[-1] < losses[0], losses
     assert record["splits"] == {"train": 8, "val": 4, "test": 0} and record["config"]["seed"] == 0
+    assert record["teacher"] == {"labels": "labels.csv", "units": "labels.csv scores (external teacher)"}
     entry = get_model("vqa-student")
     module = entry.factory()
     entry.load_weights(module, {"model": checkpoint})
     assert set(read_state_dict(checkpoint)) == set(module.state_dict())
+    # the bundle's scores are named after the teacher that made the labels, not the card's default VMAF
+    prepared = prepare(ExportRequest("vqa-student", tmp_path / "bundle", {"model": checkpoint}), lambda _: None)
+    assert prepared.output_spec["units"] == "labels.csv scores (external teacher)"
+    result = cli("kvqe", "distill", "--labels", str(labels), "--videos", str(videos), "--teacher", "vmaf-neg",
+                 "--out", str(tmp_path / "other.pth"), check_code=2)
+    assert b"--teacher labels kvqe's own set" in result.stderr and not (tmp_path / "other.pth").exists()
+
+
+def test_the_embedded_student_keeps_the_units_of_its_card() -> None:
+    """Its checkpoint predates teacher records: the card's VMAF v0.6.1 units stand."""
+    prepared = prepare(ExportRequest("vqa-student", Path("unused"), {"model": STUDENT_CHECKPOINT}), lambda _: None)
+    assert "teacher" not in prepared.provenance["training"]
+    assert prepared.output_spec["units"] == "VMAF v0.6.1 (teacher)"
 
 
 @needs_ffmpeg

@@ -3,21 +3,23 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support import needs_ffmpeg
+from support import cli, needs_ffmpeg
 
 from kvqe.errors import BadInputError
+from kvqe.export.bundle_builder import ExportRequest, prepare
 from kvqe.sdk.loader import embedded_bundle_path
 from kvqe.sdk.sources import open_source
 from kvqe.training.content import make_sources, upload
-from kvqe.training.dataset_build import HOMOLOGOUS_MIN_GAP, SCORES_FILE, _pairs, build_dataset
+from kvqe.training.dataset_build import HOMOLOGOUS_MIN_GAP, SCORES_FILE, _pairs, build_dataset, ensure_dataset
 from kvqe.training.ladder import LADDER, render
 from kvqe.training.report import build_report, per_source_table
-from kvqe.training.teacher import VmafTeacher, luma_frames, vmaf_score
+from kvqe.training.teacher import TEACHERS, VmafTeacher, luma_frames, vmaf_score
 
 pytest.importorskip("vmaf_torch")
 pytestmark = needs_ffmpeg
@@ -112,6 +114,58 @@ def test_resumed_build_reuses_keyed_scores(tiny: Path) -> None:
     build_dataset(tiny, tiny=True, frame_step=5)
     assert json.loads((tiny / SCORES_FILE).read_text()) == cache and (tiny / "labels.csv").read_text() == labels
     assert all(len(entry["key"]) == 16 and len(entry["per_frame"]) == 5 for entry in cache.values())
+
+
+def test_vmaf_neg_does_not_reward_a_contrast_boost(tiny: Path, tmp_path: Path) -> None:
+    source = make_sources(tiny / "pristine", tiny=True)[0]
+    boosted = render(source, {v.name: v for v in LADDER}["contrast_x264_crf28"], tmp_path)
+    plain = tiny / f"{source.name}__x264_crf34.mp4"
+    scores = {}
+    for model in TEACHERS:
+        teacher = VmafTeacher(frame_step=5, model=model)
+        reference = teacher.reference_frames(source.path, source.width, source.height)
+        scores[model] = {video.name: teacher.score(reference, video, source.width, source.height)
+                         for video in (source.path, boosted, plain)}
+    vmaf, neg = scores["vmaf"], scores["vmaf-neg"]
+    assert neg[source.path.name] > 99 and vmaf[source.path.name] > 99  # a clip against itself
+    assert abs(neg[plain.name] - vmaf[plain.name]) < 3, scores  # plain compression: about the same judgement
+    assert vmaf[boosted.name] - neg[boosted.name] > 8, scores  # the boost's gain is VMAF's, not NEG's
+
+
+def test_distilling_with_another_teacher_relabels_the_set_and_keeps_its_videos(tiny: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "set"
+    shutil.copytree(tiny, copy)
+    labels = (copy / "labels.csv").read_text()
+    videos = {p.name: p.stat().st_mtime_ns for p in copy.iterdir() if p.suffix in (".mp4", ".webm")}
+    assert ensure_dataset(copy, teacher_name=None, seed=7, frame_step=1)["teacher"]["name"] == "vmaf"  # as built
+    splits = tmp_path / "splits.json"  # the tiny set has two origins: give it a validation split
+    splits.write_text(json.dumps({"train": ["bunny0"], "val": ["bunny1"], "test": ["astronaut_pan"]}))
+    checkpoint = tmp_path / "neg.pth"
+    result = cli("kvqe", "distill", "--data", str(copy), "--teacher", "vmaf-neg", "--splits", str(splits),
+                 "--epochs", "2", "--out", str(checkpoint), "--json", check_code=0)
+    record = json.loads(result.stdout.decode().splitlines()[-1])
+    manifest = json.loads((copy / "manifest.json").read_text())
+    assert record["teacher"] == manifest["teacher"] and manifest["teacher"]["name"] == "vmaf-neg"
+    assert manifest["teacher"]["frame_step"] == 5 and manifest["seed"] == 0  # the set's own, not the CLI defaults
+    assert {p.name: p.stat().st_mtime_ns for p in copy.iterdir() if p.suffix in (".mp4", ".webm")} == videos
+    before, after = _labels(labels), _labels((copy / "labels.csv").read_text())
+    assert before.keys() == after.keys() and before != after
+    assert all(after[n] <= before[n] + 1.0 for n in before), (before, after)  # NEG never grants a gain
+    prepared = prepare(ExportRequest("vqa-student", tmp_path / "bundle", {"model": checkpoint}), lambda _: None)
+    assert prepared.output_spec["units"] == "VMAF v0.6.1 NEG (teacher)"
+    ensure_dataset(copy, teacher_name="vmaf", seed=0, frame_step=5)
+    assert (copy / "labels.csv").read_text() == labels  # and back, to the same labels
+
+
+def test_a_labels_file_without_a_manifest_cannot_be_relabelled(tmp_path: Path) -> None:
+    (tmp_path / "labels.csv").write_text("filename,score\na.mp4,50\n")
+    assert ensure_dataset(tmp_path, teacher_name=None, seed=0, frame_step=5) == {}
+    with pytest.raises(BadInputError, match="labels.csv but no manifest.json: kvqe cannot tell which teacher"):
+        ensure_dataset(tmp_path, teacher_name="vmaf-neg", seed=0, frame_step=5)
+
+
+def _labels(text: str) -> dict[str, float]:
+    return {name: float(score) for name, score in list(csv.reader(text.splitlines()))[1:]}
 
 
 def test_pairs_stay_inside_a_split_and_rank_by_the_gap() -> None:

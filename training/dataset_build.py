@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from kvqe.errors import BadInputError
 from kvqe.files import sha256_file
 from kvqe.training.content import Source, make_sources, split_by_origin
 from kvqe.training.ladder import LADDER, TINY_LADDER, render
-from kvqe.training.teacher import SCORE_RANGE, VmafTeacher
+from kvqe.training.teacher import DEFAULT_TEACHER, SCORE_RANGE, VmafTeacher, teacher_model
 
 # VMAF points: one QP/CRF group (about 6 CRF) apart on this ladder moves VMAF by 5-15 points, so pairs
 # closer than 5 points are within the teacher's own noise across content and are not ranked.
@@ -34,8 +35,6 @@ HOMOLOGOUS_MIN_GAP = 5.0
 # The split is drawn with its own seed, chosen (before any training) so that the test split holds a real
 # video segment set and natural scenes, not only the microscopy/retina photos.
 SPLIT_SEED = 4
-# Bump when the teacher's computation changes: cached scores under another revision are recomputed.
-TEACHER_REVISION = "vmaf_v0.6.1/vmaf-torch/yuv420p-luma/consecutive-motion"
 SCORES_FILE = "teacher_scores.json"
 
 
@@ -45,8 +44,8 @@ def _ffmpeg_versions() -> list[str]:
     return [line.strip() for line in lines[:1] + [line for line in lines if line.startswith("lib")]]
 
 
-def _score_key(frame_step: int, reference_sha: str, video_sha: str) -> str:
-    text = json.dumps([TEACHER_REVISION, frame_step, reference_sha, video_sha])
+def _score_key(revision: str, frame_step: int, reference_sha: str, video_sha: str) -> str:
+    text = json.dumps([revision, frame_step, reference_sha, video_sha])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -72,8 +71,11 @@ def _pairs(scores: dict[str, float], source_of: dict[str, str], splits: dict[str
 
 
 def build_dataset(out: Path, *, seed: int = 0, split_seed: int = SPLIT_SEED, tiny: bool = False, frame_step: int = 1,
-                  workers: int = 2, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Make (or complete) the dataset in ``out`` with ``workers`` parallel jobs; returns its manifest."""
+                  teacher_name: str = DEFAULT_TEACHER, workers: int = 2,
+                  progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Make (or complete) the dataset in ``out`` with ``workers`` parallel jobs, labelled by the teacher
+    ``teacher_name`` (a :data:`kvqe.training.teacher.TEACHERS` name); returns its manifest."""
+    model = teacher_model(teacher_name)
     timings: dict[str, float] = {}
     started = clock = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -92,13 +94,13 @@ def build_dataset(out: Path, *, seed: int = 0, split_seed: int = SPLIT_SEED, tin
     clock = time.perf_counter()
     cache_file = out / SCORES_FILE
     cache: dict[str, Any] = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
-    teacher = VmafTeacher(frame_step=frame_step)
+    teacher = VmafTeacher(frame_step=frame_step, model=teacher_name)
     lock = threading.Lock()
 
     def score_source(source: Source) -> None:
         reference = None
         for video in (v for s, v in videos if s is source):
-            key = _score_key(frame_step, hashes[source.path], hashes[video])
+            key = _score_key(model.revision, frame_step, hashes[source.path], hashes[video])
             entry = cache.get(video.name)
             if isinstance(entry, dict) and entry.get("key") == key:
                 continue
@@ -132,7 +134,8 @@ def build_dataset(out: Path, *, seed: int = 0, split_seed: int = SPLIT_SEED, tin
                       "upload_filters": v.upload_filters} for v in ladder],
         "videos": len(scores),
         "files": {video.name: hashes[video] for _, video in videos},
-        "teacher": {"model": "VMAF v0.6.1 (vmaf-torch)", "revision": TEACHER_REVISION,
+        "teacher": {"name": model.name, "model": f"{model.title} (vmaf-torch)", "revision": model.revision,
+                    "units": f"{model.title} (teacher)",
                     "vmaf_torch": importlib.metadata.version("vmaf-torch"), "frame_step": frame_step,
                     "pooling": "mean of per-frame scores clipped to the range", "range": list(SCORE_RANGE)},
         "homologous_min_gap": HOMOLOGOUS_MIN_GAP, "ffmpeg": _ffmpeg_versions(),
@@ -140,3 +143,27 @@ def build_dataset(out: Path, *, seed: int = 0, split_seed: int = SPLIT_SEED, tin
     }
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
+
+
+def ensure_dataset(out: Path, *, teacher_name: str | None, seed: int, frame_step: int,
+                   progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """The set in ``out``, labelled by ``teacher_name`` (None: whichever teacher labelled it): built with
+    ``seed`` and ``frame_step`` when absent; relabelled when another teacher labelled it, keeping its videos,
+    its seeds and its frame step. Returns its manifest ({} for a labels.csv that came without one)."""
+    manifest_file = out / "manifest.json"
+    if not (out / "labels.csv").is_file():
+        progress(f"building the distillation set in {out} (content, processing ladder, "
+                 f"{teacher_model(teacher_name or DEFAULT_TEACHER).title} teacher)")
+        return build_dataset(out, seed=seed, frame_step=frame_step, teacher_name=teacher_name or DEFAULT_TEACHER,
+                             progress=progress)
+    if not manifest_file.is_file():
+        if teacher_name is None:
+            return {}
+        raise BadInputError(f"{out} has labels.csv but no manifest.json: kvqe cannot tell which teacher made "
+                            f"it, nor rebuild it with the {teacher_name} teacher")
+    manifest: dict[str, Any] = json.loads(manifest_file.read_text())
+    if teacher_name is None or manifest.get("teacher", {}).get("revision") == teacher_model(teacher_name).revision:
+        return manifest
+    progress(f"relabelling {out} with the {teacher_model(teacher_name).title} teacher (its videos are kept)")
+    return build_dataset(out, seed=manifest["seed"], split_seed=manifest["split_seed"], tiny=manifest["tiny"],
+                         frame_step=manifest["teacher"]["frame_step"], teacher_name=teacher_name, progress=progress)

@@ -69,9 +69,10 @@ def _thinned(history: list[dict[str, Any]], entries: int = 20) -> list[dict[str,
 
 
 def run_distillation(labels_file: Path, videos: Path, out: Path, config: DistillConfig, *, splits_file: Path | None,
-                     cache: Path, limit: int | None = None,
+                     cache: Path, limit: int | None = None, teacher: dict[str, Any] | None = None,
                      progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Train a student on the teacher's labels and save it at ``out``; returns the run record."""
+    """Train a student on the teacher's labels and save it at ``out``; returns the run record (``teacher``:
+    what made the labels, e.g. the set manifest's teacher entry; its ``units`` name the bundle's scores)."""
     started = time.perf_counter()
     labels = read_teacher_labels(labels_file)
     splits = assign_splits(sorted(labels), splits_file)
@@ -85,7 +86,7 @@ def run_distillation(labels_file: Path, videos: Path, out: Path, config: Distill
     test = agreement(predict(model, clips["test"]), clips["test"]) if len(clips["test"]) >= 2 else None
     record = {
         "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "config": config_record(config), "labels": labels_file.name,
+        "config": config_record(config), "labels": labels_file.name, **({"teacher": teacher} if teacher else {}),
         "splits": {k: len(v) for k, v in splits.items()}, "history": _thinned(history), "test": test,
         "seconds": round(time.perf_counter() - started, 1),
     }

@@ -1,6 +1,10 @@
 """The teacher: VMAF v0.6.1 (the ``vmaf-torch`` package's implementation, CPU) of a processed video
 against its pristine source, per frame on the luma plane, pooled by the mean, clipped to [0, 100].
 
+Two models (:data:`TEACHERS`): ``vmaf`` (v0.6.1, the default) and ``vmaf-neg`` (v0.6.1 "no enhancement
+gain", libvmaf's ``vmaf_v0.6.1neg``: the ADM and VIF gain is limited to 1, so sharpening and contrast boosts
+are not rewarded; the variant codec comparisons use).
+
 Faithful to libvmaf where it matters for labels:
 
 - the luma is the decoded Y plane as stored (``yuv420p``, limited range); ffmpeg's ``gray`` output would
@@ -24,6 +28,33 @@ import numpy as np
 from kvqe.errors import BadInputError, KvqeError
 
 SCORE_RANGE = (0.0, 100.0)
+
+
+@dataclass(frozen=True)
+class TeacherModel:
+    """One VMAF model the teacher can run."""
+
+    name: str  # the ``kvqe distill --teacher`` value
+    model: str  # libvmaf's model name
+    title: str  # as a bundle's output units name it
+    no_enhancement_gain: bool
+
+    @property
+    def revision(self) -> str:
+        """Identifies the computation: cached scores under another revision are recomputed."""
+        return f"{self.model}/vmaf-torch/yuv420p-luma/consecutive-motion"
+
+
+TEACHERS = {t.name: t for t in (TeacherModel("vmaf", "vmaf_v0.6.1", "VMAF v0.6.1", False),
+                                TeacherModel("vmaf-neg", "vmaf_v0.6.1neg", "VMAF v0.6.1 NEG", True))}
+DEFAULT_TEACHER = "vmaf"
+
+
+def teacher_model(name: str) -> TeacherModel:
+    """The :data:`TEACHERS` entry called ``name``, else BadInputError listing them."""
+    if name not in TEACHERS:
+        raise BadInputError(f"unknown teacher {name!r}; choose one of {', '.join(TEACHERS)}")
+    return TEACHERS[name]
 _BATCH = 4  # frames per ADM/VIF call: bounded memory, no loss of speed on one thread
 
 
@@ -75,16 +106,17 @@ class Reference:
 
 
 class VmafTeacher:
-    """VMAF v0.6.1 scores (per frame every ``frame_step``-th frame, mean over them) with vmaf-torch."""
+    """VMAF scores (per frame every ``frame_step``-th frame, mean over them) with vmaf-torch."""
 
-    def __init__(self, frame_step: int = 3, threads: int = 1) -> None:
+    def __init__(self, frame_step: int = 3, threads: int = 1, model: str = DEFAULT_TEACHER) -> None:
         if frame_step < 1 or threads < 1:
             raise BadInputError(f"frame_step and threads must be >= 1, got {frame_step} and {threads}")
         from vmaf_torch import VMAF
 
         self.frame_step = frame_step
         self.threads = threads
-        self._vmaf = VMAF().eval()
+        self.model = teacher_model(model)
+        self._vmaf = VMAF(NEG=self.model.no_enhancement_gain).eval()
 
     def reference_frames(self, reference: Path, width: int, height: int) -> Reference:
         """The reference's luma and motion, to reuse across the versions of one source."""
@@ -117,9 +149,11 @@ class VmafTeacher:
         return float(np.mean(self.per_frame(reference, distorted, width, height)))
 
 
-def vmaf_score(reference: Path, distorted: Path, *, frame_step: int = 1, threads: int = 1) -> tuple[float, list[float]]:
-    """VMAF v0.6.1 of ``distorted`` against ``reference`` (aligned, same frame count; a distorted video of
-    another size is scaled to the reference's): (mean, per-frame scores of frames 0, k, 2k, ...)."""
+def vmaf_score(reference: Path, distorted: Path, *, frame_step: int = 1, threads: int = 1,
+               model: str = DEFAULT_TEACHER) -> tuple[float, list[float]]:
+    """VMAF (``model``, a :data:`TEACHERS` name) of ``distorted`` against ``reference`` (aligned, same frame
+    count; a distorted video of another size is scaled to the reference's): (mean, per-frame scores of
+    frames 0, k, 2k, ...)."""
     width, height = video_size(reference)
-    per_frame = VmafTeacher(frame_step, threads).per_frame(reference, distorted, width, height)
+    per_frame = VmafTeacher(frame_step, threads, model).per_frame(reference, distorted, width, height)
     return float(np.mean(per_frame)), [float(s) for s in per_frame]
