@@ -28,6 +28,7 @@ import numpy as np
 from kvqe.errors import BadInputError, KvqeError
 
 SCORE_RANGE = (0.0, 100.0)
+_BATCH = 4  # frames per ADM/VIF call: bounded memory, no loss of speed on one thread
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class TeacherModel:
 
     @property
     def revision(self) -> str:
-        """Identifies the computation: cached scores under another revision are recomputed."""
+        """Identifies the computation (change it when the computation changes): cached scores under
+        another revision are recomputed."""
         return f"{self.model}/vmaf-torch/yuv420p-luma/consecutive-motion"
 
 
@@ -55,7 +57,6 @@ def teacher_model(name: str) -> TeacherModel:
     if name not in TEACHERS:
         raise BadInputError(f"unknown teacher {name!r}; choose one of {', '.join(TEACHERS)}")
     return TEACHERS[name]
-_BATCH = 4  # frames per ADM/VIF call: bounded memory, no loss of speed on one thread
 
 
 def video_size(path: Path) -> tuple[int, int]:
