@@ -19,6 +19,7 @@ from kvqe.training.content import make_sources, upload
 from kvqe.training.dataset_build import HOMOLOGOUS_MIN_GAP, SCORES_FILE, _pairs, build_dataset, ensure_dataset
 from kvqe.training.ladder import LADDER, render
 from kvqe.training.report import build_report, per_source_table
+from kvqe.training.run import read_teacher_labels
 from kvqe.training.teacher import TEACHERS, VmafTeacher, luma_frames, vmaf_score
 
 pytest.importorskip("vmaf_torch")
@@ -136,6 +137,7 @@ def test_distilling_with_another_teacher_relabels_the_set_and_keeps_its_videos(t
     copy = tmp_path / "set"
     shutil.copytree(tiny, copy)
     labels = (copy / "labels.csv").read_text()
+    before = read_teacher_labels(copy / "labels.csv")
     videos = {p.name: p.stat().st_mtime_ns for p in copy.iterdir() if p.suffix in (".mp4", ".webm")}
     assert ensure_dataset(copy, teacher_name=None, seed=7, frame_step=1)["teacher"]["name"] == "vmaf"  # as built
     splits = tmp_path / "splits.json"  # the tiny set has two origins: give it a validation split
@@ -148,7 +150,7 @@ def test_distilling_with_another_teacher_relabels_the_set_and_keeps_its_videos(t
     assert record["teacher"] == manifest["teacher"] and manifest["teacher"]["name"] == "vmaf-neg"
     assert manifest["teacher"]["frame_step"] == 5 and manifest["seed"] == 0  # the set's own, not the CLI defaults
     assert {p.name: p.stat().st_mtime_ns for p in copy.iterdir() if p.suffix in (".mp4", ".webm")} == videos
-    before, after = _labels(labels), _labels((copy / "labels.csv").read_text())
+    after = read_teacher_labels(copy / "labels.csv")
     assert before.keys() == after.keys() and before != after
     assert all(after[n] <= before[n] + 1.0 for n in before), (before, after)  # NEG never grants a gain
     prepared = prepare(ExportRequest("vqa-student", tmp_path / "bundle", {"model": checkpoint}), lambda _: None)
@@ -162,10 +164,6 @@ def test_a_labels_file_without_a_manifest_cannot_be_relabelled(tmp_path: Path) -
     assert ensure_dataset(tmp_path, teacher_name=None, seed=0, frame_step=5) == {}
     with pytest.raises(BadInputError, match="labels.csv but no manifest.json: kvqe cannot tell which teacher"):
         ensure_dataset(tmp_path, teacher_name="vmaf-neg", seed=0, frame_step=5)
-
-
-def _labels(text: str) -> dict[str, float]:
-    return {name: float(score) for name, score in list(csv.reader(text.splitlines()))[1:]}
 
 
 def test_pairs_stay_inside_a_split_and_rank_by_the_gap() -> None:

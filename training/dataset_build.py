@@ -135,7 +135,7 @@ def build_dataset(out: Path, *, seed: int = 0, split_seed: int = SPLIT_SEED, tin
         "videos": len(scores),
         "files": {video.name: hashes[video] for _, video in videos},
         "teacher": {"name": model.name, "model": f"{model.title} (vmaf-torch)", "revision": model.revision,
-                    "units": f"{model.title} (teacher)",
+                    "units": model.units,
                     "vmaf_torch": importlib.metadata.version("vmaf-torch"), "frame_step": frame_step,
                     "pooling": "mean of per-frame scores clipped to the range", "range": list(SCORE_RANGE)},
         "homologous_min_gap": HOMOLOGOUS_MIN_GAP, "ffmpeg": _ffmpeg_versions(),
@@ -150,20 +150,19 @@ def ensure_dataset(out: Path, *, teacher_name: str | None, seed: int, frame_step
     """The set in ``out``, labelled by ``teacher_name`` (None: whichever teacher labelled it): built with
     ``seed`` and ``frame_step`` when absent; relabelled when another teacher labelled it, keeping its videos,
     its seeds and its frame step. Returns its manifest ({} for a labels.csv that came without one)."""
+    model = teacher_model(teacher_name or DEFAULT_TEACHER)
     manifest_file = out / "manifest.json"
     if not (out / "labels.csv").is_file():
-        progress(f"building the distillation set in {out} (content, processing ladder, "
-                 f"{teacher_model(teacher_name or DEFAULT_TEACHER).title} teacher)")
-        return build_dataset(out, seed=seed, frame_step=frame_step, teacher_name=teacher_name or DEFAULT_TEACHER,
-                             progress=progress)
+        progress(f"building the distillation set in {out} (content, processing ladder, {model.title} teacher)")
+        return build_dataset(out, seed=seed, frame_step=frame_step, teacher_name=model.name, progress=progress)
     if not manifest_file.is_file():
         if teacher_name is None:
             return {}
         raise BadInputError(f"{out} has labels.csv but no manifest.json: kvqe cannot tell which teacher made "
                             f"it, nor rebuild it with the {teacher_name} teacher")
     manifest: dict[str, Any] = json.loads(manifest_file.read_text())
-    if teacher_name is None or manifest.get("teacher", {}).get("revision") == teacher_model(teacher_name).revision:
+    if teacher_name is None or manifest.get("teacher", {}).get("revision") == model.revision:
         return manifest
-    progress(f"relabelling {out} with the {teacher_model(teacher_name).title} teacher (its videos are kept)")
+    progress(f"relabelling {out} with the {model.title} teacher (its videos are kept)")
     return build_dataset(out, seed=manifest["seed"], split_seed=manifest["split_seed"], tiny=manifest["tiny"],
-                         frame_step=manifest["teacher"]["frame_step"], teacher_name=teacher_name, progress=progress)
+                         frame_step=manifest["teacher"]["frame_step"], teacher_name=model.name, progress=progress)

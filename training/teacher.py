@@ -37,8 +37,13 @@ class TeacherModel:
 
     name: str  # the ``kvqe distill --teacher`` value
     model: str  # libvmaf's model name
-    title: str  # as a bundle's output units name it
+    title: str
     no_enhancement_gain: bool
+
+    @property
+    def units(self) -> str:
+        """What a student distilled from it scores in (its bundle's ``output.units``)."""
+        return f"{self.title} (teacher)"
 
     @property
     def revision(self) -> str:
