@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from support import cli, needs_ffmpeg
 
-from kvqe.errors import BadInputError
+from kvqe.errors import BadInputError, KvqeError
 from kvqe.export.bundle_builder import ExportRequest, prepare
 from kvqe.sdk.loader import embedded_bundle_path
 from kvqe.sdk.sources import open_source
@@ -20,7 +20,7 @@ from kvqe.training.dataset_build import HOMOLOGOUS_MIN_GAP, SCORES_FILE, _pairs,
 from kvqe.training.ladder import LADDER, render
 from kvqe.training.report import build_report, per_source_table
 from kvqe.training.run import read_teacher_labels
-from kvqe.training.teacher import TEACHERS, VmafTeacher, luma_frames, vmaf_score
+from kvqe.training.teacher import TEACHERS, VmafTeacher, luma_stream, vmaf_score
 
 pytest.importorskip("vmaf_torch")
 pytestmark = needs_ffmpeg
@@ -94,7 +94,7 @@ def test_luma_is_the_stored_y_plane_not_a_full_range_grey(tmp_path: Path) -> Non
     black = tmp_path / "black.mp4"  # limited-range black: Y = 16 (ffmpeg's "gray" output would say 0)
     subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=black:size=64x48:duration=0.2:rate=25",
                     "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", str(black)], check=True)
-    luma = luma_frames(black, 64, 48)
+    luma = np.stack(list(luma_stream(black, 64, 48)))
     assert luma.shape == (5, 48, 64) and np.all(luma == 16)
 
 
@@ -107,6 +107,35 @@ def test_vmaf_score_of_a_clip_against_itself_and_a_sampled_clip_keep_consecutive
     # the sampled frames score exactly as in the full run: motion still compares consecutive frames
     # (motion between frames 5 apart would inflate them by several points)
     assert np.allclose(sampled, every[::5], atol=1e-3), (sampled, every[::5])
+
+
+def test_streamed_reference_motion_equals_vmaf_torch_on_the_whole_clip(tiny: Path) -> None:
+    import torch
+
+    source = make_sources(tiny / "pristine", tiny=True)[0]  # 25 frames: batches of 4 and a last one of 1
+    teacher = VmafTeacher(frame_step=5)
+    streamed = teacher.reference_frames(source.path, source.width, source.height).motion2
+    whole = torch.from_numpy(np.stack(list(luma_stream(source.path, source.width, source.height)))[:, None]
+                             .astype(np.float32))
+    with torch.no_grad():
+        expected = teacher._vmaf.compute_motion2(whole).reshape(-1).numpy()
+    assert len(streamed) == 25 and streamed[0] == 0 and streamed[1:].min() > 0
+    np.testing.assert_array_equal(streamed, expected)
+
+
+def test_teacher_names_misaligned_and_undecodable_videos(tiny: Path, tmp_path: Path) -> None:
+    source = make_sources(tiny / "pristine", tiny=True)[0]
+    teacher = VmafTeacher(frame_step=5)
+    reference = teacher.reference_frames(source.path, source.width, source.height)
+    short = tmp_path / "short.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(source.path), "-frames:v", "20", "-c:v", "libx264",
+                    str(short)], check=True)
+    with pytest.raises(BadInputError, match="short.mp4: 20 frames do not align with the reference's 25"):
+        teacher.per_frame(reference, short, source.width, source.height)
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(source.path.read_bytes()[:300])
+    with pytest.raises(KvqeError, match="broken.mp4"):
+        teacher.per_frame(reference, broken, source.width, source.height)
 
 
 def test_resumed_build_reuses_keyed_scores(tiny: Path) -> None:

@@ -11,13 +11,17 @@ Faithful to libvmaf where it matters for labels:
   stretch it to full range first and shift the scores;
 - the motion feature always compares consecutive reference frames; with ``frame_step`` k only ADM and VIF
   are evaluated on every k-th frame (motion between frames k apart would inflate VMAF by 5-13 points);
-- one torch thread by default: on a shared 2-core machine that is 10-50x faster than two.
+- one torch thread by default: on a shared 2-core machine that is 10-50x faster than two;
+- frames are streamed from ffmpeg and scored a few at a time, so memory does not grow with a video's length
+  (under 1 GB for 720p).
 """
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +32,7 @@ import numpy as np
 from kvqe.errors import BadInputError, KvqeError
 
 SCORE_RANGE = (0.0, 100.0)
-_BATCH = 4  # frames per ADM/VIF call: bounded memory, no loss of speed on one thread
+_BATCH = 4  # frames per motion, ADM or VIF call: bounded memory, no loss of speed on one thread
 
 
 @dataclass(frozen=True)
@@ -75,19 +79,39 @@ def video_size(path: Path) -> tuple[int, int]:
     return int(streams[0]["width"]), int(streams[0]["height"])
 
 
-def luma_frames(path: Path, width: int, height: int) -> np.ndarray:
-    """Every frame's Y plane (frames x height x width, uint8) as decoded, scaled to ``width`` x ``height``
-    (bicubic) if the video has another size (the scale filter passes same-size frames through untouched)."""
-    result = subprocess.run(["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-vf",
-                             f"scale={width}:{height}:flags=bicubic", "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"],
-                            capture_output=True, check=False)
-    if result.returncode != 0:
-        raise KvqeError(f"ffmpeg could not decode {path}: {result.stderr.decode(errors='replace')[:300]}")
+def luma_stream(path: Path, width: int, height: int) -> Iterator[np.ndarray]:
+    """Each frame's Y plane (height x width, uint8) as decoded, one at a time, scaled to ``width`` x ``height``
+    (bicubic) if the video has another size (the scale filter passes same-size frames through untouched).
+    Only one frame is held, so memory does not grow with the video's length."""
     frame = width * height * 3 // 2
-    if not result.stdout or len(result.stdout) % frame:
-        raise KvqeError(f"{path}: ffmpeg returned {len(result.stdout)} bytes, not whole {width}x{height} frames")
-    planes = np.frombuffer(result.stdout, np.uint8).reshape(-1, frame)
-    return planes[:, : width * height].reshape(-1, height, width)
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-vf",
+                                    f"scale={width}:{height}:flags=bicubic", "-f", "rawvideo", "-pix_fmt", "yuv420p",
+                                    "-"], stdout=subprocess.PIPE, stderr=errors)
+        assert process.stdout is not None
+        try:
+            count = 0
+            while data := process.stdout.read(frame):
+                if len(data) < frame:
+                    raise KvqeError(f"{path}: ffmpeg's output ended inside frame {count} "
+                                    f"({len(data)} of {frame} bytes of a {width}x{height} frame)")
+                count += 1
+                yield np.frombuffer(data, np.uint8)[: width * height].reshape(height, width)
+            if process.wait() != 0 or not count:
+                errors.seek(0)
+                raise KvqeError(f"ffmpeg could not decode {path}: "
+                                f"{errors.read().decode(errors='replace').strip()[:300] or 'no frames'}")
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.stdout.close()
+            process.wait()
+
+
+def _frame_batches(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
+    """``frames`` stacked ``size`` at a time (the last batch may be shorter) as float32 N x 1 x H x W."""
+    while batch := list(itertools.islice(frames, size)):
+        yield np.stack(batch)[:, None].astype(np.float32)
 
 
 @contextlib.contextmanager
@@ -105,14 +129,18 @@ def _torch_threads(count: int) -> Iterator[Any]:
 
 @dataclass(frozen=True)
 class Reference:
-    """A pristine clip prepared once for all its versions: its luma and per-frame motion2 feature."""
+    """A pristine clip prepared once for all its versions: its path, size and per-frame motion2 feature (the
+    frames themselves are decoded again, streamed, for each version)."""
 
-    luma: np.ndarray
+    path: Path
+    width: int
+    height: int
     motion2: np.ndarray
 
 
 class VmafTeacher:
-    """VMAF scores (per frame every ``frame_step``-th frame, mean over them) with vmaf-torch."""
+    """VMAF scores (per frame every ``frame_step``-th frame, mean over them) with vmaf-torch. Frames are
+    streamed: memory is a few frames whatever the video's length."""
 
     def __init__(self, frame_step: int = 3, threads: int = 1, model: str = DEFAULT_TEACHER) -> None:
         if frame_step < 1 or threads < 1:
@@ -125,34 +153,63 @@ class VmafTeacher:
         self._vmaf = VMAF(NEG=self.model.no_enhancement_gain).eval()
 
     def reference_frames(self, reference: Path, width: int, height: int) -> Reference:
-        """The reference's luma and motion, to reuse across the versions of one source."""
-        luma = luma_frames(reference, width, height)
+        """The reference's motion2 (libvmaf's: the smaller blurred-luma difference to the previous and to the
+        next frame; 0 for the first, the previous difference for the last), to reuse across its versions."""
+        from vmaf_torch.utils import fast_gaussian_blur, vmaf_pad
+
+        kernel = self._vmaf.motion
+        pad = [(kernel.kernel_size - 1) // 2] * 4
+        differences = [0.0]  # frame i against frame i-1
+        previous = None  # the last blurred frame of the previous batch
         with _torch_threads(self.threads) as torch:
-            motion = self._vmaf.compute_motion2(torch.from_numpy(luma[:, None].astype(np.float32)))
-        return Reference(luma, motion.reshape(-1).numpy())
+            for batch in _frame_batches(luma_stream(reference, width, height), _BATCH):
+                blurred = fast_gaussian_blur(vmaf_pad(torch.from_numpy(batch), pad), weight=kernel.blur_win)
+                chain = blurred if previous is None else torch.cat([previous, blurred])
+                differences += torch.mean(torch.abs(chain[1:] - chain[:-1]), dim=(-1, -2)).reshape(-1).tolist()
+                previous = blurred[-1:]
+        motion = np.asarray(differences, np.float32)
+        motion2 = np.minimum(motion, np.append(motion[1:], 0.0).astype(np.float32))
+        motion2[0], motion2[-1] = 0.0, motion[-1] if len(motion) > 1 else 0.0
+        return Reference(reference, width, height, motion2)
 
     def per_frame(self, reference: Path | Reference, distorted: Path, width: int, height: int) -> np.ndarray:
         """VMAF of frames 0, k, 2k, ... of ``distorted`` against ``reference``, each clipped to [0, 100]."""
         ref = reference if isinstance(reference, Reference) else self.reference_frames(reference, width, height)
-        dist = luma_frames(distorted, width, height)
-        if len(dist) != len(ref.luma):
-            raise BadInputError(f"{distorted.name}: {len(dist)} frames do not align with the reference's "
-                                f"{len(ref.luma)}; the teacher needs every frame of the source, in order")
-        picked = np.arange(0, len(dist), self.frame_step)
+        pairs = itertools.zip_longest(luma_stream(ref.path, width, height), luma_stream(distorted, width, height))
+        counts = [0, 0]
+        batch: list[tuple[np.ndarray, np.ndarray, float]] = []  # (reference luma, distorted luma, motion2)
         scores = []
         with _torch_threads(self.threads) as torch:
-            for start in range(0, len(picked), _BATCH):
-                index = picked[start:start + _BATCH]
-                r = torch.from_numpy(ref.luma[index, None].astype(np.float32))
-                d = torch.from_numpy(dist[index, None].astype(np.float32))
-                motion = torch.from_numpy(ref.motion2[index, None])
-                vmaf = self._vmaf
-                scores.append(vmaf.predict(vmaf.compute_adm_score(r, d), motion, vmaf.compute_vif_features(r, d)))
+            for index, (r, d) in enumerate(pairs):
+                counts[0] += r is not None
+                counts[1] += d is not None
+                if r is None or d is None or index % self.frame_step:
+                    continue
+                batch.append((r, d, ref.motion2[index]))
+                if len(batch) == _BATCH:
+                    scores.append(self._score_batch(batch))
+                    batch = []
+            if counts[0] != counts[1]:
+                raise BadInputError(f"{distorted.name}: {counts[1]} frames do not align with the reference's "
+                                    f"{counts[0]}; the teacher needs every frame of the source, in order")
+            if batch:
+                scores.append(self._score_batch(batch))
             values = torch.cat(scores).reshape(-1).numpy().astype(np.float64)
         return np.clip(values, *SCORE_RANGE)
 
     def score(self, reference: Path | Reference, distorted: Path, width: int, height: int) -> float:
         return float(np.mean(self.per_frame(reference, distorted, width, height)))
+
+    def _score_batch(self, batch: list[tuple[np.ndarray, np.ndarray, float]]) -> Any:
+        """VMAF of aligned (reference luma, distorted luma, reference motion2) frames (inside ``_torch_threads``)."""
+        import torch
+
+        refs, dists, motion2 = zip(*batch, strict=True)
+        r = torch.from_numpy(np.stack(refs)[:, None].astype(np.float32))
+        d = torch.from_numpy(np.stack(dists)[:, None].astype(np.float32))
+        motion = torch.tensor(motion2, dtype=torch.float32)[:, None]
+        vmaf = self._vmaf
+        return vmaf.predict(vmaf.compute_adm_score(r, d), motion, vmaf.compute_vif_features(r, d))
 
 
 def vmaf_score(reference: Path, distorted: Path, *, frame_step: int = 1, threads: int = 1,
