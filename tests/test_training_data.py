@@ -16,7 +16,7 @@ from kvqe.export.bundle_builder import ExportRequest, prepare
 from kvqe.sdk.loader import embedded_bundle_path
 from kvqe.sdk.sources import open_source
 from kvqe.training.content import make_sources, upload
-from kvqe.training.dataset_build import HOMOLOGOUS_MIN_GAP, SCORES_FILE, _pairs, build_dataset, ensure_dataset
+from kvqe.training.dataset_build import HOMOLOGOUS_MIN_GAP, _pairs, build_dataset, ensure_dataset, scores_file
 from kvqe.training.ladder import LADDER, render
 from kvqe.training.report import build_report, per_source_table
 from kvqe.training.run import read_teacher_labels
@@ -139,10 +139,10 @@ def test_teacher_names_misaligned_and_undecodable_videos(tiny: Path, tmp_path: P
 
 
 def test_resumed_build_reuses_keyed_scores(tiny: Path) -> None:
-    cache = json.loads((tiny / SCORES_FILE).read_text())
+    cache = json.loads((tiny / scores_file("vmaf")).read_text())
     labels = (tiny / "labels.csv").read_text()
     build_dataset(tiny, tiny=True, frame_step=5)
-    assert json.loads((tiny / SCORES_FILE).read_text()) == cache and (tiny / "labels.csv").read_text() == labels
+    assert json.loads((tiny / scores_file("vmaf")).read_text()) == cache and (tiny / "labels.csv").read_text() == labels
     assert all(len(entry["key"]) == 16 and len(entry["per_frame"]) == 5 for entry in cache.values())
 
 
@@ -162,7 +162,8 @@ def test_vmaf_neg_does_not_reward_a_contrast_boost(tiny: Path, tmp_path: Path) -
     assert vmaf[boosted.name] - neg[boosted.name] > 8, scores  # the boost's gain is VMAF's, not NEG's
 
 
-def test_distilling_with_another_teacher_relabels_the_set_and_keeps_its_videos(tiny: Path, tmp_path: Path) -> None:
+def test_distilling_with_another_teacher_relabels_the_set_and_keeps_its_videos(tiny: Path, tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     copy = tmp_path / "set"
     shutil.copytree(tiny, copy)
     labels = (copy / "labels.csv").read_text()
@@ -184,7 +185,13 @@ def test_distilling_with_another_teacher_relabels_the_set_and_keeps_its_videos(t
     assert all(after[n] <= before[n] + 1.0 for n in before), (before, after)  # NEG never grants a gain
     prepared = prepare(ExportRequest("vqa-student", tmp_path / "bundle", {"model": checkpoint}), lambda _: None)
     assert prepared.output_spec["units"] == "VMAF v0.6.1 NEG (teacher)"
-    ensure_dataset(copy, teacher_name="vmaf", seed=0, frame_step=5)
+    vmaf_cache = (copy / scores_file("vmaf")).read_bytes()
+    assert json.loads((copy / scores_file("vmaf-neg")).read_text()).keys() == json.loads(vmaf_cache).keys()
+    teacher_runs = []
+    with monkeypatch.context() as patch:  # back to vmaf: its cached scores are used, nothing is scored again
+        patch.setattr(VmafTeacher, "per_frame", lambda *args: teacher_runs.append(args))
+        ensure_dataset(copy, teacher_name="vmaf", seed=0, frame_step=5)
+    assert not teacher_runs and (copy / scores_file("vmaf")).read_bytes() == vmaf_cache
     assert (copy / "labels.csv").read_text() == labels  # and back, to the same labels
 
 

@@ -4,7 +4,7 @@
 
 Resumable and idempotent: videos already rendered are kept; a teacher score is reused only when its key
 (teacher revision, frame step, sha256 of the reference and of the video) still matches, so a changed
-video or teacher is scored again.
+video or teacher is scored again. Each teacher has its own score cache (:func:`scores_file`).
 """
 from __future__ import annotations
 
@@ -35,7 +35,12 @@ HOMOLOGOUS_MIN_GAP = 5.0
 # The split is drawn with its own seed, chosen (before any training) so that the test split holds a real
 # video segment set and natural scenes, not only the microscopy/retina photos.
 SPLIT_SEED = 4
-SCORES_FILE = "teacher_scores.json"
+
+
+def scores_file(teacher_name: str) -> str:
+    """The set's cache of one teacher's per-frame scores: each teacher keeps its own, so switching back and
+    forth between teachers scores each video once per teacher."""
+    return "teacher_scores.json" if teacher_name == DEFAULT_TEACHER else f"teacher_scores.{teacher_name}.json"
 
 
 def _ffmpeg_versions() -> list[str]:
@@ -92,7 +97,7 @@ def build_dataset(out: Path, *, seed: int = 0, split_seed: int = SPLIT_SEED, tin
     progress(f"{len(videos)} processed videos")
 
     clock = time.perf_counter()
-    cache_file = out / SCORES_FILE
+    cache_file = out / scores_file(model.name)
     cache: dict[str, Any] = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     teacher = VmafTeacher(frame_step=frame_step, model=teacher_name)
     lock = threading.Lock()
