@@ -22,7 +22,7 @@ import itertools
 import json
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,7 @@ def video_size(path: Path) -> tuple[int, int]:
     return int(streams[0]["width"]), int(streams[0]["height"])
 
 
-def luma_stream(path: Path, width: int, height: int) -> Iterator[np.ndarray]:
+def luma_stream(path: Path, width: int, height: int) -> Generator[np.ndarray, None, None]:
     """Each frame's Y plane (height x width, uint8) as decoded, one at a time, scaled to ``width`` x ``height``
     (bicubic) if the video has another size (the scale filter passes same-size frames through untouched).
     Only one frame is held, so memory does not grow with the video's length."""
@@ -169,18 +169,18 @@ class VmafTeacher:
                 previous = blurred[-1:]
         motion = np.asarray(differences, np.float32)
         motion2 = np.minimum(motion, np.append(motion[1:], 0.0).astype(np.float32))
-        motion2[0], motion2[-1] = 0.0, motion[-1] if len(motion) > 1 else 0.0
+        motion2[0], motion2[-1] = 0.0, motion[-1]  # one frame: both are frame 0, whose difference is 0
         return Reference(reference, width, height, motion2)
 
     def per_frame(self, reference: Path | Reference, distorted: Path, width: int, height: int) -> np.ndarray:
         """VMAF of frames 0, k, 2k, ... of ``distorted`` against ``reference``, each clipped to [0, 100]."""
         ref = reference if isinstance(reference, Reference) else self.reference_frames(reference, width, height)
-        pairs = itertools.zip_longest(luma_stream(ref.path, width, height), luma_stream(distorted, width, height))
+        ref_frames, dist_frames = luma_stream(ref.path, width, height), luma_stream(distorted, width, height)
         counts = [0, 0]
         batch: list[tuple[np.ndarray, np.ndarray, float]] = []  # (reference luma, distorted luma, motion2)
         scores = []
-        with _torch_threads(self.threads) as torch:
-            for index, (r, d) in enumerate(pairs):
+        with contextlib.closing(ref_frames), contextlib.closing(dist_frames), _torch_threads(self.threads) as torch:
+            for index, (r, d) in enumerate(itertools.zip_longest(ref_frames, dist_frames)):
                 counts[0] += r is not None
                 counts[1] += d is not None
                 if r is None or d is None or index % self.frame_step:
