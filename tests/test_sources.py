@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import os
 import subprocess
 import threading
 import time
@@ -15,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
-from support import BIKES, CARPHONE, needs_ffmpeg, needs_ffprobe, psnr
+from support import BIKES, CARPHONE, child_processes, needs_ffmpeg, needs_ffprobe, psnr
 
 import kvqe
 from kvqe.errors import BadInputError
@@ -353,18 +352,6 @@ def _ffmpeg_bgr(path: Path) -> np.ndarray:
     return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
 
 
-def _children() -> list[str]:
-    """Commands of this process's live child processes (from /proc)."""
-    pids = " ".join(p.read_text() for p in Path(f"/proc/{os.getpid()}/task").glob("*/children")).split()
-    names = []
-    for pid in pids:
-        try:
-            names.append(Path(f"/proc/{pid}/comm").read_text().strip())
-        except FileNotFoundError:  # it ended meanwhile
-            pass
-    return names
-
-
 @pytest.fixture
 def opencv_cannot_decode(monkeypatch: pytest.MonkeyPatch) -> None:
     """cv2.VideoCapture (everywhere: cv2 is one module) opens but decodes nothing while the test runs."""
@@ -402,13 +389,13 @@ def test_the_ffmpeg_path_decodes_what_opencv_does(monkeypatch: pytest.MonkeyPatc
 @needs_ffmpeg
 def test_leaving_early_stops_ffmpeg(opencv_cannot_decode: None) -> None:
     with open_source(BIKES, queue_size=1) as source:
-        assert "ffmpeg" in _children()
+        assert "ffmpeg" in child_processes()
         next(iter(source))
     assert wait_no_decoder()
     deadline = time.monotonic() + 2.0
-    while "ffmpeg" in _children() and time.monotonic() < deadline:
+    while "ffmpeg" in child_processes() and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert "ffmpeg" not in _children()
+    assert "ffmpeg" not in child_processes()
 
 
 @needs_ffmpeg
@@ -425,7 +412,7 @@ def test_the_ffmpeg_path_checks_the_declared_length(tmp_path: Path, opencv_canno
     with pytest.raises(BadInputError, match="cut.mp4: no decodable frames: OpenCV decoded none of its (h264|avc1) "
                                             r"stream and ffmpeg none either \(.+\)"):
         open_source(cut)
-    assert "ffmpeg" not in _children()
+    assert "ffmpeg" not in child_processes()
 
 
 def _with_display_rotation(source: Path, out: Path) -> int:
@@ -470,6 +457,34 @@ def test_a_portrait_phone_video_is_read_upright_on_both_decode_paths(
     monkeypatch.undo()
     vqa = kvqe.load("vqa")  # the model sees the video as the viewer does
     assert vqa.score(portrait).score == pytest.approx(vqa.score(iter(via_opencv), fps=25).score, abs=1e-4)
+
+
+@needs_ffprobe
+@needs_ffmpeg
+@pytest.mark.parametrize(("name", "encoding", "size"), [
+    ("hevc_10bit.mp4", ["-c:v", "libx265", "-pix_fmt", "yuv420p10le", "-x265-params", "log-level=error"], (180, 320)),
+    ("h264_444_odd_size.mp4", ["-vf", "format=yuv444p,scale=321:181", "-c:v", "libx264", "-pix_fmt", "yuv444p"],
+     (181, 321)),
+    ("h264_gray.mp4", ["-c:v", "libx264", "-pix_fmt", "gray"], (180, 320)),
+])
+def test_uploads_in_other_formats_read_as_ffmpeg_shows_them_and_score_alike(
+    name: str, encoding: list[str], size: tuple[int, int], tmp_path: Path
+) -> None:
+    """10-bit HEVC, 4:4:4 at an odd size and grayscale H.264, all near-transparent (CRF 20) encodes of the
+    sample video: read as ffmpeg itself converts them to BGR, and scored as the same content in 8-bit 4:2:0."""
+    upload, plain = tmp_path / name, tmp_path / "plain.mp4"
+    for out, codec in ((upload, encoding), (plain, ["-c:v", "libx264", "-pix_fmt", "yuv420p"])):
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(sample_video_path()), *codec, "-crf", "20", str(out)],
+                       check=True)
+    expected = _ffmpeg_bgr(upload)
+    with open_source(upload) as source:
+        frames = np.stack([frame.image for frame in source])
+    assert frames.shape == (50, *size, 3)
+    assert np.abs(frames.astype(np.int16) - expected).mean() < 1.0  # 10-bit: OpenCV rounds to 8 bits its own way
+    vqa = kvqe.load("vqa")
+    score = vqa.score(upload).score
+    assert score == pytest.approx(vqa.score(iter(expected), fps=25).score, abs=0.25)
+    assert score == pytest.approx(vqa.score(plain).score, abs=1.5)  # measured: 95.0, 95.0, 96.0 against 95.8
 
 
 def test_without_ffmpeg_the_error_names_the_codec_and_the_pipe(
