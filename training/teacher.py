@@ -161,8 +161,9 @@ class VmafTeacher:
         pad = [(kernel.kernel_size - 1) // 2] * 4
         differences = [0.0]  # frame i against frame i-1
         previous = None  # the last blurred frame of the previous batch
-        with _torch_threads(self.threads) as torch:
-            for batch in _frame_batches(luma_stream(reference, width, height), _BATCH):
+        frames = luma_stream(reference, width, height)
+        with contextlib.closing(frames), _torch_threads(self.threads) as torch:
+            for batch in _frame_batches(frames, _BATCH):
                 blurred = fast_gaussian_blur(vmaf_pad(torch.from_numpy(batch), pad), weight=kernel.blur_win)
                 chain = blurred if previous is None else torch.cat([previous, blurred])
                 differences += torch.mean(torch.abs(chain[1:] - chain[:-1]), dim=(-1, -2)).reshape(-1).tolist()
