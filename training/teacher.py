@@ -129,12 +129,10 @@ def _torch_threads(count: int) -> Iterator[Any]:
 
 @dataclass(frozen=True)
 class Reference:
-    """A pristine clip prepared once for all its versions: its path, size and per-frame motion2 feature (the
-    frames themselves are decoded again, streamed, for each version)."""
+    """A pristine clip prepared once for all its versions: its path and per-frame motion2 feature (the frames
+    themselves are decoded again, streamed, for each version)."""
 
     path: Path
-    width: int
-    height: int
     motion2: np.ndarray
 
 
@@ -171,7 +169,7 @@ class VmafTeacher:
         motion = np.asarray(differences, np.float32)
         motion2 = np.minimum(motion, np.append(motion[1:], 0.0).astype(np.float32))
         motion2[0], motion2[-1] = 0.0, motion[-1]  # one frame: both are frame 0, whose difference is 0
-        return Reference(reference, width, height, motion2)
+        return Reference(reference, motion2)
 
     def per_frame(self, reference: Path | Reference, distorted: Path, width: int, height: int) -> np.ndarray:
         """VMAF of frames 0, k, 2k, ... of ``distorted`` against ``reference``, each clipped to [0, 100]."""
