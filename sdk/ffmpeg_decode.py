@@ -1,7 +1,7 @@
 """Decoding through the ``ffmpeg`` command, for streams the OpenCV build opens but cannot decode.
 
-The FFmpeg inside the opencv-python wheels has no software AV1 decoder, so an AV1 upload opens (its
-container is read) and yields no frame. Where an ``ffmpeg`` executable is installed, as on any
+The FFmpeg inside the opencv-python 4.x wheels has no software AV1 decoder (checked with 4.12.0.88; 5.1.0
+decodes AV1), so with them an AV1 upload opens (its container is read) and yields no frame. Where an ``ffmpeg`` executable is installed, as on any
 transcoding server, such a stream is decoded by it instead: frames arrive as a PPM stream on a pipe
 (each frame carries its own size, so rotation and cropping need no second probe).
 """
@@ -41,27 +41,26 @@ def _read_ppm(stream: IO[bytes], name: str) -> np.ndarray | None:
     return cv2.cvtColor(np.frombuffer(data, np.uint8).reshape(height, width, 3), cv2.COLOR_RGB2BGR)
 
 
-class FfmpegDecode:
-    """An ``ffmpeg`` process decoding the first video stream of ``target`` (a path or URL)."""
+class FfmpegProcess:
+    """An ``ffmpeg`` process writing its output (``args`` name the input, filters and format) to a pipe."""
 
-    def __init__(self, executable: str, target: str, name: str) -> None:
+    def __init__(self, executable: str, args: list[str], name: str) -> None:
         self.name = name
         # a file, not a pipe, so a chatty decoder cannot block on it; closed by close()
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self._process = subprocess.Popen(
-            [executable, "-nostdin", "-v", "error", "-i", target, "-map", "0:v:0",
-             "-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "-"],
+            [executable, "-nostdin", "-v", "error", *args, "-"],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._stderr,
         )
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """The decoded frames, HxWx3 uint8 BGR; BadInputError if ffmpeg fails or yields none."""
-        stdout = self._process.stdout
-        assert stdout is not None
-        count = 0
-        while (image := _read_ppm(stdout, self.name)) is not None:
-            yield image
-            count += 1
+    @property
+    def stdout(self) -> IO[bytes]:
+        """ffmpeg's output."""
+        assert self._process.stdout is not None
+        return self._process.stdout
+
+    def finish(self, count: int) -> None:
+        """Wait for ffmpeg after ``count`` frames were read; BadInputError if it failed or yielded none."""
         status = self._process.wait()
         if status != 0 or count == 0:
             raise BadInputError(
@@ -79,6 +78,21 @@ class FfmpegDecode:
         if self._process.poll() is None:
             self._process.kill()
         self._process.wait()
-        if self._process.stdout is not None:
-            self._process.stdout.close()
+        self.stdout.close()
         self._stderr.close()
+
+
+class FfmpegDecode(FfmpegProcess):
+    """An ``ffmpeg`` process decoding the first video stream of ``target`` (a path or URL) to BGR frames."""
+
+    def __init__(self, executable: str, target: str, name: str) -> None:
+        super().__init__(executable, ["-i", target, "-map", "0:v:0", "-f", "image2pipe", "-c:v", "ppm",
+                                      "-pix_fmt", "rgb24"], name)
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """The decoded frames, HxWx3 uint8 BGR; BadInputError if ffmpeg fails or yields none."""
+        count = 0
+        while (image := _read_ppm(self.stdout, self.name)) is not None:
+            yield image
+            count += 1
+        self.finish(count)

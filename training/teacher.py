@@ -21,7 +21,6 @@ import contextlib
 import itertools
 import json
 import subprocess
-import tempfile
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from kvqe.errors import BadInputError, KvqeError
+from kvqe.errors import BadInputError
+from kvqe.sdk.ffmpeg_decode import FfmpegProcess
 
 SCORE_RANGE = (0.0, 100.0)
 _BATCH = 4  # frames per motion, ADM or VIF call: bounded memory, no loss of speed on one thread
@@ -83,29 +83,21 @@ def luma_stream(path: Path, width: int, height: int) -> Generator[np.ndarray, No
     """Each frame's Y plane (height x width, uint8) as decoded, one at a time, scaled to ``width`` x ``height``
     (bicubic) if the video has another size (the scale filter passes same-size frames through untouched).
     Only one frame is held, so memory does not grow with the video's length."""
-    frame = width * height * 3 // 2
-    with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(["ffmpeg", "-v", "error", "-i", str(path), "-fps_mode", "passthrough", "-vf",
-                                    f"scale={width}:{height}:flags=bicubic", "-f", "rawvideo", "-pix_fmt", "yuv420p",
-                                    "-"], stdout=subprocess.PIPE, stderr=errors)
-        assert process.stdout is not None
-        try:
-            count = 0
-            while data := process.stdout.read(frame):
-                if len(data) < frame:
-                    raise KvqeError(f"{path}: ffmpeg's output ended inside frame {count} "
-                                    f"({len(data)} of {frame} bytes of a {width}x{height} frame)")
-                count += 1
-                yield np.frombuffer(data, np.uint8)[: width * height].reshape(height, width)
-            if process.wait() != 0 or not count:
-                errors.seek(0)
-                raise KvqeError(f"ffmpeg could not decode {path}: "
-                                f"{errors.read().decode(errors='replace').strip()[:300] or 'no frames'}")
-        finally:
-            if process.poll() is None:
-                process.kill()
-            process.stdout.close()
-            process.wait()
+    size = width * height * 3 // 2
+    decode = FfmpegProcess("ffmpeg", ["-i", str(path), "-fps_mode", "passthrough", "-vf",
+                                      f"scale={width}:{height}:flags=bicubic", "-f", "rawvideo", "-pix_fmt", "yuv420p"],
+                           str(path))
+    try:
+        count = 0
+        while data := decode.stdout.read(size):
+            if len(data) < size:
+                raise BadInputError(f"{path}: ffmpeg's output ended inside frame {count} "
+                                    f"({len(data)} of {size} bytes of a {width}x{height} frame)")
+            count += 1
+            yield np.frombuffer(data, np.uint8)[: width * height].reshape(height, width)
+        decode.finish(count)
+    finally:
+        decode.close()
 
 
 def _frame_batches(frames: Iterator[np.ndarray], size: int) -> Iterator[np.ndarray]:
