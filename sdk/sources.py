@@ -291,8 +291,8 @@ def _capture_source(
 
 
 def _open_video(target: str, name: str, fps: float | None, queue_size: int, local_file: bool) -> FrameSource:
-    """A video file or URL decoded by OpenCV or, when OpenCV opens it but decodes no frame (e.g. AV1, which
-    the opencv-python wheels cannot decode), by the ``ffmpeg`` command if it is installed."""
+    """A video file or URL decoded by OpenCV or, when OpenCV opens it but decodes no frame (e.g. AV1 with the
+    opencv-python 4.x wheels), by the ``ffmpeg`` command if it is installed."""
     capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG)
     if not capture.isOpened():
         raise BadInputError(
@@ -309,8 +309,8 @@ def _open_video(target: str, name: str, fps: float | None, queue_size: int, loca
     if executable is None:
         raise BadInputError(
             f"{name}: no decodable frames: OpenCV {cv2.__version__} opened it but decoded none of {stream} "
-            "(the file may be truncated or corrupt, or the codec unsupported: the opencv-python wheels cannot "
-            "decode AV1); install ffmpeg and kvqe decodes such streams with it, or pipe them: "
+            "(the file may be truncated or corrupt, or the codec unsupported: the opencv-python 4.x wheels "
+            "decode no AV1); install ffmpeg and kvqe decodes such streams with it, or pipe them: "
             f"ffmpeg -i {shlex.quote(target)} -f rawvideo -pix_fmt bgr24 - | "
             f"kvqe score - --raw {container.size or 'WxH'}" + (f" --fps {container.fps:g}" if container.fps else "")
         )

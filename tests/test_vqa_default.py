@@ -104,7 +104,7 @@ def test_scores_order_an_unseen_videos_own_crf_ladder(clip: str, tmp_path: Path)
 @needs_ffmpeg
 @pytest.mark.parametrize("start", ["0", "3", "6"])
 def test_scores_order_an_unseen_av1_ladder(start: str, tmp_path: Path) -> None:
-    """AV1 uploads (read through the ffmpeg command: the OpenCV wheel decodes no AV1) of test-split content;
+    """AV1 uploads (read by OpenCV 5, or by the ffmpeg command where OpenCV 4.x decodes no AV1) of test-split content;
     AV1 was never in training. The teacher (VMAF against the lossless cut) measured 99 / 86-89 / 55-67 at CRF
     20 / 50 / 63; the student measured 68.3 / 61.8 / 57.9 (bikes from 0 s), 74.6 / 67.1 / 59.1 (3 s), 96.8 / 91.9 /
     73.2 (6 s): ordered, with bikes' soft first seconds in 10 points."""
