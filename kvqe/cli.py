@@ -120,8 +120,9 @@ def enhance(input_path: str, output_path: str, bundle: str, backend: str, precis
     source, target = Path(input_path), Path(output_path)
     is_image = source.suffix.lower() in IMAGE_SUFFIXES
     if is_image != (target.suffix.lower() in IMAGE_SUFFIXES):
-        raise BadInputError(f"{target}: an {'image' if is_image else 'video'} input needs an "
-                            f"{'image' if is_image else 'video'} output name")
+        wanted = f"an image output name ({', '.join(sorted(IMAGE_SUFFIXES))})" if is_image else \
+            "a video output name (e.g. .mp4 or .mkv), not an image's"
+        raise BadInputError(f"{target}: {'an image' if is_image else 'a video'} input needs {wanted}")
     if source.resolve() == target.resolve():
         raise BadInputError("the output must not overwrite the input")
     started = time.perf_counter()

@@ -99,7 +99,12 @@ def test_enhance_cli_with_embedded_bundle_and_bad_inputs(tmp_path: Path) -> None
     cv2.imwrite(str(rgba), np.zeros((16, 16, 4), np.uint8))
     assert b"alpha" in cli("kvqe", "enhance", str(rgba), "-o", str(tmp_path / "o.png"), check_code=2).stderr.lower()
     cli("kvqe", "enhance", str(tmp_path / "none.png"), "-o", str(tmp_path / "o.png"), check_code=2)
-    cli("kvqe", "enhance", str(SAMPLE), "-o", str(tmp_path / "o.mp4"), check_code=2)
+    result = cli("kvqe", "enhance", str(SAMPLE), "-o", str(tmp_path / "o.mp4"), check_code=2)
+    assert b"o.mp4: an image input needs an image output name (.bmp, .jpeg" in result.stderr
+    result = cli("kvqe", "enhance", str(CARPHONE), "-o", str(tmp_path / "o.png"), check_code=2)
+    assert b"o.png: a video input needs a video output name (e.g. .mp4 or .mkv)" in result.stderr
+    assert b"the output must not overwrite the input" in cli(
+        "kvqe", "enhance", str(out), "-o", str(tmp_path / "." / "x4.png"), check_code=2).stderr
     cli("kvqe", "enhance", str(SAMPLE), "-o", str(tmp_path / "o.png"), "--backend", "nope", check_code=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rgba.png", "x4.png"]
 
