@@ -150,8 +150,10 @@ def test_vqa_student_all_formats_pass_default_gates(video_dir: Path, student_che
 @pytest.mark.slow
 def test_distilled_student_all_formats_pass_default_gates(video_dir: Path, tmp_path: Path) -> None:
     """The shipped vqa-student (committed checkpoint): ORT INT8 and OpenVINO FP16/INT8 pass the default VQA
-    gates on real clips, and every artifact scores a real video within a few points of FP32 (its policy
-    nss-head keeps the statistics and the frozen backbone float, the MLP heads int8)."""
+    gates on real clips, and every artifact scores a real video within a point of FP32 (its policy nss-head
+    keeps the statistics and the frozen backbone float, the MLP heads int8). OpenVINO INT8 is the QDQ model
+    of ONNX Runtime converted, so the two INT8 artifacts agree (NNCF's own quantisation scored real videos up
+    to 5 points off FP32)."""
     checkpoint = Path(__file__).resolve().parents[1] / "assets" / "vqa-student.pth"
     out = tmp_path / "student-all"
     (summary,) = lines(cli("kvqe-export", "vqa-student", "--weights", f"model={checkpoint}", "--out", str(out), *ALL,
@@ -165,7 +167,11 @@ def test_distilled_student_all_formats_pass_default_gates(video_dir: Path, tmp_p
               for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
     reference = scores[("onnxruntime", "fp32")]
     assert abs(scores[("openvino", "fp32")] - reference) < 0.01
-    assert max(abs(s - reference) for s in scores.values()) < 5.0, scores
+    assert abs(scores[("openvino", "int8")] - scores[("onnxruntime", "int8")]) < 0.01, scores
+    (ov_int8,) = [a for a in read_bundle(out).manifest["artifacts"]
+                  if (a["backend"], a["precision"]) == ("openvino", "int8")]
+    assert ov_int8["export"]["quantizer"].startswith("onnxruntime"), ov_int8["export"]
+    assert max(abs(s - reference) for s in scores.values()) < 1.0, scores
 
 
 @pytest.mark.slow
