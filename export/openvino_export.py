@@ -274,15 +274,20 @@ def fake_quantize_consumers(model: ov.Model) -> collections.Counter[str]:
 
 @contextlib.contextmanager
 def _output_to_stderr() -> Iterator[None]:
-    """Send stdout and NNCF's logger (whose handler holds ``sys.stdout``) to stderr for the duration."""
-    handlers = [h for h in logging.getLogger("nncf").handlers
+    """Send stdout and NNCF's logger (whose handler holds ``sys.stdout``) to stderr for the duration, the
+    logger at WARNING: its INFO lines list every node it leaves unquantised, which the record already holds."""
+    logger = logging.getLogger("nncf")
+    handlers = [h for h in logger.handlers
                 if isinstance(h, logging.StreamHandler) and h.stream in (sys.stdout, sys.__stdout__)]
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
     for handler in handlers:
         handler.setStream(sys.stderr)
     try:
         with contextlib.redirect_stdout(sys.stderr):
             yield
     finally:
+        logger.setLevel(level)
         for handler in handlers:
             handler.setStream(sys.stdout)
 
