@@ -1,9 +1,10 @@
 """Decoding through the ``ffmpeg`` command, for streams the OpenCV build opens but cannot decode.
 
 The FFmpeg inside the opencv-python 4.x wheels has no software AV1 decoder (checked with 4.12.0.88; 5.1.0
-decodes AV1), so with them an AV1 upload opens (its container is read) and yields no frame. Where an ``ffmpeg`` executable is installed, as on any
-transcoding server, such a stream is decoded by it instead: frames arrive as a PPM stream on a pipe
-(each frame carries its own size, so rotation and cropping need no second probe).
+decodes AV1), so with them an AV1 upload opens (its container is read) and yields no frame. Where an
+``ffmpeg`` executable is installed, as on any transcoding server, such a stream is decoded by it instead:
+frames arrive as a PPM stream on a pipe (each frame carries its own size, so rotation and cropping need no
+second probe). :class:`FfmpegProcess` also feeds the training teacher its raw luma planes.
 """
 from __future__ import annotations
 

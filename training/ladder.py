@@ -5,8 +5,8 @@ encode at reduced size that the platform then transcodes again). ``orig`` is the
 Outputs keep the source's size and frame count so the full-reference teacher sees aligned frames.
 
 AV1 is left out, measured: the student's inputs can be made from it (OpenCV 5 decodes AV1, and with the 4.x
-wheels, which do not, kvqe reads such streams through the ffmpeg command), yet adding AV1 versions to training lowered the
-student's agreement with the teacher (docs/distillation.md)."""
+wheels, which do not, kvqe reads such streams through the ffmpeg command), yet adding AV1 versions to
+training lowered the student's agreement with the teacher (docs/distillation.md)."""
 from __future__ import annotations
 
 import shutil
