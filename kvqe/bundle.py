@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from kvqe.errors import BundleError
-from kvqe.files import sha256_file
+import hashlib
+
+from kvqe.files import ModelFiles, sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -133,6 +135,32 @@ class Bundle:
                 "the artifact was modified or corrupted: re-export the bundle"
             )
         return path
+
+    def read_verified_file(self, name: str, sha256: str, size: int) -> bytes:
+        """The bytes of a bundle file, read once and checked against the manifest's size and sha256, so
+        what a parser gets is what was verified (no window between the check and the read)."""
+        path = self.path / name
+        if not path.is_file():
+            raise BundleError(f"{path}: artifact file is missing from the bundle")
+        if path.stat().st_size != size:
+            raise BundleError(f"{path}: {path.stat().st_size} bytes, the manifest says {size}; "
+                              "the artifact was modified or corrupted: re-export the bundle")
+        with open(path, "rb") as handle:
+            data = handle.read(size + 1)
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256 or len(data) != size:
+            raise BundleError(
+                f"{path}: sha256 mismatch (manifest {sha256[:12]}…, file {actual[:12]}…); "
+                "the artifact was modified or corrupted: re-export the bundle"
+            )
+        return data
+
+    def read_verified(self, artifact: Artifact) -> ModelFiles:
+        """``artifact``'s main file and every companion file, verified, in memory."""
+        companions = {name: self.read_verified_file(name, sha256, size)
+                      for name, sha256, size in artifact.extra_files}
+        return ModelFiles(artifact.file, self.read_verified_file(artifact.file, artifact.sha256, artifact.bytes),
+                          companions)
 
     def verified_path(self, artifact: Artifact) -> Path:
         """Path of ``artifact``'s main file after verifying it and every companion file."""

@@ -6,8 +6,11 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from kvqe.errors import BadInputError
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
@@ -17,6 +20,74 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """A model's files held in memory, so a runtime parses exactly the bytes that were checked.
+
+    ``name`` is the main file's name (its suffix tells the format: ``.onnx``, ``.xml``, ``.engine``);
+    ``companions`` maps the names of the files the main one refers to (an IR's ``.bin``, ONNX external
+    data) to their bytes. A bundle hands out verified bytes (:meth:`kvqe.bundle.Bundle.read_verified`);
+    :meth:`read` takes files from disk as they are (export-time use, nothing to verify against).
+    """
+
+    name: str
+    main: bytes = field(repr=False)
+    companions: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str], companions: tuple[str, ...] = ()) -> ModelFiles:
+        """The file at ``path`` and the named companions beside it (an IR's ``.bin`` is always taken)."""
+        path = Path(path)
+        names = list(companions)
+        if path.suffix == ".xml" and path.with_suffix(".bin").name not in names:
+            names.append(path.with_suffix(".bin").name)
+        try:
+            return cls(path.name, path.read_bytes(), {n: (path.parent / n).read_bytes() for n in names})
+        except OSError as exc:
+            raise BadInputError(f"cannot read model file {exc.filename}: {exc.strerror}") from None
+
+
+def check_output_path(path: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None) -> Path:
+    """``path`` if a file can be written there (atomically, beside it), else BadInputError saying why.
+
+    Checked before any work is done, so a bad output path costs nothing: the name must fit the file
+    system, must not be a directory or the ``source`` itself, and its folder must exist (or be creatable
+    under an existing writable folder).
+    """
+    target = Path(path)
+    if not target.name or target.name in (".", ".."):
+        raise BadInputError(f"{path}: not a file name")
+    if source is not None and _same_file(Path(source), target):
+        raise BadInputError(f"{path}: the output must not overwrite the input")
+    if target.is_dir():
+        raise BadInputError(f"{path} is a directory; give a file name")
+    parent = target.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BadInputError(f"{path}: {existing} is not a directory")
+    try:
+        limit = os.pathconf(existing, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    # the temporary sibling is ".<stem>.<8 random chars><suffix>": it must fit too
+    for part in (*target.relative_to(existing).parts, f".{target.stem}.XXXXXXXX{target.suffix}"):
+        if len(os.fsencode(part)) > limit:
+            raise BadInputError(f"{path}: the name {part[:40]}... is longer than this file system allows "
+                                f"({limit} bytes)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInputError(f"{path}: cannot write in {existing} (permission denied)")
+    return target
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b) or a.resolve() == b.resolve()
+    except OSError:
+        return False
 
 
 def _umask() -> int:
