@@ -10,9 +10,9 @@ import click
 import cv2
 
 from kvqe.bundle import PRECISIONS
-from kvqe.clitools import emit, handle_errors, progress_bar
+from kvqe.clitools import describe, emit, exit_code, handle_errors, progress_bar
 from kvqe.errors import AccuracyGateError, BadInputError, BundleError, KvqeError
-from kvqe.files import atomic_output_file
+from kvqe.files import atomic_output_file, check_output_path
 from kvqe.sdk.loader import load, resolve_bundle
 from kvqe.sdk.model import Model
 from kvqe.sdk.sources import IMAGE_SUFFIXES, open_raw_pipe, read_image
@@ -23,6 +23,8 @@ _backend = click.option("--backend", default="auto", show_default=True,
 _precision = click.option("--precision", type=click.Choice(PRECISIONS), default=None,
                           help="Artifact precision (default: fp32 when the bundle has it).")
 _json = click.option("--json", "as_json", is_flag=True, help="One JSON object per line on stdout.")
+_threads = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+                        help="Inference threads per call (0: the backend's default, every core).")
 _undeployable = click.option("--allow-undeployable", is_flag=True,
                              help="Run an artifact that failed its accuracy gates (deployable: false).")
 
@@ -48,20 +50,26 @@ def _parse_size(raw: str) -> tuple[int, int]:
 @click.option("--bundle", default="vqa", show_default=True, help="Bundle directory or embedded name.")
 @_backend
 @_precision
+@_threads
 @click.option("--raw", "raw_size", metavar="WxH", help="Frame size of raw video on stdin (SOURCE '-').")
 @click.option("--pix-fmt", type=click.Choice(["bgr24", "rgb24"]), default="bgr24", show_default=True)
 @click.option("--fps", type=float, default=None, help="Frame rate (overrides the container; for '-').")
 @_undeployable
 @_json
 @handle_errors
-def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | None, raw_size: str | None,
-          pix_fmt: str, fps: float | None, allow_undeployable: bool, as_json: bool) -> None:
-    """Score each SOURCE (video file, URL, image, or '-' for raw frames on stdin)."""
+def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | None, threads: int,
+          raw_size: str | None, pix_fmt: str, fps: float | None, allow_undeployable: bool, as_json: bool) -> None:
+    """Score each SOURCE (video file, URL, image, or '-' for raw frames on stdin). A source that fails is
+    reported and the others are still scored; the exit code is then the first failure's (2: bad input)."""
     size = _parse_size(raw_size) if raw_size else None
     if "-" in sources and size is None:
         raise BadInputError("SOURCE '-' reads raw frames from stdin and needs --raw WxH")
-    model = load(bundle, backend=backend, precision=precision, allow_undeployable=allow_undeployable)
-    failed = False
+    if sources.count("-") > 1:
+        raise BadInputError("SOURCE '-' (stdin) can be given once")
+    model = load(bundle, backend=backend, precision=precision, threads=threads,
+                 allow_undeployable=allow_undeployable)
+    _require_task(model, "vqa", "kvqe score")
+    failure = 0
     for source in sources:
         started = time.perf_counter()
         try:
@@ -69,17 +77,26 @@ def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | 
                 result = model.score(open_raw_pipe(sys.stdin.buffer, *size, pix_fmt=pix_fmt, fps=fps))
             else:
                 result = model.score(source, fps=fps)
-        except KvqeError as exc:
-            failed = True
-            emit({"source": source, "error": str(exc)}, as_json, f"{source}: error: {exc}")
+        except BrokenPipeError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (one bad source must not stop the others)
+            failure = failure or exit_code(exc)
+            message = describe(exc)
+            emit({"source": source, "error": message}, as_json, f"{source}: error: {message}")
             continue
         seconds = round(time.perf_counter() - started, 3)
         record = {"source": source, "score": result.score, "frames": result.frames,
                   "backend": model.backend, "precision": model.precision, "seconds": seconds}
         emit(record, as_json, f"{source}\t{result.score:.4f}\t({result.frames} frames, "
                               f"{model.backend}/{model.precision}, {seconds:.2f} s)")
-    if failed:
-        sys.exit(2)
+    if failure:
+        sys.exit(failure)
+
+
+def _require_task(model: Model, task: str, command: str) -> None:
+    if model.task != task:
+        raise BadInputError(f"{command} needs a {task} bundle, but {model.name!r} is a {model.task} bundle "
+                            f"(give --bundle {'vqa' if task == 'vqa' else 'sr'} or a {task} bundle's directory)")
 
 
 def _enhance_image(model: Model, source: Path, target: Path, tile: int | None) -> dict[str, Any]:
@@ -110,11 +127,12 @@ def _enhance_video(model: Model, source: str, target: Path, tile: int | None) ->
 @click.option("--bundle", default="sr", show_default=True, help="Bundle directory or embedded name.")
 @_backend
 @_precision
+@_threads
 @click.option("--tile", type=click.IntRange(min=0), default=None, help="Tile size in input pixels (0: none).")
 @_undeployable
 @_json
 @handle_errors
-def enhance(input_path: str, output_path: str, bundle: str, backend: str, precision: str | None,
+def enhance(input_path: str, output_path: str, bundle: str, backend: str, precision: str | None, threads: int,
             tile: int | None, allow_undeployable: bool, as_json: bool) -> None:
     """Super-resolve INPUT (image or video) into OUTPUT."""
     source, target = Path(input_path), Path(output_path)
@@ -123,10 +141,13 @@ def enhance(input_path: str, output_path: str, bundle: str, backend: str, precis
         wanted = f"an image output name ({', '.join(sorted(IMAGE_SUFFIXES))})" if is_image else \
             "a video output name (e.g. .mp4 or .mkv), not an image's"
         raise BadInputError(f"{target}: {'an image' if is_image else 'a video'} input needs {wanted}")
-    if source.resolve() == target.resolve():
-        raise BadInputError("the output must not overwrite the input")
+    check_output_path(target, source=source)
+    if is_image and not cv2.haveImageWriter(str(target)):
+        raise BadInputError(f"{target}: OpenCV cannot write {target.suffix} images here")
     started = time.perf_counter()
-    model = load(bundle, backend=backend, precision=precision, allow_undeployable=allow_undeployable)
+    model = load(bundle, backend=backend, precision=precision, threads=threads,
+                 allow_undeployable=allow_undeployable)
+    _require_task(model, "sr", "kvqe enhance")
     facts = _enhance_image(model, source, target, tile) if is_image else _enhance_video(
         model, input_path, target, tile)
     seconds = round(time.perf_counter() - started, 3)
@@ -228,8 +249,7 @@ def evaluate_bundle(bundle: str, labels_path: Path, pairs_path: Path | None, vid
     if not folder.is_dir():
         raise BadInputError(f"--videos {folder} is not a directory")
     model = load(bundle, backend=backend, precision=precision, allow_undeployable=allow_undeployable)
-    if model.task != "vqa":
-        raise BadInputError(f"{bundle} is a {model.task} bundle; kvqe eval needs a vqa bundle")
+    _require_task(model, "vqa", "kvqe eval")
     scores: dict[str, float] = {}
     with progress_bar(len(labels), "eval") as bar:
         for name, label in labels.items():

@@ -50,36 +50,35 @@ class ModelFiles:
 
 
 def check_output_path(path: str | os.PathLike[str], *, source: str | os.PathLike[str] | None = None) -> Path:
-    """``path`` if a file can be written there (atomically, beside it), else BadInputError saying why.
+    """``path`` if a file can be written there, else BadInputError saying why.
 
-    Checked before any work is done, so a bad output path costs nothing: the name must fit the file
-    system, must not be a directory or the ``source`` itself, and its folder must exist (or be creatable
-    under an existing writable folder).
+    Checked before any work is done, so a bad output path costs nothing: it must not be a directory or
+    the ``source`` itself, and a temporary file like the one the atomic write uses must be creatable in its
+    folder (or, when the folder does not exist yet, in the nearest existing ancestor, where it will be made).
     """
     target = Path(path)
-    if not target.name or target.name in (".", ".."):
-        raise BadInputError(f"{path}: not a file name")
-    if source is not None and _same_file(Path(source), target):
-        raise BadInputError(f"{path}: the output must not overwrite the input")
-    if target.is_dir():
-        raise BadInputError(f"{path} is a directory; give a file name")
-    parent = target.parent
-    existing = parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise BadInputError(f"{path}: {existing} is not a directory")
     try:
-        limit = os.pathconf(existing, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        limit = 255
-    # the temporary sibling is ".<stem>.<8 random chars><suffix>": it must fit too
-    for part in (*target.relative_to(existing).parts, f".{target.stem}.XXXXXXXX{target.suffix}"):
-        if len(os.fsencode(part)) > limit:
-            raise BadInputError(f"{path}: the name {part[:40]}... is longer than this file system allows "
-                                f"({limit} bytes)")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise BadInputError(f"{path}: cannot write in {existing} (permission denied)")
+        if not target.name or target.name in (".", ".."):
+            raise BadInputError(f"{path}: not a file name")
+        if source is not None and _same_file(Path(source), target):
+            raise BadInputError(f"{path}: the output must not overwrite the input")
+        if target.is_dir():
+            raise BadInputError(f"{path} is a directory; give a file name")
+        existing = target.parent
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise BadInputError(f"{path}: {existing} is not a directory")
+        with tempfile.NamedTemporaryFile(prefix=_temp_prefix(target), suffix=target.suffix, dir=existing):
+            pass
+        if existing == target.parent:
+            os.stat(target)  # the full name must be valid too (length), though it need not exist
+    except FileNotFoundError as exc:
+        if exc.filename is not None and Path(os.fsdecode(exc.filename)) == target:
+            return target
+        raise BadInputError(f"{path}: cannot write there: {exc.strerror}") from None
+    except OSError as exc:
+        raise BadInputError(f"{path}: cannot write there: {exc.strerror}") from None
     return target
 
 
@@ -88,6 +87,11 @@ def _same_file(a: Path, b: Path) -> bool:
         return a.exists() and b.exists() and os.path.samefile(a, b) or a.resolve() == b.resolve()
     except OSError:
         return False
+
+
+def _temp_prefix(target: Path) -> str:
+    """The hidden temporary sibling's prefix, short enough that any valid target name leaves room for it."""
+    return f".{target.stem[:64]}."
 
 
 def _umask() -> int:
@@ -105,7 +109,7 @@ def atomic_output_file(path: str | os.PathLike[str], suffix: str | None = None) 
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.stem}.", suffix=suffix if suffix is not None else target.suffix, dir=target.parent
+        prefix=_temp_prefix(target), suffix=suffix if suffix is not None else target.suffix, dir=target.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)
