@@ -13,13 +13,14 @@ from kvqe.bundle import PRECISIONS
 from kvqe.clitools import describe, emit, exit_code, handle_errors, progress_bar
 from kvqe.errors import AccuracyGateError, BadInputError, BundleError, KvqeError
 from kvqe.files import atomic_output_file, check_output_path
+from kvqe.runtimes.registry import AUTO_ORDER as FILE_BACKENDS
 from kvqe.sdk.loader import load, resolve_bundle
 from kvqe.sdk.model import Model
 from kvqe.sdk.sources import IMAGE_SUFFIXES, open_raw_pipe, read_image
 from kvqe.training.cli import distill
 
-_backend = click.option("--backend", default="auto", show_default=True,
-                        help="onnxruntime, openvino, tensorrt, torch or auto.")
+_backend = click.option("--backend", type=click.Choice(("auto", *FILE_BACKENDS)), default="auto",
+                        show_default=True, help="Runtime to run the bundle on (auto: the fastest installed).")
 _precision = click.option("--precision", type=click.Choice(PRECISIONS), default=None,
                           help="Artifact precision (default: fp32 when the bundle has it).")
 _json = click.option("--json", "as_json", is_flag=True, help="One JSON object per line on stdout.")

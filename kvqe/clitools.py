@@ -91,8 +91,8 @@ def handle_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         as_json = bool(kwargs.get("as_json"))
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _raise_terminated)
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
         try:
             return command(*args, **kwargs)
         except BrokenPipeError:
@@ -103,6 +103,9 @@ def handle_errors(command: F) -> F:
             fail("interrupted", EXIT_INTERRUPTED, as_json)
         except Exception as exc:  # noqa: BLE001 (every error gets a plain message and its exit code)
             fail(describe(exc), exit_code(exc), as_json)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
     return wrapper  # type: ignore[return-value]
 
