@@ -1,14 +1,19 @@
 """The one Runner interface every backend implements (Polygraphy spirit: load, metadata, run, close).
 
 :class:`Runner` does the checks every backend needs (loaded state, dtype, rank, fixed dimensions), so a
-backend only implements ``_load``, ``_input_metadata``, ``_run`` and ``_close``.
+backend only implements ``_load``, ``_input_metadata``, ``_run`` and ``_close``. :class:`Pool` hands each
+concurrent caller its own instance of a backend's per-call state (an inference request, an execution
+context), which is how runners whose engines are not thread-safe per request become safe to share.
 """
 from __future__ import annotations
 
 import abc
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Generic, Self, TypeVar
 
 import numpy as np
 
@@ -24,12 +29,60 @@ class TensorSpec:
     shape: tuple[int | None, ...]
 
 
+T = TypeVar("T")
+
+
+class Pool(Generic[T]):
+    """Instances of a backend's per-call state, made on demand: each caller takes one for itself and gives
+    it back, so no instance is ever used by two threads at once. The pool grows to the peak number of
+    concurrent callers and never shrinks (idle instances are reused); :meth:`drain` hands every instance
+    made back to the owner to release."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._idle: list[T] = []
+        self._made: list[T] = []
+
+    def add(self, item: T) -> None:
+        """Put an instance made elsewhere (e.g. at load time, so load errors surface there) in the pool."""
+        with self._lock:
+            self._made.append(item)
+            self._idle.append(item)
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[T]:
+        """An idle instance, or a new one when every instance is busy; returned to the pool afterwards."""
+        with self._lock:
+            item = self._idle.pop() if self._idle else None
+        if item is None:
+            item = self._make()  # outside the lock: making one can be slow, and others may return theirs
+            with self._lock:
+                self._made.append(item)
+        try:
+            yield item
+        finally:
+            with self._lock:
+                self._idle.append(item)
+
+    def drain(self) -> list[T]:
+        """Every instance made, forgotten by the pool (the caller releases them; none may be in use)."""
+        with self._lock:
+            made, self._made, self._idle = self._made, [], []
+        return made
+
+
 class Runner(abc.ABC):
     """A loaded model on one backend: ``load()``, ``input_metadata()``, ``run(batch)``, ``close()``.
 
     Multi-input graphs (SinSR's tile graphs: features, GroupNorm statistics, kept-region mask) run through
     :meth:`run_many` (inputs by name, every output in graph order); ``input_metadata`` and ``run`` describe
     and feed the first input only. Backends without multi-input support leave ``_run_many`` unimplemented.
+
+    Threads: one loaded runner may be shared by many threads. ``run``, ``run_many`` and ``input_metadata``
+    may be called concurrently, and each call returns what it would return alone; every backend guarantees
+    this (its class docstring says how). ``load()`` and ``close()`` are not to race with anything: load
+    before sharing the runner, close after the last call has returned.
     """
 
     name: str = "runner"

@@ -6,32 +6,40 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from kvqe.files import ModelFiles
 from kvqe.runtimes.base import Runner, TensorSpec
+from kvqe.runtimes.modelfiles import onnx_bytes, read_onnx
 
 _ORT_TYPES: dict[str, np.dtype] = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
 
 
 class OnnxRuntimeRunner(Runner):
     """Runs an ONNX model on the CPU provider: single-input, single-output through ``run``, any through
-    ``run_many``."""
+    ``run_many``.
+
+    Threads: safe to share as it is. ONNX Runtime documents ``InferenceSession.run`` as callable from many
+    threads at once on one session: the session is read-only after it is built, and each call gets its own
+    execution frame (intermediate tensors). Concurrent calls share the session's intra-op thread pool.
+    """
 
     name = "onnxruntime"
 
-    def __init__(self, model_path: Path, *, threads: int = 0) -> None:
-        """``threads``: intra-op threads (0 lets ONNX Runtime use every core)."""
+    def __init__(self, model: ModelFiles | Path, *, threads: int = 0) -> None:
+        """``model``: the ONNX bytes with any external data as companions, or a path (read at load time);
+        ``threads``: intra-op threads (0 lets ONNX Runtime use every core)."""
         super().__init__()
-        self.model_path = model_path
+        self.model = model
         self.threads = threads
         self._session: ort.InferenceSession | None = None
 
     def _load(self) -> None:
+        files = self.model if isinstance(self.model, ModelFiles) else read_onnx(Path(self.model))
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(
-            str(self.model_path), sess_options=options, providers=["CPUExecutionProvider"]
-        )
+        self._session = ort.InferenceSession(onnx_bytes(files), sess_options=options,
+                                             providers=["CPUExecutionProvider"])
 
     def _input_metadata(self) -> TensorSpec:
         assert self._session is not None

@@ -1,4 +1,4 @@
-"""OpenVINO runner (CPU plugin) for an IR (.xml beside its .bin) or an ONNX file.
+"""OpenVINO runner (CPU plugin) for an IR (.xml with its .bin) or an ONNX file, read from memory.
 
 OpenVINO's CPU plugin picks its own inference precision unless told: on a CPU with AVX-512 BF16 or AMX
 an "FP32" model silently runs in bf16. So the precision is always set explicitly when compiling, read
@@ -15,8 +15,10 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from kvqe.errors import BackendUnavailableError, BadInputError
-from kvqe.runtimes.base import Runner, TensorSpec
+from kvqe.errors import BackendUnavailableError, BadInputError, BundleError
+from kvqe.files import ModelFiles
+from kvqe.runtimes.base import Pool, Runner, TensorSpec
+from kvqe.runtimes.modelfiles import onnx_bytes, read_onnx
 
 DEVICE = "CPU"
 # precision name -> (OpenVINO element type name, the CPU capability it needs)
@@ -27,14 +29,24 @@ _INPUT_TYPES: dict[str, np.dtype] = {"f32": np.dtype(np.float32), "f16": np.dtyp
 
 class OpenVinoRunner(Runner):
     """Runs a model on OpenVINO's CPU plugin at an explicit precision: single-input, single-output through
-    ``run``; a multi-input/output model (``multi_io=True``) through ``run_many`` only."""
+    ``run``; a multi-input/output model (``multi_io=True``) through ``run_many`` only.
+
+    Threads: safe to share. The compiled model is thread-safe, but an InferRequest holds its input and
+    output tensors, so it serves one call at a time: the runner keeps a :class:`Pool` of requests (one made
+    at load, another whenever every request is busy); a call takes an idle request, copies its output out
+    and gives the request back. How far concurrent calls overlap is the compiled model's streams' business:
+    LATENCY (the default) compiles one stream that uses every core for one call, THROUGHPUT several
+    streams that run calls side by side (more calls per second, each slower).
+    """
 
     name = "openvino"
 
-    def __init__(self, model_path: Path, *, threads: int = 0, inference_precision: str = "f32",
+    def __init__(self, model: ModelFiles | Path, *, threads: int = 0, inference_precision: str = "f32",
                  performance_hint: str = "LATENCY", multi_io: bool = False) -> None:
-        """``threads``: INFERENCE_NUM_THREADS (0 leaves it to OpenVINO); ``inference_precision``: the
-        INFERENCE_PRECISION_HINT, ``f32`` | ``bf16`` | ``f16``; ``performance_hint``: LATENCY | THROUGHPUT."""
+        """``model``: an IR (``.xml`` with its ``.bin`` as a companion) or an ONNX file, as bytes, or a path
+        (read at load time); ``threads``: INFERENCE_NUM_THREADS (0 leaves it to OpenVINO);
+        ``inference_precision``: the INFERENCE_PRECISION_HINT, ``f32`` | ``bf16`` | ``f16``;
+        ``performance_hint``: LATENCY | THROUGHPUT."""
         super().__init__()
         if inference_precision not in PRECISIONS:
             raise BadInputError(f"openvino: inference precision {inference_precision!r} is not one of "
@@ -44,23 +56,49 @@ class OpenVinoRunner(Runner):
                                 f"{', '.join(PERFORMANCE_HINTS)}")
         if threads < 0:
             raise BadInputError(f"openvino: threads must be >= 0, got {threads}")
-        self.model_path = Path(model_path)
+        self.model = model
         self.threads = threads
         self.inference_precision = inference_precision
         self.performance_hint = performance_hint
         self.multi_io = multi_io
         self.executed_precision: str | None = None  # read back from the compiled model by load()
         self._compiled: ov.CompiledModel | None = None
-        self._request: ov.InferRequest | None = None
+        self._requests: Pool[ov.InferRequest] | None = None
 
-    def _load(self) -> None:
-        path = self.model_path
-        if path.suffix not in (".xml", ".onnx"):
-            raise BadInputError(f"openvino: {path} is neither an OpenVINO IR (.xml) nor an ONNX file")
+    def _files(self) -> ModelFiles:
+        """The model's bytes: as given, or read from the path with the same checks."""
+        model = self.model
+        name = model.name if isinstance(model, ModelFiles) else str(model)
+        suffix = Path(name).suffix
+        if suffix not in (".xml", ".onnx"):
+            raise BadInputError(f"openvino: {name} is neither an OpenVINO IR (.xml) nor an ONNX file")
+        if isinstance(model, ModelFiles):
+            weights = Path(model.name).with_suffix(".bin").name
+            if suffix == ".xml" and weights not in model.companions:
+                raise BundleError(f"openvino: the IR weights {weights} are not among the verified files of "
+                                  f"{model.name}; the bundle must list them in the artifact's extra_files")
+            return model
+        path = Path(model)
         if not path.is_file():
             raise BadInputError(f"openvino: model file {path} does not exist")
-        if path.suffix == ".xml" and not path.with_suffix(".bin").is_file():
-            raise BadInputError(f"openvino: the IR weights {path.with_suffix('.bin')} are missing beside {path.name}")
+        if suffix == ".xml":
+            if not path.with_suffix(".bin").is_file():
+                raise BadInputError(f"openvino: the IR weights {path.with_suffix('.bin')} are missing beside "
+                                    f"{path.name}")
+            return ModelFiles.read(path)
+        return read_onnx(path)
+
+    def _read(self, core: ov.Core, files: ModelFiles) -> ov.Model:
+        """Parse the model from memory (an IR with its weights, or ONNX with its external data filled in)."""
+        try:
+            if Path(files.name).suffix == ".xml":
+                return core.read_model(files.main, files.companions[Path(files.name).with_suffix(".bin").name])
+            return core.read_model(onnx_bytes(files))
+        except RuntimeError as exc:
+            raise BadInputError(f"openvino: cannot read {files.name}: {exc}") from None
+
+    def _load(self) -> None:
+        files = self._files()
         core = ov.Core()
         element_type, capability = PRECISIONS[self.inference_precision]
         capabilities = list(core.get_property(DEVICE, "OPTIMIZATION_CAPABILITIES"))
@@ -70,12 +108,9 @@ class OpenVinoRunner(Runner):
                 f"{', '.join(capabilities)}); OpenVINO would silently run another precision. "
                 f"Choose inference precision f32{' or bf16' if 'BF16' in capabilities else ''}."
             )
-        try:
-            model = core.read_model(str(path))
-        except RuntimeError as exc:
-            raise BadInputError(f"openvino: cannot read {path}: {exc}") from None
+        model = self._read(core, files)
         if not self.multi_io and (len(model.inputs) != 1 or len(model.outputs) != 1):
-            raise BadInputError(f"openvino: {path.name} has {len(model.inputs)} inputs and {len(model.outputs)} "
+            raise BadInputError(f"openvino: {files.name} has {len(model.inputs)} inputs and {len(model.outputs)} "
                                 "outputs; kvqe runs single-input, single-output models")
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": element_type,
                                   "PERFORMANCE_HINT": self.performance_hint}
@@ -90,7 +125,8 @@ class OpenVinoRunner(Runner):
             )
         self.executed_precision = executed
         self._compiled = compiled
-        self._request = compiled.create_infer_request()
+        self._requests = Pool(compiled.create_infer_request)
+        self._requests.add(compiled.create_infer_request())
 
     def _input_metadata(self) -> TensorSpec:
         assert self._compiled is not None
@@ -104,18 +140,20 @@ class OpenVinoRunner(Runner):
         return TensorSpec(name, _INPUT_TYPES[type_name], shape)
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        assert self._request is not None
-        self._request.infer({0: batch})
-        return np.array(self._request.get_output_tensor(0).data, dtype=np.float32, copy=True)
+        assert self._requests is not None
+        with self._requests.take() as request:
+            request.infer({0: batch})
+            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
 
     def _run_many(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        assert self._request is not None and self._compiled is not None
-        self._request.infer(feeds)
-        return [np.array(self._request.get_tensor(port).data, dtype=np.float32, copy=True)
-                for port in self._compiled.outputs]
+        assert self._requests is not None and self._compiled is not None
+        with self._requests.take() as request:
+            request.infer(feeds)
+            return [np.array(request.get_tensor(port).data, dtype=np.float32, copy=True)
+                    for port in self._compiled.outputs]
 
     def _close(self) -> None:
-        self._request = None
+        self._requests = None
         self._compiled = None
 
     def properties(self) -> dict[str, Any]:

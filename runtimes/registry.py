@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from kvqe.errors import BackendUnavailableError, BadInputError, KvqeError, missing_extra
+from kvqe.files import ModelFiles
 from kvqe.runtimes.base import Runner
 
 # backend name -> (runner module, runner class, python module it needs, pip extra that provides it)
@@ -36,8 +37,10 @@ def is_available(backend: str) -> bool:
     return True
 
 
-def create_runner(backend: str, artifact_path: Path, **options: Any) -> Runner:
-    """A (not yet loaded) runner of ``backend`` for the artifact file."""
+def create_runner(backend: str, model: ModelFiles | Path, **options: Any) -> Runner:
+    """A (not yet loaded) runner of ``backend`` for ``model``: the artifact's verified bytes
+    (:meth:`kvqe.bundle.Bundle.read_verified`), or a path, which the runner reads as it is when it loads
+    (export-time use, where there is nothing to verify against)."""
     if backend not in KNOWN_BACKENDS:
         raise BadInputError(f"unknown backend {backend!r}; choose one of {', '.join(KNOWN_BACKENDS)} or auto")
     entry = _FILE_BACKENDS.get(backend)
@@ -53,5 +56,5 @@ def create_runner(backend: str, artifact_path: Path, **options: Any) -> Runner:
         if extra is None:
             raise BackendUnavailableError(f"{requirement} is not installed; reinstall kvqe") from None
         raise missing_extra(requirement, extra) from None
-    runner: Runner = getattr(module, class_name)(artifact_path, **options)
+    runner: Runner = getattr(module, class_name)(model, **options)
     return runner

@@ -1,14 +1,17 @@
 """TensorRT runner (10.x/11.x Python API) over a serialized engine, with device buffers from cuda-python.
 
 An engine only runs on the GPU model and TensorRT version that built it, so every engine carries a
-fingerprint (``<engine>.json`` beside it: GPU name, compute capability, TensorRT version) and the
+fingerprint (its build record ``<engine>.json``: GPU name, compute capability, TensorRT version) and the
 runner refuses an engine whose fingerprint differs from this machine's, with a message saying what to
-rebuild. ``tensorrt`` and ``cuda-python`` are imported lazily: without them, or without a GPU, loading
-raises :class:`BackendUnavailableError` (the CLI's exit 4).
+rebuild. The engine is deserialized from the bytes the bundle verified, and its build record is one of
+the engine's verified companion files (a bundle lists it in ``extra_files``), never a file read beside it.
+``tensorrt`` and ``cuda-python`` are imported lazily: without them, or without a GPU, loading raises
+:class:`BackendUnavailableError` (the CLI's exit 4).
 """
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -16,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from kvqe.errors import BackendUnavailableError, BadInputError, BundleError, missing_extra
-from kvqe.runtimes.base import Runner, TensorSpec
+from kvqe.files import ModelFiles
+from kvqe.runtimes.base import Pool, Runner, TensorSpec
 
 if TYPE_CHECKING:  # typed against tensorrt-stubs; imported for real only inside functions
     import tensorrt as trt
@@ -100,18 +104,24 @@ def fingerprint_path(engine_path: Path) -> Path:
     return engine_path.with_suffix(".json")
 
 
-def read_fingerprint(engine_path: Path) -> dict[str, str]:
-    """The fingerprint recorded beside ``engine_path``."""
-    path = fingerprint_path(engine_path)
+def read_engine(path: Path) -> ModelFiles:
+    """An engine file with its build record as the companion, when there is one (export-time use)."""
+    record = fingerprint_path(path)
+    return ModelFiles.read(path, (record.name,) if record.is_file() else ())
+
+
+def read_fingerprint(files: ModelFiles) -> dict[str, str]:
+    """The fingerprint in the engine's build record, a companion of ``files``."""
+    name = fingerprint_path(Path(files.name)).name
+    data = files.companions.get(name)
+    if data is None:
+        raise BundleError(f"{files.name} has no build record ({name}) saying which GPU and "
+                          f"TensorRT version built it: {REBUILD_HINT}")
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-        fingerprint = record["fingerprint"]
+        fingerprint = json.loads(data.decode("utf-8"))["fingerprint"]
         return {key: str(fingerprint[key]) for key in FINGERPRINT_KEYS}
-    except FileNotFoundError:
-        raise BundleError(f"{engine_path.name} has no build record ({path.name}) saying which GPU and "
-                          f"TensorRT version built it: {REBUILD_HINT}") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise BundleError(f"{path}: not a kvqe TensorRT build record ({exc!r}): {REBUILD_HINT}") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BundleError(f"{name}: not a kvqe TensorRT build record ({exc!r}): {REBUILD_HINT}") from None
 
 
 def check_fingerprint(recorded: dict[str, Any], here: dict[str, Any]) -> None:
@@ -123,40 +133,65 @@ def check_fingerprint(recorded: dict[str, Any], here: dict[str, Any]) -> None:
             f"{describe_fingerprint(here)} ({', '.join(differs)} differ): {REBUILD_HINT}")
 
 
+@dataclass
+class _Slot:
+    """One caller's execution state: an execution context with its own CUDA stream and device buffers
+    (tensor name -> (device pointer, bytes)); TensorRT's contexts are not thread-safe."""
+
+    context: trt.IExecutionContext
+    stream: Any
+    buffers: dict[str, tuple[Any, int]] = field(default_factory=dict)
+
+
 class TensorRTRunner(Runner):
-    """Runs a single-input, single-output TensorRT engine on CUDA device 0."""
+    """Runs a single-input, single-output TensorRT engine on CUDA device 0.
+
+    Threads: safe to share. The engine is thread-safe, an execution context is not (it holds the input
+    shape and tensor addresses of the call in flight), and a stream or device buffer used by two calls
+    would interleave their copies. So each concurrent caller takes a :class:`_Slot` from a pool (a context,
+    a stream, buffers; one made at load, another whenever all are busy) rather than queueing on a lock:
+    calls on separate streams overlap on the GPU (one's copies with another's kernels). The price is
+    one context's activation memory per concurrent caller at the peak.
+    """
 
     name = "tensorrt"
 
-    def __init__(self, engine_path: Path, *, threads: int = 0, fingerprint: dict[str, Any] | None = None) -> None:
-        """``fingerprint``: the engine's recorded fingerprint (e.g. from the bundle manifest); read from
-        ``<engine>.json`` when None. ``threads`` is accepted for a uniform interface (a GPU ignores it)."""
+    def __init__(self, engine: ModelFiles | Path, *, threads: int = 0,
+                 fingerprint: dict[str, Any] | None = None) -> None:
+        """``engine``: the serialized engine with its build record ``<engine>.json`` as a companion, or a
+        path (read at load time, the record from beside it); ``fingerprint``: the engine's recorded
+        fingerprint (e.g. from the bundle manifest), which takes precedence over the build record.
+        ``threads`` is accepted for a uniform interface (a GPU ignores it)."""
         super().__init__()
         import_tensorrt()  # a missing package is reported when the runner is made, as for other backends
         import_cudart()
-        self.engine_path = engine_path
+        self.engine = engine
         self.threads = threads
         self.fingerprint = fingerprint
+        self._name = engine.name if isinstance(engine, ModelFiles) else Path(engine).name
         self._cudart: Any = None
         self._logger: trt.ILogger | None = None
         self._runtime: trt.Runtime | None = None
         self._engine: trt.ICudaEngine | None = None
-        self._context: trt.IExecutionContext | None = None
-        self._stream: Any = None
+        self._slots: Pool[_Slot] | None = None
         self._input = ""
         self._output = ""
-        self._buffers: dict[str, tuple[Any, int]] = {}  # tensor name -> (device pointer, bytes)
+
+    def _files(self) -> ModelFiles:
+        if isinstance(self.engine, ModelFiles):
+            return self.engine
+        try:
+            return read_engine(Path(self.engine))
+        except BadInputError as exc:
+            raise BundleError(f"cannot read TensorRT engine {self.engine}: {exc}") from None
 
     def _load(self) -> None:
         here = device_fingerprint()  # no tensorrt, cuda-python or GPU: BackendUnavailableError first
-        recorded = self.fingerprint if self.fingerprint is not None else read_fingerprint(self.engine_path)
+        files = self._files()
+        recorded = self.fingerprint if self.fingerprint is not None else read_fingerprint(files)
         check_fingerprint(recorded, here)
         try:
-            serialized = self.engine_path.read_bytes()
-        except OSError as exc:
-            raise BundleError(f"cannot read TensorRT engine {self.engine_path}: {exc}") from None
-        try:
-            self._deserialize(serialized)
+            self._deserialize(files.main)
         except BaseException:
             self._close()
             raise
@@ -165,21 +200,31 @@ class TensorRTRunner(Runner):
         import_tensorrt()
         import tensorrt as trt
 
-        cudart = self._cudart = import_cudart()
+        self._cudart = import_cudart()
         self._logger = trt.Logger(trt.Logger.WARNING)  # must outlive the runtime and engine
         self._runtime = trt.Runtime(self._logger)
         engine = self._engine = self._runtime.deserialize_cuda_engine(serialized)
         if engine is None:
-            raise BundleError(f"TensorRT could not deserialize {self.engine_path.name}: {REBUILD_HINT}")
+            raise BundleError(f"TensorRT could not deserialize {self._name}: {REBUILD_HINT}")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
         if len(inputs) != 1 or len(outputs) != 1:
-            raise BundleError(f"{self.engine_path.name}: expected one input and one output, "
+            raise BundleError(f"{self._name}: expected one input and one output, "
                               f"found inputs {inputs} and outputs {outputs}")
         self._input, self._output = inputs[0], outputs[0]
-        self._context = engine.create_execution_context()
-        self._stream = cuda_call(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._slots = Pool(self._new_slot)
+        self._slots.add(self._new_slot())
+
+    def _new_slot(self) -> _Slot:
+        """A fresh execution context with its own stream (no buffers yet)."""
+        cudart, engine = self._cudart, self._engine
+        assert engine is not None
+        context = engine.create_execution_context()
+        if context is None:
+            raise BackendUnavailableError(f"TensorRT could not create an execution context for {self._name} "
+                                          "(out of GPU memory?)")
+        return _Slot(context, cuda_call(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate"))
 
     def _input_metadata(self) -> TensorSpec:
         import tensorrt as trt
@@ -189,38 +234,44 @@ class TensorRTRunner(Runner):
         dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self._input)))
         return TensorSpec(self._input, dtype, tuple(None if d < 0 else d for d in shape))
 
-    def _device_buffer(self, name: str, nbytes: int) -> Any:
-        """A device allocation of at least ``nbytes`` for ``name``, reused while big enough."""
+    def _device_buffer(self, slot: _Slot, name: str, nbytes: int) -> Any:
+        """A device allocation of at least ``nbytes`` for ``name`` in ``slot``, reused while big enough."""
         cudart = self._cudart
-        pointer, size = self._buffers.get(name, (None, 0))
+        pointer, size = slot.buffers.get(name, (None, 0))
         if pointer is None or size < nbytes:
             if pointer is not None:
                 cuda_call(cudart, cudart.cudaFree(pointer), "cudaFree")
+                del slot.buffers[name]
             pointer = cuda_call(cudart, cudart.cudaMalloc(max(nbytes, 1)), "cudaMalloc")
-            self._buffers[name] = (pointer, nbytes)
+            slot.buffers[name] = (pointer, nbytes)
         return pointer
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
+        assert self._slots is not None
+        with self._slots.take() as slot:
+            return self._run_in(slot, batch)
+
+    def _run_in(self, slot: _Slot, batch: np.ndarray) -> np.ndarray:
+        """One call on ``slot``'s context, stream and buffers: copy in, execute, copy out, synchronize."""
         import tensorrt as trt
 
-        cudart, context, engine = self._cudart, self._context, self._engine
-        assert context is not None and engine is not None
+        cudart, context, engine, stream = self._cudart, slot.context, self._engine, slot.stream
+        assert engine is not None
         if not context.set_input_shape(self._input, tuple(batch.shape)):
             low, _, high = engine.get_tensor_profile_shape(self._input, 0)
             raise BadInputError(f"tensorrt: input shape {batch.shape} is outside the engine's optimisation "
                                 f"profile ({dims(low)} .. {dims(high)})")
         out_shape = dims(context.get_tensor_shape(self._output))
         output = np.empty(out_shape, dtype=np.dtype(trt.nptype(engine.get_tensor_dtype(self._output))))
-        d_in = self._device_buffer(self._input, batch.nbytes)
-        d_out = self._device_buffer(self._output, output.nbytes)
-        stream = self._stream
+        d_in = self._device_buffer(slot, self._input, batch.nbytes)
+        d_out = self._device_buffer(slot, self._output, output.nbytes)
         cuda_call(cudart, cudart.cudaMemcpyAsync(d_in, batch.ctypes.data, batch.nbytes,
                                                  cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream),
                   "cudaMemcpyAsync (host to device)")
         context.set_tensor_address(self._input, int(d_in))
         context.set_tensor_address(self._output, int(d_out))
         if not context.execute_async_v3(int(stream)):
-            raise BackendUnavailableError(f"TensorRT failed to run {self.engine_path.name} on input {batch.shape}")
+            raise BackendUnavailableError(f"TensorRT failed to run {self._name} on input {batch.shape}")
         cuda_call(cudart, cudart.cudaMemcpyAsync(output.ctypes.data, d_out, output.nbytes,
                                                  cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream),
                   "cudaMemcpyAsync (device to host)")
@@ -229,10 +280,12 @@ class TensorRTRunner(Runner):
 
     def _close(self) -> None:
         cudart = self._cudart
+        slots = self._slots.drain() if self._slots is not None else []
         if cudart is not None:
-            for pointer, _ in self._buffers.values():
-                cudart.cudaFree(pointer)
-            if self._stream is not None:
-                cudart.cudaStreamDestroy(self._stream)
-        self._buffers.clear()
-        self._stream = self._context = self._engine = self._runtime = self._logger = None
+            for slot in slots:
+                for pointer, _ in slot.buffers.values():
+                    cudart.cudaFree(pointer)
+                cudart.cudaStreamDestroy(slot.stream)
+        del slots  # the contexts go before the engine that made them
+        self._slots = None
+        self._engine = self._runtime = self._logger = None

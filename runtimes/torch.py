@@ -13,7 +13,13 @@ if TYPE_CHECKING:
 
 
 class TorchRunner(Runner):
-    """Runs an in-memory ``torch.nn.Module`` on the CPU in float32, eval mode, no grad."""
+    """Runs an in-memory ``torch.nn.Module`` on the CPU in float32, eval mode, no grad.
+
+    Threads: safe to share for a module whose forward keeps no state between calls (every kvqe model: eval
+    mode, no hooks or caches written in forward). Each call runs the forward under ``inference_mode`` on
+    its own tensors; parameters are only read. ``threads`` sets torch's intra-op threads, which is
+    process-wide: concurrent calls share that pool.
+    """
 
     name = "torch"
 

@@ -91,10 +91,11 @@ def primary_artifact(stages: dict[str, Artifact], precision: str) -> Artifact:
 
 def create_bundle_runner(bundle: Bundle, stages: dict[str, Artifact], *, threads: int = 0,
                          **runner_options: Any) -> Runner:
-    """A (not yet loaded) runner of the chosen artifacts, every file verified against its sha256 first:
-    the artifact's runner, or for a pipeline one runner per stage composed into one."""
-    paths = {stage: bundle.verified_path(artifact) for stage, artifact in stages.items()}
-    runners = {stage: create_runner(artifact.backend, paths[stage], threads=threads,
+    """A (not yet loaded) runner of the chosen artifacts: the artifact's runner, or for a pipeline one runner
+    per stage composed into one. Every file is read once and verified against its sha256, and the runners
+    parse those bytes, so what was checked is what runs."""
+    files = {stage: bundle.read_verified(artifact) for stage, artifact in stages.items()}
+    runners = {stage: create_runner(artifact.backend, files[stage], threads=threads,
                                     **{**artifact.runtime_options, **runner_options})
                for stage, artifact in stages.items()}
     pipeline = bundle.pipeline

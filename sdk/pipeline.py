@@ -163,7 +163,14 @@ def _check_out_scale(out_scale: int) -> int:
 
 
 class PipelineRunner(Runner):
-    """Stage runners composed into one x``scale`` SR runner (1x3xhxw RGB in [0, 1] -> [0, 1])."""
+    """Stage runners composed into one x``scale`` SR runner (1x3xhxw RGB in [0, 1] -> [0, 1]).
+
+    Threads: safe to share when its stage runners are (every kvqe backend's is). The pipeline keeps no
+    per-call state: the stages, seed and scale are fixed at construction, each call drives its own
+    :data:`Steps` generator, the noise comes from a fresh generator per call and block
+    (:func:`anchored_noise`), and exact tiling's GroupNorm statistics live in the call
+    (:func:`run_tile_graph`).
+    """
 
     name = "pipeline"
 

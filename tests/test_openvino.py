@@ -20,10 +20,11 @@ from support import psnr
 
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.policy import POLICIES
-from kvqe.errors import BackendUnavailableError, BadInputError
+from kvqe.errors import BackendUnavailableError, BadInputError, BundleError
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx
 from kvqe.export.openvino_export import convert_to_ir, fake_quantize_consumers, quantize_int8_ir
 from kvqe.export.registry import create_model, get_model
+from kvqe.files import ModelFiles
 from kvqe.runtimes import registry
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.runtimes.openvino import OpenVinoRunner
@@ -226,6 +227,12 @@ def test_bad_model_paths(tmp_path: Path) -> None:
         OpenVinoRunner(tmp_path / "lonely.xml").load()
     with pytest.raises(BadInputError, match="neither"):
         OpenVinoRunner(tmp_path / "model.engine").load()
+    # from bytes, the IR's weights must be a companion: never read from beside it
+    (tmp_path / "lonely.bin").write_bytes(b"\0" * 64)
+    with pytest.raises(BundleError, match="IR weights lonely.bin are not among the verified files"):
+        OpenVinoRunner(ModelFiles("lonely.xml", b"<net/>")).load()
+    with pytest.raises(BadInputError, match="neither"):
+        OpenVinoRunner(ModelFiles("model.engine", b"")).load()
 
 
 def test_int8_sr_nncf(sr_onnx: Path, sr_irs: dict[str, Path], sr_calibration: SampleSet,

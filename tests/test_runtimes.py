@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from kvqe.errors import BackendUnavailableError, BadInputError
+from kvqe.errors import BackendUnavailableError, BadInputError, BundleError
 from kvqe.runtimes import create_runner, is_available
 from kvqe.sdk.loader import embedded_bundle_path
 
@@ -88,3 +88,81 @@ def test_run_many_is_refused_by_single_input_backends() -> None:
         runner.run_many({"x": np.zeros(1, np.float32)})
     with pytest.raises(RuntimeError, match="load"):
         Single().run_many({})
+
+
+# --- runners parse bytes: verified bundle files, ONNX external data from companions only ----------------------
+
+def _external_data_model(directory, location: str = "weights.bin"):
+    """``y = x @ W + b`` (W 16x8, b 8) with W and b stored in ``location`` beside ``model.onnx``; returns the
+    model path and the expected output for the input ``x`` of ones."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(7)
+    weight, bias = rng.standard_normal((16, 8)).astype(np.float32), rng.standard_normal(8).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["y"])], "affine",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])],
+        [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(bias, "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = directory / "model.onnx"
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
+              size_threshold=0)
+    return path, np.ones((2, 16), np.float32) @ weight + bias
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_onnx_external_data_comes_from_the_companions(tmp_path, backend: str) -> None:
+    if not is_available(backend):
+        pytest.skip(f"{backend} is not installed")
+    from kvqe.files import ModelFiles
+
+    path, expected = _external_data_model(tmp_path)
+    x = np.ones((2, 16), np.float32)
+    with create_runner(backend, path) as runner:  # a path: the data file it names is read beside it
+        np.testing.assert_allclose(runner.run(x), expected, rtol=1e-5, atol=1e-5)
+    files = ModelFiles.read(path, ("weights.bin",))
+    (tmp_path / "weights.bin").write_bytes(b"\0" * 1024)  # the disk changes: the bytes given are what runs
+    with create_runner(backend, files) as runner:
+        np.testing.assert_allclose(runner.run(x), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(BundleError, match="'weights.bin', which is not among the model's verified files"):
+        create_runner(backend, ModelFiles(files.name, files.main)).load()  # not read from disk either
+    with pytest.raises(BundleError, match="reads bytes .* of 'weights.bin'"):
+        create_runner(backend, ModelFiles(files.name, files.main, {"weights.bin": b"short"})).load()
+
+
+@pytest.mark.parametrize("location", ["../weights.bin", "sub/weights.bin", "/tmp/weights.bin"])
+def test_onnx_external_data_outside_the_model_folder_is_refused(tmp_path, location: str) -> None:
+    import onnx
+
+    from kvqe.files import ModelFiles
+
+    path, _ = _external_data_model(tmp_path)
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        next(entry for entry in tensor.external_data if entry.key == "location").value = location
+    files = ModelFiles("model.onnx", model.SerializeToString(), {"weights.bin": (tmp_path / "weights.bin").read_bytes()})
+    with pytest.raises(BundleError, match=f"{location!r}, which is not a plain file name"):
+        create_runner("onnxruntime", files).load()
+    path.write_bytes(files.main)
+    with pytest.raises(BundleError, match="not a plain file name"):
+        create_runner("onnxruntime", path).load()
+
+
+def test_bundle_runner_parses_the_verified_bytes(tmp_path) -> None:
+    """The loader reads each artifact once, verified; the runner parses those bytes, not the file."""
+    import shutil
+
+    from kvqe.bundle import read_bundle
+    from kvqe.sdk.loader import create_bundle_runner
+
+    shutil.copytree(embedded_bundle_path("sr"), tmp_path / "sr")
+    bundle = read_bundle(tmp_path / "sr")
+    runner = create_bundle_runner(bundle, {"model": bundle.artifacts[0]}, threads=1)
+    (tmp_path / "sr" / "model.fp32.onnx").write_bytes(b"swapped after the check")
+    with runner:
+        assert runner.run(np.zeros((1, 3, 8, 8), np.float32)).shape == (1, 3, 32, 32)
+    with pytest.raises(BundleError, match="sha256|bytes"):
+        create_bundle_runner(bundle, {"model": bundle.artifacts[0]})

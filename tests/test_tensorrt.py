@@ -6,9 +6,16 @@ optimisation profiles. The build-and-run tests need ``tensorrt``, ``cuda-python`
 """
 from __future__ import annotations
 
+import ctypes
+import itertools
 import json
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -23,6 +30,7 @@ from kvqe.export.tensorrt_build import (
     sr_profile,
     vqa_profile,
 )
+from kvqe.files import ModelFiles
 from kvqe.runtimes import create_runner
 from kvqe.runtimes.tensorrt import TensorRTRunner, check_fingerprint, device_fingerprint, fingerprint_path
 from kvqe.sdk.loader import embedded_bundle_path
@@ -132,6 +140,144 @@ def test_runner_refuses_an_engine_built_elsewhere(fake_machine, tmp_path: Path) 
     with pytest.raises(BackendUnavailableError, match="tensorrt differ"):  # the manifest's copy wins
         TensorRTRunner(engine, fingerprint={**T4, "tensorrt": "10.3.0"}).load()
     check_fingerprint(T4, T4)
+
+
+def test_fingerprint_comes_from_the_verified_build_record(fake_machine, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """From bytes, the build record is the engine's companion: a record lying beside it is not read."""
+    fake_machine(T4)
+    monkeypatch.chdir(tmp_path)
+    fingerprint_path(Path("m.engine")).write_text(json.dumps({"fingerprint": T4}))
+    with pytest.raises(BundleError, match=r"m.engine has no build record \(m.json\)"):
+        TensorRTRunner(ModelFiles("m.engine", b"engine")).load()
+    record = json.dumps({"fingerprint": A10}).encode()
+    with pytest.raises(BackendUnavailableError, match="engine built for NVIDIA A10"):
+        TensorRTRunner(ModelFiles("m.engine", b"engine", {"m.json": record})).load()
+    with pytest.raises(BundleError, match="not a kvqe TensorRT build record"):
+        TensorRTRunner(ModelFiles("m.engine", b"engine", {"m.json": b"{}"})).load()
+
+
+class FakeGpu(FakeCudart):
+    """One visible A10 with memory: the cuda-python calls the runner makes, on host arrays."""
+
+    class cudaMemcpyKind:
+        cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost = 1, 2
+
+    def __init__(self) -> None:
+        super().__init__([A10])
+        self.memory: dict[int, np.ndarray] = {}
+        self.streams: set[int] = set()
+        self._next = itertools.count(1)
+
+    def cudaMalloc(self, nbytes: int) -> tuple[int, int]:
+        pointer = next(self._next)
+        self.memory[pointer] = np.zeros(nbytes, np.uint8)
+        return self.cudaError_t.cudaSuccess, pointer
+
+    def cudaFree(self, pointer: int) -> tuple[int]:
+        del self.memory[pointer]
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaStreamCreate(self) -> tuple[int, int]:
+        stream = next(self._next)
+        self.streams.add(stream)
+        return self.cudaError_t.cudaSuccess, stream
+
+    def cudaStreamDestroy(self, stream: int) -> tuple[int]:
+        self.streams.remove(stream)
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaMemcpyAsync(self, dst: int, src: int, nbytes: int, kind: int, stream: int) -> tuple[int]:
+        if kind == self.cudaMemcpyKind.cudaMemcpyHostToDevice:
+            self.memory[dst][:nbytes] = np.ctypeslib.as_array((ctypes.c_uint8 * nbytes).from_address(src))
+        else:
+            ctypes.memmove(dst, self.memory[src].ctypes.data, nbytes)
+        return (self.cudaError_t.cudaSuccess,)
+
+    def cudaStreamSynchronize(self, stream: int) -> tuple[int]:
+        return (self.cudaError_t.cudaSuccess,)
+
+
+class FakeEngine:
+    """An engine computing ``y = 2x + 1`` on (n, 3) float32; its contexts keep the call's shape and
+    addresses as TensorRT's do, and pause between setting them and executing (so a shared one races)."""
+
+    num_io_tensors = 2
+
+    def __init__(self, gpu: FakeGpu) -> None:
+        self.gpu, self.contexts = gpu, 0
+
+    def get_tensor_name(self, index: int) -> str:
+        return ("x", "y")[index]
+
+    def get_tensor_mode(self, name: str) -> str:
+        return "input" if name == "x" else "output"
+
+    def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+        return (-1, 3)
+
+    def get_tensor_dtype(self, name: str) -> str:
+        return "float"
+
+    def create_execution_context(self) -> SimpleNamespace:
+        self.contexts += 1
+        gpu = self.gpu
+        state: dict[str, Any] = {}
+
+        def execute_async_v3(stream: int) -> bool:
+            time.sleep(0.002)
+            rows = state["shape"][0]
+            x = gpu.memory[state["x"]][:rows * 12].view(np.float32)
+            gpu.memory[state["y"]][:rows * 12] = (2 * x + 1).view(np.uint8)
+            return True
+
+        return SimpleNamespace(set_input_shape=lambda name, shape: state.update(shape=shape) or True,
+                               get_tensor_shape=lambda name: state["shape"],
+                               set_tensor_address=lambda name, pointer: state.update({name: pointer}),
+                               execute_async_v3=execute_async_v3)
+
+
+class FakeLogger:
+    WARNING = 2
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+
+def _fake_tensorrt(gpu: FakeGpu) -> SimpleNamespace:
+    engine = FakeEngine(gpu)
+    return SimpleNamespace(
+        __version__=A10["tensorrt"], engine=engine, Logger=FakeLogger, nptype=lambda dtype: np.float32,
+        TensorIOMode=SimpleNamespace(INPUT="input", OUTPUT="output"),
+        Runtime=lambda log: SimpleNamespace(deserialize_cuda_engine=lambda data: engine if data == b"engine" else None))
+
+
+def test_one_runner_serves_many_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each concurrent caller runs on its own context, stream and buffers: 8 threads x 10 calls of
+    different shapes all get their own ``2x + 1``; closing frees every buffer and stream."""
+    gpu = FakeGpu()
+    fake = _fake_tensorrt(gpu)
+    monkeypatch.setattr(trt_runtime, "import_tensorrt", lambda: fake)
+    monkeypatch.setattr(trt_runtime, "import_cudart", lambda: gpu)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    record = json.dumps({"fingerprint": A10}).encode()
+    inputs = [np.arange(3 * rows, dtype=np.float32).reshape(rows, 3) * (k + 1) for k, rows in enumerate(range(1, 9))]
+    runner = TensorRTRunner(ModelFiles("m.engine", b"engine", {"m.json": record})).load()
+    barrier = threading.Barrier(8)
+
+    def calls(k: int) -> list[bool]:
+        barrier.wait()
+        return [np.array_equal(runner.run(inputs[(k + m) % 8]), 2 * inputs[(k + m) % 8] + 1) for m in range(10)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = [ok for done in pool.map(calls, range(8)) for ok in done]
+    assert results == [True] * 80
+    assert 1 < fake.engine.contexts <= 8 and len(gpu.streams) == fake.engine.contexts
+    runner.close()
+    assert gpu.memory == {} and gpu.streams == set()
+    with pytest.raises(BundleError, match="could not deserialize m.engine"):
+        TensorRTRunner(ModelFiles("m.engine", b"garbage", {"m.json": record})).load()
+    assert gpu.streams == set()
 
 
 def test_engine_cache_key_is_stable(fake_machine, tmp_path: Path) -> None:
