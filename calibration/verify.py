@@ -4,8 +4,12 @@ the user's), against the gates recorded at export. A pipeline bundle is verified
 with all its stages composed, against its ONNX Runtime FP32 pipeline."""
 from __future__ import annotations
 
+import io
+import zipfile
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kvqe.bundle import Artifact, Bundle
 from kvqe.calibration.accuracy import compare, outputs
@@ -18,14 +22,27 @@ from kvqe.sdk.loader import configurations, create_bundle_runner, primary_artifa
 
 
 def validation_data(bundle: Bundle, data: Path | None) -> SampleSet:
-    """The user's media when given, else the validation set stored in the bundle (hash-checked)."""
+    """The user's media when given, else the validation set stored in the bundle, parsed from the bytes
+    whose sha256 was checked."""
     if data is not None:
         return build_validation_set(data, bundle.task, bundle.input_spec)
-    entry = bundle.manifest.get("validation")
-    if not entry:
+    entry = bundle.validation
+    if entry is None:
         raise BundleError(f"{bundle.path} carries no validation data; pass --data PATH")
-    path = bundle.verified_file(entry["file"], entry["sha256"], entry["bytes"])
-    return SampleSet.load(path, bundle.input_spec)
+    stored = bundle.read_verified_file(*entry)
+    try:
+        with np.load(io.BytesIO(stored), allow_pickle=False) as arrays:
+            return SampleSet(arrays["images"], arrays["groups"], tuple(str(s) for s in arrays["sources"]),
+                             bundle.input_spec)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{bundle.path / entry.file}: not a kvqe sample set ({exc}); re-export the bundle") from None
+
+
+def check_integrity(bundle: Bundle) -> None:
+    """Every file of the bundle matches the manifest (also those of backends not available here)."""
+    failures = [message for message in bundle.verify_all().values() if message]
+    if failures:
+        raise BundleError("bundle does not verify: " + "; ".join(failures))
 
 
 def _run(bundle: Bundle, stages: dict[str, Artifact], samples: SampleSet) -> list[Any]:
@@ -35,7 +52,9 @@ def _run(bundle: Bundle, stages: dict[str, Artifact], samples: SampleSet) -> lis
 
 def verify_bundle(bundle: Bundle, data: Path | None = None) -> list[dict[str, Any]]:
     """One record per artifact (per backend/precision of a pipeline bundle, all its stages together): its
-    figures against the reference, gate results, or why it was skipped."""
+    figures against the reference, gate results, or why it was skipped. Every file of the bundle is
+    checked against the manifest first: a damaged file is an error even where its backend is missing."""
+    check_integrity(bundle)
     configs = configurations(bundle)
     reference_stages = configs.get(("onnxruntime", "fp32"))
     if reference_stages is None:
