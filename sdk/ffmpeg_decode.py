@@ -5,14 +5,17 @@ decodes AV1), so with them an AV1 upload opens (its container is read) and yield
 ``ffmpeg`` executable is installed, as on any transcoding server, such a stream is decoded by it instead:
 frames arrive as a PPM stream on a pipe (each frame carries its own size, so rotation and cropping need no
 second probe). :class:`FfmpegProcess` also feeds the training teacher its raw luma planes.
+
+Each frame's size is checked against a pixel cap from its header, before its pixels are read.
 """
 from __future__ import annotations
 
+import io
+import select
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
-from typing import IO
 
 import cv2
 import numpy as np
@@ -20,6 +23,20 @@ import numpy as np
 from kvqe.errors import BadInputError
 
 _STDERR_TAIL_LINES = 3
+_PPM_FIELD_BYTES = 32  # a PPM header line is a few digits; anything longer is not ffmpeg's output
+
+
+class FrameTooLargeError(BadInputError):
+    """A frame is larger than the pixel cap (refused from its header, before it is decoded)."""
+
+
+def check_pixels(name: str, width: int, height: int, max_pixels: int | None) -> None:
+    """FrameTooLargeError if a ``width`` x ``height`` frame is over ``max_pixels`` (None: no cap)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise FrameTooLargeError(
+            f"{name}: {width}x{height} is {width * height:,} pixels, over the cap of {max_pixels:,} pixels; "
+            "refused before decoding; pass max_pixels= to raise the cap"
+        )
 
 
 def find_ffmpeg() -> str | None:
@@ -27,19 +44,24 @@ def find_ffmpeg() -> str | None:
     return shutil.which("ffmpeg")
 
 
-def _read_ppm(stream: IO[bytes], name: str) -> np.ndarray | None:
-    """The next binary PPM (P6, 8-bit) image of ``stream`` as HxWx3 BGR, or None at the end."""
-    magic = stream.readline()
+def _read_ppm(stream: io.BufferedIOBase, name: str, max_pixels: int | None = None) -> np.ndarray | None:
+    """The next binary PPM (P6, 8-bit) image of ``stream`` as HxWx3 BGR, or None at the end; its size is
+    checked against ``max_pixels`` before its pixels are read."""
+    magic = stream.readline(_PPM_FIELD_BYTES)
     if not magic:
         return None
-    size, maxval = stream.readline().split(), stream.readline().strip()
-    if magic.strip() != b"P6" or len(size) != 2 or maxval != b"255":
+    size, maxval = stream.readline(_PPM_FIELD_BYTES).split(), stream.readline(_PPM_FIELD_BYTES).strip()
+    if magic.strip() != b"P6" or len(size) != 2 or not all(v.isdigit() for v in size) or maxval != b"255":
         raise BadInputError(f"{name}: ffmpeg wrote an unexpected frame header {magic + b' '.join(size)!r}")
     width, height = int(size[0]), int(size[1])
-    data = stream.read(width * height * 3)
-    if len(data) != width * height * 3:
+    check_pixels(name, width, height, max_pixels)
+    image = np.empty((height, width, 3), np.uint8)
+    view, filled = image.reshape(-1).data, 0
+    while filled < image.nbytes and (count := stream.readinto(view[filled:])):
+        filled += count
+    if filled != image.nbytes:
         raise BadInputError(f"{name}: ffmpeg's output ended in the middle of a {width}x{height} frame")
-    return cv2.cvtColor(np.frombuffer(data, np.uint8).reshape(height, width, 3), cv2.COLOR_RGB2BGR)
+    return cv2.cvtColor(image, cv2.COLOR_RGB2BGR, dst=image)
 
 
 class FfmpegProcess:
@@ -55,10 +77,19 @@ class FfmpegProcess:
         )
 
     @property
-    def stdout(self) -> IO[bytes]:
+    def stdout(self) -> io.BufferedReader:
         """ffmpeg's output."""
-        assert self._process.stdout is not None
+        assert isinstance(self._process.stdout, io.BufferedReader)
         return self._process.stdout
+
+    def readable_within(self, seconds: float) -> bool:
+        """Whether ffmpeg writes something (or exits) within ``seconds``; call before the first read."""
+        return bool(select.select([self.stdout], [], [], seconds)[0])
+
+    def interrupt(self) -> None:
+        """Kill ffmpeg if it still runs, from any thread: a reader blocked on its output then sees the end."""
+        if self._process.poll() is None:
+            self._process.kill()
 
     def finish(self, count: int) -> None:
         """Wait for ffmpeg after ``count`` frames were read; BadInputError if it failed or yielded none."""
@@ -76,24 +107,28 @@ class FfmpegProcess:
 
     def close(self) -> None:
         """Stop ffmpeg if it still runs and release its pipes."""
-        if self._process.poll() is None:
-            self._process.kill()
+        self.interrupt()
         self._process.wait()
         self.stdout.close()
         self._stderr.close()
 
 
 class FfmpegDecode(FfmpegProcess):
-    """An ``ffmpeg`` process decoding the first video stream of ``target`` (a path or URL) to BGR frames."""
+    """An ``ffmpeg`` process decoding the first video stream of its input to BGR frames.
 
-    def __init__(self, executable: str, target: str, name: str) -> None:
-        super().__init__(executable, ["-i", target, "-map", "0:v:0", "-f", "image2pipe", "-c:v", "ppm",
+    ``inputs``: the input options and ``-i`` argument (e.g. ``["-rw_timeout", "30000000", "-i", url]``);
+    frames over ``max_pixels`` are refused from their header.
+    """
+
+    def __init__(self, executable: str, inputs: list[str], name: str, max_pixels: int | None = None) -> None:
+        super().__init__(executable, [*inputs, "-map", "0:v:0", "-f", "image2pipe", "-c:v", "ppm",
                                       "-pix_fmt", "rgb24"], name)
+        self.max_pixels = max_pixels
 
     def frames(self) -> Iterator[np.ndarray]:
         """The decoded frames, HxWx3 uint8 BGR; BadInputError if ffmpeg fails or yields none."""
         count = 0
-        while (image := _read_ppm(self.stdout, self.name)) is not None:
+        while (image := _read_ppm(self.stdout, self.name, self.max_pixels)) is not None:
             yield image
             count += 1
         self.finish(count)

@@ -1,8 +1,13 @@
-"""The runtime face of a bundle: ``score()`` / ``stream()`` for VQA, ``enhance()`` / ``enhance_video()`` for SR."""
+"""The runtime face of a bundle: ``score()`` / ``stream()`` for VQA, ``enhance()`` / ``enhance_video()`` for SR.
+
+Every call bounds what its source may cost (``timeout``, ``max_pixels``, ``protocols``: see
+:class:`kvqe.sdk.sources.Limits`), decodes through a short queue, and refuses a model output that is not
+finite (a broken or tampered model) instead of turning it into a score or an image.
+"""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -11,20 +16,34 @@ import cv2
 import numpy as np
 
 from kvqe.bundle import Artifact, Bundle
-from kvqe.errors import BadInputError, KvqeError
-from kvqe.files import atomic_output_file
+from kvqe.errors import BadInputError, BundleError, KvqeError
+from kvqe.files import atomic_output_file, check_output_path
 from kvqe.runtimes.base import Runner
 from kvqe.sdk.pipeline import PipelineRunner
-from kvqe.sdk.preprocess import postprocess_sr_output, preprocess_sr_image, preprocess_vqa_frame
+from kvqe.sdk.preprocess import normalise, postprocess_sr_output, preprocess_sr_image, vqa_geometry
 from kvqe.sdk.results import ScoreResult, Segment, VideoResult
 from kvqe.sdk.sampling import pad_to_max, select_keyframes, windowed_keyframes
-from kvqe.sdk.sources import ASSUMED_FPS, FrameSource, check_frame, open_source, read_image
-from kvqe.sdk.tiling import ExactTiler, TileSettings, enhance_tiled
+from kvqe.sdk.sources import (
+    ASSUMED_FPS,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_TIMEOUT_S,
+    FrameSource,
+    Limits,
+    open_source,
+    read_image,
+)
+from kvqe.sdk.tiling import SR_MEMORY_BUDGET_MB, ExactTiler, TileSettings, budget_tile, enhance_tiled
+
+_QUEUE_SIZE = 2  # decoded frames waiting for the model: the decoder only needs to stay one frame ahead
 
 
-def _open(source: Any, fps: float | None) -> FrameSource:
+def _open(source: Any, fps: float | None, timeout: float | None, max_pixels: int | None,
+          protocols: Iterable[str] | str) -> FrameSource:
     """An already-open FrameSource (e.g. a raw pipe) as is, anything else through ``open_source``."""
-    return source if isinstance(source, FrameSource) else open_source(source, fps=fps)
+    if isinstance(source, FrameSource):
+        return source
+    return open_source(source, fps=fps, queue_size=_QUEUE_SIZE, timeout=timeout, max_pixels=max_pixels,
+                       protocols=protocols)
 
 
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
@@ -78,43 +97,78 @@ class Model:
     def _require(self, task: str, call: str) -> None:
         if self.task != task:
             other = "score()/stream()" if self.task == "vqa" else "enhance()/enhance_video()"
-            raise KvqeError(f"{call} needs a {task} model, but {self.name!r} is a {self.task} model; use {other}")
+            raise BadInputError(f"{call} needs a {task} model, but {self.name!r} is a {self.task} model; "
+                                f"use {other}")
 
-    def _frame_scores(self, images: list[np.ndarray]) -> list[float]:
-        batch = np.stack([preprocess_vqa_frame(image, self.input_spec) for image in images])
-        return [float(v) for v in self.runner.run(batch).reshape(len(images))]
+    def _finite(self, values: np.ndarray, what: str) -> np.ndarray:
+        """``values``, or BundleError if any is NaN or infinite: a model that produces them is broken."""
+        if not np.isfinite(values).all():
+            raise BundleError(
+                f"{self.name} ({self.backend}/{self.precision}) produced non-finite values (NaN or infinity) for "
+                f"{what}; the bundle may be corrupt or tampered with: check it with `kvqe info` and "
+                "`kvqe verify`, or reinstall it"
+            )
+        return values
+
+    def _reducer(self, name: str) -> Callable[[np.ndarray], np.ndarray]:
+        """A chosen frame -> the uint8 image the model sees (kept instead of the full frame)."""
+
+        def reduce(image: np.ndarray) -> np.ndarray:
+            try:
+                return vqa_geometry(image, self.input_spec)
+            except cv2.error as exc:
+                raise BadInputError(f"{name}: OpenCV cannot resize a {image.shape[1]}x{image.shape[0]} frame "
+                                    f"to the model's input: {exc.err or exc}") from exc
+
+        return reduce
+
+    def _frame_scores(self, images: list[np.ndarray], name: str) -> list[float]:
+        """One score per reduced keyframe, run one frame at a time (the runtime's working memory is one
+        frame's, and each frame's score does not depend on the others)."""
+        scores = []
+        for image in images:
+            output = self.runner.run(normalise(image, self.input_spec)[None])
+            scores.append(float(self._finite(output, f"a frame of {name}").reshape(-1)[0]))
+        return scores
 
     def _clip(self, value: float) -> float:
         low, high = self.output_spec["score_range"]
         return float(min(max(value, low), high))
 
-    def score(self, source: Any, *, fps: float | None = None) -> ScoreResult:
+    def score(self, source: Any, *, fps: float | None = None, timeout: float | None = DEFAULT_TIMEOUT_S,
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = ()) -> ScoreResult:
         """Score a video (path, URL, ``cv2.VideoCapture``, iterable of BGR frames) or one image.
 
-        ``fps`` overrides the source's frame rate; sources that have none assume 30.
+        ``fps`` overrides the source's frame rate; sources that have none assume 30. ``timeout``: seconds to
+        wait for the source to open and for each frame; ``max_pixels``: largest frame, refused before it is
+        decoded; ``protocols``: URL schemes allowed beyond the network ones (see :func:`open_source`).
         """
         self._require("vqa", "score()")
         sampling = self.input_spec["sampling"]
-        with _open(source, fps) as frames:
+        with _open(source, fps, timeout, max_pixels, protocols) as frames:
             rate = frames.fps or ASSUMED_FPS
-            keyframes = select_keyframes(frames, rate, sampling, frames.frame_count)
             name = frames.name
-        scores = self._frame_scores([frame.image for frame in keyframes])
+            keyframes = select_keyframes(frames, rate, sampling, frames.frame_count, reduce=self._reducer(name))
+        scores = self._frame_scores([frame.image for frame in keyframes], name)
         pooled = pad_to_max(scores, sampling)
         return ScoreResult(
             score=self._clip(float(np.mean(pooled))), frame_scores=scores, frames=len(scores), source=name, fps=rate
         )
 
-    def stream(self, source: Any, *, window_s: float = 1.0, fps: float | None = None) -> Iterator[Segment]:
-        """Score a live or long source window by window with bounded memory, yielding as it goes."""
+    def stream(self, source: Any, *, window_s: float = 1.0, fps: float | None = None,
+               timeout: float | None = DEFAULT_TIMEOUT_S, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+               protocols: Iterable[str] | str = ()) -> Iterator[Segment]:
+        """Score a live or long source window by window with bounded memory, yielding as it goes
+        (``timeout``, ``max_pixels``, ``protocols`` as for :meth:`score`)."""
         self._require("vqa", "stream()")
-        if window_s <= 0:
+        if not (isinstance(window_s, (int, float)) and window_s > 0):
             raise BadInputError(f"window_s must be positive, got {window_s}")
         per_second = float(self.input_spec["sampling"].get("per_second", 1))
-        with _open(source, fps) as frames:
+        with _open(source, fps, timeout, max_pixels, protocols) as frames:
             rate = frames.fps or ASSUMED_FPS
-            for window in windowed_keyframes(frames, rate, window_s, per_second):
-                scores = self._frame_scores([frame.image for frame in window.frames])
+            reduce = self._reducer(frames.name)
+            for window in windowed_keyframes(frames, rate, window_s, per_second, reduce=reduce):
+                scores = self._frame_scores([frame.image for frame in window.frames], frames.name)
                 yield Segment(window.start_s, window.end_s, self._clip(float(np.mean(scores))), len(scores))
 
     # -- SR ----------------------------------------------------------------------------------------
@@ -122,61 +176,79 @@ class Model:
     def scale(self) -> int:
         return int(self.output_spec["scale"])
 
-    def tile_settings(self, tile: int | None = None, tile_pad: int | None = None,
-                      pre_pad: int | None = None) -> TileSettings:
-        """The bundle's tiling defaults, overridden by any argument given."""
+    def tile_settings(self, tile: int | None = None, tile_pad: int | None = None, pre_pad: int | None = None,
+                      memory_budget_mb: float = SR_MEMORY_BUDGET_MB) -> TileSettings:
+        """The bundle's tiling defaults, overridden by any argument given; a bundle that declares no tile
+        size is tiled to fit ``memory_budget_mb`` (``tile=0`` runs whole images)."""
         defaults = self.input_spec.get("tile", {})
         max_tile = min((bound for a in self.stages.values() if (bound := a.record.get("export", {}).get("max_tile"))),
                        default=None)
         if max_tile and tile is not None and not 0 < tile <= max_tile:
             raise BadInputError(f"this {self.backend} artifact takes tiles of at most {max_tile} pixels, got {tile}")
+        pad = defaults.get("pad", 10) if tile_pad is None else tile_pad
+        if tile is None:
+            tile = max_tile or defaults.get("size", 0) or budget_tile(memory_budget_mb, self.scale, pad)
         return TileSettings(
-            tile=(max_tile or defaults.get("size", 0)) if tile is None else tile,
-            tile_pad=defaults.get("pad", 10) if tile_pad is None else tile_pad,
+            tile=tile,
+            tile_pad=pad,
             pre_pad=defaults.get("pre_pad", 0) if pre_pad is None else pre_pad,
             blend=bool(defaults.get("blend", False)),
         )
 
     def enhance(self, image: np.ndarray | str | os.PathLike[str], *, tile: int | None = None,
-                tile_pad: int | None = None, pre_pad: int | None = None) -> np.ndarray:
-        """HxWx3 uint8 BGR (or an image path) -> (H*scale)x(W*scale)x3 uint8 BGR."""
+                tile_pad: int | None = None, pre_pad: int | None = None,
+                memory_budget_mb: float = SR_MEMORY_BUDGET_MB,
+                max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """HxWx3 uint8 BGR (or an image path) -> (H*scale)x(W*scale)x3 uint8 BGR.
+
+        Tiled to fit ``memory_budget_mb`` unless the bundle or ``tile`` says otherwise; an input over
+        ``max_pixels`` is refused (an image file from its header, before decoding).
+        """
         self._require("sr", "enhance()")
-        settings = self.tile_settings(tile, tile_pad, pre_pad)
+        settings = self.tile_settings(tile, tile_pad, pre_pad, memory_budget_mb)
         if isinstance(image, (str, os.PathLike)):
-            image = read_image(image)
-        bgr = check_frame(image, "image")
+            image = read_image(image, max_pixels=max_pixels)
+        return self._enhance(Limits.of(max_pixels=max_pixels).frame(image, "image"), settings)
+
+    def _enhance(self, bgr: np.ndarray, settings: TileSettings) -> np.ndarray:
         chw = preprocess_sr_image(bgr, self.input_spec)
         return enhance_tiled(
             chw, self.runner.run, self.scale, settings,
-            lambda out: postprocess_sr_output(out, self.input_spec, self.output_spec),
+            lambda out: postprocess_sr_output(self._finite(out, "a tile"), self.input_spec, self.output_spec),
             run_at=self.runner.run_at if isinstance(self.runner, PipelineRunner) else None,
             exact=self.runner if isinstance(self.runner, ExactTiler) else None,
         )
 
     def enhance_video(self, source: Any, output: str | os.PathLike[str], *, tile: int | None = None,
                       fps: float | None = None,
-                      progress: Callable[[int, int | None], None] | None = None) -> VideoResult:
+                      progress: Callable[[int, int | None], None] | None = None,
+                      memory_budget_mb: float = SR_MEMORY_BUDGET_MB, timeout: float | None = DEFAULT_TIMEOUT_S,
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = ()) -> VideoResult:
         """Enhance a video frame by frame into ``output``, keeping its fps and frame count.
 
-        The file appears at ``output`` only when every frame is written. ``progress(done, total)`` is
-        called after each frame (``total`` is the container's frame count, or None).
+        The file appears at ``output`` only when every frame is written; an output that cannot be written
+        there, or that is the input itself, is refused before any frame is decoded. ``progress(done, total)``
+        is called after each frame (``total`` is the container's frame count, or None). ``timeout``,
+        ``max_pixels`` and ``protocols`` as for :meth:`score`.
         """
         self._require("sr", "enhance_video()")
         target = Path(output)
         fourcc = _FOURCC.get(target.suffix.lower())
         if fourcc is None:
             raise BadInputError(f"{target}: unsupported video container; use one of {', '.join(sorted(_FOURCC))}")
+        check_output_path(target, source=source if isinstance(source, (str, os.PathLike)) else None)
+        settings = self.tile_settings(tile, memory_budget_mb=memory_budget_mb)
         written, in_size = 0, (0, 0)
-        with _open(source, fps) as frames, atomic_output_file(target) as tmp:
+        with _open(source, fps, timeout, max_pixels, protocols) as frames, atomic_output_file(target) as tmp:
             rate = frames.fps or ASSUMED_FPS
             writer: cv2.VideoWriter | None = None
             try:
                 for frame in frames:
-                    result = self.enhance(frame.image, tile=tile)
+                    result = self._enhance(frame.image, settings)
                     if writer is None:
                         in_size = (frame.image.shape[1], frame.image.shape[0])
                         size = (result.shape[1], result.shape[0])
-                        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*fourcc), rate, size)
+                        writer = _video_writer(tmp, target, fourcc, rate, size)
                         if not writer.isOpened():
                             raise KvqeError(f"{target}: OpenCV cannot write {fourcc} video here")
                     writer.write(result)
@@ -187,3 +259,11 @@ class Model:
                 if writer is not None:
                     writer.release()
         return VideoResult(written, *in_size, in_size[0] * self.scale, in_size[1] * self.scale, rate)
+
+
+def _video_writer(path: Path, target: Path, fourcc: str, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
+    """OpenCV's writer of ``path`` (the temporary file that becomes ``target``)."""
+    try:
+        return cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
+    except cv2.error as exc:
+        raise KvqeError(f"{target}: OpenCV cannot write a {size[0]}x{size[1]} {fourcc} video: {exc.err or exc}") from exc

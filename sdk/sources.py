@@ -5,15 +5,22 @@ Every source decodes on a background daemon thread into a bounded queue, so memo
 the loop early, ``close()`` or dropping the iterator stops the thread and releases what the source opened.
 Objects the caller passes in (a ``cv2.VideoCapture``, an iterator, a stream) stay the caller's: they are
 never released or closed here.
+
+What a source may cost is bounded (:class:`Limits`): a frame larger than ``max_pixels`` is refused from its
+header before it is decoded, no source blocks its reader longer than ``timeout`` seconds between frames, and
+a string reads as a URL only for the network schemes of :data:`NETWORK_SCHEMES` (FFmpeg's other protocols,
+``file:``, ``concat:``, ``subfile:``, ``pipe:``, ``data:``, ... only when the caller lists them in
+``protocols``). A local file name always reads as that file, whatever characters it holds.
 """
 from __future__ import annotations
 
-import itertools
 import math
 import os
 import queue
+import re
 import shlex
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +28,10 @@ from typing import TYPE_CHECKING, BinaryIO, cast
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from kvqe.errors import BadInputError, KvqeError
-from kvqe.sdk.ffmpeg_decode import FfmpegDecode, find_ffmpeg
+from kvqe.sdk.ffmpeg_decode import FfmpegDecode, FrameTooLargeError, check_pixels, find_ffmpeg
 
 if TYPE_CHECKING:
     from typing import Self
@@ -31,6 +39,18 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
 RAW_PIX_FMTS = {"bgr24": None, "rgb24": cv2.COLOR_RGB2BGR}
 ASSUMED_FPS = 30.0  # used for Frame.time_s when a source has no known frame rate
+DEFAULT_TIMEOUT_S = 30.0  # longest wait for a source's next frame (and for opening it)
+# 8K UHD, the largest frame any broadcast, streaming or camera format delivers: a 33 MP BGR frame is 100 MB,
+# and a header claiming more is a decompression bomb far more often than a real picture
+DEFAULT_MAX_PIXELS = 7680 * 4320
+# URL schemes read without asking: the protocols that serve video over a network
+NETWORK_SCHEMES = frozenset({"http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp"})
+# ffmpeg's -timeout is the socket I/O timeout of these (for rtmp it would make ffmpeg listen instead)
+_FFMPEG_TIMEOUT_SCHEMES = frozenset({"http", "https", "rtsp", "rtsps"})
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")  # two characters at least: "C:" is a drive
+_DECODE_THREADS = 4  # OpenCV's decoder threads; each frame thread holds its own frames
+_STALLED = 0.9  # a read that ends after this share of the timeout ended because it timed out
+_PILLOW_PIXELS = re.compile(r"\((\d+) pixels\)")  # the size in Pillow's DecompressionBombError
 _END = object()
 _POLL_S = 0.05
 # a file may decode a little short of the frame count its container declares (an estimate in some
@@ -44,7 +64,7 @@ class Frame:
 
     index: int  # 0-based decode index
     time_s: float  # index / fps, with ASSUMED_FPS when the source's rate is unknown
-    image: np.ndarray  # HxWx3 uint8 BGR, C-contiguous
+    image: np.ndarray  # HxWx3 uint8 BGR, C-contiguous (a sampler may keep a reduced image instead)
 
 
 def check_frame(image: object, what: str) -> np.ndarray:
@@ -71,6 +91,56 @@ def check_frame(image: object, what: str) -> np.ndarray:
     )
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What reading one source may cost.
+
+    ``timeout``: seconds a reader may wait for the next frame, and the decoders' open and read timeouts
+    (None: wait as long as the decoders do); ``max_pixels``: the largest frame (width x height), checked from
+    headers before decoding (None: no cap); ``protocols``: URL schemes allowed beyond :data:`NETWORK_SCHEMES`.
+    """
+
+    timeout: float | None = DEFAULT_TIMEOUT_S
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    protocols: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, timeout: float | None = DEFAULT_TIMEOUT_S, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+           protocols: Iterable[str] | str = ()) -> Limits:
+        """Limits from the API's keywords, checked (BadInputError naming the bad one)."""
+        if max_pixels is not None and not (isinstance(max_pixels, int) and not isinstance(max_pixels, bool)
+                                           and max_pixels > 0):
+            raise BadInputError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+        names = [protocols] if isinstance(protocols, str) else list(protocols)
+        if not all(isinstance(n, str) and _SCHEME.fullmatch(f"{n.rstrip(':/')}:") for n in names):
+            raise BadInputError(f"protocols must be URL scheme names such as ['file'], got {protocols!r}")
+        return cls(_positive(timeout, "timeout"), max_pixels, frozenset(n.rstrip(":/").lower() for n in names))
+
+    def check(self, name: str, width: int, height: int) -> None:
+        """FrameTooLargeError if a ``width`` x ``height`` frame is over the cap."""
+        check_pixels(name, width, height, self.max_pixels)
+
+    def frame(self, image: object, what: str) -> np.ndarray:
+        """:func:`check_frame` of ``image`` after its size is checked from its shape (before any copy)."""
+        if isinstance(image, np.ndarray) and image.ndim >= 2:
+            self.check(what, image.shape[1], image.shape[0])
+        return check_frame(image, what)
+
+    def stalled(self, started: float) -> bool:
+        """Whether a wait that began at ``started`` (time.monotonic) lasted until the timeout."""
+        return self.timeout is not None and time.monotonic() - started >= _STALLED * self.timeout
+
+    def stalled_error(self, name: str, what: str) -> BadInputError:
+        return BadInputError(f"{name}: {what} within the timeout of {self.timeout:g} s (the source stalled or "
+                             "is unreachable); pass timeout= to wait longer")
+
+
+def _url_scheme(source: str) -> str | None:
+    """The URL scheme of ``source`` (lower case), or None when it has none."""
+    match = _SCHEME.match(source)
+    return match.group(1).lower() if match else None
+
+
 def _check_file(path: Path) -> None:
     if not path.exists():
         raise BadInputError(f"no such file: {path}")
@@ -80,30 +150,60 @@ def _check_file(path: Path) -> None:
         raise BadInputError(f"{path} is empty (0 bytes); give a video or image file")
 
 
-def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+def _check_image_size(path: Path, limits: Limits) -> None:
+    """Check an image file's size against the cap from its header alone (Pillow opens lazily)."""
+    try:
+        with Image.open(path) as image:
+            size = image.size
+    except Image.DecompressionBombError as exc:  # over twice Pillow's own limit: its header is all it read
+        pixels = _PILLOW_PIXELS.search(str(exc))
+        count = f"{int(pixels.group(1)):,}" if pixels else "more"
+        cap = f"the cap of {limits.max_pixels:,} pixels and " if limits.max_pixels else ""
+        raise FrameTooLargeError(f"image {path}: {count} pixels by its header, over {cap}Pillow's limit "
+                                 "(PIL.Image.MAX_IMAGE_PIXELS); refused before decoding") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise BadInputError(f"cannot read {path} as an image (corrupt or unsupported); "
+                            f"supported: {', '.join(sorted(IMAGE_SUFFIXES))}") from exc
+    limits.check(f"image {path}", *size)
+
+
+def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file as HxWx3 uint8 BGR, upright by its EXIF orientation.
 
-    Grey, alpha and 16-bit images are refused rather than silently converted.
+    Its size is checked against ``max_pixels`` from the header before it is decoded. Grey, alpha and
+    16-bit images are refused rather than silently converted.
     """
     path = Path(path)
     _check_file(path)
+    _check_image_size(path, Limits.of(max_pixels=max_pixels))
     data = np.fromfile(path, np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # as stored, to see channels and depth
-    if image is None:
-        raise BadInputError(f"cannot read {path} as an image (corrupt or unsupported); "
-                            f"supported: {', '.join(sorted(IMAGE_SUFFIXES))}")
-    check_frame(image, f"image {path}")
-    return check_frame(cv2.imdecode(data, cv2.IMREAD_COLOR), f"image {path}")  # turned by EXIF orientation
+    try:
+        stored = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # as stored, to see channels and depth
+        if stored is None:
+            raise BadInputError(f"cannot read {path} as an image (corrupt or unsupported); "
+                                f"supported: {', '.join(sorted(IMAGE_SUFFIXES))}")
+        check_frame(stored, f"image {path}")
+        del stored
+        return check_frame(cv2.imdecode(data, cv2.IMREAD_COLOR), f"image {path}")  # turned by EXIF orientation
+    except cv2.error as exc:
+        raise BadInputError(f"image {path}: OpenCV cannot decode it: {exc.err or exc}") from exc
 
 
 def _positive(value: float | None, what: str) -> float | None:
-    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                  and math.isfinite(value) and value > 0):
         raise BadInputError(f"{what} must be a positive number, got {value!r}")
     return None if value is None else float(value)
 
 
 class FrameSource:
-    """An iterable of :class:`Frame` decoded on a background thread; a context manager."""
+    """An iterable of :class:`Frame` decoded on a background thread; a context manager.
+
+    A watchdog bounds every wait: a reader that gets no frame for ``limits.timeout`` seconds gets a
+    BadInputError instead, and a decode that ends after waiting that long ended because its source stalled
+    (an error too, never a short video). ``interrupt`` (thread-safe) unblocks a decoder stuck in I/O when the
+    source is closed early; ``release`` frees the decoder on its own thread once it stops.
+    """
 
     def __init__(
         self,
@@ -115,17 +215,21 @@ class FrameSource:
         is_image: bool = False,
         queue_size: int = 8,
         release: Callable[[], None] | None = None,
+        interrupt: Callable[[], None] | None = None,
         empty_message: str = "yielded no frames",
         check_length: bool = False,
+        limits: Limits | None = None,
     ) -> None:
-        if not (isinstance(queue_size, int) and queue_size >= 1):
+        if not (isinstance(queue_size, int) and not isinstance(queue_size, bool) and queue_size >= 1):
             raise BadInputError(f"queue_size must be a positive integer, got {queue_size!r}")
         self.name = name
         self.fps = fps
         self.frame_count = frame_count
         self.is_image = is_image
+        self.limits = limits or Limits()
         self._frames = frames
         self._release = release
+        self._interrupt = interrupt
         self._empty_message = empty_message
         self._check_length = check_length
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
@@ -142,15 +246,25 @@ class FrameSource:
 
     def _consume(self) -> Iterator[Frame]:
         # the thread starts on the first next(), so an iterator dropped unstarted leaves nothing running
+        join_s = 2.0
         try:
             self._thread = threading.Thread(target=self._decode, name=f"kvqe-decoder {self.name}", daemon=True)
             self._thread.start()
-            while (item := self._queue.get()) is not _END:
+            received = 0
+            while True:
+                try:
+                    item = self._queue.get(timeout=self.limits.timeout)
+                except queue.Empty:
+                    join_s = 0.0  # the decoder is stuck: interrupted, it ends on its own; the caller goes now
+                    raise self.limits.stalled_error(self.name, f"frame {received} did not arrive") from None
+                if item is _END:
+                    return
                 if isinstance(item, BaseException):
                     raise item
                 yield cast(Frame, item)
+                received += 1
         finally:
-            self.close()
+            self.close(join_s)
 
     def _put(self, item: object) -> bool:
         """Put into the queue unless the source is closed meanwhile; False if it was."""
@@ -165,7 +279,13 @@ class FrameSource:
     def _decode(self) -> None:
         index, shape = 0, None
         try:
-            for image in self._frames:
+            while True:
+                started = time.monotonic()
+                image = next(self._frames, None)
+                if image is None:
+                    if self.limits.stalled(started):
+                        raise self.limits.stalled_error(self.name, f"frame {index} was not decoded")
+                    break
                 if shape is None:
                     shape = image.shape
                 elif image.shape != shape:
@@ -188,7 +308,8 @@ class FrameSource:
         except KvqeError as exc:
             self._put(exc)
         except Exception as exc:  # noqa: BLE001 - handed to the consumer with the source named
-            error = BadInputError(f"{self.name}: reading frame {index} failed: {type(exc).__name__}: {exc}")
+            detail = exc.err if isinstance(exc, cv2.error) and exc.err else exc
+            error = BadInputError(f"{self.name}: reading frame {index} failed: {type(exc).__name__}: {detail}")
             error.__cause__ = exc
             self._put(error)
         finally:
@@ -211,6 +332,8 @@ class FrameSource:
         if thread is None:
             self._release_once()
         elif thread is not threading.current_thread():
+            if thread.is_alive() and self._interrupt is not None:
+                self._interrupt()
             thread.join(timeout_s)
         while not self._queue.empty():
             self._queue.get_nowait()
@@ -238,10 +361,10 @@ def _capture_frames(
         index += 1
 
 
-def _iterable_frames(items: Iterable[object], name: str) -> Iterator[np.ndarray]:
+def _iterable_frames(items: Iterable[object], name: str, limits: Limits) -> Iterator[np.ndarray]:
     # copied: the frames are queued ahead, and a producer may reuse its buffer
     for index, item in enumerate(items):
-        yield check_frame(item, f"{name}: item {index}").copy()
+        yield limits.frame(item, f"{name}: item {index}").copy()
 
 
 @dataclass(frozen=True)
@@ -251,7 +374,13 @@ class _Container:
     fps: float | None
     frame_count: int | None
     codec: str  # the FOURCC, e.g. "h264" or "AV01"; "" when unknown
-    size: str  # "WxH", "" when unknown
+    width: int  # 0 when unknown
+    height: int
+
+    @property
+    def size(self) -> str:
+        """"WxH", "" when unknown."""
+        return f"{self.width}x{self.height}" if self.width and self.height else ""
 
     @classmethod
     def of(cls, capture: cv2.VideoCapture) -> _Container:
@@ -266,18 +395,20 @@ class _Container:
             fps=fps,
             frame_count=int(count) if count else None,
             codec=codec.strip("\x00 "),
-            size=f"{int(width)}x{int(height)}" if width and height else "",
+            width=int(width or 0),
+            height=int(height or 0),
         )
 
 
 def _capture_source(
-    capture: cv2.VideoCapture, name: str, fps: float | None, queue_size: int, owned: bool, local_file: bool = False,
-    first: np.ndarray | None = None,
+    capture: cv2.VideoCapture, name: str, fps: float | None, queue_size: int, owned: bool, limits: Limits,
+    local_file: bool = False, first: np.ndarray | None = None,
 ) -> FrameSource:
     """A FrameSource over ``capture`` (``first``: a frame already read from it); a ``local_file``'s decode is
     checked against its declared length (streams and URLs may not know theirs; a caller's capture may not
     start at frame 0)."""
     container = _Container.of(capture)
+    limits.check(name, container.width, container.height)
     return FrameSource(
         name,
         _capture_frames(capture, name, first),
@@ -287,37 +418,112 @@ def _capture_source(
         release=capture.release if owned else None,
         empty_message="no decodable frames (the file may be truncated or corrupt); check it with ffprobe",
         check_length=local_file,
+        limits=limits,
     )
 
 
-def _open_video(target: str, name: str, fps: float | None, queue_size: int, local_file: bool) -> FrameSource:
+@dataclass(frozen=True)
+class _Target:
+    """A video to open: ``name`` as the user gave it; a local file (read as that file by both decoders,
+    whatever its name holds) or a URL with its scheme."""
+
+    name: str
+    path: Path | None = None
+    scheme: str = ""
+
+    @property
+    def for_opencv(self) -> str:
+        # an absolute path: FFmpeg takes a leading "name:" as a protocol, never a leading "/"
+        return str(self.path.absolute()) if self.path is not None else self.name
+
+    def for_ffmpeg(self, limits: Limits) -> list[str]:
+        """ffmpeg's input options and ``-i`` argument."""
+        if self.path is not None:  # the file protocol alone: a local playlist cannot reach out either
+            return ["-protocol_whitelist", "file", "-i", f"file:{self.path.absolute()}"]
+        if limits.timeout is None:
+            return ["-i", self.name]
+        microseconds = str(round(limits.timeout * 1e6))
+        socket = ["-timeout", microseconds] if self.scheme in _FFMPEG_TIMEOUT_SCHEMES else []
+        return ["-rw_timeout", microseconds, *socket, "-i", self.name]
+
+
+def _opencv_params(limits: Limits) -> list[int]:
+    params = [cv2.CAP_PROP_N_THREADS, min(_DECODE_THREADS, os.cpu_count() or 1)]
+    if limits.timeout is not None:
+        milliseconds = max(1, round(limits.timeout * 1000))
+        params += [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, milliseconds, cv2.CAP_PROP_READ_TIMEOUT_MSEC, milliseconds]
+    return params
+
+
+def _open_capture(target: _Target, limits: Limits) -> cv2.VideoCapture:
+    """OpenCV's capture of ``target``, open; BadInputError if it cannot be opened in time."""
+    started = time.monotonic()
+    try:
+        capture = cv2.VideoCapture(target.for_opencv, cv2.CAP_FFMPEG, _opencv_params(limits))
+    except cv2.error as exc:
+        raise BadInputError(f"cannot open {target.name} as a video: OpenCV: {exc.err or exc}") from exc
+    if capture.isOpened():
+        return capture
+    if target.path is None and limits.stalled(started):
+        raise limits.stalled_error(target.name, "it did not open")
+    raise BadInputError(
+        f"cannot open {target.name} as a video (corrupt, unsupported or unreachable); check it with ffprobe; "
+        f"images are recognised by their suffix: {', '.join(sorted(IMAGE_SUFFIXES))}"
+    )
+
+
+def _open_video(target: _Target, fps: float | None, queue_size: int, limits: Limits) -> FrameSource:
     """A video file or URL decoded by OpenCV or, when OpenCV opens it but decodes no frame (e.g. AV1 with the
-    opencv-python 4.x wheels), by the ``ffmpeg`` command if it is installed."""
-    capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG)
-    if not capture.isOpened():
-        raise BadInputError(
-            f"cannot open {name} as a video (corrupt, unsupported or unreachable); check it with ffprobe; "
-            f"images are recognised by their suffix: {', '.join(sorted(IMAGE_SUFFIXES))}"
-        )
-    ok, first = capture.read()
+    opencv-python 4.x wheels), by the ``ffmpeg`` command if it is installed. Its size is checked against the
+    cap from the container before the first frame is decoded."""
+    name, local_file = target.name, target.path is not None
+    capture = _open_capture(target, limits)
+    try:
+        container = _Container.of(capture)
+        limits.check(name, container.width, container.height)
+        started = time.monotonic()
+        ok, first = capture.read()
+    except cv2.error as exc:
+        capture.release()
+        raise BadInputError(f"{name}: OpenCV failed to decode frame 0: {exc.err or exc}") from exc
+    except BaseException:
+        capture.release()
+        raise
     if ok:
-        return _capture_source(capture, name, fps, queue_size, owned=True, local_file=local_file, first=first)
-    container = _Container.of(capture)
+        return _capture_source(capture, name, fps, queue_size, owned=True, limits=limits, local_file=local_file,
+                               first=first)
     capture.release()
+    if limits.stalled(started):
+        raise limits.stalled_error(name, "frame 0 did not arrive")
     stream = f"its {container.codec} stream" if container.codec else "its video stream"
     executable = find_ffmpeg()
     if executable is None:
+        shown = str(target.path.absolute()) if target.path is not None else name
         raise BadInputError(
             f"{name}: no decodable frames: OpenCV {cv2.__version__} opened it but decoded none of {stream} "
             "(the file may be truncated or corrupt, or the codec unsupported: the opencv-python 4.x wheels "
             "decode no AV1); install ffmpeg and kvqe decodes such streams with it, or pipe them: "
-            f"ffmpeg -i {shlex.quote(target)} -f rawvideo -pix_fmt bgr24 - | "
+            f"ffmpeg -i {shlex.quote(shown)} -f rawvideo -pix_fmt bgr24 - | "
             f"kvqe score - --raw {container.size or 'WxH'}" + (f" --fps {container.fps:g}" if container.fps else "")
         )
-    decode = FfmpegDecode(executable, target, name)
+    return _ffmpeg_source(executable, target, stream, container, fps, queue_size, limits)
+
+
+def _ffmpeg_source(executable: str, target: _Target, stream: str, container: _Container, fps: float | None,
+                   queue_size: int, limits: Limits) -> FrameSource:
+    """The ffmpeg command's decode of ``target``, its first frame read here (within the timeout) so that a
+    stream neither decoder can read fails at once."""
+    name = target.name
+    decode = FfmpegDecode(executable, target.for_ffmpeg(limits), name, limits.max_pixels)
+    if limits.timeout is not None and not decode.readable_within(limits.timeout):
+        decode.close()
+        raise limits.stalled_error(name, "ffmpeg decoded no frame")
     frames = decode.frames()
     try:
         first = next(frames)
+    except FrameTooLargeError:
+        decode.close()
+        raise
     except BadInputError as exc:
         errors = decode.errors()
         decode.close()
@@ -327,42 +533,78 @@ def _open_video(target: str, name: str, fps: float | None, queue_size: int, loca
         ) from exc
     return FrameSource(
         name,
-        itertools.chain([first], frames),
+        _chain_first(first, frames),
         fps=fps or container.fps,
         frame_count=container.frame_count,
         queue_size=queue_size,
         release=decode.close,
-        check_length=local_file,
+        interrupt=decode.interrupt,
+        check_length=target.path is not None,
+        limits=limits,
     )
 
 
-def open_source(source: object, *, fps: float | None = None, queue_size: int = 8) -> FrameSource:
+def _chain_first(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    yield first
+    yield from rest
+
+
+def _target(source: str | os.PathLike[str], limits: Limits) -> _Target:
+    """A local file when ``source`` names one (or is a path object), else a URL of an allowed scheme."""
+    scheme = _url_scheme(source) if isinstance(source, str) else None
+    if scheme is None or os.path.lexists(source):
+        path = Path(source)
+        _check_file(path)
+        return _Target(str(path), path)
+    assert isinstance(source, str)
+    allowed = NETWORK_SCHEMES | limits.protocols
+    if scheme not in allowed:
+        raise BadInputError(
+            f"{source}: not a local file, and kvqe reads '{scheme}:' URLs only when asked (FFmpeg's {scheme} "
+            "protocol can reach local files or other sources the caller did not mean to give); by default kvqe "
+            f"reads {', '.join(sorted(NETWORK_SCHEMES))} URLs; to read this one, allow its scheme "
+            f"explicitly: protocols=['{scheme}']"
+        )
+    return _Target(source, scheme=scheme)
+
+
+def open_source(
+    source: object,
+    *,
+    fps: float | None = None,
+    queue_size: int = 8,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    protocols: Iterable[str] | str = (),
+) -> FrameSource:
     """Open a video/image path, URL, ``cv2.VideoCapture``, HxWx3 uint8 BGR array or iterable of them.
 
     ``fps`` overrides the container's frame rate. A ``cv2.VideoCapture`` given here is read from its
     current position and is not released on close (the caller owns it); so are iterators.
+    ``timeout``: seconds to wait for the source to open and for each frame (None: no kvqe timeout);
+    ``max_pixels``: largest frame accepted, checked before decoding (None: no cap); ``protocols``: URL
+    schemes to read beyond :data:`NETWORK_SCHEMES` (e.g. ``["file"]`` for ``file://`` URLs).
     """
     fps = _positive(fps, "fps")
-    if isinstance(source, str) and "://" in source:
-        return _open_video(source, source, fps, queue_size, local_file=False)
+    limits = Limits.of(timeout, max_pixels, protocols)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        _check_file(path)
-        if path.suffix.lower() in IMAGE_SUFFIXES:
-            image = read_image(path)
-            return FrameSource(str(path), iter([image]), fps=fps, frame_count=1, is_image=True,
-                               queue_size=queue_size)
-        return _open_video(str(path), str(path), fps, queue_size, local_file=True)
+        target = _target(source, limits)
+        if target.path is not None and target.path.suffix.lower() in IMAGE_SUFFIXES:
+            image = read_image(target.path, max_pixels=limits.max_pixels)
+            return FrameSource(target.name, iter([image]), fps=fps, frame_count=1, is_image=True,
+                               queue_size=queue_size, limits=limits)
+        return _open_video(target, fps, queue_size, limits)
     if isinstance(source, cv2.VideoCapture):
         if not source.isOpened():
             raise BadInputError("<VideoCapture>: the cv2.VideoCapture given is not open; check what it opened")
-        return _capture_source(source, "<VideoCapture>", fps, queue_size, owned=False)
+        return _capture_source(source, "<VideoCapture>", fps, queue_size, owned=False, limits=limits)
     if isinstance(source, np.ndarray):
-        image = check_frame(source, "<image>")
+        image = limits.frame(source, "<image>")
         return FrameSource("<image>", iter([image]), fps=fps, frame_count=1, is_image=True,
-                           queue_size=queue_size)
+                           queue_size=queue_size, limits=limits)
     if isinstance(source, Iterable) and not isinstance(source, (bytes, bytearray)):
-        return FrameSource("<frames>", _iterable_frames(source, "<frames>"), fps=fps, queue_size=queue_size)
+        return FrameSource("<frames>", _iterable_frames(source, "<frames>", limits), fps=fps, queue_size=queue_size,
+                           limits=limits)
     raise BadInputError(
         f"cannot use a {type(source).__name__} as a source; give a video or image path, a URL, "
         "a cv2.VideoCapture, an HxWx3 uint8 BGR array or an iterable of them"
@@ -373,18 +615,19 @@ def _raw_frames(stream: BinaryIO, name: str, width: int, height: int, pix_fmt: s
     size = width * height * 3
     conversion = RAW_PIX_FMTS[pix_fmt]
     while True:
-        buffer = bytearray()
-        while len(buffer) < size and (chunk := stream.read(size - len(buffer))):
-            buffer += chunk
-        if not buffer:
+        image = np.empty((height, width, 3), np.uint8)
+        view, filled = image.reshape(-1).data, 0
+        while filled < size and (chunk := stream.read(size - filled)):
+            view[filled:filled + len(chunk)] = chunk
+            filled += len(chunk)
+        if not filled:
             return
-        if len(buffer) < size:
+        if filled < size:
             raise BadInputError(
-                f"{name}: the raw stream ended in the middle of a frame: got {len(buffer)} of {size} bytes "
+                f"{name}: the raw stream ended in the middle of a frame: got {filled} of {size} bytes "
                 f"of a {width}x{height} {pix_fmt} frame; check that --raw WxH and --pix-fmt match the stream"
             )
-        image = np.frombuffer(buffer, np.uint8).reshape(height, width, 3)
-        yield image if conversion is None else cv2.cvtColor(image, conversion)
+        yield image if conversion is None else cv2.cvtColor(image, conversion, dst=image)
 
 
 def open_raw_pipe(
@@ -395,20 +638,27 @@ def open_raw_pipe(
     pix_fmt: str = "bgr24",
     fps: float | None = None,
     queue_size: int = 8,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> FrameSource:
     """Read raw packed frames (``ffmpeg -f rawvideo -pix_fmt bgr24|rgb24 -``) from a binary stream.
 
     The stream is not closed here. A trailing partial frame is an error raised after the complete frames.
+    ``width`` x ``height`` is checked against ``max_pixels`` before anything is read; ``timeout`` bounds the
+    wait for each frame.
     """
-    if pix_fmt not in RAW_PIX_FMTS:
+    if not isinstance(pix_fmt, str) or pix_fmt not in RAW_PIX_FMTS:
         raise BadInputError(f"unsupported raw pix_fmt {pix_fmt!r}; supported: {', '.join(RAW_PIX_FMTS)}")
     for value, what in ((width, "width"), (height, "height")):
-        if not (isinstance(value, int) and value > 0):
+        if not (isinstance(value, int) and not isinstance(value, bool) and value > 0):
             raise BadInputError(f"raw frame {what} must be a positive integer, got {value!r}")
+    limits = Limits.of(timeout, max_pixels)
+    limits.check("-", width, height)
     return FrameSource(
         "-",
         _raw_frames(stream, "-", width, height, pix_fmt),
         fps=_positive(fps, "fps"),
         queue_size=queue_size,
         empty_message=f"yielded no frames (expected raw {width}x{height} {pix_fmt} frames)",
+        limits=limits,
     )

@@ -63,3 +63,18 @@ def test_two_second_windows_hold_two_keyframes_and_a_short_tail_takes_its_last_f
 def test_window_must_be_positive() -> None:
     with pytest.raises(ValueError):
         list(windowed_keyframes(frames(3, 10.0), 10.0, 0))
+
+
+def test_chosen_frames_are_reduced_as_they_are_chosen() -> None:
+    reduced: list[int] = []
+
+    def reduce(image: np.ndarray) -> np.ndarray:
+        reduced.append(image.shape[0])
+        return image[:1, :1]
+
+    chosen = select_keyframes(frames(100, 10.0), 10.0, SPEC, reduce=reduce)
+    assert [f.index for f in chosen] == [5, 15, 25, 35, 45, 55, 65, 75] and len(reduced) == 8
+    assert all(f.image.shape == (1, 1, 3) for f in chosen)
+    assert [f.image.shape for f in select_keyframes(frames(3, 30.0), 30.0, SPEC, reduce=reduce)] == [(1, 1, 3)]
+    windows = list(windowed_keyframes(frames(65, 10.0), 10.0, 2.0, reduce=reduce))
+    assert all(f.image.shape == (1, 1, 3) for w in windows for f in w.frames)

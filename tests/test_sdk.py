@@ -11,11 +11,14 @@ import torch
 from support import BIKES, CARPHONE, make_clip, needs_ffmpeg, psnr
 
 import kvqe
-from kvqe.errors import BadInputError, KvqeError
+from kvqe.errors import BadInputError, BundleError
 from kvqe.export.registry import create_model, get_model
 from kvqe.export.weights.checkpoint import read_state_dict
+from kvqe.sdk import sources
 from kvqe.sdk.preprocess import preprocess_vqa_frame
 from kvqe.sdk.sources import open_source
+
+_VIDEO_CAPTURE = cv2.VideoCapture
 
 
 @pytest.fixture(scope="module")
@@ -36,10 +39,71 @@ def student(student_checkpoint: Path) -> torch.nn.Module:
 
 
 def test_tasks_are_not_mixed(sr, vqa, astronaut_bgr) -> None:
-    with pytest.raises(KvqeError, match="score\\(\\) needs a vqa model"):
+    with pytest.raises(BadInputError, match="score\\(\\) needs a vqa model"):
         sr.score(astronaut_bgr)
-    with pytest.raises(KvqeError, match="enhance\\(\\) needs a sr model"):
+    with pytest.raises(BadInputError, match="enhance\\(\\) needs a sr model"):
         vqa.enhance(astronaut_bgr)
+    with pytest.raises(BadInputError, match="enhance_video\\(\\) needs a sr model"):
+        vqa.enhance_video(CARPHONE, "out.mp4")
+
+
+def _never_run(batch: np.ndarray) -> np.ndarray:
+    raise AssertionError("the model ran before the output path was checked")
+
+
+@needs_ffmpeg
+def test_unusable_output_paths_are_refused_before_inference(sr, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    clip = make_clip(tmp_path, CARPHONE, frames=3, size=(64, 48), fps=15)
+    before = clip.read_bytes()
+    monkeypatch.setattr(sr.runner, "run", _never_run)
+    with pytest.raises(BadInputError, match="must not overwrite the input"):
+        sr.enhance_video(clip, clip)
+    with pytest.raises(BadInputError, match="must not overwrite the input"):
+        sr.enhance_video(str(clip), tmp_path / "." / clip.name)
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    with pytest.raises(BadInputError, match="is not a directory"):
+        sr.enhance_video(clip, tmp_path / "notes.txt" / "out.mp4")
+    with pytest.raises(BadInputError, match="is a directory"):
+        (tmp_path / "out.mp4").mkdir()
+        sr.enhance_video(clip, tmp_path / "out.mp4")
+    assert clip.read_bytes() == before
+
+
+def test_non_finite_model_output_is_an_error_never_a_result(sr, vqa, astronaut_bgr,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(vqa.runner, "run", lambda batch: np.full((batch.shape[0], 1), np.nan, np.float32))
+    with pytest.raises(BundleError, match="produced non-finite values.*bundle may be corrupt"):
+        vqa.score(CARPHONE)
+    with pytest.raises(BundleError, match="non-finite"):
+        next(vqa.stream(CARPHONE))
+    monkeypatch.setattr(sr.runner, "run", lambda batch: np.full((1, 3, batch.shape[2] * 4, batch.shape[3] * 4),
+                                                                np.inf, np.float32))
+    with pytest.raises(BundleError, match="produced non-finite values"):
+        sr.enhance(np.ascontiguousarray(astronaut_bgr[:32, :32]))
+
+
+class _BrokenCapture:
+    """A capture whose decoder fails after one frame, as OpenCV does on some damaged streams."""
+
+    def __init__(self, *args: object) -> None:
+        self._capture = _VIDEO_CAPTURE(str(CARPHONE))
+        self._reads = 0
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        self._reads += 1
+        if self._reads > 1:
+            raise cv2.error("OpenCV(5.1.0) cap_ffmpeg: decoder failed")
+        return self._capture.read()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._capture, name)
+
+
+def test_decoder_exceptions_are_bad_input_naming_the_source(vqa, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources.cv2, "VideoCapture", _BrokenCapture)
+    with pytest.raises(BadInputError, match=f"{CARPHONE}: reading frame 1 failed: error: .*decoder failed"):
+        vqa.score(CARPHONE)
 
 
 def test_enhance_matches_the_torch_model_with_official_weights(sr, coffee_bgr) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import os
 import subprocess
 import threading
 import time
@@ -91,8 +92,11 @@ def test_fps_override_and_str_path() -> None:
     assert [f.time_s for f in frames] == [0.0, 0.1, 0.2]
 
 
-def test_file_url() -> None:
-    with open_source(CARPHONE.resolve().as_uri()) as source:
+def test_file_urls_are_read_only_when_asked() -> None:
+    url = CARPHONE.resolve().as_uri()
+    with pytest.raises(BadInputError, match=r"reads 'file:' URLs only when asked.*protocols=\['file'\]"):
+        open_source(url)
+    with open_source(url, protocols=["file"]) as source:
         assert source.fps == pytest.approx(30000 / 1001)
         assert sum(1 for _ in source) == 120
 
@@ -547,3 +551,53 @@ def test_check_frame_makes_contiguous(astronaut_bgr: np.ndarray) -> None:
     checked = check_frame(image, "crop")
     assert checked.flags.c_contiguous and np.array_equal(checked, image)
     assert Frame(0, 0.0, checked).image is checked
+
+
+# ---- timeouts -------------------------------------------------------------------------------------------
+
+
+def test_a_source_that_stops_delivering_times_out_and_its_thread_ends() -> None:
+    release = threading.Event()
+
+    def stalls() -> Iterator[np.ndarray]:
+        yield np.zeros((4, 4, 3), np.uint8)
+        release.wait(30)  # a camera that stopped sending
+
+    started = time.monotonic()
+    seen = []
+    with pytest.raises(BadInputError, match=r"<frames>: frame 1 did not arrive within the timeout of 0.5 s"):
+        seen.extend(open_source(stalls(), timeout=0.5))
+    assert len(seen) == 1 and 0.45 <= time.monotonic() - started < 2.0
+    release.set()  # the producer is the caller's: it ends when it returns
+    assert wait_no_decoder()
+
+
+def test_a_raw_pipe_that_stalls_times_out() -> None:
+    read, write = os.pipe()
+    with os.fdopen(read, "rb") as stream, os.fdopen(write, "wb") as writer:
+        writer.write(bytes(6 * 4 * 3))
+        writer.flush()
+        frames = iter(open_raw_pipe(stream, 6, 4, timeout=0.5))
+        assert next(frames).image.shape == (4, 6, 3)
+        with pytest.raises(BadInputError, match="-: frame 1 did not arrive within the timeout of 0.5 s"):
+            next(frames)
+    assert wait_no_decoder()
+
+
+def test_a_slow_consumer_is_not_a_stall() -> None:
+    frames = iter(open_source([np.zeros((4, 4, 3), np.uint8)] * 3, timeout=0.2, queue_size=1))
+    for _ in range(3):
+        next(frames)
+        time.sleep(0.3)  # the consumer's own work: only waits for the source count
+    assert next(frames, None) is None
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"timeout": 0}, "timeout must be a positive number"),
+    ({"timeout": float("nan")}, "timeout must be a positive number"),
+    ({"protocols": ["file", 3]}, "protocols must be URL scheme names"),
+    ({"protocols": ["not a scheme"]}, "protocols must be URL scheme names"),
+])
+def test_bad_limits(options: dict[str, object], match: str) -> None:
+    with pytest.raises(BadInputError, match=match):
+        open_source([np.zeros((4, 4, 3), np.uint8)], **options)  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from support import psnr
 
 import kvqe
 from kvqe.errors import BadInputError
-from kvqe.sdk.tiling import TileSettings, enhance_tiled, tile_count
+from kvqe.sdk.tiling import SR_MEMORY_BUDGET_MB, TileSettings, budget_tile, enhance_tiled, tile_count
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +45,27 @@ def test_bad_tile_settings_are_refused(sr, astronaut_bgr) -> None:
         TileSettings(tile=-1)
     with pytest.raises(BadInputError, match="pre_pad"):
         sr.enhance(np.ascontiguousarray(astronaut_bgr[:8, :8]), pre_pad=8)
+
+
+def test_untiled_bundles_are_tiled_to_a_memory_budget(sr, coffee_bgr) -> None:
+    default = sr.tile_settings()
+    assert default.tile == budget_tile(SR_MEMORY_BUDGET_MB, 4, 10) == 320
+    assert sr.tile_settings(memory_budget_mb=32).tile == 96 and sr.tile_settings(tile=0).tile == 0
+    image = np.ascontiguousarray(coffee_bgr[:200, :300])
+    seen: list[tuple[int, ...]] = []
+    run = sr.runner.run
+
+    def spy(patch: np.ndarray) -> np.ndarray:
+        seen.append(patch.shape)
+        return run(patch)
+
+    sr.runner.run = spy
+    try:
+        tiled = sr.enhance(image, memory_budget_mb=32)
+    finally:
+        del sr.runner.run
+    assert len(seen) == tile_count(200, 300, TileSettings(96, 10)) == 3 * 4
+    assert max(s[2] for s in seen) <= 96 + 20 and max(s[3] for s in seen) <= 96 + 20
+    assert psnr(tiled, sr.enhance(image, tile=0)) >= 45.0
+    with pytest.raises(BadInputError, match="memory_budget_mb must be a positive number"):
+        sr.enhance(image, memory_budget_mb=0)

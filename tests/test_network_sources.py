@@ -1,0 +1,211 @@
+"""URLs and names: a stalling server times out on both decode paths, a complete one scores as the local file,
+and only network schemes read as URLs (a local file's name never reads as an FFmpeg protocol)."""
+from __future__ import annotations
+
+import http.server
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from support import BIKES, CARPHONE, child_processes, needs_ffmpeg
+
+import kvqe
+from kvqe.errors import BadInputError
+from kvqe.sdk import sources
+from kvqe.sdk.sources import open_source
+
+_VIDEO_CAPTURE = cv2.VideoCapture
+TIMEOUT = 2.0
+MARGIN = 1.5  # seconds past the timeout: thread hand-over, process teardown, a loaded machine
+
+
+class _Server:
+    """An HTTP server on 127.0.0.1 serving one file: whole (with byte ranges), or its first ``stall_after``
+    bytes under headers announcing all of it, after which the connection stalls until the server stops."""
+
+    def __init__(self, payload: bytes, stall_after: int | None = None) -> None:
+        self.released = threading.Event()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                start = int(self.headers.get("Range", "bytes=0-")[6:].split("-")[0] or 0)
+                self.send_response(206 if start else 200)
+                self.send_header("Content-Type", "video/mp4")
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(payload) - start))
+                if start:
+                    self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
+                self.end_headers()
+                end = len(payload) if stall_after is None else max(start, stall_after)
+                try:
+                    self.wfile.write(payload[start:end])
+                    self.wfile.flush()
+                except OSError:  # the client went away
+                    return
+                if end < len(payload):
+                    server.released.wait(60)  # the stall: valid headers, part of the body, then nothing
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/clip.mp4"
+
+    def stop(self) -> None:
+        self.released.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def faststart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """BIKES (10 s) with its index first, so that a client can decode what arrived before a stall."""
+    out = tmp_path_factory.mktemp("served") / "bikes.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(BIKES), "-c", "copy", "-movflags", "+faststart", str(out)],
+                   check=True)
+    return out
+
+
+def _serve(payload: bytes, stall_after: int | None = None) -> Iterator[_Server]:
+    server = _Server(payload, stall_after)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def stalling(faststart: Path) -> Iterator[_Server]:
+    payload = faststart.read_bytes()
+    yield from _serve(payload, stall_after=len(payload) * 3 // 10)  # about the first 3 of 10 seconds
+
+
+@pytest.fixture
+def complete(faststart: Path) -> Iterator[_Server]:
+    yield from _serve(faststart.read_bytes())
+
+
+@pytest.fixture(scope="module")
+def vqa() -> kvqe.sdk.model.Model:
+    return kvqe.load("vqa")
+
+
+class _NoDecodeCapture:
+    """OpenCV as it behaves on a codec its build lacks: the container opens, no frame decodes."""
+
+    def __init__(self, *args: object) -> None:
+        self._capture = _VIDEO_CAPTURE(*args)
+
+    def read(self) -> tuple[bool, None]:
+        return False, None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._capture, name)
+
+
+def _decoders_stopped(within_s: float) -> bool:
+    """Whether every kvqe decoder thread and ffmpeg child ends within ``within_s``."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        threads = [t for t in threading.enumerate() if t.name.startswith("kvqe-decoder") and t.is_alive()]
+        if not threads and "ffmpeg" not in child_processes():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _stalls(vqa: kvqe.sdk.model.Model, url: str) -> float:
+    started = time.monotonic()
+    with pytest.raises(BadInputError, match=rf"within the timeout of {TIMEOUT:g} s.*timeout="):
+        vqa.score(url, timeout=TIMEOUT)
+    return time.monotonic() - started
+
+
+@needs_ffmpeg
+def test_a_stalling_server_times_out_on_the_opencv_path(vqa, stalling: _Server) -> None:
+    elapsed = _stalls(vqa, stalling.url)
+    assert TIMEOUT * 0.9 <= elapsed <= TIMEOUT + MARGIN, elapsed
+    assert _decoders_stopped(MARGIN)
+
+
+@needs_ffmpeg
+def test_a_stalling_server_times_out_on_the_ffmpeg_path(vqa, stalling: _Server,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources.cv2, "VideoCapture", _NoDecodeCapture)
+    elapsed = _stalls(vqa, stalling.url)
+    assert TIMEOUT * 0.9 <= elapsed <= TIMEOUT + MARGIN, elapsed
+    assert _decoders_stopped(MARGIN)
+
+
+@needs_ffmpeg
+def test_a_served_file_scores_as_the_local_file(vqa, complete: _Server, faststart: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    local = vqa.score(faststart)
+    served = vqa.score(complete.url, timeout=TIMEOUT)
+    assert served.frames == local.frames == 8
+    assert served.frame_scores == local.frame_scores and served.score == local.score
+    monkeypatch.setattr(sources.cv2, "VideoCapture", _NoDecodeCapture)
+    via_ffmpeg = vqa.score(complete.url, timeout=TIMEOUT)
+    assert via_ffmpeg.score == pytest.approx(local.score, abs=0.25)  # ffmpeg's colour conversion rounds apart
+    assert _decoders_stopped(MARGIN)
+
+
+# ---- names and schemes -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """A real ok.mp4, a.mp4 and b.mp4 beside random-bytes files named file:ok.mp4 and concat:a.mp4|b.mp4."""
+    for name in ("ok.mp4", "a.mp4", "b.mp4"):
+        shutil.copy(CARPHONE, tmp_path / name)
+    noise = np.random.default_rng(0).integers(0, 256, 65536, dtype=np.uint8).tobytes()
+    (tmp_path / "file:ok.mp4").write_bytes(noise)
+    (tmp_path / "concat:a.mp4|b.mp4").write_bytes(noise)
+    return tmp_path
+
+
+@pytest.mark.parametrize("name", ["file:ok.mp4", "concat:a.mp4|b.mp4"])
+def test_a_local_name_that_looks_like_a_protocol_is_read_as_that_file(
+    vqa, folder: Path, name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(folder)
+    for source in (name, folder / name, str(folder / name)):
+        with pytest.raises(BadInputError, match="cannot open .* as a video"):
+            vqa.score(source)
+    assert vqa.score("ok.mp4").frames == 4  # the real file beside it is fine
+
+
+@pytest.mark.parametrize("scheme", ["file", "concat", "subfile", "pipe", "data", "crypto"])
+def test_ffmpeg_protocols_are_refused_unless_asked(folder: Path, scheme: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(folder)
+    with pytest.raises(BadInputError, match=rf"reads '{scheme}:' URLs only when asked.*protocols=\['{scheme}'\]"):
+        open_source(f"{scheme}:ok-missing.mp4")
+
+
+def test_an_allowed_protocol_is_read(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(folder)
+    with open_source("concat:ok.mp4|b.mp4", protocols="concat") as source:  # no such file: FFmpeg's concat
+        assert sum(1 for _ in source) >= 120
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("decoder", ["opencv", "ffmpeg"])
+def test_both_decoders_read_a_strange_name_as_that_file(tmp_path: Path, decoder: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    shutil.copy(BIKES, tmp_path / "ok.mp4")  # 640x272: what a protocol reading of the name would give
+    shutil.copy(CARPHONE, tmp_path / "file:ok.mp4")  # 176x144: the file itself
+    if decoder == "ffmpeg":
+        monkeypatch.setattr(sources.cv2, "VideoCapture", _NoDecodeCapture)
+    monkeypatch.chdir(tmp_path)
+    with open_source("file:ok.mp4") as source:
+        frames = [frame.image.shape for frame in source]
+    assert frames == [(144, 176, 3)] * 120
