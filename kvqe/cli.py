@@ -16,7 +16,7 @@ from kvqe.files import atomic_output_file, check_output_path
 from kvqe.runtimes.registry import AUTO_ORDER as FILE_BACKENDS
 from kvqe.sdk.loader import load, resolve_bundle
 from kvqe.sdk.model import Model
-from kvqe.sdk.sources import IMAGE_SUFFIXES, open_raw_pipe, read_image
+from kvqe.sdk.sources import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, IMAGE_SUFFIXES, open_raw_pipe, read_image
 from kvqe.training.cli import distill
 
 _backend = click.option("--backend", type=click.Choice(("auto", *FILE_BACKENDS)), default="auto",
@@ -26,6 +26,12 @@ _precision = click.option("--precision", type=click.Choice(PRECISIONS), default=
 _json = click.option("--json", "as_json", is_flag=True, help="One JSON object per line on stdout.")
 _threads = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
                         help="Inference threads per call (0: the backend's default, every core).")
+_timeout = click.option("--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True,
+                        metavar="SECONDS", help="Longest wait for a source to open and for each frame (0: none).")
+_max_pixels = click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS,
+                           show_default=True, help="Largest frame (width x height), checked before decoding (0: none).")
+_protocols = click.option("--protocols", default="", metavar="LIST",
+                          help="URL schemes to read beyond the network ones, e.g. file,concat (comma-separated).")
 _undeployable = click.option("--allow-undeployable", is_flag=True,
                              help="Run an artifact that failed its accuracy gates (deployable: false).")
 
@@ -34,6 +40,12 @@ _undeployable = click.option("--allow-undeployable", is_flag=True,
 @click.version_option(package_name="kvqe")
 def main() -> None:
     """kvqe: no-reference video quality scoring and super-resolution."""
+
+
+def _limits(timeout: float, max_pixels: int, protocols: str = "") -> dict[str, Any]:
+    """The API's source limits from the CLI's options (0: no limit)."""
+    return {"timeout": timeout or None, "max_pixels": max_pixels or None,
+            "protocols": [p for p in protocols.split(",") if p.strip()]}
 
 
 def _parse_size(raw: str) -> tuple[int, int]:
@@ -55,11 +67,15 @@ def _parse_size(raw: str) -> tuple[int, int]:
 @click.option("--raw", "raw_size", metavar="WxH", help="Frame size of raw video on stdin (SOURCE '-').")
 @click.option("--pix-fmt", type=click.Choice(["bgr24", "rgb24"]), default="bgr24", show_default=True)
 @click.option("--fps", type=float, default=None, help="Frame rate (overrides the container; for '-').")
+@_timeout
+@_max_pixels
+@_protocols
 @_undeployable
 @_json
 @handle_errors
 def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | None, threads: int,
-          raw_size: str | None, pix_fmt: str, fps: float | None, allow_undeployable: bool, as_json: bool) -> None:
+          raw_size: str | None, pix_fmt: str, fps: float | None, timeout: float, max_pixels: int, protocols: str,
+          allow_undeployable: bool, as_json: bool) -> None:
     """Score each SOURCE (video file, URL, image, or '-' for raw frames on stdin). A source that fails is
     reported and the others are still scored; the exit code is then the first failure's (2: bad input)."""
     size = _parse_size(raw_size) if raw_size else None
@@ -67,6 +83,7 @@ def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | 
         raise BadInputError("SOURCE '-' reads raw frames from stdin and needs --raw WxH")
     if sources.count("-") > 1:
         raise BadInputError("SOURCE '-' (stdin) can be given once")
+    limits = _limits(timeout, max_pixels, protocols)
     model = load(bundle, backend=backend, precision=precision, threads=threads,
                  allow_undeployable=allow_undeployable)
     _require_task(model, "vqa", "kvqe score")
@@ -75,9 +92,10 @@ def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | 
         started = time.perf_counter()
         try:
             if source == "-" and size is not None:
-                result = model.score(open_raw_pipe(sys.stdin.buffer, *size, pix_fmt=pix_fmt, fps=fps))
+                result = model.score(open_raw_pipe(sys.stdin.buffer, *size, pix_fmt=pix_fmt, fps=fps,
+                                                   timeout=limits["timeout"], max_pixels=limits["max_pixels"]))
             else:
-                result = model.score(source, fps=fps)
+                result = model.score(source, fps=fps, **limits)
         except BrokenPipeError:
             raise
         except Exception as exc:  # noqa: BLE001 (one bad source must not stop the others)
@@ -100,9 +118,10 @@ def _require_task(model: Model, task: str, command: str) -> None:
                             f"(give --bundle {'vqa' if task == 'vqa' else 'sr'} or a {task} bundle's directory)")
 
 
-def _enhance_image(model: Model, source: Path, target: Path, tile: int | None) -> dict[str, Any]:
-    image = read_image(source)
-    result = model.enhance(image, tile=tile)
+def _enhance_image(model: Model, source: Path, target: Path, tile: int | None,
+                   limits: dict[str, Any]) -> dict[str, Any]:
+    image = read_image(source, max_pixels=limits["max_pixels"])
+    result = model.enhance(image, tile=tile, max_pixels=limits["max_pixels"])
     with atomic_output_file(target) as tmp:
         if not cv2.imwrite(str(tmp), result):
             raise BadInputError(f"{target}: OpenCV cannot write this image format")
@@ -110,14 +129,15 @@ def _enhance_image(model: Model, source: Path, target: Path, tile: int | None) -
             "out_width": result.shape[1], "out_height": result.shape[0]}
 
 
-def _enhance_video(model: Model, source: str, target: Path, tile: int | None) -> dict[str, Any]:
+def _enhance_video(model: Model, source: str, target: Path, tile: int | None,
+                   limits: dict[str, Any]) -> dict[str, Any]:
     with progress_bar(None, "enhance") as bar:
 
         def advance(done: int, total: int | None) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
-        result = model.enhance_video(source, target, tile=tile, progress=advance)
+        result = model.enhance_video(source, target, tile=tile, progress=advance, **limits)
     return {"frames": result.frames, "width": result.width, "height": result.height,
             "out_width": result.out_width, "out_height": result.out_height}
 
@@ -129,12 +149,15 @@ def _enhance_video(model: Model, source: str, target: Path, tile: int | None) ->
 @_backend
 @_precision
 @_threads
-@click.option("--tile", type=click.IntRange(min=0), default=None, help="Tile size in input pixels (0: none).")
+@click.option("--tile", type=click.IntRange(min=0), default=None,
+              help="Tile size in input pixels (0: none; default: the bundle's, else sized to a memory budget).")
+@_timeout
+@_max_pixels
 @_undeployable
 @_json
 @handle_errors
 def enhance(input_path: str, output_path: str, bundle: str, backend: str, precision: str | None, threads: int,
-            tile: int | None, allow_undeployable: bool, as_json: bool) -> None:
+            tile: int | None, timeout: float, max_pixels: int, allow_undeployable: bool, as_json: bool) -> None:
     """Super-resolve INPUT (image or video) into OUTPUT."""
     source, target = Path(input_path), Path(output_path)
     is_image = source.suffix.lower() in IMAGE_SUFFIXES
@@ -149,8 +172,9 @@ def enhance(input_path: str, output_path: str, bundle: str, backend: str, precis
     model = load(bundle, backend=backend, precision=precision, threads=threads,
                  allow_undeployable=allow_undeployable)
     _require_task(model, "sr", "kvqe enhance")
-    facts = _enhance_image(model, source, target, tile) if is_image else _enhance_video(
-        model, input_path, target, tile)
+    limits = _limits(timeout, max_pixels)
+    facts = _enhance_image(model, source, target, tile, limits) if is_image else _enhance_video(
+        model, input_path, target, tile, limits)
     seconds = round(time.perf_counter() - started, 3)
     record = {"input": input_path, "output": output_path, **facts, "backend": model.backend,
               "precision": model.precision, "seconds": seconds}
