@@ -11,11 +11,13 @@ Each frame's size is checked against a pixel cap from its header, before its pix
 from __future__ import annotations
 
 import io
+import os
 import select
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -42,6 +44,12 @@ def check_pixels(name: str, width: int, height: int, max_pixels: int | None) -> 
 def find_ffmpeg() -> str | None:
     """The ``ffmpeg`` executable on PATH, or None."""
     return shutil.which("ffmpeg")
+
+
+def local_input(path: str | os.PathLike[str]) -> list[str]:
+    """ffmpeg's input options for a local file, read as that file whatever its name holds ("concat:",
+    "file:" ...), through the file protocol alone (a local playlist cannot reach out either)."""
+    return ["-protocol_whitelist", "file", "-i", f"file:{Path(path).absolute()}"]
 
 
 def _read_ppm(stream: io.BufferedIOBase, name: str, max_pixels: int | None = None) -> np.ndarray | None:

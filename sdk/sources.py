@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from kvqe.errors import BadInputError, KvqeError
-from kvqe.sdk.ffmpeg_decode import FfmpegDecode, FrameTooLargeError, check_pixels, find_ffmpeg
+from kvqe.sdk.ffmpeg_decode import FfmpegDecode, FrameTooLargeError, check_pixels, find_ffmpeg, local_input
 
 if TYPE_CHECKING:
     from typing import Self
@@ -438,8 +438,8 @@ class _Target:
 
     def for_ffmpeg(self, limits: Limits) -> list[str]:
         """ffmpeg's input options and ``-i`` argument."""
-        if self.path is not None:  # the file protocol alone: a local playlist cannot reach out either
-            return ["-protocol_whitelist", "file", "-i", f"file:{self.path.absolute()}"]
+        if self.path is not None:
+            return local_input(self.path)
         if limits.timeout is None:
             return ["-i", self.name]
         microseconds = str(round(limits.timeout * 1e6))

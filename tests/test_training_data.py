@@ -98,6 +98,16 @@ def test_luma_is_the_stored_y_plane_not_a_full_range_grey(tmp_path: Path) -> Non
     assert luma.shape == (5, 48, 64) and np.all(luma == 16)
 
 
+def test_the_teacher_reads_a_local_name_that_looks_like_a_protocol_as_that_file(tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    grey = tmp_path / "grey.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "color=gray:size=64x48:duration=0.2:rate=25",
+                    "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", str(grey)], check=True)
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(grey, tmp_path / "concat:grey.mp4|grey.mp4")  # FFmpeg would read "grey.mp4" twice
+    assert len(list(luma_stream(Path("concat:grey.mp4|grey.mp4"), 64, 48))) == 5
+
+
 def test_vmaf_score_of_a_clip_against_itself_and_a_sampled_clip_keep_consecutive_motion(tiny: Path) -> None:
     reference, distorted = tiny / "pristine" / "bunny0.mp4", tiny / "bunny0__x264_crf34.mp4"
     own, own_frames = vmaf_score(reference, reference, frame_step=5)

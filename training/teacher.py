@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from kvqe.errors import BadInputError
-from kvqe.sdk.ffmpeg_decode import FfmpegProcess
+from kvqe.sdk.ffmpeg_decode import FfmpegProcess, local_input
 
 SCORE_RANGE = (0.0, 100.0)
 _BATCH = 4  # frames per motion, ADM or VIF call: bounded memory, no loss of speed on one thread
@@ -84,7 +84,7 @@ def luma_stream(path: Path, width: int, height: int) -> Generator[np.ndarray, No
     (bicubic) if the video has another size (the scale filter passes same-size frames through untouched).
     Only one frame is held, so memory does not grow with the video's length."""
     size = width * height * 3 // 2
-    decode = FfmpegProcess("ffmpeg", ["-i", str(path), "-fps_mode", "passthrough", "-vf",
+    decode = FfmpegProcess("ffmpeg", [*local_input(path), "-fps_mode", "passthrough", "-vf",
                                       f"scale={width}:{height}:flags=bicubic", "-f", "rawvideo", "-pix_fmt", "yuv420p"],
                            str(path))
     try:
