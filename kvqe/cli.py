@@ -9,7 +9,7 @@ from typing import Any
 import click
 import cv2
 
-from kvqe.bundle import PRECISIONS
+from kvqe.bundle import PRECISIONS, Artifact
 from kvqe.clitools import describe, emit, exit_code, handle_errors, progress_bar
 from kvqe.errors import AccuracyGateError, BadInputError, BundleError, KvqeError
 from kvqe.files import atomic_output_file, check_output_path
@@ -188,19 +188,29 @@ def enhance(input_path: str, output_path: str, bundle: str, backend: str, precis
 @_json
 @handle_errors
 def info(bundle_path: str, as_json: bool) -> None:
-    """Show BUNDLE's manifest (a directory, or an embedded name such as `sr`) and whether every
-    artifact's sha256 verifies (exit 2 if not)."""
-    bundle = resolve_bundle(bundle_path)
+    """Show BUNDLE's manifest (a directory, or an embedded name such as `sr`) and whether every file it
+    lists (artifacts, their companion files, validation data) verifies (exit 2 if not)."""
+    try:
+        bundle = resolve_bundle(bundle_path)
+    except BundleError as exc:  # the manifest itself is missing or malformed: nothing of it can be shown
+        if as_json:
+            emit({"bundle": bundle_path, "verified": False, "error": str(exc)}, True, "")
+        raise
     checks = bundle.verify_all()
     manifest = bundle.manifest
-    artifacts = [{**a.record, "verified": checks[a.file] is None, "error": checks[a.file]}
+
+    def problems(artifact: Artifact) -> list[str]:
+        names = [artifact.file, *(entry.file for entry in artifact.extra_files)]
+        return [message for name in names if (message := checks.get(name))]
+
+    artifacts = [{**a.record, "verified": not problems(a), "error": "; ".join(problems(a)) or None}
                  for a in bundle.artifacts]
     verified = all(v is None for v in checks.values())
     record = {"bundle": bundle_path, "schema_version": manifest["schema_version"],
               "kvqe_version": manifest.get("kvqe_version"), "model": manifest["model"],
               "task": bundle.task, "input": manifest["input"], "output": manifest["output"],
               "licence": manifest.get("licence"), "weights": manifest.get("weights"),
-              "artifacts": artifacts, "verified": verified}
+              "artifacts": artifacts, "files": checks, "verified": verified}
     lines = [f"bundle   {bundle_path}",
              (f"model    {bundle.model_name} ({bundle.task}), {manifest['model'].get('params', '?')} params, "
               f"{manifest['model'].get('gflops', '?')} GFLOPs per {manifest['model'].get('flops_input', '?')}"),
@@ -209,8 +219,14 @@ def info(bundle_path: str, as_json: bool) -> None:
              f"output   {manifest['output']}"]
     for a in artifacts:
         state = "ok" if a["verified"] else f"FAILED: {a['error']}"
-        lines.append(f"artifact {a['backend']}/{a['precision']}  {a['file']}  {a['bytes']} bytes  "
+        companions = "".join(f" + {e['file']}" for e in a.get("extra_files", []))
+        lines.append(f"artifact {a['backend']}/{a['precision']}  {a['file']}{companions}  {a['bytes']} bytes  "
                      f"deployable={a['deployable']}  sha256 {state}")
+    others = {name: message for name, message in checks.items()
+              if not any(name == a["file"] or name in {e["file"] for e in a.get("extra_files", [])}
+                         for a in artifacts)}
+    lines += [f"file     {name}  sha256 {'ok' if message is None else f'FAILED: {message}'}"
+              for name, message in others.items()]
     emit(record, as_json, "\n".join(lines))
     if not verified:
         failures = "; ".join(msg for msg in checks.values() if msg)
