@@ -50,7 +50,12 @@ _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv
 
 
 class Model:
-    """A bundle loaded on one backend. Use :func:`kvqe.load` to get one."""
+    """A bundle loaded on one backend. Use :func:`kvqe.load` to get one.
+
+    Thread safety: one Model may be shared by any number of threads; ``score``, ``stream``, ``enhance`` and
+    ``enhance_video`` may run concurrently and each returns what it would alone (every runner is safe to
+    share, see :class:`kvqe.runtimes.base.Runner`). ``close`` must not race with a call in flight.
+    """
 
     def __init__(self, bundle: Bundle, artifact: Artifact, runner: Runner,
                  stages: Mapping[str, Artifact] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Result types returned by the SDK."""
+"""Result types returned by the SDK: frozen values, free to share between threads."""
 from __future__ import annotations
 
 from dataclasses import dataclass

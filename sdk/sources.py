@@ -197,7 +197,8 @@ def _positive(value: float | None, what: str) -> float | None:
 
 
 class FrameSource:
-    """An iterable of :class:`Frame` decoded on a background thread; a context manager.
+    """An iterable of :class:`Frame` decoded on a background thread; a context manager. It is iterated
+    once, by one thread (open one source per call); ``close`` may come from any thread.
 
     A watchdog bounds every wait: a reader that gets no frame for ``limits.timeout`` seconds gets a
     BadInputError instead, and a decode that ends after waiting that long ended because its source stalled
