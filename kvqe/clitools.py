@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import functools
 import json
-import math
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ import click
 from tqdm import tqdm
 
 from kvqe.errors import KvqeError
+from kvqe.manifest import finite_or_null
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,17 +44,7 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
 def emit(record: dict[str, Any], as_json: bool, text: str) -> None:
     """One result: a JSON object on its own line (a figure that is not finite, e.g. a correlation over
     constant scores, as null: JSON has no NaN), or human text."""
-    click.echo(json.dumps(_finite_or_null(record), sort_keys=True, allow_nan=False) if as_json else text)
-
-
-def _finite_or_null(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _finite_or_null(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_null(item) for item in value]
-    return value
+    click.echo(json.dumps(finite_or_null(record), sort_keys=True, allow_nan=False) if as_json else text)
 
 
 def fail(message: str, code: int, as_json: bool) -> NoReturn:
