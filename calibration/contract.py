@@ -12,6 +12,8 @@ the stage's input by running the stages before it, so every adapter sees stage i
 """
 from __future__ import annotations
 
+import io
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,9 +68,15 @@ class SampleSet:
         np.savez_compressed(path, images=self.images, groups=self.groups, sources=np.array(self.sources))
 
     @classmethod
-    def load(cls, path: Path, input_spec: dict[str, Any]) -> SampleSet:
+    def load(cls, source: Path | bytes, input_spec: dict[str, Any], *, where: Path | str | None = None,
+             advice: str = "") -> SampleSet:
+        """A set :meth:`save` wrote: read from a path, or parsed from its bytes (e.g. a bundle's validation
+        data as :meth:`kvqe.bundle.Bundle.read_verified_file` checked them). Not a sample set: BundleError
+        naming ``where`` (default: the path) and ending with ``advice`` when given."""
+        file: Path | io.BytesIO = io.BytesIO(source) if isinstance(source, bytes) else source
+        name = where if where is not None else "sample set bytes" if isinstance(source, bytes) else source
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with np.load(file, allow_pickle=False) as data:
                 return cls(data["images"], data["groups"], tuple(str(s) for s in data["sources"]), input_spec)
-        except (OSError, KeyError, ValueError) as exc:
-            raise BundleError(f"{path}: not a kvqe sample set ({exc})") from None
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+            raise BundleError(f"{name}: not a kvqe sample set ({exc})" + (f"; {advice}" if advice else "")) from None

@@ -4,12 +4,8 @@ the user's), against the gates recorded at export. A pipeline bundle is verified
 with all its stages composed, against its ONNX Runtime FP32 pipeline."""
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from kvqe.bundle import Artifact, Bundle
 from kvqe.calibration.accuracy import compare, outputs
@@ -29,13 +25,8 @@ def validation_data(bundle: Bundle, data: Path | None) -> SampleSet:
     entry = bundle.validation
     if entry is None:
         raise BundleError(f"{bundle.path} carries no validation data; pass --data PATH")
-    stored = bundle.read_verified_file(*entry)
-    try:
-        with np.load(io.BytesIO(stored), allow_pickle=False) as arrays:
-            return SampleSet(arrays["images"], arrays["groups"], tuple(str(s) for s in arrays["sources"]),
-                             bundle.input_spec)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        raise BundleError(f"{bundle.path / entry.file}: not a kvqe sample set ({exc}); re-export the bundle") from None
+    return SampleSet.load(bundle.read_verified_file(*entry), bundle.input_spec, where=bundle.path / entry.file,
+                          advice="re-export the bundle")
 
 
 def check_integrity(bundle: Bundle) -> None:
