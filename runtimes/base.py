@@ -18,6 +18,7 @@ from typing import Generic, Self, TypeVar
 import numpy as np
 
 from kvqe.errors import BadInputError
+from kvqe.files import ModelFiles
 
 
 @dataclass(frozen=True)
@@ -83,17 +84,28 @@ class Runner(abc.ABC):
     may be called concurrently, and each call returns what it would return alone; every backend guarantees
     this (its class docstring says how). ``load()`` and ``close()`` are not to race with anything: load
     before sharing the runner, close after the last call has returned.
+
+    Memory: a runner made from a model's bytes (:class:`kvqe.files.ModelFiles`, what a bundle hands out)
+    drops them once ``load()`` has succeeded, so a big model is not held twice (the bytes and the
+    backend's parsed copy). Such a runner loads once: ``load()`` after ``close()`` raises RuntimeError
+    ("closed; load the bundle again"). A runner made from a path reads the file again at each load.
     """
 
     name: str = "runner"
+    model_attribute: str | None = None  # the attribute holding the model (ModelFiles or a path), if any
 
     def __init__(self) -> None:
         self._loaded = False
+        self._spent = False  # the model's bytes were dropped after a load: it cannot load again
 
     def load(self) -> Self:
         if not self._loaded:
+            if self._spent:
+                raise RuntimeError(f"{self.name}: closed; load the bundle again (a runner made from a model's "
+                                   "bytes drops them once loaded, so it cannot load a second time)")
             self._load()
             self._loaded = True
+            self._spent = self._drop_model_bytes()
         return self
 
     def input_metadata(self) -> TensorSpec:
@@ -141,6 +153,14 @@ class Runner(abc.ABC):
     def _require_loaded(self) -> None:
         if not self._loaded:
             raise RuntimeError(f"{self.name}: call load() before using the runner")
+
+    def _drop_model_bytes(self) -> bool:
+        """After a successful ``_load``: forget the model if :attr:`model_attribute` holds its bytes (the
+        attribute becomes None) and return True, as the runner cannot load again; a path is kept."""
+        if self.model_attribute is None or not isinstance(getattr(self, self.model_attribute), ModelFiles):
+            return False
+        setattr(self, self.model_attribute, None)
+        return True
 
     @abc.abstractmethod
     def _load(self) -> None: ...

@@ -23,23 +23,26 @@ class OnnxRuntimeRunner(Runner):
     """
 
     name = "onnxruntime"
+    model_attribute = "model"
 
     def __init__(self, model: ModelFiles | Path, *, threads: int = 0) -> None:
         """``model``: the ONNX bytes with any external data as companions, or a path (read at load time);
         ``threads``: intra-op threads (0 lets ONNX Runtime use every core)."""
         super().__init__()
-        self.model = model
+        self.model: ModelFiles | Path | None = model  # None once loaded from bytes (see Runner)
         self.threads = threads
         self._session: ort.InferenceSession | None = None
 
     def _load(self) -> None:
+        assert self.model is not None  # dropped only after a load, and then the runner cannot load again
         files = self.model if isinstance(self.model, ModelFiles) else read_onnx(Path(self.model))
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(onnx_bytes(files), sess_options=options,
-                                             providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(onnx_bytes(files), sess_options=options, providers=["CPUExecutionProvider"])
+        _forget_serialized_model(session)
+        self._session = session
 
     def _input_metadata(self) -> TensorSpec:
         assert self._session is not None
@@ -59,3 +62,13 @@ class OnnxRuntimeRunner(Runner):
 
     def _close(self) -> None:
         self._session = None
+
+
+def _forget_serialized_model(session: ort.InferenceSession) -> None:
+    """Let go of the serialized model ONNX Runtime's Python session keeps after building itself (its source:
+    "holding the memory indefinitely"), which it only needs to rebuild the session when an execution
+    provider fails and it falls back to another. With the CPU provider alone there is none to fall back to:
+    fallback goes off and the bytes are dropped (nothing happens if a release names them otherwise)."""
+    session.disable_fallback()
+    if getattr(session, "_model_bytes", None) is not None:
+        session._model_bytes = None

@@ -40,6 +40,7 @@ class OpenVinoRunner(Runner):
     """
 
     name = "openvino"
+    model_attribute = "model"
 
     def __init__(self, model: ModelFiles | Path, *, threads: int = 0, inference_precision: str = "f32",
                  performance_hint: str = "LATENCY", multi_io: bool = False) -> None:
@@ -56,7 +57,7 @@ class OpenVinoRunner(Runner):
                                 f"{', '.join(PERFORMANCE_HINTS)}")
         if threads < 0:
             raise BadInputError(f"openvino: threads must be >= 0, got {threads}")
-        self.model = model
+        self.model: ModelFiles | Path | None = model  # None once loaded from bytes (see Runner)
         self.threads = threads
         self.inference_precision = inference_precision
         self.performance_hint = performance_hint
@@ -68,6 +69,7 @@ class OpenVinoRunner(Runner):
     def _files(self) -> ModelFiles:
         """The model's bytes: as given, or read from the path with the same checks."""
         model = self.model
+        assert model is not None  # dropped only after a load, and then the runner cannot load again
         name = model.name if isinstance(model, ModelFiles) else str(model)
         suffix = Path(name).suffix
         if suffix not in (".xml", ".onnx"):

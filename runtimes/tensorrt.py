@@ -155,6 +155,7 @@ class TensorRTRunner(Runner):
     """
 
     name = "tensorrt"
+    model_attribute = "engine"
 
     def __init__(self, engine: ModelFiles | Path, *, threads: int = 0,
                  fingerprint: dict[str, Any] | None = None) -> None:
@@ -165,7 +166,7 @@ class TensorRTRunner(Runner):
         super().__init__()
         import_tensorrt()  # a missing package is reported when the runner is made, as for other backends
         import_cudart()
-        self.engine = engine
+        self.engine: ModelFiles | Path | None = engine  # None once loaded from bytes (see Runner)
         self.threads = threads
         self.fingerprint = fingerprint
         self._name = engine.name if isinstance(engine, ModelFiles) else Path(engine).name
@@ -178,6 +179,7 @@ class TensorRTRunner(Runner):
         self._output = ""
 
     def _files(self) -> ModelFiles:
+        assert self.engine is not None  # dropped only after a load, and then the runner cannot load again
         if isinstance(self.engine, ModelFiles):
             return self.engine
         try:

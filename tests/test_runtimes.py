@@ -133,6 +133,30 @@ def test_onnx_external_data_comes_from_the_companions(tmp_path, backend: str) ->
         create_runner(backend, ModelFiles(files.name, files.main, {"weights.bin": b"short"})).load()
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_runner_from_bytes_drops_them_once_loaded(backend: str) -> None:
+    """A runner made from a bundle's verified bytes keeps no copy after load(), so it loads once; a runner
+    made from a path reads it again at each load."""
+    if not is_available(backend):
+        pytest.skip(f"{backend} is not installed")
+    from kvqe.bundle import read_bundle
+
+    bundle = read_bundle(embedded_bundle_path("sr"))
+    artifact = bundle.find("onnxruntime", "fp32")
+    assert artifact is not None
+    batch = np.zeros((1, 3, 8, 8), np.float32)
+    runner = create_runner(backend, bundle.read_verified(artifact), threads=1)
+    with runner:
+        assert runner.run(batch).shape == (1, 3, 32, 32)
+        assert runner.model is None  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="closed; load the bundle again"):
+        runner.load()
+    runner = create_runner(backend, bundle.path / artifact.file, threads=1)
+    for _ in range(2):
+        with runner:
+            assert runner.run(batch).shape == (1, 3, 32, 32)
+
+
 @pytest.mark.parametrize("location", ["../weights.bin", "sub/weights.bin", "/tmp/weights.bin"])
 def test_onnx_external_data_outside_the_model_folder_is_refused(tmp_path, location: str) -> None:
     import onnx
