@@ -111,7 +111,7 @@ class Artifact:
 
 @dataclass(frozen=True)
 class Bundle:
-    """A loaded manifest and the directory it lives in."""
+    """A loaded manifest and the directory it lives in: immutable once read, free to share between threads."""
 
     path: Path
     manifest: dict[str, Any]
