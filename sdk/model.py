@@ -21,8 +21,15 @@ from kvqe.files import atomic_output_file, check_output_path
 from kvqe.runtimes.base import Runner
 from kvqe.sdk.pipeline import PipelineRunner
 from kvqe.sdk.preprocess import normalise, postprocess_sr_output, preprocess_sr_image, vqa_geometry
-from kvqe.sdk.results import ScoreResult, Segment, VideoResult
-from kvqe.sdk.sampling import pad_to_max, select_keyframes, windowed_keyframes
+from kvqe.sdk.results import Sampling, ScoreResult, Segment, VideoResult
+from kvqe.sdk.sampling import (
+    keyframe_plan,
+    pad_to_max,
+    sampling_spec,
+    select_keyframes,
+    windowed_keyframes,
+    worth_seeking,
+)
 from kvqe.sdk.sources import (
     ASSUMED_FPS,
     DEFAULT_MAX_PIXELS,
@@ -140,39 +147,60 @@ class Model:
         low, high = self.output_spec["score_range"]
         return float(min(max(value, low), high))
 
-    def score(self, source: Any, *, fps: float | None = None, timeout: float | None = DEFAULT_TIMEOUT_S,
+    def score(self, source: Any, *, fps: float | None = None, per_second: float | None = None,
+              max_frames: int | None = None, timeout: float | None = DEFAULT_TIMEOUT_S,
               max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = ()) -> ScoreResult:
         """Score a video (path, URL, ``cv2.VideoCapture``, iterable of BGR frames) or one image.
+
+        Keyframes cover the whole video: the middle frame of each ``1 / per_second`` seconds, or, for a video
+        longer than ``max_frames / per_second`` seconds, of ``max_frames`` equal parts of it (both default to
+        the bundle's sampling: 1 and 8 for the embedded student); their scores are pooled as the model was
+        trained (the mean). A local file of known length is read by seeking to each keyframe far apart
+        (``result.sampling.how``); other sources are decoded in order, and one of unknown length (a pipe, an
+        iterator) keeps between ``(max_frames + 2) // 3`` and ``max_frames`` keyframes spread over it (see
+        :func:`kvqe.sdk.sampling.select_keyframes`).
 
         ``fps`` overrides the source's frame rate; sources that have none assume 30. ``timeout``: seconds to
         wait for the source to open and for each frame; ``max_pixels``: largest frame, refused before it is
         decoded; ``protocols``: URL schemes allowed beyond the network ones (see :func:`open_source`).
         """
         self._require("vqa", "score()")
-        sampling = self.input_spec["sampling"]
+        sampling = sampling_spec(self.input_spec["sampling"], per_second, max_frames)
         with _open(source, fps, timeout, max_pixels, protocols) as frames:
             rate = frames.fps or ASSUMED_FPS
             name = frames.name
+            if frames.seekable and frames.frame_count:
+                plan = keyframe_plan(frames.frame_count, rate, sampling)
+                if worth_seeking(plan, rate):
+                    frames.read_only(plan)
             keyframes = select_keyframes(frames, rate, sampling, frames.frame_count, reduce=self._reducer(name))
+            width, height = frames.size or (0, 0)
+            length = frames.frame_count or frames.frames_read
+            duration = None if frames.is_image else length / rate
+            how = Sampling(sampling["per_second"], sampling["max_frames"], frames.access)
+            codec = frames.codec
         scores = self._frame_scores([frame.image for frame in keyframes], name)
         pooled = pad_to_max(scores, sampling)
         return ScoreResult(
-            score=self._clip(float(np.mean(pooled))), frame_scores=scores, frames=len(scores), source=name, fps=rate
+            score=self._clip(float(np.mean(pooled))), frame_scores=scores, frames=len(scores), source=name, fps=rate,
+            frame_times=[frame.time_s for frame in keyframes], frame_indices=[frame.index for frame in keyframes],
+            duration_s=duration, width=width, height=height, codec=codec, sampling=how,
         )
 
     def stream(self, source: Any, *, window_s: float = 1.0, fps: float | None = None,
-               timeout: float | None = DEFAULT_TIMEOUT_S, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-               protocols: Iterable[str] | str = ()) -> Iterator[Segment]:
-        """Score a live or long source window by window with bounded memory, yielding as it goes
+               per_second: float | None = None, timeout: float | None = DEFAULT_TIMEOUT_S,
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = ()) -> Iterator[Segment]:
+        """Score a live or long source window by window with bounded memory, yielding as it goes: each
+        window's keyframes at ``per_second`` (default: the bundle's rate) are scored and averaged
         (``timeout``, ``max_pixels``, ``protocols`` as for :meth:`score`)."""
         self._require("vqa", "stream()")
         if not (isinstance(window_s, (int, float)) and window_s > 0):
             raise BadInputError(f"window_s must be positive, got {window_s}")
-        per_second = float(self.input_spec["sampling"].get("per_second", 1))
+        rate_spec = sampling_spec(self.input_spec["sampling"], per_second)
         with _open(source, fps, timeout, max_pixels, protocols) as frames:
             rate = frames.fps or ASSUMED_FPS
             reduce = self._reducer(frames.name)
-            for window in windowed_keyframes(frames, rate, window_s, per_second, reduce=reduce):
+            for window in windowed_keyframes(frames, rate, window_s, rate_spec["per_second"], reduce=reduce):
                 scores = self._frame_scores([frame.image for frame in window.frames], frames.name)
                 yield Segment(window.start_s, window.end_s, self._clip(float(np.mean(scores))), len(scores))
 

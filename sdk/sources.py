@@ -18,6 +18,7 @@ import math
 import os
 import queue
 import re
+import select
 import shlex
 import threading
 import time
@@ -37,6 +38,11 @@ if TYPE_CHECKING:
     from typing import Self
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"})
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".y4m", ".ts", ".flv"})
+# FOURCCs as containers store them -> the codec's usual name
+_CODEC_NAMES = {"avc1": "h264", "avc3": "h264", "h264": "h264", "x264": "h264", "hvc1": "hevc", "hev1": "hevc",
+                "hevc": "hevc", "h265": "hevc", "vp09": "vp9", "vp90": "vp9", "vp80": "vp8", "vp08": "vp8",
+                "av01": "av1", "mp4v": "mpeg4", "fmp4": "mpeg4", "mjpg": "mjpeg"}
 RAW_PIX_FMTS = {"bgr24": None, "rgb24": cv2.COLOR_RGB2BGR}
 ASSUMED_FPS = 30.0  # used for Frame.time_s when a source has no known frame rate
 DEFAULT_TIMEOUT_S = 30.0  # longest wait for a source's next frame (and for opening it)
@@ -56,6 +62,9 @@ _POLL_S = 0.05
 # a file may decode a little short of the frame count its container declares (an estimate in some
 # formats); more than this shortfall means the file is truncated or damaged
 _COUNT_SLACK, _COUNT_SLACK_FRAMES = 0.05, 2
+# a frame further ahead than this is reached by seeking (a seek decodes from the key picture before it,
+# typically 1-10 s back), a nearer one by decoding forward
+SEEK_GAP_S = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,7 +72,7 @@ class Frame:
     """One decoded frame."""
 
     index: int  # 0-based decode index
-    time_s: float  # index / fps, with ASSUMED_FPS when the source's rate is unknown
+    time_s: float  # the container's timestamp when it has one, else index / fps (ASSUMED_FPS when unknown)
     image: np.ndarray  # HxWx3 uint8 BGR, C-contiguous (a sampler may keep a reduced image instead)
 
 
@@ -203,13 +212,14 @@ class FrameSource:
     A watchdog bounds every wait: a reader that gets no frame for ``limits.timeout`` seconds gets a
     BadInputError instead, and a decode that ends after waiting that long ended because its source stalled
     (an error too, never a short video). ``interrupt`` (thread-safe) unblocks a decoder stuck in I/O when the
-    source is closed early; ``release`` frees the decoder on its own thread once it stops.
+    source is closed early; ``release`` frees the decoder on its own thread once it stops. ``frames`` yields
+    images (numbered in order, timed by ``fps``) or :class:`Frame` objects that carry their own index and time.
     """
 
     def __init__(
         self,
         name: str,
-        frames: Iterator[np.ndarray],
+        frames: Iterator[np.ndarray | Frame],
         *,
         fps: float | None,
         frame_count: int | None = None,
@@ -220,6 +230,8 @@ class FrameSource:
         empty_message: str = "yielded no frames",
         check_length: bool = False,
         limits: Limits | None = None,
+        codec: str = "",
+        seeker: _Seeker | None = None,
     ) -> None:
         if not (isinstance(queue_size, int) and not isinstance(queue_size, bool) and queue_size >= 1):
             raise BadInputError(f"queue_size must be a positive integer, got {queue_size!r}")
@@ -228,7 +240,12 @@ class FrameSource:
         self.frame_count = frame_count
         self.is_image = is_image
         self.limits = limits or Limits()
+        self.codec = codec  # the codec's name ("h264", "hevc", "vp9", ...), "" when unknown
+        self.size: tuple[int, int] | None = None  # (width, height) of the frames, once one was read
+        self.frames_read = 0  # frames delivered to the reader so far
         self._frames = frames
+        self._seeker = seeker
+        self._sought = False
         self._release = release
         self._interrupt = interrupt
         self._empty_message = empty_message
@@ -244,6 +261,29 @@ class FrameSource:
             raise RuntimeError(f"{self.name}: this FrameSource was already iterated or closed; open it again")
         self._iterated = True
         return self._consume()
+
+    @property
+    def seekable(self) -> bool:
+        """Whether :meth:`read_only` can seek: a local file OpenCV decodes, of known length and frame rate."""
+        return self._seeker is not None and not self._iterated
+
+    def read_only(self, indices: list[int]) -> None:
+        """Deliver only the frames at these ascending decode ``indices`` (before iterating), seeking to
+        those far ahead (the file's length is then checked by reading near its declared end). A seek that
+        fails or lands elsewhere than asked (variable frame rate, broken timestamps) switches to decoding
+        the rest of the file in order, so the frames delivered are those of a sequential decode."""
+        if not self.seekable:
+            raise RuntimeError(f"{self.name}: this FrameSource cannot seek or was already iterated")
+        assert self._seeker is not None
+        self._frames = self._seeker.frames(indices)
+        self._check_length = False  # the seeker checks it
+        self._sought = True
+
+    @property
+    def access(self) -> str:
+        """How the frames were read: "seek" (only the frames asked for, by seeking) or "sequential"."""
+        sought = self._sought and self._seeker is not None and not self._seeker.fell_back
+        return "seek" if sought else "sequential"
 
     def _consume(self) -> Iterator[Frame]:
         # the thread starts on the first next(), so an iterator dropped unstarted leaves nothing running
@@ -264,6 +304,7 @@ class FrameSource:
                     raise item
                 yield cast(Frame, item)
                 received += 1
+                self.frames_read = received
         finally:
             self.close(join_s)
 
@@ -287,15 +328,18 @@ class FrameSource:
                     if self.limits.stalled(started):
                         raise self.limits.stalled_error(self.name, f"frame {index} was not decoded")
                     break
+                pixels = image.image if isinstance(image, Frame) else image
                 if shape is None:
-                    shape = image.shape
-                elif image.shape != shape:
+                    shape = pixels.shape
+                    self.size = (shape[1], shape[0])
+                elif pixels.shape != shape:
                     raise BadInputError(
-                        f"{self.name}: frame {index} is {image.shape[1]}x{image.shape[0]} but frame 0 was "
+                        f"{self.name}: frame {index} is {pixels.shape[1]}x{pixels.shape[0]} but frame 0 was "
                         f"{shape[1]}x{shape[0]}; every frame of one source must have the same size "
                         "(resize first, e.g. ffmpeg -vf scale=W:H or cv2.resize)"
                     )
-                if not self._put(Frame(index, index / (self.fps or ASSUMED_FPS), image)):
+                frame = image if isinstance(image, Frame) else Frame(index, index / (self.fps or ASSUMED_FPS), image)
+                if not self._put(frame):
                     return
                 index += 1
             if index == 0:
@@ -317,10 +361,7 @@ class FrameSource:
             self._release_once()
 
     def _ends_short(self, decoded: int) -> bool:
-        """Whether ``decoded`` frames fall well short of the declared count (an interrupted upload or a
-        damaged stream: scoring the first part would pass for the whole)."""
-        declared = self.frame_count
-        return declared is not None and declared - decoded > max(_COUNT_SLACK_FRAMES, _COUNT_SLACK * declared)
+        return self.frame_count is not None and decoded < least_frames(self.frame_count)
 
     def _release_once(self) -> None:
         if self._release is not None and self._released.acquire(blocking=False):
@@ -346,20 +387,116 @@ class FrameSource:
         self.close()
 
 
+def least_frames(declared: int) -> int:
+    """The fewest frames a file whose container declares ``declared`` must decode: fewer means an
+    interrupted upload or a damaged stream (scoring the first part would pass for the whole)."""
+    return math.ceil(declared - max(_COUNT_SLACK_FRAMES, _COUNT_SLACK * declared))
+
+
+def _timestamp(capture: cv2.VideoCapture, index: int, fps: float | None) -> float:
+    """Seconds of the frame ``capture`` read last (the container's timestamp), else ``index / fps``."""
+    milliseconds = capture.get(cv2.CAP_PROP_POS_MSEC)
+    if math.isfinite(milliseconds) and (milliseconds > 0 or (index == 0 and milliseconds == 0)):
+        return milliseconds / 1000
+    return index / (fps or ASSUMED_FPS)
+
+
+def _read(capture: cv2.VideoCapture, name: str, index: int, fps: float | None, timed: bool = True) -> Frame | None:
+    """The next frame of ``capture`` as frame ``index``, or None at its end; timed by the container when
+    ``timed``, else by ``fps`` (a rate the caller imposes)."""
+    ok, image = capture.read()
+    if not ok:
+        return None
+    time_s = _timestamp(capture, index, fps) if timed else index / (fps or ASSUMED_FPS)
+    return Frame(index, time_s, check_frame(image, f"{name}: frame {index}"))
+
+
 def _capture_frames(
-    capture: cv2.VideoCapture, name: str, first: np.ndarray | None = None
-) -> Iterator[np.ndarray]:
-    """The frames of ``capture``, after ``first`` (a frame already read from it) when given."""
-    index = 0
+    capture: cv2.VideoCapture, name: str, fps: float | None, first: Frame | None = None, start: int = 0,
+    timed: bool = True,
+) -> Iterator[Frame]:
+    """The frames of ``capture`` numbered from ``start``, after ``first`` (frame 0, already read) if given;
+    ``timed`` as for :func:`_read`."""
+    index = start
     if first is not None:
-        yield check_frame(first, f"{name}: frame 0")
+        yield first
         index = 1
-    while True:
-        ok, image = capture.read()
-        if not ok:
-            return
-        yield check_frame(image, f"{name}: frame {index}")
+    while (frame := _read(capture, name, index, fps, timed)) is not None:
+        yield frame
         index += 1
+
+
+class _Seeker:
+    """Reads chosen frames of a local file by seeking OpenCV's capture (see :meth:`FrameSource.read_only`).
+
+    OpenCV's FFmpeg backend seeks to a frame number by time (``index / fps``) and decodes forward from the
+    key picture before it, so with a constant frame rate the frame it lands on is the one a sequential
+    decode gives at that index; the frame's own timestamp confirms it, and a seek that lands elsewhere
+    (variable frame rate, broken timestamps) or fails hands over to a sequential decode.
+    """
+
+    def __init__(self, capture: cv2.VideoCapture, target: _Target, limits: Limits, first: Frame,
+                 fps: float, frame_count: int) -> None:
+        self.capture = capture
+        self.fell_back = False
+        self._target, self._limits, self._first = target, limits, first
+        self._fps, self._frame_count = fps, frame_count
+
+    def release(self) -> None:
+        self.capture.release()
+
+    def frames(self, indices: list[int]) -> Iterator[Frame]:
+        """The frames at ``indices``; then the file's length checked at its last frame that must exist."""
+        gap = SEEK_GAP_S * self._fps
+        position = 1  # frame 0 was read when the file was opened
+        if indices and indices[0] == 0:
+            yield self._first
+        probe = least_frames(self._frame_count) - 1
+        for index in [i for i in indices if i > 0] + ([probe] if probe > max(indices, default=0) else []):
+            frame = self._seek(index) if index - position > gap else self._forward(position, index)
+            if frame is None:
+                yield from self._sequential(position)
+                return
+            if index != probe:
+                yield frame
+            position = index + 1
+
+    def _forward(self, position: int, index: int) -> Frame | None:
+        """Frame ``index`` decoded forward from ``position``, or None if the file ends first."""
+        for _ in range(index - position):
+            if not self.capture.grab():
+                return None
+        return _read(self.capture, self._target.name, index, self._fps)
+
+    def _seek(self, index: int) -> Frame | None:
+        """Frame ``index`` by seeking, or None if the seek fails or lands on another frame."""
+        try:
+            self.capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        except cv2.error:
+            return None
+        frame = _read(self.capture, self._target.name, index, self._fps)
+        milliseconds = self.capture.get(cv2.CAP_PROP_POS_MSEC)
+        if frame is None or not abs(milliseconds / 1000 - index / self._fps) <= 0.5 / self._fps:
+            return None
+        return frame
+
+    def _sequential(self, position: int) -> Iterator[Frame]:
+        """Every frame from ``position`` on, decoded in order by a fresh capture; the file's length checked."""
+        self.fell_back = True
+        self.capture.release()
+        self.capture = _open_capture(self._target, self._limits)
+        for _ in range(position):
+            if not self.capture.grab():
+                break
+        decoded = position
+        for frame in _capture_frames(self.capture, self._target.name, self._fps, start=position):
+            yield frame
+            decoded += 1
+        if decoded < least_frames(self._frame_count):
+            raise BadInputError(
+                f"{self._target.name}: the decode stopped after {decoded} of the {self._frame_count} frames its "
+                "container declares (the file is truncated or its stream is damaged); check it with ffprobe"
+            )
 
 
 def _iterable_frames(items: Iterable[object], name: str, limits: Limits) -> Iterator[np.ndarray]:
@@ -383,6 +520,11 @@ class _Container:
         """"WxH", "" when unknown."""
         return f"{self.width}x{self.height}" if self.width and self.height else ""
 
+    @property
+    def codec_name(self) -> str:
+        """The codec's usual name ("h264", "hevc", "vp9", "av1", ...), else the FOURCC in lower case."""
+        return _CODEC_NAMES.get(self.codec.lower(), self.codec.lower())
+
     @classmethod
     def of(cls, capture: cv2.VideoCapture) -> _Container:
         def prop(key: int) -> float | None:  # backends answer -1, 0 or NaN for what they do not know
@@ -403,23 +545,31 @@ class _Container:
 
 def _capture_source(
     capture: cv2.VideoCapture, name: str, fps: float | None, queue_size: int, owned: bool, limits: Limits,
-    local_file: bool = False, first: np.ndarray | None = None,
+    target: _Target | None = None, first: Frame | None = None,
 ) -> FrameSource:
-    """A FrameSource over ``capture`` (``first``: a frame already read from it); a ``local_file``'s decode is
-    checked against its declared length (streams and URLs may not know theirs; a caller's capture may not
-    start at frame 0)."""
+    """A FrameSource over ``capture`` (``first``: frame 0, already read from it); a local file's (``target``
+    with a path) decode is checked against its declared length (streams and URLs may not know theirs; a
+    caller's capture may not start at frame 0), and it may seek when its length and frame rate are known."""
     container = _Container.of(capture)
     limits.check(name, container.width, container.height)
+    rate = fps or container.fps
+    local_file = target is not None and target.path is not None
+    seeker = None  # OpenCV seeks by the container's rate: not when the caller overrides it
+    if local_file and owned and first is not None and fps is None and container.fps and container.frame_count:
+        assert target is not None
+        seeker = _Seeker(capture, target, limits, first, container.fps, container.frame_count)
     return FrameSource(
         name,
-        _capture_frames(capture, name, first),
-        fps=fps or container.fps,
+        _capture_frames(capture, name, rate, first, timed=fps is None),
+        fps=rate,
         frame_count=container.frame_count,
         queue_size=queue_size,
-        release=capture.release if owned else None,
+        release=(seeker.release if seeker else capture.release) if owned else None,
         empty_message="no decodable frames (the file may be truncated or corrupt); check it with ffprobe",
         check_length=local_file,
         limits=limits,
+        codec=container.codec_name,
+        seeker=seeker,
     )
 
 
@@ -477,21 +627,23 @@ def _open_video(target: _Target, fps: float | None, queue_size: int, limits: Lim
     """A video file or URL decoded by OpenCV or, when OpenCV opens it but decodes no frame (e.g. AV1 with the
     opencv-python 4.x wheels), by the ``ffmpeg`` command if it is installed. Its size is checked against the
     cap from the container before the first frame is decoded."""
-    name, local_file = target.name, target.path is not None
+    name = target.name
     capture = _open_capture(target, limits)
     try:
         container = _Container.of(capture)
         limits.check(name, container.width, container.height)
         started = time.monotonic()
-        ok, first = capture.read()
+        ok, image = capture.read()
+        time_s = _timestamp(capture, 0, container.fps) if fps is None else 0.0
+        first = Frame(0, time_s, check_frame(image, f"{name}: frame 0")) if ok else None
     except cv2.error as exc:
         capture.release()
         raise BadInputError(f"{name}: OpenCV failed to decode frame 0: {exc.err or exc}") from exc
     except BaseException:
         capture.release()
         raise
-    if ok:
-        return _capture_source(capture, name, fps, queue_size, owned=True, limits=limits, local_file=local_file,
+    if first is not None:
+        return _capture_source(capture, name, fps, queue_size, owned=True, limits=limits, target=target,
                                first=first)
     capture.release()
     if limits.stalled(started):
@@ -542,6 +694,7 @@ def _ffmpeg_source(executable: str, target: _Target, stream: str, container: _Co
         interrupt=decode.interrupt,
         check_length=target.path is not None,
         limits=limits,
+        codec=container.codec_name,
     )
 
 
@@ -605,11 +758,20 @@ def open_source(
                            queue_size=queue_size, limits=limits)
     if isinstance(source, Iterable) and not isinstance(source, (bytes, bytearray)):
         return FrameSource("<frames>", _iterable_frames(source, "<frames>", limits), fps=fps, queue_size=queue_size,
-                           limits=limits)
+                           limits=limits, frame_count=len(source) if isinstance(source, (list, tuple)) else None)
     raise BadInputError(
         f"cannot use a {type(source).__name__} as a source; give a video or image path, a URL, "
         "a cv2.VideoCapture, an HxWx3 uint8 BGR array or an iterable of them"
     )
+
+
+def _read_into(stream: BinaryIO, array: np.ndarray) -> int:
+    """Fill ``array`` (C-contiguous) from ``stream``; the number of bytes read (fewer at its end)."""
+    view, filled, size = array.reshape(-1).data, 0, array.nbytes
+    while filled < size and (chunk := stream.read(size - filled)):
+        view[filled:filled + len(chunk)] = chunk
+        filled += len(chunk)
+    return filled
 
 
 def _raw_frames(stream: BinaryIO, name: str, width: int, height: int, pix_fmt: str) -> Iterator[np.ndarray]:
@@ -617,10 +779,7 @@ def _raw_frames(stream: BinaryIO, name: str, width: int, height: int, pix_fmt: s
     conversion = RAW_PIX_FMTS[pix_fmt]
     while True:
         image = np.empty((height, width, 3), np.uint8)
-        view, filled = image.reshape(-1).data, 0
-        while filled < size and (chunk := stream.read(size - filled)):
-            view[filled:filled + len(chunk)] = chunk
-            filled += len(chunk)
+        filled = _read_into(stream, image)
         if not filled:
             return
         if filled < size:
@@ -662,4 +821,128 @@ def open_raw_pipe(
         queue_size=queue_size,
         empty_message=f"yielded no frames (expected raw {width}x{height} {pix_fmt} frames)",
         limits=limits,
+        codec="rawvideo",
+    )
+
+
+# YUV4MPEG2 colourspaces read (8 bits per sample): chroma subsampling (x, y) of each; 420jpeg, 420mpeg2 and
+# 420paldv differ only in where chroma is sited, which a quality model does not see
+Y4M_COLOURSPACES = {"420jpeg": (2, 2), "420mpeg2": (2, 2), "420paldv": (2, 2), "420": (2, 2), "422": (2, 1),
+                    "444": (1, 1), "mono": (0, 0)}
+_Y4M_LINE_BYTES = 4096  # a stream or frame header longer than this is not YUV4MPEG2
+
+
+def _bt601(full_range: bool) -> np.ndarray:
+    """The 3x4 matrix taking (Y, Cb, Cr, 1) to (B, G, R): BT.601, as FFmpeg and OpenCV convert SD video."""
+    luma, chroma, offset = (1.0, 1.0, 0.0) if full_range else (255 / 219, 255 / 224, 16.0)
+    weights = np.array([[luma, 1.772 * chroma, 0.0],
+                        [luma, -0.344136 * chroma, -0.714136 * chroma],
+                        [luma, 0.0, 1.402 * chroma]])
+    return np.hstack([weights, -(weights @ np.array([offset, 128.0, 128.0]))[:, None]])
+
+
+@dataclass(frozen=True)
+class Y4mHeader:
+    """What a YUV4MPEG2 stream header declares."""
+
+    width: int
+    height: int
+    fps: float
+    colourspace: str
+    full_range: bool
+
+    @classmethod
+    def parse(cls, line: bytes, name: str) -> Y4mHeader:
+        """The header from its line; BadInputError naming what is missing or unsupported."""
+        fields = line.split()
+        if not fields or fields[0] != b"YUV4MPEG2":
+            raise BadInputError(f"{name}: not a YUV4MPEG2 stream (it does not start with 'YUV4MPEG2 '); pipe y4m "
+                                "(ffmpeg -i IN -f yuv4mpegpipe -) or give raw frames with --raw WxH --fps F")
+        tags = {field[:1].decode("ascii", "replace"): field[1:].decode("ascii", "replace") for field in fields[1:]}
+        try:
+            width, height = int(tags["W"]), int(tags["H"])
+            numerator, denominator = (int(v) for v in tags["F"].split(":"))
+        except (KeyError, ValueError):
+            raise BadInputError(f"{name}: the YUV4MPEG2 header lacks a valid size (W, H) or frame rate (F): "
+                                f"{line[:200]!r}") from None
+        if width <= 0 or height <= 0 or numerator <= 0 or denominator <= 0:
+            raise BadInputError(f"{name}: the YUV4MPEG2 header declares {width}x{height} at {numerator}:"
+                                f"{denominator} fps; size and frame rate must be positive")
+        colourspace = tags.get("C", "420jpeg")
+        if colourspace not in Y4M_COLOURSPACES:
+            raise BadInputError(f"{name}: YUV4MPEG2 colourspace C{colourspace} is not supported; supported (8 bits): "
+                                f"{', '.join(Y4M_COLOURSPACES)}; convert first, e.g. ffmpeg -i IN -pix_fmt yuv420p "
+                                "-f yuv4mpegpipe -")
+        full_range = any(field == b"XCOLORRANGE=FULL" for field in fields)
+        return cls(width, height, numerator / denominator, colourspace, full_range)
+
+
+def _full_size_chroma(planes: list[np.ndarray], width: int, height: int) -> list[np.ndarray]:
+    """The two chroma planes at the luma's size: upsampled, or mid-grey for a mono stream (empty planes)."""
+    if not planes[0].size:
+        return [np.full((height, width), 128, np.uint8)] * 2
+    if planes[0].shape == (height, width):
+        return planes
+    return [cv2.resize(plane, (width, height), interpolation=cv2.INTER_LINEAR) for plane in planes]
+
+
+def _y4m_frames(stream: BinaryIO, name: str, header: Y4mHeader) -> Iterator[np.ndarray]:
+    """The frames of a YUV4MPEG2 stream after its header, converted to BGR."""
+    width, height = header.width, header.height
+    sub_x, sub_y = Y4M_COLOURSPACES[header.colourspace]
+    chroma = (-(-height // sub_y), -(-width // sub_x)) if sub_x else (0, 0)
+    matrix = _bt601(header.full_range)
+    index = 0
+    while line := stream.readline(_Y4M_LINE_BYTES):
+        if not line.startswith(b"FRAME") or not line.endswith(b"\n"):
+            raise BadInputError(f"{name}: YUV4MPEG2 frame {index} does not start with a FRAME header")
+        planes = [np.empty((height, width), np.uint8), np.empty(chroma, np.uint8), np.empty(chroma, np.uint8)]
+        expected = sum(plane.nbytes for plane in planes)
+        filled = sum(_read_into(stream, plane) for plane in planes)
+        if filled < expected:
+            raise BadInputError(f"{name}: the YUV4MPEG2 stream ended in the middle of frame {index}: got {filled} of "
+                                f"{expected} bytes of a {width}x{height} C{header.colourspace} frame")
+        yield cv2.transform(cv2.merge([planes[0], *_full_size_chroma(planes[1:], width, height)]), matrix)
+        index += 1
+
+
+def _wait_readable(stream: BinaryIO, limits: Limits, name: str) -> None:
+    """Wait up to the timeout for ``stream`` to have data (streams without a descriptor are not waited for)."""
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    if limits.timeout is not None and not select.select([descriptor], [], [], limits.timeout)[0]:
+        raise limits.stalled_error(name, "no YUV4MPEG2 header arrived")
+
+
+def open_y4m_pipe(
+    stream: BinaryIO,
+    *,
+    fps: float | None = None,
+    queue_size: int = 8,
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    name: str = "-",
+) -> FrameSource:
+    """Read a YUV4MPEG2 stream (``ffmpeg -i IN -f yuv4mpegpipe -``): size, frame rate and colourspace from
+    its header (``fps`` overrides the rate), 8-bit 4:2:0, 4:2:2, 4:4:4 or mono, converted to BGR (BT.601,
+    limited range unless the header says ``XCOLORRANGE=FULL``).
+
+    The header is read here, within ``timeout``, and its size checked against ``max_pixels`` before any
+    frame is read. The stream is not closed here.
+    """
+    limits = Limits.of(timeout, max_pixels)
+    rate = _positive(fps, "fps")
+    _wait_readable(stream, limits, name)
+    header = Y4mHeader.parse(stream.readline(_Y4M_LINE_BYTES), name)
+    limits.check(name, header.width, header.height)
+    return FrameSource(
+        name,
+        _y4m_frames(stream, name, header),
+        fps=rate or header.fps,
+        queue_size=queue_size,
+        empty_message=f"yielded no frames (a YUV4MPEG2 header for {header.width}x{header.height}, then nothing)",
+        limits=limits,
+        codec="rawvideo",
     )

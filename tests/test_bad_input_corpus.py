@@ -197,9 +197,10 @@ CASES = [
     Case("stdin without --raw", _args("score", "-", stdin=RAW), 2, "--raw"),
     Case("raw size malformed", _args("score", "-", "--raw", "16by16", stdin=RAW), 2, "WxH"),
     Case("raw size zero", _args("score", "-", "--raw", "0x16", stdin=RAW), 2, "positive"),
-    Case("raw stream ends mid-frame", _args("score", "-", "--raw", "16x16", stdin=RAW + RAW[:100]), 2,
+    Case("raw stream ends mid-frame", _args("score", "-", "--raw", "16x16", "--fps", "25", stdin=RAW + RAW[:100]), 2,
          "middle of a frame"),
-    Case("raw stream empty", _args("score", "-", "--raw", "16x16", stdin=b""), 2, "no frames"),
+    Case("raw stream empty", _args("score", "-", "--raw", "16x16", "--fps", "25", stdin=b""), 2, "no frames"),
+    Case("raw stream without --fps", _args("score", "-", "--raw", "16x16", stdin=RAW), 2, "needs --fps"),
     Case("stdin twice", _args("score", "-", "-", "--raw", "16x16", stdin=RAW), 2, "once"),
     # bundles and options
     Case("no such bundle", _args("score", str(VIDEO), "--bundle", "{tmp}/nothing"), 2, "no bundle"),

@@ -1,6 +1,7 @@
 """The command lines end to end: JSON fields, exit codes, tampered bundles, bad inputs, raw stdin."""
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 import subprocess
@@ -57,9 +58,17 @@ def test_vqa_bundle_scores_each_source_and_reports_bad_ones(vqa_bundle: Path, tm
     assert [r["source"] for r in records] == sources
     good = [records[0], records[4]]
     for record in good:
-        assert set(record) == {"source", "score", "frames", "backend", "precision", "seconds"}
+        assert set(record) == {"source", "score", "frames", "backend", "precision", "seconds", "frame_scores",
+                               "frame_times", "frame_indices", "duration_s", "width", "height", "fps", "codec",
+                               "sampling"}
         assert (record["backend"], record["precision"]) == ("onnxruntime", "fp32")
+        assert len(record["frame_scores"]) == len(record["frame_times"]) == record["frames"]
     assert (good[0]["frames"], good[1]["frames"]) == (4, 8)
+    assert good[1]["frame_indices"] == [15, 46, 78, 109, 140, 171, 203, 234]  # bikes: 10 s in 8 parts of 1.25 s
+    assert good[1]["frame_times"] == pytest.approx([0.6, 1.84, 3.12, 4.36, 5.6, 6.84, 8.12, 9.36])
+    assert (good[1]["duration_s"], good[1]["width"], good[1]["height"], good[1]["fps"], good[1]["codec"]) == (
+        10.0, 640, 272, 25.0, "h264")
+    assert good[1]["sampling"] == {"per_second": 1.0, "max_frames": 8, "how": "sequential"}
     assert "no such file" in records[1]["error"]
     assert "cannot open" in records[2]["error"]
     assert "grey" in records[3]["error"].lower()
@@ -78,11 +87,71 @@ def test_raw_frames_on_stdin_score_like_the_file(vqa_bundle: Path) -> None:
     (filed,) = lines(cli("kvqe", "score", str(CARPHONE), "--bundle", str(vqa_bundle), "--json", check_code=0))
     assert piped["frames"] == filed["frames"] == 4
     assert piped["score"] == pytest.approx(filed["score"], abs=1e-4)
-    result = cli("kvqe", "score", "-", "--bundle", str(vqa_bundle), stdin=raw, check_code=2)
-    assert b"--raw" in result.stderr
-    (cut,) = lines(cli("kvqe", "score", "-", "--raw", "176x144", "--bundle", str(vqa_bundle), "--json",
+    assert piped["frame_times"] == pytest.approx(filed["frame_times"], abs=1e-3)
+    (not_y4m,) = lines(cli("kvqe", "score", "-", "--bundle", str(vqa_bundle), "--json", stdin=raw, check_code=2))
+    assert "not a YUV4MPEG2 stream" in not_y4m["error"] and "--raw WxH --fps F" in not_y4m["error"]
+    result = cli("kvqe", "score", "-", "--raw", "176x144", "--bundle", str(vqa_bundle), stdin=raw, check_code=2)
+    assert b"needs --fps" in result.stderr and not result.stdout  # refused before reading: never 30 assumed
+    (cut,) = lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", "30", "--bundle", str(vqa_bundle), "--json",
                        stdin=raw[: 176 * 144 * 3 * 20 + 100], check_code=2))
     assert "middle of a frame" in cut["error"]
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p", "yuv444p", "gray", "yuvj420p"])
+def test_y4m_on_stdin_scores_like_the_file(pix_fmt: str) -> None:
+    """Size, rate and colourspace come from the y4m header; the model sees what it sees in the file (measured
+    within 0.3 points: ffmpeg and OpenCV upsample chroma a little differently)."""
+    y4m = subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-pix_fmt", pix_fmt, "-f", "yuv4mpegpipe",
+                          "-"], capture_output=True, check=True).stdout
+    (piped,) = lines(cli("kvqe", "score", "-", "--json", stdin=y4m, check_code=0))
+    (filed,) = lines(cli("kvqe", "score", str(CARPHONE), "--json", check_code=0))
+    assert (piped["frames"], piped["width"], piped["height"], piped["codec"]) == (4, 176, 144, "rawvideo")
+    assert piped["fps"] == pytest.approx(30000 / 1001) and piped["duration_s"] == pytest.approx(4.004)
+    if pix_fmt != "gray":
+        assert piped["score"] == pytest.approx(filed["score"], abs=1.0)
+
+
+def test_y4m_that_cannot_be_read_is_refused_plainly() -> None:
+    header = b"YUV4MPEG2 W16 H16 F25:1 C420p10\n"
+    (record,) = lines(cli("kvqe", "score", "-", "--json", stdin=header + b"FRAME\n" + bytes(768), check_code=2))
+    assert "colourspace C420p10 is not supported" in record["error"]
+    (record,) = lines(cli("kvqe", "score", "-", "--json", stdin=b"YUV4MPEG2 W16 F25:1\n", check_code=2))
+    assert "lacks a valid size" in record["error"]
+    (record,) = lines(cli("kvqe", "score", "-", "--json", stdin=b"YUV4MPEG2 W16 H16 F25:1\nFRAME\n" + bytes(100),
+                          check_code=2))
+    assert "ended in the middle of frame 0" in record["error"]
+
+
+def test_folders_globs_and_csv(tmp_path: Path) -> None:
+    folder = tmp_path / "uploads"
+    (folder / "day2").mkdir(parents=True)
+    shutil.copy(CARPHONE, folder / "b.mp4")
+    shutil.copy(SAMPLE, folder / "day2" / "a.png")
+    (folder / "notes.txt").write_text("not media")
+    (tmp_path / "empty").mkdir()
+    table = tmp_path / "out" / "scores.csv"
+    records = lines(cli("kvqe", "score", str(folder), str(tmp_path / "empty"), str(folder / "*.mp4"),
+                        str(tmp_path / "*.mkv"), "--csv", str(table), "--json", check_code=2))
+    assert [r["source"] for r in records] == [str(folder / "b.mp4"), str(folder / "day2" / "a.png"),
+                                              str(tmp_path / "empty"), str(folder / "b.mp4"), str(tmp_path / "*.mkv")]
+    assert "directory holds no videos or images" in records[2]["error"] and "no file matches" in records[4]["error"]
+    image = records[1]
+    assert (image["frames"], image["duration_s"], image["fps"], image["width"]) == (1, None, None, 192)
+    with table.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["source"] for row in rows] == [r["source"] for r in records]
+    assert float(rows[0]["score"]) == pytest.approx(records[0]["score"], abs=1e-6)
+    assert rows[0]["frame_scores"].split(" ")[0] == f"{records[0]['frame_times'][0]:.3f}:{records[0]['frame_scores'][0]:.4f}"
+    assert (rows[0]["how"], rows[0]["max_frames"], rows[0]["codec"], rows[2]["score"]) == ("sequential", "8", "h264", "")
+    assert rows[2]["error"] == records[2]["error"]
+
+
+def test_per_second_and_max_frames() -> None:
+    (record,) = lines(cli("kvqe", "score", str(BIKES), "--per-second", "0.5", "--max-frames", "3", "--json",
+                          check_code=0))
+    assert record["frame_indices"] == [41, 125, 208] and record["sampling"]["how"] == "seek"  # 3 parts of 3.33 s
+    assert cli("kvqe", "score", str(BIKES), "--max-frames", "0", check_code=2).returncode == 2
 
 
 def test_score_uses_the_embedded_student_by_default() -> None:

@@ -16,6 +16,7 @@ from kvqe.export.registry import create_model, get_model
 from kvqe.export.weights.checkpoint import read_state_dict
 from kvqe.sdk import sources
 from kvqe.sdk.preprocess import preprocess_vqa_frame
+from kvqe.sdk.results import Sampling
 from kvqe.sdk.sources import open_source
 
 _VIDEO_CAPTURE = cv2.VideoCapture
@@ -167,6 +168,10 @@ def test_score_equals_the_torch_student_on_keyframes(vqa, student) -> None:
     with torch.no_grad():
         expected = student(batch).reshape(-1).numpy()
     assert result.frames == 4 and result.source == str(CARPHONE)
+    assert result.frame_indices == [14, 44, 74, 104]
+    assert result.frame_times == pytest.approx([i * 1001 / 30000 for i in (14, 44, 74, 104)])
+    assert (result.duration_s, result.width, result.height, result.codec) == (pytest.approx(4.004), 176, 144, "h264")
+    assert result.sampling == Sampling(per_second=1.0, max_frames=8, how="sequential")
     np.testing.assert_allclose(result.frame_scores, expected, atol=1e-4)
     padded = list(expected) + [expected[-1]] * 4
     assert result.score == pytest.approx(float(np.mean(padded)), abs=1e-4)
@@ -186,7 +191,8 @@ def test_score_accepts_capture_iterable_and_image(vqa, astronaut_bgr) -> None:
 
 
 def test_stream_windows_agree_with_whole_video_keyframes(vqa) -> None:
-    whole = vqa.score(BIKES)  # 250 frames at 25 fps: keyframes 12, 37, ... (8 of them)
+    whole = vqa.score(BIKES, max_frames=10)  # 250 frames at 25 fps: keyframes 12, 37, ... (10 of them)
+    assert whole.frame_indices == [12, 37, 62, 87, 112, 137, 162, 187, 212, 237]
     segments = list(vqa.stream(BIKES, window_s=2.0))
     assert [(s.start_s, s.end_s, s.frames) for s in segments] == [
         (0.0, 2.0, 2), (2.0, 4.0, 2), (4.0, 6.0, 2), (6.0, 8.0, 2), (8.0, 10.0, 2)]
@@ -201,6 +207,10 @@ def test_score_bad_sources(vqa, tmp_path: Path) -> None:
         vqa.score([])
     with pytest.raises(BadInputError, match="window_s"):
         next(vqa.stream(CARPHONE, window_s=0))
+    with pytest.raises(BadInputError, match="max_frames must be a positive integer"):
+        vqa.score(CARPHONE, max_frames=0)
+    with pytest.raises(BadInputError, match="per_second must be a positive number"):
+        next(vqa.stream(CARPHONE, per_second=-1))
 
 
 def _coordinate_frame(height: int, width: int) -> np.ndarray:
