@@ -11,12 +11,15 @@ Each frame's size is checked against a pixel cap from its header, before its pix
 from __future__ import annotations
 
 import io
+import json
 import os
 import select
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 
 import cv2
@@ -50,6 +53,87 @@ def local_input(path: str | os.PathLike[str]) -> list[str]:
     """ffmpeg's input options for a local file, read as that file whatever its name holds ("concat:",
     "file:" ...), through the file protocol alone (a local playlist cannot reach out either)."""
     return ["-protocol_whitelist", "file", "-i", f"file:{Path(path).absolute()}"]
+
+
+def find_ffprobe() -> str | None:
+    """The ``ffprobe`` executable on PATH, or None."""
+    return shutil.which("ffprobe")
+
+
+@dataclass(frozen=True)
+class MediaStream:
+    """One stream of a media file as ffprobe reports it."""
+
+    index: int
+    kind: str  # ffprobe's codec_type: "video", "audio", "subtitle", "data", "attachment"
+    codec: str  # ffprobe's codec_name, "" when it has none
+    fields: Mapping[str, str] = field(default_factory=dict)  # every other field ffprobe gave, as text
+    attached_pic: bool = False  # a cover picture stored as a video stream
+
+    def rate(self) -> Fraction | None:
+        """The frame rate as an exact fraction: ``r_frame_rate`` (the nominal rate, 30000/1001 stays
+        30000/1001) when it is within 1% of ``avg_frame_rate``, else ``avg_frame_rate`` (a variable-rate
+        video's mean, which keeps its duration); None when neither is known."""
+        nominal, mean = _fraction(self.fields.get("r_frame_rate")), _fraction(self.fields.get("avg_frame_rate"))
+        if nominal and mean and abs(nominal - mean) > mean / 100:
+            return mean
+        return nominal or mean
+
+    def seconds(self, key: str) -> float | None:
+        """A time field (e.g. ``start_time``) in seconds, None when absent."""
+        try:
+            return float(self.fields[key])
+        except (KeyError, ValueError):
+            return None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """A media file's streams and the container's start time (seconds, 0 when unknown)."""
+
+    streams: tuple[MediaStream, ...]
+    start_time: float = 0.0
+
+    @property
+    def video(self) -> MediaStream | None:
+        """The first video stream that is not a cover picture (the one the decoders read)."""
+        return next((s for s in self.streams if s.kind == "video" and not s.attached_pic), None)
+
+
+def _fraction(text: str | None) -> Fraction | None:
+    """A positive ffprobe rational ("30000/1001"), else None (ffprobe writes "0/0" for unknown)."""
+    try:
+        value = Fraction(text) if text else None
+    except (ValueError, ZeroDivisionError):
+        return None
+    return value if value and value > 0 else None
+
+
+def probe(executable: str, path: str | os.PathLike[str], name: str, timeout: float | None = None) -> MediaInfo:
+    """The streams of the local file ``path`` (read as that file, see :func:`local_input`) by ``ffprobe``;
+    BadInputError naming ``name`` when ffprobe cannot read it or takes longer than ``timeout`` seconds."""
+    command = [executable, "-v", "error", "-of", "json", "-show_streams", "-show_entries", "format=start_time",
+               *local_input(path)]
+    try:
+        result = subprocess.run(command, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise BadInputError(f"{name}: ffprobe did not read it within {timeout:g} s") from None
+    if result.returncode != 0:
+        message = result.stderr.decode(errors="replace").strip().splitlines()[-_STDERR_TAIL_LINES:]
+        raise BadInputError(f"{name}: ffprobe cannot read it: {' | '.join(message) or 'no error message'}")
+    report = json.loads(result.stdout or b"{}")
+    streams = tuple(
+        MediaStream(
+            index=int(raw["index"]),
+            kind=str(raw.get("codec_type", "")),
+            codec=str(raw.get("codec_name", "")),
+            fields={k: str(v) for k, v in raw.items() if not isinstance(v, (dict, list))},
+            attached_pic=bool(raw.get("disposition", {}).get("attached_pic")),
+        )
+        for raw in report.get("streams", [])
+    )
+    start = report.get("format", {}).get("start_time")
+    return MediaInfo(streams, float(start) if start is not None else 0.0)
 
 
 def _read_ppm(stream: io.BufferedIOBase, name: str, max_pixels: int | None = None) -> np.ndarray | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -16,8 +15,8 @@ import cv2
 import numpy as np
 
 from kvqe.bundle import Artifact, Bundle
-from kvqe.errors import BadInputError, BundleError, KvqeError
-from kvqe.files import atomic_output_file, check_output_path
+from kvqe.errors import BadInputError, BundleError
+from kvqe.files import check_output_path
 from kvqe.runtimes.base import Runner
 from kvqe.sdk.pipeline import PipelineRunner
 from kvqe.sdk.preprocess import normalise, postprocess_sr_output, preprocess_sr_image, vqa_geometry
@@ -40,6 +39,7 @@ from kvqe.sdk.sources import (
     read_image,
 )
 from kvqe.sdk.tiling import SR_MEMORY_BUDGET_MB, ExactTiler, TileSettings, budget_tile, enhance_tiled
+from kvqe.sdk.video_out import VideoOutput, write_video
 
 _QUEUE_SIZE = 2  # decoded frames waiting for the model: the decoder only needs to stay one frame ahead
 
@@ -51,9 +51,6 @@ def _open(source: Any, fps: float | None, timeout: float | None, max_pixels: int
         return source
     return open_source(source, fps=fps, queue_size=_QUEUE_SIZE, timeout=timeout, max_pixels=max_pixels,
                        protocols=protocols)
-
-
-_FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 
 
 class Model:
@@ -253,50 +250,32 @@ class Model:
         )
 
     def enhance_video(self, source: Any, output: str | os.PathLike[str], *, tile: int | None = None,
-                      fps: float | None = None,
+                      fps: float | None = None, codec: str | None = None, crf: int | None = None,
+                      chroma: str = "444", format: str | None = None,
                       progress: Callable[[int, int | None], None] | None = None,
                       memory_budget_mb: float = SR_MEMORY_BUDGET_MB, timeout: float | None = DEFAULT_TIMEOUT_S,
                       max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = ()) -> VideoResult:
-        """Enhance a video frame by frame into ``output``, keeping its fps and frame count.
+        """Enhance a video frame by frame into ``output``, encoded by the ``ffmpeg`` command, keeping its
+        exact frame rate (30000/1001 stays 30000/1001), frame count, colour description, audio and subtitles.
 
-        The file appears at ``output`` only when every frame is written; an output that cannot be written
-        there, or that is the input itself, is refused before any frame is decoded. ``progress(done, total)``
-        is called after each frame (``total`` is the container's frame count, or None). ``timeout``,
-        ``max_pixels`` and ``protocols`` as for :meth:`score`.
+        ``output``: a file, its container from its suffix (.mp4, .m4v, .mov, .mkv, .webm), or ``"-"`` for
+        stdout as ``format`` ``"y4m"`` (default) or ``"rawvideo"`` (bgr24, the model's pixels exactly; video
+        only). ``codec``: ``"h264"`` (default; ``"vp9"`` for .webm), ``"hevc"``, ``"vp9"`` or ``"av1"``;
+        ``crf``: its quality (default: at least 45 dB PSNR from the model's output); ``chroma``: ``"444"``
+        (10-bit 4:4:4, default) or ``"420"`` (8-bit 4:2:0, which every player decodes). The input's audio and
+        subtitle streams are stream-copied when the container takes their codec, else converted (see
+        :class:`kvqe.sdk.video_out.Container`); ``result.streams`` says which. ``fps`` overrides the rate.
+
+        The file appears at ``output`` only when every frame is written and ffmpeg succeeded; an output that
+        cannot be written there, or that is the input itself, is refused before any frame is decoded.
+        ``progress(done, total)`` is called after each frame (``total`` is the container's frame count, or
+        None). ``timeout``, ``max_pixels`` and ``protocols`` as for :meth:`score`.
         """
         self._require("sr", "enhance_video()")
-        target = Path(output)
-        fourcc = _FOURCC.get(target.suffix.lower())
-        if fourcc is None:
-            raise BadInputError(f"{target}: unsupported video container; use one of {', '.join(sorted(_FOURCC))}")
-        check_output_path(target, source=source if isinstance(source, (str, os.PathLike)) else None)
+        out = VideoOutput.of(output, codec, crf, chroma, format)
+        if out.path is not None:
+            check_output_path(out.path, source=source if isinstance(source, (str, os.PathLike)) else None)
         settings = self.tile_settings(tile, memory_budget_mb=memory_budget_mb)
-        written, in_size = 0, (0, 0)
-        with _open(source, fps, timeout, max_pixels, protocols) as frames, atomic_output_file(target) as tmp:
-            rate = frames.fps or ASSUMED_FPS
-            writer: cv2.VideoWriter | None = None
-            try:
-                for frame in frames:
-                    result = self._enhance(frame.image, settings)
-                    if writer is None:
-                        in_size = (frame.image.shape[1], frame.image.shape[0])
-                        size = (result.shape[1], result.shape[0])
-                        writer = _video_writer(tmp, target, fourcc, rate, size)
-                        if not writer.isOpened():
-                            raise KvqeError(f"{target}: OpenCV cannot write {fourcc} video here")
-                    writer.write(result)
-                    written += 1
-                    if progress is not None:
-                        progress(written, frames.frame_count)
-            finally:
-                if writer is not None:
-                    writer.release()
-        return VideoResult(written, *in_size, in_size[0] * self.scale, in_size[1] * self.scale, rate)
-
-
-def _video_writer(path: Path, target: Path, fourcc: str, fps: float, size: tuple[int, int]) -> cv2.VideoWriter:
-    """OpenCV's writer of ``path`` (the temporary file that becomes ``target``)."""
-    try:
-        return cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
-    except cv2.error as exc:
-        raise KvqeError(f"{target}: OpenCV cannot write a {size[0]}x{size[1]} {fourcc} video: {exc.err or exc}") from exc
+        with _open(source, fps, timeout, max_pixels, protocols) as frames:
+            return write_video(frames, lambda image: self._enhance(image, settings), out, source=source, fps=fps,
+                               timeout=timeout, progress=progress)

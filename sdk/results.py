@@ -51,8 +51,29 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class CarriedStream:
+    """An audio or subtitle stream of ``enhance_video``'s input, and what the output holds of it."""
+
+    index: int  # the stream's index in the input
+    kind: str  # "audio" or "subtitle"
+    codec: str  # the input's codec
+    written_as: str | None  # the output's codec (the same when stream-copied); None: not written (a pipe)
+    encoder: str | None = None  # the ffmpeg encoder that converted it, None when stream-copied
+
+    @property
+    def copied(self) -> bool:
+        return self.written_as is not None and self.encoder is None
+
+
+@dataclass(frozen=True)
 class VideoResult:
-    """What ``enhance_video`` wrote."""
+    """What ``enhance_video`` wrote.
+
+    ``frame_rate``: the exact rate as "num/den" (``fps`` is the same as a float); ``codec``, ``encoder``,
+    ``crf``: the video codec, the ffmpeg encoder and its quality ("" and None for a pipe); ``pix_fmt``: the
+    frames' pixel format in the output; ``format``: the ffmpeg muxer ("mp4", "matroska", "yuv4mpegpipe",
+    "rawvideo", ...); ``streams``: the input's audio and subtitle streams and what became of each.
+    """
 
     frames: int
     width: int
@@ -60,3 +81,10 @@ class VideoResult:
     out_width: int
     out_height: int
     fps: float
+    frame_rate: str
+    codec: str
+    encoder: str
+    crf: int | None
+    pix_fmt: str
+    format: str
+    streams: tuple[CarriedStream, ...] = ()

@@ -137,7 +137,8 @@ def test_enhance_video_keeps_fps_and_frame_count(sr, tmp_path: Path) -> None:
     out = tmp_path / "x4.mp4"
     done: list[int] = []
     result = sr.enhance_video(clip, out, progress=lambda n, total: done.append(n))
-    assert (result.frames, result.out_width, result.out_height, result.fps) == (6, 256, 192, 15.0)
+    assert (result.frames, result.out_width, result.out_height, result.fps, result.frame_rate) == (
+        6, 256, 192, 15.0, "15/1")
     assert done == [1, 2, 3, 4, 5, 6]
     capture = cv2.VideoCapture(str(out))
     assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(15.0)
@@ -147,7 +148,8 @@ def test_enhance_video_keeps_fps_and_frame_count(sr, tmp_path: Path) -> None:
     assert len(written) == 6 and written[0].shape == (192, 256, 3)
     with open_source(clip) as frames:
         first = next(iter(frames)).image
-    assert psnr(written[0], sr.enhance(first)) > 30  # mp4v is lossy; the frames are the enhanced ones
+    # a 64x48 thumbnail upscaled is detail everywhere; real content gets 45 dB (tests/test_video_out.py)
+    assert psnr(written[0], sr.enhance(first)) > 42
 
 
 def test_enhance_video_failure_leaves_no_output(sr, tmp_path: Path) -> None:
