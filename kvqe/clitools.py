@@ -47,12 +47,13 @@ def emit(record: dict[str, Any], as_json: bool, text: str) -> None:
     click.echo(json.dumps(finite_or_null(record), sort_keys=True, allow_nan=False) if as_json else text)
 
 
-def fail(message: str, code: int, as_json: bool) -> NoReturn:
-    """Report a fatal error (stderr, plus a JSON line on stdout in --json mode) and exit."""
+def fail(message: str, code: int, as_json: bool, stdout_is_data: bool = False) -> NoReturn:
+    """Report a fatal error (stderr, plus a JSON line in --json mode: on stdout, or on stderr when stdout
+    carries the command's data, e.g. video frames for ``-o -``) and exit."""
     click.echo(f"error: {message}", err=True)
     if as_json:
         try:
-            click.echo(json.dumps({"error": message}))
+            click.echo(json.dumps({"error": message}), err=stdout_is_data)
         except BrokenPipeError:
             _quiet_exit(code)
     sys.exit(code)
@@ -93,6 +94,7 @@ def handle_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         as_json = bool(kwargs.get("as_json"))
+        data_out = kwargs.get("output_path") == "-"  # `kvqe enhance -o -`: stdout is the video stream
         in_main = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main else None
         try:
@@ -100,11 +102,11 @@ def handle_errors(command: F) -> F:
         except BrokenPipeError:
             _quiet_exit(EXIT_CLOSED_STDOUT)
         except Terminated:
-            fail("terminated", EXIT_TERMINATED, as_json)
+            fail("terminated", EXIT_TERMINATED, as_json, data_out)
         except KeyboardInterrupt:
-            fail("interrupted", EXIT_INTERRUPTED, as_json)
+            fail("interrupted", EXIT_INTERRUPTED, as_json, data_out)
         except Exception as exc:  # noqa: BLE001 (every error gets a plain message and its exit code)
-            fail(describe(exc), exit_code(exc), as_json)
+            fail(describe(exc), exit_code(exc), as_json, data_out)
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
