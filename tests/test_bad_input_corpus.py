@@ -294,9 +294,11 @@ def test_bad_input_gets_its_exit_code_and_a_plain_message(case: Case, tmp_path: 
             result.exception
         assert "Traceback" not in result.output
         assert case.fragment.lower() in result.output.lower(), (case.name, result.output)
-        if as_json and not case.usage:
-            records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
-            assert records and "error" in records[-1], result.stdout
+        if as_json and not case.usage:  # with `-o -` stdout is the video: the JSON record goes to stderr
+            to_stdout = "-o" in args and args[args.index("-o") + 1] == "-"
+            stream = result.stderr if to_stdout else result.stdout
+            records = [json.loads(line) for line in stream.splitlines() if line.startswith("{")]
+            assert records and "error" in records[-1], stream
         assert _listing(tmp_path) == before, f"{case.name} left {_listing(tmp_path) - before}"
     assert not [c for c in child_processes() if "ffmpeg" in c]
 
