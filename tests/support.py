@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+import cv2
 import numpy as np
 import pytest
 
@@ -86,3 +87,19 @@ def child_processes() -> list[str]:
         except FileNotFoundError:  # it ended meanwhile
             pass
     return names
+
+
+_VIDEO_CAPTURE = cv2.VideoCapture  # the real one, before a test patches it
+
+
+class NoDecodeCapture:
+    """OpenCV as it behaves on a codec its build lacks: the container opens, no frame decodes."""
+
+    def __init__(self, *args: object) -> None:
+        self._capture = _VIDEO_CAPTURE(*args)
+
+    def read(self) -> tuple[bool, None]:
+        return False, None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._capture, name)

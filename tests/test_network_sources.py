@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support import BIKES, CARPHONE, child_processes, needs_ffmpeg
+from support import BIKES, CARPHONE, NoDecodeCapture, child_processes, needs_ffmpeg
 
 import kvqe
 from kvqe.errors import BadInputError
@@ -98,19 +98,6 @@ def vqa() -> kvqe.sdk.model.Model:
     return kvqe.load("vqa")
 
 
-class _NoDecodeCapture:
-    """OpenCV as it behaves on a codec its build lacks: the container opens, no frame decodes."""
-
-    def __init__(self, *args: object) -> None:
-        self._capture = _VIDEO_CAPTURE(*args)
-
-    def read(self) -> tuple[bool, None]:
-        return False, None
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._capture, name)
-
-
 def _decoders_stopped(within_s: float) -> bool:
     """Whether every kvqe decoder thread and ffmpeg child ends within ``within_s``."""
     deadline = time.monotonic() + within_s
@@ -139,7 +126,7 @@ def test_a_stalling_server_times_out_on_the_opencv_path(vqa, stalling: _Server) 
 @needs_ffmpeg
 def test_a_stalling_server_times_out_on_the_ffmpeg_path(vqa, stalling: _Server,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources.cv2, "VideoCapture", _NoDecodeCapture)
+    monkeypatch.setattr(sources.cv2, "VideoCapture", NoDecodeCapture)
     elapsed = _stalls(vqa, stalling.url)
     assert TIMEOUT * 0.9 <= elapsed <= TIMEOUT + MARGIN, elapsed
     assert _decoders_stopped(MARGIN)
@@ -152,7 +139,7 @@ def test_a_served_file_scores_as_the_local_file(vqa, complete: _Server, faststar
     served = vqa.score(complete.url, timeout=TIMEOUT)
     assert served.frames == local.frames == 8
     assert served.frame_scores == local.frame_scores and served.score == local.score
-    monkeypatch.setattr(sources.cv2, "VideoCapture", _NoDecodeCapture)
+    monkeypatch.setattr(sources.cv2, "VideoCapture", NoDecodeCapture)
     via_ffmpeg = vqa.score(complete.url, timeout=TIMEOUT)
     assert via_ffmpeg.score == pytest.approx(local.score, abs=0.25)  # ffmpeg's colour conversion rounds apart
     assert _decoders_stopped(MARGIN)
@@ -204,7 +191,7 @@ def test_both_decoders_read_a_strange_name_as_that_file(tmp_path: Path, decoder:
     shutil.copy(BIKES, tmp_path / "ok.mp4")  # 640x272: what a protocol reading of the name would give
     shutil.copy(CARPHONE, tmp_path / "file:ok.mp4")  # 176x144: the file itself
     if decoder == "ffmpeg":
-        monkeypatch.setattr(sources.cv2, "VideoCapture", _NoDecodeCapture)
+        monkeypatch.setattr(sources.cv2, "VideoCapture", NoDecodeCapture)
     monkeypatch.chdir(tmp_path)
     with open_source("file:ok.mp4") as source:
         frames = [frame.image.shape for frame in source]

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 import skimage.data
-from support import BIKES, CARPHONE, child_processes, needs_ffmpeg, needs_ffprobe, psnr
+from support import BIKES, CARPHONE, NoDecodeCapture, child_processes, needs_ffmpeg, needs_ffprobe, psnr
 
 import kvqe
 from kvqe.errors import BadInputError
@@ -333,19 +333,6 @@ def test_a_file_that_decodes_short_of_its_declared_length_is_an_error(tmp_path: 
 # ---- streams OpenCV opens but cannot decode: the ffmpeg fallback -------------------------------------------
 
 
-class _NoDecodeCapture:
-    """OpenCV as it behaves on a codec its build lacks: the container opens, no frame decodes."""
-
-    def __init__(self, *args: object) -> None:
-        self._capture = _VIDEO_CAPTURE(*args)
-
-    def read(self) -> tuple[bool, None]:
-        return False, None
-
-    def __getattr__(self, name: str) -> object:
-        return getattr(self._capture, name)
-
-
 def _ffmpeg_bgr(path: Path) -> np.ndarray:
     """Every frame of ``path`` as ffmpeg itself decodes it (N x H x W x 3 BGR)."""
     width, height = (int(v) for v in subprocess.run(
@@ -359,7 +346,7 @@ def _ffmpeg_bgr(path: Path) -> np.ndarray:
 @pytest.fixture
 def opencv_cannot_decode(monkeypatch: pytest.MonkeyPatch) -> None:
     """cv2.VideoCapture (everywhere: cv2 is one module) opens but decodes nothing while the test runs."""
-    monkeypatch.setattr(sources.cv2, "VideoCapture", _NoDecodeCapture)
+    monkeypatch.setattr(sources.cv2, "VideoCapture", NoDecodeCapture)
 
 
 @needs_ffprobe
@@ -381,7 +368,7 @@ def test_av1_upload_is_decoded(tmp_path: Path) -> None:
 @needs_ffmpeg
 def test_the_ffmpeg_path_decodes_what_opencv_does(monkeypatch: pytest.MonkeyPatch) -> None:
     via_opencv = np.stack(list(cv2_frames(CARPHONE)))
-    monkeypatch.setattr(sources.cv2, "VideoCapture", _NoDecodeCapture)
+    monkeypatch.setattr(sources.cv2, "VideoCapture", NoDecodeCapture)
     with open_source(CARPHONE) as source:
         assert source.frame_count == 120 and source.fps == pytest.approx(30000 / 1001)
         via_ffmpeg = np.stack([frame.image for frame in source])
@@ -454,7 +441,7 @@ def test_a_portrait_phone_video_is_read_upright_on_both_decode_paths(
         via_opencv = np.stack([frame.image for frame in source])
     assert via_opencv.shape == (50, 320, 180, 3)
     assert np.array_equal(via_opencv, np.rot90(stored, turns[0], axes=(1, 2)))  # the same pixels, turned
-    monkeypatch.setattr(sources.cv2, "VideoCapture", _NoDecodeCapture)  # as for an AV1 upload
+    monkeypatch.setattr(sources.cv2, "VideoCapture", NoDecodeCapture)  # as for an AV1 upload
     with open_source(portrait) as source:
         via_ffmpeg = np.stack([frame.image for frame in source])
     assert via_ffmpeg.shape == via_opencv.shape and np.abs(via_ffmpeg.astype(np.int16) - via_opencv).mean() < 0.5
