@@ -66,11 +66,11 @@ def export_stages(config: str, workdir: Path, backends: list[str]) -> dict[str, 
     """Stage graphs per backend: {stage: {backend: [main file, companions...]}}."""
     import numpy as np
 
-    from kvqe.export.models.sinsr import build_sinsr
-    from kvqe.export.models.sinsr.configs import UNET_FULL, UNET_SMALL, VQ_FULL, VQ_SMALL
     from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference
     from kvqe.export.pipeline_builder import stage_specs, trace_stage_inputs
-    from kvqe.export.registry import get_model
+    from kvqe.models.registry import get_model
+    from kvqe.models.sinsr import build_sinsr
+    from kvqe.models.sinsr.configs import UNET_FULL, UNET_SMALL, VQ_FULL, VQ_SMALL
     from kvqe.samples import sample_image_path
     from kvqe.sdk.loader import embedded_bundle_path
     from kvqe.sdk.pipeline import compose, describe
@@ -112,8 +112,8 @@ def export_stages(config: str, workdir: Path, backends: list[str]) -> dict[str, 
 def write_bundle(kind: str, files: dict[str, dict[str, list[Path]]], out: Path, hashes: dict[Path, str]) -> Path:
     """A bench bundle (hard links to the stage files; deployable without gates: for measuring only)."""
     from kvqe.bundle import write_manifest
-    from kvqe.export.registry import get_model
     from kvqe.files import sha256_file
+    from kvqe.models.registry import get_model
     from kvqe.sdk.pipeline import KINDS, describe
 
     card = get_model(kind).card

@@ -44,8 +44,8 @@ from _common import (  # bench/ is on sys.path when a script of it runs
 )
 
 import kvqe
-from kvqe.export.weights.ncnn import read_param
 from kvqe.metrics import psnr
+from kvqe.models.weights.ncnn import read_param
 from kvqe.sdk.model import Model
 from kvqe.sdk.preprocess import postprocess_sr_output, preprocess_sr_image
 

@@ -167,7 +167,7 @@ def _student(case: str, bundle: Path) -> Callable[[np.ndarray], np.ndarray]:
         return kvqe.load(bundle, backend=backend, precision=precision, threads=CORES, allow_undeployable=True).runner.run
     import torch
 
-    from kvqe.export.registry import get_model
+    from kvqe.models.registry import get_model
 
     torch.set_num_threads(CORES)
     entry = get_model("vqa-student")

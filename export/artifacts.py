@@ -15,7 +15,7 @@ from typing import Any
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.policy import QuantPolicy
 from kvqe.errors import BadInputError
-from kvqe.export.registry import ModelCard
+from kvqe.models.registry import ModelCard
 from kvqe.sdk.preprocess import vqa_input_shape
 
 FORMATS = ("onnx", "onnxruntime-int8", "openvino", "tensorrt")

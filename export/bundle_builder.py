@@ -28,9 +28,9 @@ from kvqe.calibration.policy import POLICIES
 from kvqe.errors import BackendUnavailableError, BadInputError
 from kvqe.export.artifacts import BUILDERS, BuildContext, BuiltArtifact, requested_artifacts
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
-from kvqe.export.registry import ModelCard, get_model
 from kvqe.export.validation_inputs import builtin_validation_set, validation_batches
 from kvqe.files import atomic_output_dir, sha256_file
+from kvqe.models.registry import ModelCard, get_model
 from kvqe.runtimes import Runner, create_runner
 
 VALIDATION_FILE = "validation.npz"

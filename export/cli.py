@@ -45,7 +45,7 @@ def _parse_range(value: str | None) -> tuple[float, float] | None:
 
 
 def _list_models(as_json: bool) -> None:
-    from kvqe.export.registry import list_models
+    from kvqe.models.registry import list_models
 
     for card in list_models():
         record = {"name": card.name, "task": card.task, "params": card.params, "gflops": card.gflops,

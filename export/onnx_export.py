@@ -20,7 +20,7 @@ import torch
 
 from kvqe.calibration.comparators import MaxAbsDiff
 from kvqe.errors import ExportValidationError
-from kvqe.export.registry import ModelCard
+from kvqe.models.registry import ModelCard
 from kvqe.runtimes.base import Runner, TensorSpec
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.runtimes.torch import TorchRunner

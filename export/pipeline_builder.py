@@ -47,12 +47,12 @@ from kvqe.export.bundle_builder import (
     summarise,
     write_bundle_files,
 )
-from kvqe.export.models.sinsr import SinSR
-from kvqe.export.models.sinsr.one_step import bicubic_x4
-from kvqe.export.models.sinsr.split import export_tile_graph, split_stages, whole_stats
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
 from kvqe.export.validation_inputs import validation_batches
 from kvqe.files import atomic_output_dir
+from kvqe.models.sinsr import SinSR
+from kvqe.models.sinsr.one_step import bicubic_x4
+from kvqe.models.sinsr.split import export_tile_graph, split_stages, whole_stats
 from kvqe.runtimes import Runner, create_runner
 from kvqe.sdk import sinsr_glue as glue
 from kvqe.sdk.pipeline import EXACT_STAGES, KINDS, TILE_STAGES, PipelineRunner, compose, describe, drive
@@ -126,7 +126,7 @@ def build_pipeline_bundle(request: ExportRequest, prepared: Prepared, progress: 
     out_scale = int(prepared.output_spec["scale"])
     seed = glue.DEFAULT_SEED
     restore = getattr(module, "restore_name", None)
-    # SinSR's VQ split by resolution (exact tiling, kvqe.export.models.sinsr.split): FP32 at every precision
+    # SinSR's VQ split by resolution (exact tiling, kvqe.models.sinsr.split): FP32 at every precision
     split = split_stages(_sinsr_of(module))
     exact_tiling = {"norms": {s: int(split[s].norms) for s in TILE_STAGES}}  # type: ignore[arg-type]
 

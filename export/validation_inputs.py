@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from kvqe.calibration.contract import SampleSet
-from kvqe.export.registry import ModelCard
+from kvqe.models.registry import ModelCard
 from kvqe.samples import sample_image_path
 from kvqe.sdk.preprocess import preprocess_sr_image, preprocess_vqa_frame, to_model_colour, vqa_geometry
 from kvqe.sdk.sources import read_image

@@ -12,7 +12,7 @@ TREE="$(mktemp -d)"
 trap 'rm -rf "$TREE"' EXIT
 mkdir -p "$TREE/kvqe" "$TREE/stubs"
 for entry in kvqe/*; do ln -s "$ROOT/$entry" "$TREE/kvqe/$(basename "$entry")"; done
-for folder in sdk runtimes calibration export training; do ln -s "$ROOT/$folder" "$TREE/kvqe/$folder"; done
+for folder in sdk runtimes calibration models export training; do ln -s "$ROOT/$folder" "$TREE/kvqe/$folder"; done
 "$PYTHON" - "$TREE/stubs" <<'PY'
 import importlib.util, re, shutil, sys
 from pathlib import Path

@@ -1,7 +1,7 @@
 """SinSR one-step SR as three single-input graphs (encoder, denoiser, decoder) joined by numpy glue.
 
 No torch here: the runtime runs the stages on any backend. The torch reference
-(``kvqe.export.models.sinsr.one_step``) uses these same constants and functions, so both agree.
+(``kvqe.models.sinsr.one_step``) uses these same constants and functions, so both agree.
 
 Pipeline for an LR batch (N, 3, h, w) in [0, 1]:
 ``y0 = pad64((lr − 0.5) / 0.5)`` -> encoder (bicubic x4 inside) -> ``z_y`` ->

@@ -28,7 +28,7 @@ def student_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A state_dict of the vqa-sharpmind-swint layout (seeded random init, as a user checkpoint)."""
     import torch
 
-    from kvqe.export.registry import create_model
+    from kvqe.models.registry import create_model
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "student.pth"

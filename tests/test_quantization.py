@@ -23,8 +23,8 @@ from kvqe.calibration.sensitivity import conv_sensitivity, image_psnr, run_onnx
 from kvqe.calibration.smoothing import smooth_conv_inputs, smoothing_scales
 from kvqe.export.fp16 import convert_fp16
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx
-from kvqe.export.registry import create_model, get_model
 from kvqe.metrics import srocc
+from kvqe.models.registry import create_model, get_model
 from kvqe.sdk.preprocess import resize_short_side_and_crop
 
 SR = "realesr-animevideov3"

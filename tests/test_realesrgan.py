@@ -9,10 +9,10 @@ import pytest
 import torch
 from support import fixture_weights, shared_fixture
 
-from kvqe.export.flops import count_params
-from kvqe.export.models.realesrgan import RRDBNet, SRVGGNetCompact
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
-from kvqe.export.registry import get_model
+from kvqe.models.flops import count_params
+from kvqe.models.realesrgan import RRDBNet, SRVGGNetCompact
+from kvqe.models.registry import get_model
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 
 # (fixture name, registered model, factory, params)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from kvqe.errors import BadInputError
-from kvqe.export.flops import count_macs, count_params
-from kvqe.export.registry import create_model, get_model, list_models
+from kvqe.models.flops import count_macs, count_params
+from kvqe.models.registry import create_model, get_model, list_models
 from kvqe.sdk.preprocess import vqa_input_shape
 
 NAMES = [card.name for card in list_models()]

@@ -12,8 +12,8 @@ from support import BIKES, CARPHONE, make_clip, needs_ffmpeg, psnr
 
 import kvqe
 from kvqe.errors import BadInputError, BundleError
-from kvqe.export.registry import create_model, get_model
-from kvqe.export.weights.checkpoint import read_state_dict
+from kvqe.models.registry import create_model, get_model
+from kvqe.models.weights.checkpoint import read_state_dict
 from kvqe.sdk import sources
 from kvqe.sdk.preprocess import preprocess_vqa_frame
 from kvqe.sdk.results import Sampling

@@ -13,11 +13,11 @@ import torch
 from support import fixture_weights, shared_fixture
 
 from kvqe.errors import BadInputError
-from kvqe.export.flops import count_macs, count_params
-from kvqe.export.models.sharpmind import SharpMindStudent
-from kvqe.export.models.swin import SwinT
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
-from kvqe.export.registry import create_model, get_model
+from kvqe.models.flops import count_macs, count_params
+from kvqe.models.registry import create_model, get_model
+from kvqe.models.sharpmind import SharpMindStudent
+from kvqe.models.swin import SwinT
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.sdk.preprocess import preprocess_vqa_frame, resize_short_side_and_crop
 

@@ -14,14 +14,14 @@ import torch
 from support import fixture_weights, shared_fixture
 
 from kvqe.errors import BadInputError
-from kvqe.export.flops import count_macs, count_params
-from kvqe.export.models.sinsr import SinSR, UNetModelSwin, VQModelTorch, build_sinsr, load_sinsr_weights
-from kvqe.export.models.sinsr.one_step import bicubic_x4, pad_to_multiple
-from kvqe.export.models.sinsr.split import norm_count, split_stages
-from kvqe.export.models.sinsr.swin import relative_position_index, shifted_window_mask
-from kvqe.export.models.sinsr.tiled import SharedNorms, TiledSinSR, run_tiled
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
-from kvqe.export.registry import get_model
+from kvqe.models.flops import count_macs, count_params
+from kvqe.models.registry import get_model
+from kvqe.models.sinsr import SinSR, UNetModelSwin, VQModelTorch, build_sinsr, load_sinsr_weights
+from kvqe.models.sinsr.one_step import bicubic_x4, pad_to_multiple
+from kvqe.models.sinsr.split import norm_count, split_stages
+from kvqe.models.sinsr.swin import relative_position_index, shifted_window_mask
+from kvqe.models.sinsr.tiled import SharedNorms, TiledSinSR, run_tiled
 from kvqe.runtimes.base import Runner, TensorSpec
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.sdk import sinsr_glue as glue
@@ -255,7 +255,7 @@ class _TorchTileRunner(Runner):
 
 
 def test_split_vq_graphs_tile_exactly_through_the_runtime_glue(small: SinSR) -> None:
-    """The exportable split (:mod:`kvqe.export.models.sinsr.split`) driven by the runtime's numpy glue
+    """The exportable split (:mod:`kvqe.models.sinsr.split`) driven by the runtime's numpy glue
     (:func:`kvqe.sdk.pipeline.run_tile_graph`: one statistics pass per norm from kept-region sums, Chan's
     formula): tiles of 16 LR pixels with 16 of context reproduce the untiled VQ encode and decode; the mid
     graphs are exactly the rest of them."""
@@ -435,7 +435,7 @@ def test_loader_rejects_a_wrong_layout(small_checkpoints: dict[str, Path]) -> No
 
 
 def test_card_matches_the_counter() -> None:
-    import kvqe.export.models.sinsr  # noqa: F401  (registers sinsr)
+    import kvqe.models.sinsr  # noqa: F401  (registers sinsr)
 
     entry = get_model("sinsr")
     card = entry.card

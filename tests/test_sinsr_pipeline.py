@@ -19,8 +19,8 @@ import kvqe
 from kvqe.bundle import read_bundle
 from kvqe.errors import BadInputError, BundleError
 from kvqe.export.bundle_builder import ExportRequest, build_bundle, exit_code
-from kvqe.export.models.realesrgan import SRVGGNetCompact
-from kvqe.export.models.sinsr import RestoredSinSR, SinSR, small_sinsr
+from kvqe.models.realesrgan import SRVGGNetCompact
+from kvqe.models.sinsr import RestoredSinSR, SinSR, small_sinsr
 from kvqe.runtimes.base import Runner, TensorSpec
 from kvqe.sdk import sinsr_glue as glue
 from kvqe.sdk.loader import choose_artifacts, embedded_bundle_path
@@ -365,7 +365,7 @@ def test_out_scale_is_checked(tmp_path: Path) -> None:
 def test_restore_then_sinsr_runner_matches_torch(sinsr_bundle, small: SinSR, coffee_bgr: np.ndarray) -> None:
     """The runtime composite on real graphs (the embedded realesr-animevideov3 as the restore stage, the small
     SinSR stages): x4 and x1 (enhancement in place) against the torch ``RestoredSinSR`` with the same noise."""
-    from kvqe.export.registry import get_model
+    from kvqe.models.registry import get_model
     from kvqe.runtimes import create_runner
 
     out, _ = sinsr_bundle

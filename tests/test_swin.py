@@ -8,8 +8,8 @@ import pytest
 import torch
 from support import fixture_weights, shared_fixture
 
-from kvqe.export.flops import count_macs, count_params
-from kvqe.export.models.swin import SwinT
+from kvqe.models.flops import count_macs, count_params
+from kvqe.models.swin import SwinT
 
 ATOL = 1e-4
 

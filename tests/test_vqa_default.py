@@ -14,12 +14,12 @@ from support import BIKES, needs_ffmpeg
 
 import kvqe
 from kvqe.evaluation import evaluate
-from kvqe.export.flops import count_macs, count_params
-from kvqe.export.models.student import CONTRAST_FEATURES, FEATURES, KvqeStudent
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
-from kvqe.export.registry import get_model
 from kvqe.export.validation_inputs import validation_batches
 from kvqe.files import sha256_file
+from kvqe.models.flops import count_macs, count_params
+from kvqe.models.registry import get_model
+from kvqe.models.student import CONTRAST_FEATURES, FEATURES, KvqeStudent
 from kvqe.samples import sample_video_path
 from kvqe.sdk.loader import embedded_bundle_path
 from kvqe.sdk.preprocess import preprocess_vqa_frame

@@ -23,10 +23,10 @@ import torch
 
 from kvqe import metrics
 from kvqe.errors import BadInputError
-from kvqe.export.models.efficientnet_lite import load_imagenet_weights
-from kvqe.export.models.student import CARD, SCORE_SCALE, KvqeStudent
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx
 from kvqe.files import atomic_output_file
+from kvqe.models.efficientnet_lite import load_imagenet_weights
+from kvqe.models.student import CARD, SCORE_SCALE, KvqeStudent
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.training.features import cached_views
 from kvqe.training.losses import plcc_loss, rank_hinge_loss

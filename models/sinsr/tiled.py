@@ -33,7 +33,7 @@ So :class:`TiledSinSR` splits the work by resolution:
   statistics per tile, kept centres with :data:`UNET_CONTEXT` pixels, windows on the 64-pixel Swin grid).
 
 This module is the torch reference. The runtime follows the same design with exported graphs:
-:mod:`kvqe.export.models.sinsr.split` (tile graphs that take the statistics in and give kept-region sums
+:mod:`kvqe.models.sinsr.split` (tile graphs that take the statistics in and give kept-region sums
 out, and the LR-sized mid graphs) run by :meth:`kvqe.sdk.pipeline.SinSRRunner.run_exact`.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kvqe.export.models.sinsr.one_step import SinSR, bicubic_x4, pad_to_multiple
+from kvqe.models.sinsr.one_step import SinSR, bicubic_x4, pad_to_multiple
 from kvqe.sdk import sinsr_glue as glue
 from kvqe.sdk.tiling import Box, tile_boxes
 

@@ -39,9 +39,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from kvqe.errors import BadInputError
-from kvqe.export.models.efficientnet_lite import INPUT_OFFSET, INPUT_SCALE, EfficientNetLite0
-from kvqe.export.registry import ModelCard, register_model
-from kvqe.export.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
+from kvqe.models.efficientnet_lite import INPUT_OFFSET, INPUT_SCALE, EfficientNetLite0
+from kvqe.models.registry import ModelCard, register_model
+from kvqe.models.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -256,7 +256,7 @@ CARD = ModelCard(
         "sampling": {"kind": "keyframes", "per_second": 1, "position": "middle", "max_frames": 8, "pad": "none"},
     },
     output={"score_range": [0.0, 100.0], "pooling": "mean", "units": "VMAF v0.6.1 (teacher)"},
-    # kvqe.export.flops: count_params -> 1,161,578 (700,768 of them the frozen EfficientNet-Lite0 stages 0-4);
+    # kvqe.models.flops: count_params -> 1,161,578 (700,768 of them the frozen EfficientNet-Lite0 stages 0-4);
     # count_macs on [8, 6, 448, 448] -> 4,052,481,088 (two 224 x 224 backbone passes per keyframe: 3.89 G;
     # the statistics' Gaussian windows and the heads: 0.16 G; element-wise operations are not counted)
     params=1_161_578,

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from kvqe.errors import BadInputError
-from kvqe.export.models.swin import STAGE_DIMS, SwinTBackbone
-from kvqe.export.registry import ModelCard, register_model
-from kvqe.export.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
+from kvqe.models.registry import ModelCard, register_model
+from kvqe.models.swin import STAGE_DIMS, SwinTBackbone
+from kvqe.models.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
 
 HIDDEN = 128
 
@@ -69,7 +69,7 @@ CARD = ModelCard(
                      "pad": "repeat_last"},
     },
     output={"score_range": [0.0, 1.0], "pooling": "mean"},
-    # kvqe.export.flops: count_params -> 27,702,395; count_macs on [8, 3, 224, 224] -> 35,919,864,832.
+    # kvqe.models.flops: count_params -> 27,702,395; count_macs on [8, 3, 224, 224] -> 35,919,864,832.
     params=27_702_395,
     gflops=35.92,
     flops_input="8 keyframes at 224x224 (one video)",

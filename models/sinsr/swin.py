@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kvqe.export.models.sinsr.norm import GroupNorm32
+from kvqe.models.sinsr.norm import GroupNorm32
 
 _MASKED = -100.0
 

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kvqe.export.models.sinsr.unet import UNetModelSwin
-from kvqe.export.models.sinsr.vq import VQModelTorch
+from kvqe.models.sinsr.unet import UNetModelSwin
+from kvqe.models.sinsr.vq import VQModelTorch
 from kvqe.sdk import sinsr_glue as glue
 
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kvqe.export.models.sinsr.norm import GroupNorm32
-from kvqe.export.models.sinsr.swin import SwinLayer
+from kvqe.models.sinsr.norm import GroupNorm32
+from kvqe.models.sinsr.swin import SwinLayer
 
 
 def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:

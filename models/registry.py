@@ -6,6 +6,7 @@ weights source, licence).
 """
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -86,8 +87,14 @@ def register_model(
     return wrap
 
 
+# The modules whose ``@register_model`` factories make up the zoo, imported by name on first lookup so that
+# this module imports none of the models it registers (they import it).
+ZOO = ("kvqe.models.realesrgan", "kvqe.models.sharpmind", "kvqe.models.sinsr.registration", "kvqe.models.student")
+
+
 def _ensure_models_imported() -> None:
-    import kvqe.export.models  # noqa: F401  (registers every architecture)
+    for module in ZOO:
+        importlib.import_module(module)
 
 
 def list_models() -> list[ModelCard]:

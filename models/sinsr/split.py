@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kvqe.export.models.sinsr.one_step import SinSR, bicubic_x4
-from kvqe.export.models.sinsr.vq import ResnetBlock
+from kvqe.models.sinsr.one_step import SinSR, bicubic_x4
+from kvqe.models.sinsr.vq import ResnetBlock
 
 GROUPS = 32
 

@@ -18,10 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from kvqe.errors import BadInputError
-from kvqe.export.models.realesrgan import SRVGGNetCompact
-from kvqe.export.models.sinsr.configs import UNET_FULL, VQ_FULL
-from kvqe.export.models.sinsr.one_step import SinSR
-from kvqe.export.models.sinsr.registration import (
+from kvqe.models.realesrgan import SRVGGNetCompact
+from kvqe.models.registry import ModelCard, get_model, register_model
+from kvqe.models.sinsr.configs import UNET_FULL, VQ_FULL
+from kvqe.models.sinsr.one_step import SinSR
+from kvqe.models.sinsr.registration import (
     CHECKPOINTS,
     PIPELINE_EXTRA,
     TILE,
@@ -29,7 +30,6 @@ from kvqe.export.models.sinsr.registration import (
     check_sinsr_parts,
     load_sinsr_weights,
 )
-from kvqe.export.registry import ModelCard, get_model, register_model
 from kvqe.sdk import sinsr_glue as glue
 
 DEFAULT_RESTORE = "realesr-animevideov3"

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kvqe.errors import BadInputError, missing_extra
-from kvqe.export.weights.checkpoint import load_strict, read_state_dict
+from kvqe.models.weights.checkpoint import load_strict, read_state_dict
 
 BN_EPS = 1e-3
 # (repeats, kernel, stride, expansion, in, out) per stage, EfficientNet-B0's table (Lite0 scales nothing)
