@@ -24,6 +24,7 @@ from kvqe import metrics
 from kvqe.errors import BadInputError
 from kvqe.evaluation import Pair, evaluate, read_labels, read_pairs
 from kvqe.files import atomic_output_file
+from kvqe.sdk.loader import load
 from kvqe.training.baselines import brisque_video, fit_niqe_model, keyframe_images, niqe_video
 from kvqe.training.content import SOFT_CAMERA, TRAIN_ONLY_PHOTOS, UPLOAD
 from kvqe.training.distill import source_of
@@ -52,9 +53,7 @@ def _sharp_natural(source: str) -> bool:
 
 def scorers(data: Path, bundle: Path) -> dict[str, Callable[[Path], float]]:
     """Higher-is-better video scorers: the student bundle, -BRISQUE and -NIQE (fitted on train pristine)."""
-    import kvqe
-
-    student = kvqe.load(bundle)
+    student = load(bundle)
     train_sources = json.loads((data / "splits.json").read_text(encoding="utf-8"))["train"]
     niqe = fit_niqe_model(image for s in train_sources if _sharp_natural(s)
                           for image in keyframe_images(data / "pristine" / f"{s}.mp4"))
