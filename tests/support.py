@@ -8,13 +8,18 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
@@ -103,3 +108,58 @@ class NoDecodeCapture:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._capture, name)
+
+
+# --- tiny models: the fast tier's stand-ins for the full-size Swin-T student and RRDBNet --------------------
+
+def tiny_vqa_net() -> torch.nn.Module:
+    """A VQA net of the student's interface ([N, 3, 224, 224] normalised RGB -> [N, 1]) with 1,553 parameters:
+    an 8x8 stride-8 conv, GELU, global mean, a linear head."""
+    import torch
+
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 8, stride=8), torch.nn.GELU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(8, 1))
+
+
+def tiny_rrdb_net() -> torch.nn.Module:
+    """RRDBNet, the x4plus architecture, with one RRDB of 8 features (16.7M parameters in x4plus)."""
+    from kvqe.models.realesrgan import RRDBNet
+
+    return RRDBNet(num_feat=8, num_block=1, num_grow_ch=4)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A bundle exported from a checkpoint, and how to rebuild the torch module it came from."""
+
+    bundle: Path
+    checkpoint: Path
+    factory: Callable[[], torch.nn.Module]
+
+    def torch_module(self) -> torch.nn.Module:
+        from kvqe.models.weights.checkpoint import read_state_dict
+
+        module = self.factory()
+        module.load_state_dict(read_state_dict(self.checkpoint))
+        return module.eval()
+
+
+def seeded_checkpoint(factory: Callable[[], torch.nn.Module], path: Path, seed: int = 0, scale: float = 1.0,
+                      offsets: dict[str, float] | None = None) -> Path:
+    """Save ``factory()``'s seeded random init as a state_dict at ``path``: every tensor times ``scale``, plus
+    ``offsets[name]`` for the named ones."""
+    import torch
+
+    torch.manual_seed(seed)
+    state = {k: v * scale + (offsets or {}).get(k, 0.0) for k, v in factory().state_dict().items()}
+    torch.save(state, path)
+    return path
+
+
+def export_in_process(model: str, out: Path, checkpoint: Path, factory: Callable[[], torch.nn.Module],
+                      **options: object) -> dict:
+    """``kvqe-export MODEL --weights model=CHECKPOINT --out OUT`` through the Python API, in this process,
+    with ``factory`` building the module instead of the registered one."""
+    from kvqe.export.bundle_builder import ExportRequest, build_bundle
+
+    return build_bundle(ExportRequest(model, out, {"model": checkpoint}, factory=factory, **options))  # type: ignore[arg-type]

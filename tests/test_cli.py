@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support import BIKES, CARPHONE, cli, needs_ffmpeg
+from support import BIKES, CARPHONE, Exported, cli, needs_ffmpeg
 
 SAMPLE = Path(__file__).resolve().parents[1] / "kvqe" / "samples" / "astronaut.png"
 
@@ -29,32 +29,32 @@ def tampered_copy(bundle: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def test_x4plus_bundle_info_enhance_and_tamper(x4plus_bundle: Path, tmp_path: Path) -> None:
-    (info,) = lines(cli("kvqe", "info", str(x4plus_bundle), "--json", check_code=0))
+def test_x4plus_bundle_info_enhance_and_tamper(any_rrdb: Path, tmp_path: Path) -> None:
+    (info,) = lines(cli("kvqe", "info", str(any_rrdb), "--json", check_code=0))
     assert info["verified"] and info["model"]["name"] == "realesrgan-x4plus" and info["task"] == "sr"
     assert info["artifacts"][0]["accuracy"]["max_abs_diff"] <= 1e-4
     crop = tmp_path / "crop.png"
     cv2.imwrite(str(crop), cv2.imread(str(SAMPLE))[40:72, 60:108])
     out = tmp_path / "crop_x4.png"
-    (record,) = lines(cli("kvqe", "enhance", str(crop), "-o", str(out), "--bundle", str(x4plus_bundle), "--json",
+    (record,) = lines(cli("kvqe", "enhance", str(crop), "-o", str(out), "--bundle", str(any_rrdb), "--json",
                           check_code=0))
     assert (record["out_width"], record["out_height"], record["backend"]) == (192, 128, "onnxruntime")
     assert cv2.imread(str(out)).shape == (128, 192, 3)
 
-    bad = tampered_copy(x4plus_bundle, tmp_path)
+    bad = tampered_copy(any_rrdb, tmp_path)
     result = cli("kvqe", "info", str(bad), "--json", check_code=2)
     assert b"model.fp32.onnx: sha256 mismatch" in result.stderr
     result = cli("kvqe", "enhance", str(crop), "-o", str(tmp_path / "y.png"), "--bundle", str(bad), check_code=2)
     assert b"model.fp32.onnx" in result.stderr and not (tmp_path / "y.png").exists()
 
 
-def test_vqa_bundle_scores_each_source_and_reports_bad_ones(vqa_bundle: Path, tmp_path: Path) -> None:
+def test_vqa_bundle_scores_each_source_and_reports_bad_ones(any_vqa: Exported, tmp_path: Path) -> None:
     grey = tmp_path / "grey.png"
     cv2.imwrite(str(grey), np.full((64, 64), 128, np.uint8))
     text = tmp_path / "notes.mp4"
     text.write_text("hello")
     sources = [str(CARPHONE), str(tmp_path / "missing.mp4"), str(text), str(grey), str(BIKES)]
-    records = lines(cli("kvqe", "score", *sources, "--bundle", str(vqa_bundle), "--json", check_code=2))
+    records = lines(cli("kvqe", "score", *sources, "--bundle", str(any_vqa.bundle), "--json", check_code=2))
     assert [r["source"] for r in records] == sources
     good = [records[0], records[4]]
     for record in good:
@@ -73,26 +73,26 @@ def test_vqa_bundle_scores_each_source_and_reports_bad_ones(vqa_bundle: Path, tm
     assert "cannot open" in records[2]["error"]
     assert "grey" in records[3]["error"].lower()
 
-    bad = tampered_copy(vqa_bundle, tmp_path)
+    bad = tampered_copy(any_vqa.bundle, tmp_path)
     result = cli("kvqe", "score", str(CARPHONE), "--bundle", str(bad), "--json", check_code=2)
     assert b"model.fp32.onnx" in result.stderr
 
 
 @needs_ffmpeg
-def test_raw_frames_on_stdin_score_like_the_file(vqa_bundle: Path) -> None:
+def test_raw_frames_on_stdin_score_like_the_file(any_vqa: Exported) -> None:
     raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
                          capture_output=True, check=True).stdout
     (piped,) = lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", str(30000 / 1001), "--bundle",
-                         str(vqa_bundle), "--json", stdin=raw, check_code=0))
-    (filed,) = lines(cli("kvqe", "score", str(CARPHONE), "--bundle", str(vqa_bundle), "--json", check_code=0))
+                         str(any_vqa.bundle), "--json", stdin=raw, check_code=0))
+    (filed,) = lines(cli("kvqe", "score", str(CARPHONE), "--bundle", str(any_vqa.bundle), "--json", check_code=0))
     assert piped["frames"] == filed["frames"] == 4
     assert piped["score"] == pytest.approx(filed["score"], abs=1e-4)
     assert piped["frame_times"] == pytest.approx(filed["frame_times"], abs=1e-3)
-    (not_y4m,) = lines(cli("kvqe", "score", "-", "--bundle", str(vqa_bundle), "--json", stdin=raw, check_code=2))
+    (not_y4m,) = lines(cli("kvqe", "score", "-", "--bundle", str(any_vqa.bundle), "--json", stdin=raw, check_code=2))
     assert "not a YUV4MPEG2 stream" in not_y4m["error"] and "--raw WxH --fps F" in not_y4m["error"]
-    result = cli("kvqe", "score", "-", "--raw", "176x144", "--bundle", str(vqa_bundle), stdin=raw, check_code=2)
+    result = cli("kvqe", "score", "-", "--raw", "176x144", "--bundle", str(any_vqa.bundle), stdin=raw, check_code=2)
     assert b"needs --fps" in result.stderr and not result.stdout  # refused before reading: never 30 assumed
-    (cut,) = lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", "30", "--bundle", str(vqa_bundle), "--json",
+    (cut,) = lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", "30", "--bundle", str(any_vqa.bundle), "--json",
                        stdin=raw[: 176 * 144 * 3 * 20 + 100], check_code=2))
     assert "middle of a frame" in cut["error"]
 
@@ -192,6 +192,7 @@ def test_a_truncated_video_is_refused_and_leaves_no_output(tmp_path: Path) -> No
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "cut.mp4"]
 
 
+@pytest.mark.e2e  # seven kvqe-export subprocesses, each importing torch (test_export_cli_exit_codes_in_process)
 def test_export_cli_errors(student_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "b"
     assert b"unknown model" in cli("kvqe-export", "no-such-model", "--out", str(out), check_code=2).stderr
@@ -210,6 +211,7 @@ def test_export_cli_errors(student_checkpoint: Path, tmp_path: Path) -> None:
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.e2e  # kvqe-export in subprocesses (each imports torch); the full-size Swin-T
 def test_export_from_checkpoint_path_with_arch(student_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "b"
     (summary,) = lines(cli("kvqe-export", str(student_checkpoint), "--arch", "vqa-sharpmind-swint", "--out", str(out),

@@ -16,6 +16,7 @@ from kvqe.bundle import read_bundle
 from kvqe.errors import BundleError
 
 pytest.importorskip("openvino")
+pytestmark = pytest.mark.e2e  # every test runs kvqe-export in a subprocess (fast tier: test_tiny_models.py)
 ALL = ["--formats", "onnx,openvino,onnxruntime-int8", "--precision", "fp32,fp16,int8"]
 
 

@@ -8,12 +8,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from support import BIKES, CARPHONE, make_clip, needs_ffmpeg, psnr
+from support import BIKES, CARPHONE, Exported, make_clip, needs_ffmpeg, psnr
 
 import kvqe
 from kvqe.errors import BadInputError, BundleError
-from kvqe.models.registry import create_model, get_model
-from kvqe.models.weights.checkpoint import read_state_dict
+from kvqe.models.registry import get_model
 from kvqe.sdk import sources
 from kvqe.sdk.preprocess import preprocess_vqa_frame
 from kvqe.sdk.results import Sampling
@@ -28,15 +27,13 @@ def sr():
 
 
 @pytest.fixture(scope="module")
-def vqa(vqa_bundle: Path):
-    return kvqe.load(vqa_bundle)
+def vqa(any_vqa: Exported):
+    return kvqe.load(any_vqa.bundle)
 
 
 @pytest.fixture(scope="module")
-def student(student_checkpoint: Path) -> torch.nn.Module:
-    module = create_model("vqa-sharpmind-swint")
-    module.load_state_dict(read_state_dict(student_checkpoint))
-    return module
+def student(any_vqa: Exported) -> torch.nn.Module:
+    return any_vqa.torch_module()
 
 
 def test_tasks_are_not_mixed(sr, vqa, astronaut_bgr) -> None:
