@@ -1,13 +1,13 @@
-"""TensorRT engines from ONNX (10.x/11.x Python API), keyed by what ties an engine to a machine.
+"""TensorRT engines from ONNX (10.x/11.x Python API), recorded with what ties an engine to a machine.
 
 TensorRT 11 builds strongly typed networks only: no implicit-INT8 calibrators and no FP16/INT8 builder
 flags. The precision comes from the ONNX itself: an FP16 ONNX (:mod:`kvqe.export.fp16`) gives an FP16
 engine, a QDQ ONNX (:mod:`kvqe.calibration.ort_quant`) an INT8 one. Dynamic dimensions get one
-optimisation profile each (SR: batch, height, width bounded by the bundle's tile size; VQA: batch).
+optimisation profile each (:mod:`kvqe.export.artifacts` bounds VQA batches and SR tiles).
 
-An engine only runs on the GPU model and TensorRT version that built it: the cache key joins both with
-the ONNX's sha256 and the profiles, and the build record beside the engine (``<engine>.json``) holds
-the fingerprint :class:`kvqe.runtimes.tensorrt.TensorRTRunner` checks before loading.
+An engine only runs on the GPU model and TensorRT version that built it: the build record beside the
+engine (``<engine>.json``) holds the fingerprint :class:`kvqe.runtimes.tensorrt.TensorRTRunner` checks
+before loading, and a key naming the build (:func:`engine_cache_key`: GPU, TensorRT, ONNX sha256, profiles).
 """
 from __future__ import annotations
 
@@ -25,29 +25,10 @@ from kvqe.runtimes.tensorrt import device_fingerprint, dims, fingerprint_path, i
 if TYPE_CHECKING:  # typed against tensorrt-stubs; imported for real only inside build_engine
     import tensorrt as trt
 
-__all__ = ["build_engine", "device_fingerprint", "engine_cache_key", "engine_cache_path", "sr_profile",
-           "vqa_profile"]
+__all__ = ["build_engine", "device_fingerprint", "engine_cache_key"]
 
-Shape = tuple[int, ...]
 # one optimisation profile: input name -> (min shape, opt shape, max shape)
 Profile = Mapping[str, tuple[Sequence[int], Sequence[int], Sequence[int]]]
-
-
-def sr_profile(input_name: str, *, tile: int, tile_pad: int, max_batch: int = 1,
-               channels: int = 3) -> dict[str, tuple[Shape, Shape, Shape]]:
-    """Profile of an SR input tiled as :mod:`kvqe.sdk.tiling` does: a tile plus ``tile_pad`` context per
-    side at most, down to 1x1 (an edge tile); optimised for full tiles."""
-    if tile <= 0:
-        raise BadInputError("a TensorRT SR engine needs a bounded input: declare a tile size (tile > 0)")
-    side = tile + 2 * tile_pad
-    return {input_name: ((1, channels, 1, 1), (1, channels, side, side), (max_batch, channels, side, side))}
-
-
-def vqa_profile(input_name: str, *, height: int, width: int, max_batch: int = 8,
-                channels: int = 3) -> dict[str, tuple[Shape, Shape, Shape]]:
-    """Profile of a VQA input: fixed crop, batch 1 .. ``max_batch`` (optimised for ``max_batch``)."""
-    return {input_name: ((1, channels, height, width), (max_batch, channels, height, width),
-                         (max_batch, channels, height, width))}
 
 
 def _profiles_json(profiles: Sequence[Profile]) -> list[dict[str, list[list[int]]]]:
@@ -56,8 +37,9 @@ def _profiles_json(profiles: Sequence[Profile]) -> list[dict[str, list[list[int]
 
 
 def engine_cache_key(onnx_sha256: str, profiles: Sequence[Profile], fingerprint: Mapping[str, str]) -> str:
-    """A file-name-safe key naming one engine: GPU, compute capability, TensorRT version, and a digest of
-    those with the ONNX's sha256 and the profiles. Stable across runs and machines of the same kind."""
+    """A file-name-safe key naming one engine build (the build record's ``cache_key``): GPU, compute
+    capability, TensorRT version, and a digest of those with the ONNX's sha256 and the profiles. Stable
+    across runs and machines of the same kind."""
     payload = {"onnx_sha256": onnx_sha256, "profiles": _profiles_json(profiles),
                "gpu": fingerprint["gpu"], "compute_capability": fingerprint["compute_capability"],
                "tensorrt": fingerprint["tensorrt"]}
@@ -65,13 +47,6 @@ def engine_cache_key(onnx_sha256: str, profiles: Sequence[Profile], fingerprint:
     gpu = re.sub(r"[^a-z0-9]+", "-", fingerprint["gpu"].lower()).strip("-") or "gpu"
     sm = fingerprint["compute_capability"].replace(".", "")
     return f"{gpu}-sm{sm}-trt{fingerprint['tensorrt']}-{digest}"
-
-
-def engine_cache_path(cache_dir: Path, onnx_path: Path, profiles: Sequence[Profile],
-                      fingerprint: Mapping[str, str] | None = None) -> Path:
-    """``cache_dir/<key>.engine`` for ``onnx_path`` on this machine (or on ``fingerprint``'s)."""
-    fingerprint = fingerprint if fingerprint is not None else device_fingerprint()
-    return cache_dir / f"{engine_cache_key(sha256_file(onnx_path), profiles, fingerprint)}.engine"
 
 
 def _check_profiles(network: trt.INetworkDefinition, profiles: Sequence[Profile]) -> list[str]:

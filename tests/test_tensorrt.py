@@ -1,8 +1,8 @@
 """TensorRT engines and runner.
 
 Without TensorRT or a GPU (as here), the code paths that need neither run against small fakes: missing
-package / no GPU -> BackendUnavailableError, device fingerprint, engine fingerprint mismatch, cache key,
-optimisation profiles. The build-and-run tests need ``tensorrt``, ``cuda-python`` and an NVIDIA GPU.
+package / no GPU -> BackendUnavailableError, device fingerprint, engine fingerprint mismatch, the build
+record's key, optimisation profile checks. The build-and-run tests need ``tensorrt``, ``cuda-python`` and an NVIDIA GPU.
 """
 from __future__ import annotations
 
@@ -23,19 +23,15 @@ import pytest
 import kvqe.runtimes.tensorrt as trt_runtime
 from kvqe.errors import BackendUnavailableError, BadInputError, BundleError
 from kvqe.export import tensorrt_build
-from kvqe.export.tensorrt_build import (
-    build_engine,
-    engine_cache_key,
-    engine_cache_path,
-    sr_profile,
-    vqa_profile,
-)
+from kvqe.export.tensorrt_build import build_engine, engine_cache_key
 from kvqe.files import ModelFiles
 from kvqe.runtimes import create_runner
 from kvqe.runtimes.tensorrt import TensorRTRunner, check_fingerprint, device_fingerprint, fingerprint_path
 from kvqe.sdk.loader import embedded_bundle_path
 
 A10 = {"gpu": "NVIDIA A10", "compute_capability": "8.6", "tensorrt": "10.13.0.35"}
+# an SR input tiled at 128 + 10 context pixels per side (an edge tile down to 1x1), batch 1
+SR_PROFILE = {"input": ((1, 3, 1, 1), (1, 3, 148, 148), (1, 3, 148, 148))}
 T4 = {"gpu": "Tesla T4", "compute_capability": "7.5", "tensorrt": "10.13.0.35"}
 
 
@@ -280,30 +276,16 @@ def test_one_runner_serves_many_threads(monkeypatch: pytest.MonkeyPatch) -> None
     assert gpu.streams == set()
 
 
-def test_engine_cache_key_is_stable(fake_machine, tmp_path: Path) -> None:
-    profiles = [sr_profile("input", tile=128, tile_pad=10)]
+def test_engine_cache_key_is_stable() -> None:
+    profiles = [SR_PROFILE]
     key = engine_cache_key("0" * 64, profiles, A10)
     assert key == "nvidia-a10-sm86-trt10.13.0.35-fcc3c9164437fd6f"  # pinned: same inputs, same key, forever
     as_lists = [{"input": tuple([list(shape) for shape in profiles[0]["input"]])}]
     assert engine_cache_key("0" * 64, as_lists, A10) == key
     others = {engine_cache_key("1" * 64, profiles, A10), engine_cache_key("0" * 64, profiles, T4),
               engine_cache_key("0" * 64, profiles, {**A10, "tensorrt": "11.0.0"}),
-              engine_cache_key("0" * 64, [sr_profile("input", tile=256, tile_pad=10)], A10)}
+              engine_cache_key("0" * 64, [{"input": ((1, 3, 1, 1), (1, 3, 276, 276), (1, 3, 276, 276))}], A10)}
     assert key not in others and len(others) == 4
-    fake_machine(A10)
-    onnx_path = embedded_bundle_path("sr") / "model.fp32.onnx"
-    path = engine_cache_path(tmp_path, onnx_path, profiles)
-    assert path.parent == tmp_path and path.name.startswith("nvidia-a10-sm86-trt10.13.0.35-")
-    assert path == engine_cache_path(tmp_path, onnx_path, profiles, A10)
-
-
-def test_profiles() -> None:
-    assert sr_profile("input", tile=128, tile_pad=10, max_batch=2) == {
-        "input": ((1, 3, 1, 1), (1, 3, 148, 148), (2, 3, 148, 148))}
-    assert vqa_profile("input", height=224, width=224, max_batch=8) == {
-        "input": ((1, 3, 224, 224), (8, 3, 224, 224), (8, 3, 224, 224))}
-    with pytest.raises(BadInputError, match="tile size"):
-        sr_profile("input", tile=0, tile_pad=10)
 
 
 def test_profile_problems_are_listed_together() -> None:
@@ -350,8 +332,8 @@ def test_sr_engine_matches_onnxruntime(precision: str, tmp_path: Path) -> None:
                  "int8": lambda: (quantize_qdq(fp32, tmp_path / "m.onnx", samples, POLICIES["conv-sr"]),
                                   tmp_path / "m.onnx")[1]}[precision]()
     engine = tmp_path / f"model.{precision}.engine"
-    record = build_engine(onnx_path, engine, profiles=[sr_profile("input", tile=64, tile_pad=10)],
-                          workspace_bytes=1 << 30)
+    profile = {"input": ((1, 3, 1, 1), (1, 3, 84, 84), (1, 3, 84, 84))}  # tiles of 64 + 10 context per side
+    record = build_engine(onnx_path, engine, profiles=[profile], workspace_bytes=1 << 30)
     assert record["fingerprint"] == device_fingerprint() and fingerprint_path(engine).is_file()
     reference = run_onnx(fp32, samples)
     metric = image_psnr((0.0, 1.0))
