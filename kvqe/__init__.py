@@ -14,7 +14,7 @@ from kvqe.errors import KvqeError
 if TYPE_CHECKING:
     from kvqe.sdk.model import Model
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it (dynamic version)
 
 
 def load(name_or_path: str | os.PathLike[str], **options: Any) -> Model:
