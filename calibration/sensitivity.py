@@ -3,7 +3,7 @@ float.
 
 Four quantisations of the same graph on the same calibration set: every Conv int8, all but the first,
 all but the last, all but both; each is scored against the FP32 model on a held-out validation set.
-The table justifies a policy's ``keep_first_last_conv`` (the first and last convs of an SR net carry
+The rows justify a policy's ``keep_first_last_conv`` (the first and last convs of an SR net carry
 the image range, so their int8 error lands directly in the output pixels).
 """
 from __future__ import annotations
@@ -91,10 +91,3 @@ def conv_sensitivity(
                          "metric_min": float(np.min(scores)), "quantized_nodes": record["quantized_nodes"]})
     return rows
 
-
-def format_table(rows: list[dict[str, Any]], unit: str = "dB") -> str:
-    """The rows of :func:`conv_sensitivity` as a small text table."""
-    lines = [f"{'variant':<28} {'mean':>8} {'min':>8}"]
-    lines += [f"{row['variant']:<28} {row['metric']:>6.2f}{unit:>2} {row['metric_min']:>6.2f}{unit:>2}"
-              for row in rows]
-    return "\n".join(lines)
