@@ -6,6 +6,7 @@
   converted before in the process.
 - :func:`quantize_int8_ir`: ``nncf.quantize`` with the one adapter from :class:`SampleSet` to
   ``nncf.Dataset`` and the model's :class:`QuantPolicy` translated to NNCF's ``IgnoredScope``.
+- :func:`ir_from_qdq`: for a policy with ``openvino_from_qdq``, the QDQ ONNX ONNX Runtime runs, converted.
 
 The policy names ONNX op types; NNCF matches OpenVINO op types. :data:`ONNX_TO_OPENVINO` maps what a
 policy may quantise, and every other op type NNCF would quantise on CPU (:data:`NNCF_QUANTISABLE`) goes
@@ -71,19 +72,19 @@ def convert_to_ir(onnx_path: Path, xml_path: Path, *, compress_to_fp16: bool) ->
 
 
 def quantize_int8_ir(fp32_xml_or_onnx: Path, xml_path: Path, calibration: SampleSet, policy: QuantPolicy, *,
-                     subset_size: int | None = None, preset: str = "performance",
-                     method: str = "percentile") -> dict[str, Any]:
+                     subset_size: int | None = None, preset: str = "performance") -> dict[str, Any]:
     """Quantise the FP32 model with NNCF on ``calibration`` and save the INT8 IR at ``xml_path``.
 
     Only the policy's op types are quantised; ``keep_first_last_conv`` keeps the first and last
     Convolution float; ``transformer`` selects ``ModelType.TRANSFORMER``, and SmoothQuant runs only when
     the policy gives its alpha; ``conv_smoothing`` smooths the inputs of the Convs that get int8 first (on
-    the FP32 ONNX, as for ONNX Runtime). With ``openvino_from_qdq`` the IR is instead the QDQ ONNX of
-    :func:`~kvqe.calibration.ort_quant.quantize_qdq` (calibration ``method``) converted
-    (:func:`int8_ir_from_qdq`). Returns the calibration record for the manifest.
+    the FP32 ONNX, as for ONNX Runtime). A policy with ``openvino_from_qdq`` is refused: its IR is the QDQ
+    ONNX converted (:func:`ir_from_qdq`, as :mod:`kvqe.export.artifacts` does). Returns the calibration
+    record for the manifest.
     """
     if policy.openvino_from_qdq:
-        return int8_ir_from_qdq(fp32_xml_or_onnx, xml_path, calibration, policy, method=method)
+        raise BadInputError(f"policy {policy.name!r} builds OpenVINO INT8 from the QDQ ONNX: convert that with "
+                            "ir_from_qdq instead of quantising with NNCF")
     try:
         import nncf
         from nncf.quantization.advanced_parameters import (
@@ -155,22 +156,6 @@ def quantize_int8_ir(fp32_xml_or_onnx: Path, xml_path: Path, calibration: Sample
         "int8_weight_constants": sum(op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8
                                      for op in quantized.get_ops()),
     }
-
-
-def int8_ir_from_qdq(fp32_onnx: Path, xml_path: Path, calibration: SampleSet, policy: QuantPolicy, *,
-                     method: str = "percentile") -> dict[str, Any]:
-    """INT8 IR from the QDQ ONNX that ONNX Runtime's static quantisation makes with ``policy`` (the same
-    artifact ONNX Runtime and TensorRT run): OpenVINO's converter turns each Q/DQ pair into a FakeQuantize,
-    and the CPU plugin runs the Convolutions behind them in int8. Returns the calibration record."""
-    from kvqe.calibration.ort_quant import quantize_qdq
-
-    if fp32_onnx.suffix != ".onnx" or not fp32_onnx.is_file():
-        raise BadInputError(f"policy {policy.name!r} builds OpenVINO INT8 from the QDQ ONNX, which needs the FP32 "
-                            f"ONNX, not {fp32_onnx}")
-    with tempfile.TemporaryDirectory(prefix="kvqe-ov-") as tmp:
-        qdq = Path(tmp) / "model.int8.onnx"
-        record = quantize_qdq(fp32_onnx, qdq, calibration, policy, method=method)
-        return ir_from_qdq(qdq, xml_path, record)
 
 
 def ir_from_qdq(qdq_onnx: Path, xml_path: Path, record: dict[str, Any]) -> dict[str, Any]:

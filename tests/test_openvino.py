@@ -19,10 +19,11 @@ import torch
 from support import psnr
 
 from kvqe.calibration.contract import SampleSet
+from kvqe.calibration.ort_quant import quantize_qdq
 from kvqe.calibration.policy import POLICIES
 from kvqe.errors import BackendUnavailableError, BadInputError, BundleError
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx
-from kvqe.export.openvino_export import convert_to_ir, fake_quantize_consumers, quantize_int8_ir
+from kvqe.export.openvino_export import convert_to_ir, fake_quantize_consumers, ir_from_qdq, quantize_int8_ir
 from kvqe.files import ModelFiles
 from kvqe.models.registry import create_model, get_model
 from kvqe.runtimes import registry
@@ -292,12 +293,12 @@ def test_int8_sr_nncf_with_conv_smoothing(sr_onnx: Path, sr_irs: dict[str, Path]
 
 def test_int8_sr_from_the_qdq_onnx_runs_in_int8(sr_onnx: Path, sr_irs: dict[str, Path], sr_calibration: SampleSet,
                                                 held_out: list[np.ndarray], tmp_path: Path) -> None:
-    """openvino_from_qdq: the IR is ONNX Runtime's QDQ model converted; its 16 int8 convolutions execute in
-    8-bit integers on the CPU plugin (u8 or i8: its kernel choice depends on the machine, i8 on a Xeon with
-    AMX, u8 on earlier CI machines), the first and last in f32."""
+    """openvino_from_qdq: the IR is ONNX Runtime's QDQ model converted, as the export builds it; its 16 int8
+    convolutions execute in 8-bit integers on the CPU plugin (u8 or i8: its kernel choice depends on the
+    machine, i8 on a Xeon with AMX, u8 on earlier CI machines), the first and last in f32."""
     policy = replace(POLICIES[SR_CARD.quant_policy], openvino_from_qdq=True)
-    xml = tmp_path / "sr.int8.qdq.xml"
-    record = quantize_int8_ir(sr_onnx, xml, sr_calibration, policy)
+    xml, qdq = tmp_path / "sr.int8.qdq.xml", tmp_path / "sr.int8.onnx"
+    record = ir_from_qdq(qdq, xml, quantize_qdq(sr_onnx, qdq, sr_calibration, policy, method="percentile"))
     assert record["quantizer"].startswith("onnxruntime") and record["quantized_nodes"] == {"Conv": 16}
     assert record["method"] == "percentile" and record["float_conv_mac_fraction"] == 0.0474
     assert record["fake_quantize_consumers"]["Convolution"] == 16
@@ -311,8 +312,8 @@ def test_int8_sr_from_the_qdq_onnx_runs_in_int8(sr_onnx: Path, sr_irs: dict[str,
     value = psnr(_to_uint8(_run(xml, batch)), _to_uint8(_run(sr_irs["fp32"], batch)))
     print(f"\nSR OpenVINO int8 from the QDQ ONNX: {value:.2f} dB")
     assert value >= INT8_MIN_PSNR
-    with pytest.raises(BadInputError, match="needs the FP32 ONNX"):
-        quantize_int8_ir(sr_irs["fp32"], tmp_path / "no.xml", sr_calibration, policy)
+    with pytest.raises(BadInputError, match="builds OpenVINO INT8 from the QDQ ONNX"):  # not NNCF's
+        quantize_int8_ir(sr_onnx, tmp_path / "no.xml", sr_calibration, policy)
 
 
 def test_int8_swin_keeps_norms_softmax_gelu_adds_float(vqa_onnx: Path, vqa_irs: dict[str, Path],
