@@ -1,17 +1,8 @@
 """SinSR's one step over tiles that reproduces the untiled result (torch; the design a runtime must follow).
 
-Why tiles of the whole pipeline never match (measured on a 192x192 astronaut crop, small config, generated
-weights, PSNR of the x4 output vs the untiled one, tiles of 96 + 2 x 16 LR pixels): every stage has
-GroupNorm, whose statistics are per tile, and the VQ mid blocks attend globally over the latent. Blended
-windows of the whole pipeline give 16.5 dB; with oracle (untiled) GroupNorm statistics 18.4 dB; with oracle
-statistics *and* oracle global attention 26.3 dB, because the UNet's receptive field is wider than any
-overlap. Tiling one stage at a time (kept centres of 64 LR pixels, origins on the 64-pixel grid, so Swin
-windows stay aligned), with oracle statistics and attention, the VQ encoder is exact with 16 pixels of
-context and the decoder with 32 (max |diff| 0), while the UNet still gives 26.9 dB with 64 pixels of
-context. With their own statistics, decoder tiles give 14.7 / 18.3 / 21.7 dB with 0 / 32 / 64 of context:
-the statistics dominate, then the mid attention, then the UNet's reach; the Swin alignment is already met by
-the runtime's 64-pixel windows. Iterating all the statistics to a fixed point (every norm from the sums of
-the previous pass) diverges with these weights (relative error 0.76, 0.51, 2.9, 0.73, 10.4 ... per pass).
+Tiles of the whole pipeline never match the untiled result: every stage has GroupNorm, whose statistics
+are per tile, the VQ mid blocks attend globally over the latent, and the UNet's receptive field is wider
+than any affordable overlap (measurements: ``docs/decisions/0001-sinsr-exact-tiling.md``).
 
 So :class:`TiledSinSR` splits the work by resolution:
 
@@ -23,8 +14,8 @@ So :class:`TiledSinSR` splits the work by resolution:
   squares) over the tile's *kept* region only, and stops there; the final pass then runs the tiles whole.
   The statistics are exact (up to float rounding), so with context covering the receptive field of these
   parts (16 LR pixels) the tiles are exact. Cost: one partial pass per norm (12 in the encoder, 19 in the
-  decoder), about 4.5x the untiled time for a 128x128 LR with 64-pixel tiles; working memory of these parts:
-  one window of ``(tile + 2 context) · 4`` output pixels at their channel counts.
+  decoder); working memory of these parts: one window of ``(tile + 2 context) · 4`` output pixels at their
+  channel counts.
 * the **latent-resolution parts** (the encoder's mid block, ``norm_out``, ``conv_out`` and ``quant_conv``;
   the quantizer, ``post_quant_conv``, ``conv_in`` and mid block of the decoder; the UNet) run on the whole
   latent (= the padded LR size): exact global attention, chunked over queries, and exact statistics. Their
