@@ -11,14 +11,13 @@ quantisation), so it follows TensorRT's rules, which are the strictest:
 - only the policy's op types are quantised, and the policy's float nodes are excluded.
 
 Where activations are quantised depends on the policy. Convolutional policies quantise the inputs and
-the outputs of quantised ops (ORT's default; ONNX Runtime CPU then fuses QLinearConv chains, measured
-1.45x faster than FP32 on realesr-animevideov3). Transformer policies quantise only the inputs of
-quantised ops, so no op the policy keeps in float (LayerNorm, Softmax, GELU, residual Add) ever reads
-a re-quantised tensor; that is also TensorRT's recommended Q/DQ placement.
+the outputs of quantised ops (ORT's default; ONNX Runtime CPU then fuses QLinearConv chains, the faster
+form). Transformer policies quantise only the inputs of quantised ops, so no op the policy keeps in float
+(LayerNorm, Softmax, GELU, residual Add) ever reads a re-quantised tensor; that is also TensorRT's
+recommended Q/DQ placement.
 
 ORT's ``quant_pre_process`` is not run: its symbolic shape inference fails on the SR graphs' dynamic
-height/width ("Incomplete symbolic shape inference"), and without it the pre-processing changes nothing
-on SR and only folds a few shape ops on Swin (the dynamo exporter already optimised the graphs).
+height/width, and it would change little else (``docs/decisions/0006-one-qdq-onnx-for-every-runtime.md``).
 Every file ORT writes (shape-inferred copy, augmented calibration model) goes to a
 temporary directory, never beside the input or in the working directory.
 """

@@ -54,9 +54,9 @@ SWIN_POLICY = QuantPolicy(
     reason="LayerNorm, Softmax, GELU and residual Add kept in float (Swin PTQ outliers)",
 )
 
-# Convolutional SR: convolutions are quantised; PReLU/LeakyReLU, the residual Adds, the nearest/pixel
-# shuffle upsampling and the final image-space convs are decided by the sensitivity analysis recorded
-# in the export report (first and last conv carry the image range and are excluded).
+# Convolutional SR: only convolutions are quantised (PReLU/LeakyReLU, the residual Adds and the pixel-shuffle
+# upsampling stay float); the first and last conv work in image space and stay float too
+# (docs/decisions/0005-conv-sr-first-last-conv-float.md).
 CONV_SR_POLICY = QuantPolicy(
     name="conv-sr",
     quantize_ops=("Conv",),
@@ -76,29 +76,10 @@ SINSR_UNET_POLICY = QuantPolicy(
            "first conv (noisy latent + LR) and last conv (x0, vector-quantised next) float",
 )
 
-# RRDB (Real-ESRGAN x4plus): the error comes from the trunk's dense concatenations. A conv5 reads
-# cat(x, x1..x4), where the last growth feature x4 reaches ~5x the range of the trunk channels (72x between
-# the widest and narrowest channel of one conv input), and one per-tensor int8 scale must hold them all.
-# SmoothQuant on the Conv inputs (alpha 0.5, a float Mul per int8 Conv: 0.2% of the multiply-adds) brings
-# that ratio to 9x. The first conv and the image-space tail (the two upsampling convs, conv_hr, conv_last)
-# stay float: 7.6% of the Conv multiply-adds; the other 346 Convs (92.4%) are int8.
-# Measured (validation: 8 crops of 96x96 from two held-out photos; --calib-size 16 from
-# /work/data/calib_sr: 3 scikit-image photos + carphone.mp4; PSNR/SSIM of the uint8 output vs FP32):
-#   ONNX Runtime, percentile: no smoothing 34.2 dB / 0.914 (33.1 dB with every conv int8); minmax 30.9 dB;
-#     percentile 99.99 instead of ORT's default 99.999: 35.0 dB. Float trunk convs instead of
-#     smoothing: every conv5 (+43% of MACs float) 37.0 dB, every conv1 (+7%) 35.1 dB, conv5 of the last 23
-#     RDBs (+14%) 35.6 dB, both (+21%) 37.0 dB. Output Q/DQ of conv5 dropped: 34.3 dB; its input Q/DQ
-#     dropped: 35.7 dB (the input quantiser is the error). With smoothing (this policy): 38.2 dB / 0.964.
-#   OpenVINO, NNCF (performance preset, its default mean-of-minmax activation ranges): no smoothing 31.5 dB
-#     / 0.869 (global minmax ranges 30.1 dB). Smoothing the ONNX changed nothing (31.5 dB): OpenVINO's
-#     converter folds the Mul into the Convolution, so it is inserted into the converted model instead; with
-#     it 33.7 dB / 0.933 (mean-quantile ranges 33.8 dB, histogram ranges 33.7 dB, mixed preset 33.7 dB;
-#     fast_bias_correction off, i.e. NNCF's full BiasCorrection, did not finish in 10 min here): still short.
-#   OpenVINO running this policy's QDQ ONNX (converted: FakeQuantize, 346 Convolutions executed as u8 by
-#     the CPU plugin, 5 in f32): 38.1 dB / 0.964. So OpenVINO INT8 is built from the QDQ ONNX.
-# Whole export (kvqe-export realesrgan-x4plus --formats onnx,openvino,onnxruntime-int8 --precision
-# fp32,fp16,int8 --calib /work/data/calib_sr): --calib-size 16: ORT INT8 38.2 dB / 0.964, OpenVINO INT8
-# 38.1 dB / 0.964, 205 s; default --calib-size 64 (28 samples): 38.3 and 38.2 dB / 0.963, 458 s (shared CPU).
+# RRDB (Real-ESRGAN x4plus): a trunk conv5 reads cat(x, x1..x4), whose channels' ranges differ too much for
+# one per-tensor int8 scale. SmoothQuant on the int8 conv inputs (alpha 0.5) flattens them; the first conv and
+# the image-space tail stay float; OpenVINO converts the QDQ ONNX because NNCF's own INT8 misses the gate
+# (docs/decisions/0002-rrdb-sr-int8-smoothquant.md, 0003-openvino-int8-from-qdq.md).
 RRDB_SR_POLICY = QuantPolicy(
     name="rrdb-sr",
     quantize_ops=("Conv",),
@@ -110,20 +91,11 @@ RRDB_SR_POLICY = QuantPolicy(
            "image-space tail convs float (7.6% of the conv multiply-adds); OpenVINO INT8 from the QDQ ONNX",
 )
 
-# The vqa-student: its fixed statistics divide local deviations and square pixel values (a 7x7 window over
-# x and x*x, whose difference is the local variance): one int8 scale cannot hold x*x and the variance
-# is a small difference of large numbers, so the statistics stay float and only the learned heads'
-# matrix products (the two ensembles' linear layers) get int8. The frozen EfficientNet-Lite0 of the fragment
-# contrast stays float too: its features are a difference of two passes (fragments minus whole frame), and
-# int8 convs move that difference. Measured (session 9; --calib: 24 test-split videos of the distillation set,
-# 7 validation videos; the 33 backbone convs int8, the 6 statistics convs float): scores off FP32 by up to
-# 10.7 points in ONNX Runtime (PLCC 0.983) and 4.1 in OpenVINO, against 0.39 and 0.54 with this policy, and
-# no speed to show for it (ONNX Runtime, 8 keyframes, 2 threads: 0.388 s against 0.385 s here, FP32 0.401 s).
-# OpenVINO INT8 is ONNX Runtime's QDQ model converted: NNCF's own quantisation of the same heads (nncf 3.4.0,
-# openvino 2026.4.1; session 16, --calib: 24 test-split videos) moved the 126 test-split scores off FP32 by up
-# to 5.19 points (mean 0.58) and failed the SROCC gate on its 7 validation videos (0.964), where the QDQ model
-# moves them by up to 0.58 (mean 0.13) in both runtimes (24 training-split videos as --calib: 1.12 against
-# 0.36 on the validation videos).
+# The vqa-student: its fixed statistics (windowed variance from x and x*x, divisions, logs) cannot share one
+# int8 scale, and its frozen backbone's features are a difference of two passes that int8 convs move, so only
+# the learned heads' matrix products get int8; OpenVINO converts the QDQ ONNX, as NNCF's own INT8 of the same
+# heads failed the SROCC gate (docs/decisions/0004-vqa-student-int8-heads-only.md and
+# 0003-openvino-int8-from-qdq.md).
 NSS_HEAD_POLICY = QuantPolicy(
     name="nss-head",
     quantize_ops=("MatMul", "Gemm"),

@@ -83,8 +83,8 @@ def quantize_int8_ir(fp32_xml_or_onnx: Path, xml_path: Path, calibration: Sample
     record for the manifest.
     """
     if policy.openvino_from_qdq:
-        raise BadInputError(f"policy {policy.name!r} builds OpenVINO INT8 from the QDQ ONNX: convert that with "
-                            "ir_from_qdq instead of quantising with NNCF")
+        raise BadInputError(f"policy {policy.name!r} builds OpenVINO INT8 from the QDQ ONNX: convert that "
+                            "with ir_from_qdq instead of quantising with NNCF")
     try:
         import nncf
         from nncf.quantization.advanced_parameters import (
