@@ -157,6 +157,7 @@ def test_f16_without_cpu_support_is_refused(sr_irs: dict[str, Path]) -> None:
         OpenVinoRunner(sr_irs["fp32"], performance_hint="FAST")
 
 
+@pytest.mark.e2e  # vqa_irs: the full-size Swin-T student through OpenVINO
 def test_fp16_ir_halves_weights_and_keeps_accuracy(sr_irs: dict[str, Path], vqa_irs: dict[str, Path],
                                                    vqa_onnx: Path, vqa_frames: np.ndarray,
                                                    held_out: list[np.ndarray]) -> None:
@@ -194,6 +195,7 @@ def test_ir_conversion_is_deterministic(sr_onnx: Path, sr_irs: dict[str, Path], 
             assert _sha(again.with_suffix(suffix)) == _sha(first.with_suffix(suffix)), (precision, suffix)
 
 
+@pytest.mark.e2e  # vqa_irs: the full-size Swin-T student through OpenVINO
 def test_dynamic_shapes_and_registry(sr_irs: dict[str, Path], vqa_irs: dict[str, Path],
                                      held_out: list[np.ndarray]) -> None:
     runner = registry.create_runner("openvino", sr_irs["fp32"], inference_precision="f32", threads=THREADS)
@@ -316,6 +318,7 @@ def test_int8_sr_from_the_qdq_onnx_runs_in_int8(sr_onnx: Path, sr_irs: dict[str,
         quantize_int8_ir(sr_onnx, tmp_path / "no.xml", sr_calibration, policy)
 
 
+@pytest.mark.e2e  # the full-size Swin-T student, INT8 through NNCF
 def test_int8_swin_keeps_norms_softmax_gelu_adds_float(vqa_onnx: Path, vqa_irs: dict[str, Path],
                                                        vqa_frames: np.ndarray, tmp_path: Path) -> None:
     policy = POLICIES[VQA_CARD.quant_policy]

@@ -284,6 +284,7 @@ def swin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleSet, Sam
     return path, calibration, validation, _scores(run_onnx(path, validation))
 
 
+@pytest.mark.e2e  # the full-size Swin-T student exported and quantised
 def test_swin_qdq_keeps_sensitive_ops_float(swin) -> None:
     path, calibration, validation, reference = swin
     out = path.with_name("model.int8.onnx")
@@ -305,6 +306,7 @@ def test_swin_qdq_keeps_sensitive_ops_float(swin) -> None:
     assert correlation >= 0.95
 
 
+@pytest.mark.e2e  # the full-size Swin-T student exported and converted
 def test_swin_fp16(swin) -> None:
     path, _, validation, reference = swin
     out = path.with_name("model.fp16.onnx")

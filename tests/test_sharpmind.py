@@ -54,6 +54,7 @@ def photos(astronaut_bgr: np.ndarray, coffee_bgr: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.stack([preprocess_vqa_frame(bgr, SPEC) for bgr in images]))
 
 
+@pytest.mark.e2e  # full-size Swin-T
 def test_state_dict_is_torchvision_backbone_plus_head() -> None:
     expected = {
         f"backbone.{k}": v["shape"] for k, v in _swin_layout().items() if not k.startswith(("norm.", "head."))
@@ -63,6 +64,7 @@ def test_state_dict_is_torchvision_backbone_plus_head() -> None:
     assert got == expected
 
 
+@pytest.mark.e2e  # full-size Swin-T
 def test_output_is_per_frame(student: SharpMindStudent, photos: torch.Tensor) -> None:
     with torch.no_grad():
         batch = student(photos[:2])
@@ -89,6 +91,7 @@ def test_runtime_preprocessing_matches_fixture_inputs(
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
 
 
+@pytest.mark.e2e  # full-size Swin-T
 def test_golden_pooled_stage_outputs(student: SharpMindStudent) -> None:
     """Score = head(concat of the 4 stage outputs averaged over H, W); stage 4 before the final norm."""
     with np.load(shared_fixture("swin/golden_swin_t.npz")) as golden:
@@ -100,6 +103,7 @@ def test_golden_pooled_stage_outputs(student: SharpMindStudent) -> None:
     assert float((got - want).abs().max()) <= 1e-4
 
 
+@pytest.mark.e2e  # full-size Swin-T
 def test_card_figures_match_counter() -> None:
     entry = get_model(NAME)
     card, model = entry.card, entry.factory().eval()
@@ -111,6 +115,7 @@ def test_card_figures_match_counter() -> None:
     assert card.gflops == round(macs / 1e9, 2)
 
 
+@pytest.mark.e2e  # full-size Swin-T
 def test_onnx_export_matches_torch(student: SharpMindStudent, photos: torch.Tensor, tmp_path: Path) -> None:
     path = tmp_path / "student.onnx"
     spec = OnnxExportSpec.from_card(get_model(NAME).card)
@@ -124,6 +129,7 @@ def test_onnx_export_matches_torch(student: SharpMindStudent, photos: torch.Tens
         assert runner.run(photos.numpy()).shape == (len(photos), 1)
 
 
+@pytest.mark.e2e  # full-size Swin-T
 def test_load_weights_roundtrip(student: SharpMindStudent, tmp_path: Path) -> None:
     path = tmp_path / "student.pth"
     torch.save({"state_dict": student.state_dict()}, path)
@@ -135,6 +141,7 @@ def test_load_weights_roundtrip(student: SharpMindStudent, tmp_path: Path) -> No
         assert torch.equal(model.state_dict()[key], value), key
 
 
+@pytest.mark.e2e  # full-size Swin-T
 def test_load_weights_errors(tmp_path: Path) -> None:
     load, model = get_model(NAME).load_weights, create_model(NAME)
     with pytest.raises(BadInputError, match="--weights model=PATH"):
