@@ -155,6 +155,7 @@ def test_padding_matches_numpy_reflection_even_when_wider_than_the_image() -> No
 
 # --- goldens (small configs) ----------------------------------------------------------------------------
 
+@pytest.mark.e2e  # the reduced SinSR in torch against goldens, every stage
 @pytest.mark.parametrize("fixture", ["golden_small.npz", "golden_small_rect.npz"])
 def test_small_stages_on_golden_inputs(small: SinSR, fixture: str) -> None:
     """Padding, bicubic, the UNet and its internals (where stored), codes and the decoder on the golden inputs.
@@ -191,6 +192,7 @@ def _end_to_end(model: SinSR, golden: dict[str, np.ndarray]) -> None:
     assert _max_diff(sr, golden["sr"]) <= (ATOL if not differ.any() else 0.05)
 
 
+@pytest.mark.e2e  # the reduced SinSR in torch against goldens, every stage
 @pytest.mark.parametrize("fixture", ["golden_small.npz", "golden_small_rect.npz"])
 def test_small_end_to_end(small: SinSR, fixture: str) -> None:
     _end_to_end(small, _golden(fixture))
@@ -198,6 +200,7 @@ def test_small_end_to_end(small: SinSR, fixture: str) -> None:
 
 # --- tiles with shared GroupNorm statistics (torch) --------------------------------------------------------
 
+@pytest.mark.e2e  # the reduced SinSR's VQ run tile by tile in torch, one pass per GroupNorm
 def test_tiles_with_shared_group_norm_statistics_are_exact(small: SinSR) -> None:
     """The high-resolution parts of the VQ over kept-centre tiles (16 LR pixels, 16 of context), their
     GroupNorms normalised with statistics gathered over all tiles one norm at a time: the untiled result up
@@ -255,6 +258,7 @@ class _TorchTileRunner(Runner):
 
 
 def test_split_vq_graphs_tile_exactly_through_the_runtime_glue(small: SinSR) -> None:
+@pytest.mark.e2e  # the reduced SinSR's VQ run tile by tile in torch, one pass per GroupNorm
     """The exportable split (:mod:`kvqe.models.sinsr.split`) driven by the runtime's numpy glue
     (:func:`kvqe.sdk.pipeline.run_tile_graph`: one statistics pass per norm from kept-region sums, Chan's
     formula): tiles of 16 LR pixels with 16 of context reproduce the untiled VQ encode and decode; the mid
