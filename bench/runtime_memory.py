@@ -29,7 +29,9 @@ case, path = sys.argv[1], sys.argv[2]
 import numpy as np, kvqe
 from kvqe.sdk.preprocess import preprocess_vqa_frame
 from kvqe.sdk.sampling import select_keyframes
-from kvqe.sdk.sources import ASSUMED_FPS, open_source, read_image
+from kvqe.sdk.frames import ASSUMED_FPS
+from kvqe.sdk.images import read_image
+from kvqe.sdk.sources import open_source
 
 def score_before(model, path):
     with open_source(path, queue_size=8) as frames:

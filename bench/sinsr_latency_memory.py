@@ -72,10 +72,10 @@ def export_stages(config: str, workdir: Path, backends: list[str]) -> dict[str, 
     from kvqe.models.sinsr import build_sinsr
     from kvqe.models.sinsr.configs import UNET_FULL, UNET_SMALL, VQ_FULL, VQ_SMALL
     from kvqe.samples import sample_image_path
+    from kvqe.sdk.images import read_image
     from kvqe.sdk.loader import embedded_bundle_path
     from kvqe.sdk.pipeline import compose, describe
     from kvqe.sdk.preprocess import preprocess_sr_image
-    from kvqe.sdk.sources import read_image
 
     t0 = time.perf_counter()
     full = config == "full"

@@ -54,7 +54,7 @@ import kvqe
 from kvqe.sdk.model import Model
 from kvqe.sdk.preprocess import normalise, vqa_geometry
 from kvqe.sdk.sampling import keyframe_plan, worth_seeking
-from kvqe.sdk.sources import SEEK_GAP_S
+from kvqe.sdk.seeking import SEEK_GAP_S
 
 E2E_GOAL = Goal(1.2, at_most=True)
 RUNTIME_GOAL = Goal(3.0)

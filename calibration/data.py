@@ -18,9 +18,11 @@ import numpy as np
 from kvqe.calibration.contract import SampleSet
 from kvqe.errors import BadInputError
 from kvqe.files import sha256_file
+from kvqe.sdk.frames import ASSUMED_FPS
+from kvqe.sdk.images import IMAGE_SUFFIXES
 from kvqe.sdk.preprocess import to_model_colour, vqa_geometry
 from kvqe.sdk.sampling import select_keyframes
-from kvqe.sdk.sources import ASSUMED_FPS, IMAGE_SUFFIXES, open_source
+from kvqe.sdk.sources import open_source
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".y4m", ".ts", ".flv"})
 _SR_FRAME_SAMPLING = {"per_second": 1, "max_frames": 8}

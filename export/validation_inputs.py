@@ -6,8 +6,8 @@ import numpy as np
 from kvqe.calibration.contract import SampleSet
 from kvqe.models.registry import ModelCard
 from kvqe.samples import sample_image_path
+from kvqe.sdk.images import read_image
 from kvqe.sdk.preprocess import preprocess_sr_image, preprocess_vqa_frame, to_model_colour, vqa_geometry
-from kvqe.sdk.sources import read_image
 
 
 def validation_batches(card: ModelCard) -> list[np.ndarray]:

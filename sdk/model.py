@@ -1,7 +1,7 @@
 """The runtime face of a bundle: ``score()`` / ``stream()`` for VQA, ``enhance()`` / ``enhance_video()`` for SR.
 
 Every call bounds what its source may cost (``timeout``, ``max_pixels``, ``protocols``: see
-:class:`kvqe.sdk.sources.Limits`), decodes through a short queue, and refuses a model output that is not
+:class:`kvqe.sdk.limits.Limits`), decodes through a short queue, and refuses a model output that is not
 finite (a broken or tampered model) instead of turning it into a score or an image.
 """
 from __future__ import annotations
@@ -18,6 +18,10 @@ from kvqe.bundle import Artifact, Bundle
 from kvqe.errors import BadInputError, BundleError
 from kvqe.files import check_output_path
 from kvqe.runtimes.base import Runner
+from kvqe.sdk.frame_source import FrameSource
+from kvqe.sdk.frames import ASSUMED_FPS
+from kvqe.sdk.images import read_image
+from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Limits
 from kvqe.sdk.pipeline import PipelineRunner
 from kvqe.sdk.preprocess import normalise, postprocess_sr_output, preprocess_sr_image, vqa_geometry
 from kvqe.sdk.results import Sampling, ScoreResult, Segment, VideoResult
@@ -29,17 +33,10 @@ from kvqe.sdk.sampling import (
     windowed_keyframes,
     worth_seeking,
 )
-from kvqe.sdk.sources import (
-    ASSUMED_FPS,
-    DEFAULT_MAX_PIXELS,
-    DEFAULT_TIMEOUT_S,
-    FrameSource,
-    Limits,
-    open_source,
-    read_image,
-)
+from kvqe.sdk.sources import open_source
 from kvqe.sdk.tiling import SR_MEMORY_BUDGET_MB, ExactTiler, TileSettings, budget_tile, enhance_tiled
-from kvqe.sdk.video_out import VideoOutput, write_video
+from kvqe.sdk.video_out import VideoOutput
+from kvqe.sdk.video_writer import write_video
 
 _QUEUE_SIZE = 2  # decoded frames waiting for the model: the decoder only needs to stay one frame ahead
 

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from kvqe.errors import BadInputError
-from kvqe.sdk.sources import SEEK_GAP_S, Frame
+from kvqe.sdk.frames import Frame
+from kvqe.sdk.seeking import SEEK_GAP_S
 
 Reduce = Callable[[np.ndarray], np.ndarray]  # a chosen frame's image -> what is kept of it
 

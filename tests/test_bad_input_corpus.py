@@ -281,7 +281,8 @@ def test_the_corpus_is_large_and_its_names_unique() -> None:
 
 
 @needs_ffmpeg
-@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+@pytest.mark.parametrize("case", [  # x264 encoding 8192x8192 frames is long; test_limits refuses one in the fast tier
+    pytest.param(case, id=case.name, marks=[pytest.mark.e2e] if case.make is _huge_video else []) for case in CASES])
 def test_bad_input_gets_its_exit_code_and_a_plain_message(case: Case, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -20,7 +20,10 @@ from support import needs_ffmpeg
 import kvqe
 from kvqe.errors import BadInputError
 from kvqe.sdk.ffmpeg_decode import FrameTooLargeError, _read_ppm
-from kvqe.sdk.sources import DEFAULT_MAX_PIXELS, open_raw_pipe, open_source, read_image
+from kvqe.sdk.images import read_image
+from kvqe.sdk.limits import DEFAULT_MAX_PIXELS
+from kvqe.sdk.pipes import open_raw_pipe
+from kvqe.sdk.sources import open_source
 
 # the refusal costs at most this much memory beyond the imports: a 16000x16000 decode takes 768 MB for its
 # BGR frame alone; opening an H.264 stream costs FFmpeg's probe of one frame (about 160 MB at 8192x8192)

@@ -11,7 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvqe.errors import KvqeError
-from kvqe.sdk.sources import check_frame, open_raw_pipe, open_source
+from kvqe.sdk.frames import check_frame
+from kvqe.sdk.pipes import open_raw_pipe
+from kvqe.sdk.sources import open_source
 
 EXAMPLES = 300
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from kvqe.errors import BadInputError
+from kvqe.sdk.frames import Frame
 from kvqe.sdk.sampling import (
     keyframe_plan,
     pad_to_max,
@@ -15,7 +16,6 @@ from kvqe.sdk.sampling import (
     windowed_keyframes,
     worth_seeking,
 )
-from kvqe.sdk.sources import Frame
 
 SPEC = {"kind": "keyframes", "per_second": 1, "position": "middle", "max_frames": 8, "pad": "repeat_last"}
 PIXEL = np.zeros((2, 2, 3), np.uint8)

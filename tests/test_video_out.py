@@ -17,10 +17,12 @@ from support import CARPHONE, child_processes, cli, make_clip, psnr
 
 import kvqe
 from kvqe.errors import BackendUnavailableError, BadInputError
-from kvqe.sdk import video_out
-from kvqe.sdk.ffmpeg_decode import MediaStream
+from kvqe.sdk import encoders
+from kvqe.sdk.encoders import CODECS
+from kvqe.sdk.ffmpeg_decode import MediaInfo, MediaStream
 from kvqe.sdk.sources import open_source
-from kvqe.sdk.video_out import VideoOutput, VideoWriteError, write_video
+from kvqe.sdk.video_out import VideoOutput
+from kvqe.sdk.video_writer import VideoWriteError, write_video
 
 SAMPLE = Path(__file__).resolve().parents[1] / "kvqe" / "samples" / "astronaut_pan.mp4"
 
@@ -93,7 +95,7 @@ def test_mp4_keeps_audio_exact_rate_frame_count_and_colour(sr, clip_with_audio: 
     out = tmp_path / "x4.mp4"
     result = sr.enhance_video(clip_with_audio, out)
     assert (result.frames, result.frame_rate, result.codec, result.encoder, result.crf, result.pix_fmt) == (
-        8, "30000/1001", "h264", "libx264", video_out.CODECS["h264"].crf, "yuv444p10le")
+        8, "30000/1001", "h264", "libx264", CODECS["h264"].crf, "yuv444p10le")
     assert [(s.kind, s.codec, s.written_as, s.copied) for s in result.streams] == [("audio", "aac", "aac", True)]
     source, written = streams(clip_with_audio), streams(out)
     video, audio = written
@@ -125,10 +127,10 @@ def test_bitmap_subtitles_where_only_text_fits_are_refused_naming_the_stream() -
     out = VideoOutput.of("x.mp4")
     pgs = MediaStream(3, "subtitle", "hdmv_pgs_subtitle")
     with pytest.raises(BadInputError, match="subtitle stream #3 \\(hdmv_pgs_subtitle\\) cannot go into .mp4"):
-        out.carried(video_out.MediaInfo((pgs,)), "in.mkv")
-    assert VideoOutput.of("x.mkv").carried(video_out.MediaInfo((pgs,)), "in.mkv")[0].copied
+        out.carried(MediaInfo((pgs,)), "in.mkv")
+    assert VideoOutput.of("x.mkv").carried(MediaInfo((pgs,)), "in.mkv")[0].copied
     flac = MediaStream(1, "audio", "flac")
-    assert VideoOutput.of("x.mp4").carried(video_out.MediaInfo((flac,)), "in.mkv")[0].written_as == "aac"
+    assert VideoOutput.of("x.mp4").carried(MediaInfo((flac,)), "in.mkv")[0].written_as == "aac"
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +158,7 @@ def test_each_codec_writes_a_decodable_file_of_its_codec(sr, codec: str, suffix:
     assert psnr(decode(out, 128, 96), np.stack(outputs)) >= 42
 
 
-@pytest.mark.parametrize("codec", sorted(video_out.CODECS))
+@pytest.mark.parametrize("codec", sorted(CODECS))
 def test_default_quality_is_45_db_from_the_model_on_real_content(real_outputs: dict[str, np.ndarray], codec: str,
                                                                  tmp_path: Path) -> None:
     """Every codec on both clips, but AV1 (libaom at 4:4:4 is slow) on the smaller one alone."""
@@ -202,7 +204,7 @@ def test_odd_sizes_are_written_444_and_refused_420_before_encoding(tmp_path: Pat
 
 
 def test_a_failing_encoder_leaves_no_output_no_temporary_file_and_no_process(sr, tmp_path: Path) -> None:
-    if "libsvtav1" not in video_out._encoders(shutil.which("ffmpeg") or ""):
+    if "libsvtav1" not in encoders.installed_encoders(shutil.which("ffmpeg") or ""):
         pytest.skip("this ffmpeg has no libsvtav1")
     clip = make_clip(tmp_path, CARPHONE, frames=3, size=(16, 12), fps=25)
     with pytest.raises(VideoWriteError, match="ffmpeg failed to write the video"):  # SVT-AV1 needs 64 rows
@@ -244,11 +246,11 @@ def test_bad_codec_container_and_missing_encoder_are_refused_before_decoding(
         sr.enhance_video(CARPHONE, tmp_path / "x.mp4", format="y4m")
     with pytest.raises(BadInputError, match="chroma must be one of 420, 444"):
         sr.enhance_video(CARPHONE, tmp_path / "x.mp4", chroma="422")
-    monkeypatch.setattr(video_out, "_encoders", lambda executable: frozenset({"libx264"}))
+    monkeypatch.setattr(encoders, "installed_encoders", lambda executable: frozenset({"libx264"}))
     with pytest.raises(BackendUnavailableError, match="no hevc encoder \\(libx265") as caught:
         sr.enhance_video(CARPHONE, tmp_path / "x.mp4", codec="hevc")
     assert caught.value.exit_code == 4
-    monkeypatch.setattr(video_out, "_encoders", lambda executable: frozenset({"libsvtav1"}))
+    monkeypatch.setattr(encoders, "installed_encoders", lambda executable: frozenset({"libsvtav1"}))
     with pytest.raises(BackendUnavailableError, match="libsvtav1 cannot write av1 in 4:4:4"):
         sr.enhance_video(CARPHONE, tmp_path / "x.mkv", codec="av1")
     assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,7 @@ from support import BIKES, BUNNY, needs_ffmpeg
 
 import kvqe
 from kvqe.errors import BadInputError
-from kvqe.sdk import sources
+from kvqe.sdk.frames import Frame
 from kvqe.sdk.sampling import keyframe_plan
 from kvqe.sdk.sources import open_source
 
@@ -44,7 +44,7 @@ def sequential(path: Path) -> tuple[list[np.ndarray], list[float]]:
     return images, times
 
 
-def read_planned(path: Path, spec: dict) -> tuple[list[sources.Frame], str]:
+def read_planned(path: Path, spec: dict) -> tuple[list[Frame], str]:
     """The frames of ``path``'s keyframe plan, read as ``score`` reads them, and how they were read."""
     with open_source(path) as source:
         assert source.seekable and source.frame_count is not None and source.fps is not None
@@ -126,7 +126,7 @@ def six_and_sixty(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
 def test_the_cost_grows_with_the_keyframes_not_the_length(six_and_sixty: tuple[Path, Path],
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     six, sixty = six_and_sixty
-    monkeypatch.setattr(sources.cv2, "VideoCapture", _CountingCapture)
+    monkeypatch.setattr(cv2, "VideoCapture", _CountingCapture)
     vqa = kvqe.load("vqa")
     counts = {}
     for clip in (six, sixty):

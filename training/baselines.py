@@ -16,8 +16,9 @@ import numpy as np
 from scipy.special import gamma
 
 from kvqe.files import atomic_output_file
+from kvqe.sdk.frames import ASSUMED_FPS
 from kvqe.sdk.sampling import select_keyframes
-from kvqe.sdk.sources import ASSUMED_FPS, open_source
+from kvqe.sdk.sources import open_source
 
 KEYFRAMES: dict[str, Any] = {"per_second": 1, "max_frames": 8}
 PATCH = 96  # NIQE patch side at the finer scale (48 at the coarser one)

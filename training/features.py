@@ -17,9 +17,10 @@ import numpy as np
 
 from kvqe.files import atomic_output_file, sha256_file
 from kvqe.sdk import preprocess, sampling
+from kvqe.sdk.frames import ASSUMED_FPS
 from kvqe.sdk.preprocess import vqa_geometry
 from kvqe.sdk.sampling import select_keyframes
-from kvqe.sdk.sources import ASSUMED_FPS, open_source
+from kvqe.sdk.sources import open_source
 
 
 @functools.cache

@@ -1,0 +1,47 @@
+"""What the ``kvqe`` commands share: their common options, the source limits they pass to the API, and the
+check that a bundle does the task a command needs."""
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from kvqe.bundle import PRECISIONS
+from kvqe.errors import BadInputError
+from kvqe.runtimes.registry import AUTO_ORDER
+from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
+from kvqe.sdk.model import Model
+
+# what kvqe.load(backend=...) runs: auto, or one of the runtimes auto chooses from (a backend the registry
+# knows but cannot run bundles on, such as torch, is not offered)
+BACKENDS = ("auto", *AUTO_ORDER)
+
+backend_option = click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+                              help="Runtime to run the bundle on (auto: the fastest installed).")
+precision_option = click.option("--precision", type=click.Choice(PRECISIONS), default=None,
+                                help="Artifact precision (default: fp32 when the bundle has it).")
+json_option = click.option("--json", "as_json", is_flag=True, help="One JSON object per line on stdout.")
+threads_option = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+                              help="Inference threads per call (0: the backend's default, every core).")
+timeout_option = click.option("--timeout", type=click.FloatRange(min=0), default=DEFAULT_TIMEOUT_S, show_default=True,
+                              metavar="SECONDS", help="Longest wait for a source to open and for each frame (0: none).")
+max_pixels_option = click.option("--max-pixels", type=click.IntRange(min=0), default=DEFAULT_MAX_PIXELS,
+                                 show_default=True,
+                                 help="Largest frame (width x height), checked before decoding (0: none).")
+protocols_option = click.option("--protocols", default="", metavar="LIST",
+                                help="URL schemes to read beyond the network ones, e.g. file,concat (comma-separated).")
+undeployable_option = click.option("--allow-undeployable", is_flag=True,
+                                   help="Run an artifact that failed its accuracy gates (deployable: false).")
+
+
+def source_limits(timeout: float, max_pixels: int, protocols: str = "") -> dict[str, Any]:
+    """The API's source limits from the CLI's options (0: no limit)."""
+    return {"timeout": timeout or None, "max_pixels": max_pixels or None,
+            "protocols": [p for p in protocols.split(",") if p.strip()]}
+
+
+def require_task(model: Model, task: str, command: str) -> None:
+    """BadInputError unless ``model`` does ``task`` (``command`` names what needs it)."""
+    if model.task != task:
+        raise BadInputError(f"{command} needs a {task} bundle, but {model.name!r} is a {model.task} bundle "
+                            f"(give --bundle {'vqa' if task == 'vqa' else 'sr'} or a {task} bundle's directory)")

@@ -1,0 +1,191 @@
+"""``kvqe score``: score videos, images, folders, globs and stdin, one line per source, optionally a CSV."""
+from __future__ import annotations
+
+import csv
+import glob
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from kvqe.clitools import describe, emit, exit_code, handle_errors
+from kvqe.commands.options import (
+    backend_option,
+    json_option,
+    max_pixels_option,
+    precision_option,
+    protocols_option,
+    require_task,
+    source_limits,
+    threads_option,
+    timeout_option,
+    undeployable_option,
+)
+from kvqe.errors import BadInputError
+from kvqe.files import atomic_output_file, check_output_path
+from kvqe.sdk.frame_source import FrameSource
+from kvqe.sdk.images import IMAGE_SUFFIXES
+from kvqe.sdk.loader import load
+from kvqe.sdk.model import Model
+from kvqe.sdk.pipes import open_raw_pipe, open_y4m_pipe
+from kvqe.sdk.results import ScoreResult
+from kvqe.sdk.video_files import VIDEO_SUFFIXES
+
+
+def _parse_size(raw: str) -> tuple[int, int]:
+    """``--raw WxH`` as (width, height); BadInputError unless both are positive integers."""
+    try:
+        width, height = (int(v) for v in raw.lower().split("x"))
+    except ValueError:
+        raise BadInputError(f"--raw expects WxH, e.g. 1280x720, got {raw!r}") from None
+    if width <= 0 or height <= 0:
+        raise BadInputError(f"--raw size must be positive, got {raw!r}")
+    return width, height
+
+
+_GLOB_CHARACTERS = re.compile(r"[*?\[]")
+_CSV_FIELDS = ("source", "score", "frames", "duration_s", "width", "height", "fps", "codec", "per_second",
+               "max_frames", "how", "backend", "precision", "seconds", "error", "frame_scores")
+
+
+def _media_in(folder: Path) -> list[str]:
+    """The videos and images under ``folder`` (recursively, symlinked folders not followed), sorted."""
+    media = VIDEO_SUFFIXES | IMAGE_SUFFIXES
+    return sorted(str(Path(root) / name) for root, _, names in os.walk(folder) for name in names
+                  if Path(name).suffix.lower() in media)
+
+
+def _expand(source: str) -> list[str]:
+    """The sources SOURCE names: a folder's videos and images (recursively), a glob's files (sorted), or
+    SOURCE itself; BadInputError for a folder or glob that names none."""
+    if source == "-" or "://" in source or os.path.isfile(source):
+        return [source]
+    if os.path.isdir(source):
+        found = _media_in(Path(source))
+        if not found:
+            raise BadInputError(f"{source}: the directory holds no videos or images "
+                                f"({', '.join(sorted(VIDEO_SUFFIXES | IMAGE_SUFFIXES))})")
+        return found
+    if _GLOB_CHARACTERS.search(source) and not os.path.lexists(source):
+        found = sorted(path for path in glob.glob(source, recursive=True) if os.path.isfile(path))
+        if not found:
+            raise BadInputError(f"{source}: no file matches this pattern")
+        return found
+    return [source]
+
+
+def _stdin_source(size: tuple[int, int] | None, pix_fmt: str, fps: float | None,
+                  limits: dict[str, Any]) -> FrameSource:
+    """SOURCE '-': raw frames with --raw, else a YUV4MPEG2 stream."""
+    caps = {"timeout": limits["timeout"], "max_pixels": limits["max_pixels"]}
+    if size is not None:
+        return open_raw_pipe(sys.stdin.buffer, *size, pix_fmt=pix_fmt, fps=fps, **caps)
+    return open_y4m_pipe(sys.stdin.buffer, fps=fps, **caps)
+
+
+def _score_record(source: str, result: ScoreResult, model: Model, seconds: float) -> dict[str, Any]:
+    """One scored source as ``--json`` prints it."""
+    sampling = result.sampling
+    return {"source": source, "score": result.score, "frames": result.frames, "backend": model.backend,
+            "precision": model.precision, "seconds": seconds, "frame_scores": result.frame_scores,
+            "frame_times": result.frame_times, "frame_indices": result.frame_indices,
+            "duration_s": result.duration_s, "width": result.width, "height": result.height,
+            "fps": None if result.duration_s is None else result.fps, "codec": result.codec or None,
+            "sampling": None if sampling is None else {"per_second": sampling.per_second,
+                                                       "max_frames": sampling.max_frames, "how": sampling.how}}
+
+
+def _csv_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``--json`` record as a CSV row: the sampling flattened, the per-frame scores as space-separated
+    ``TIME:SCORE`` pairs (seconds and score)."""
+    row = {**record, **(record.get("sampling") or {})}
+    pairs = zip(record.get("frame_times", []), record.get("frame_scores", []))
+    row["frame_scores"] = " ".join(f"{time_s:.3f}:{value:.4f}" for time_s, value in pairs)
+    return {name: row.get(name) for name in _CSV_FIELDS}
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """``--csv``: the rows under a header, written atomically (no half-written file on failure)."""
+    with atomic_output_file(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=_CSV_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@click.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--bundle", default="vqa", show_default=True, help="Bundle directory or embedded name.")
+@backend_option
+@precision_option
+@threads_option
+@click.option("--per-second", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Keyframes per second for videos short enough for --max-frames (default: the bundle's).")
+@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+              help="Most keyframes per video, spread over all of it (default: the bundle's).")
+@click.option("--raw", "raw_size", metavar="WxH", help="Frame size of raw video on stdin (SOURCE '-'; needs --fps).")
+@click.option("--pix-fmt", type=click.Choice(["bgr24", "rgb24"]), default="bgr24", show_default=True)
+@click.option("--fps", type=float, default=None,
+              help="Frame rate (overrides the container or the y4m header; required with --raw).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write one row per source to this CSV file (written when all are done).")
+@timeout_option
+@max_pixels_option
+@protocols_option
+@undeployable_option
+@json_option
+@handle_errors
+def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | None, threads: int,
+          per_second: float | None, max_frames: int | None, raw_size: str | None, pix_fmt: str, fps: float | None,
+          csv_path: Path | None, timeout: float, max_pixels: int, protocols: str, allow_undeployable: bool,
+          as_json: bool) -> None:
+    """Score each SOURCE: a video file, URL, image, folder (its videos and images, recursively), glob, or
+    '-' for stdin (a YUV4MPEG2 stream, or raw frames with --raw WxH --fps F). A source that fails is reported
+    and the others are still scored; the exit code is then the first failure's (2: bad input)."""
+    size = _parse_size(raw_size) if raw_size else None
+    if sources.count("-") > 1:
+        raise BadInputError("SOURCE '-' (stdin) can be given once")
+    if "-" in sources and size is not None and fps is None:
+        raise BadInputError("SOURCE '-' with --raw needs --fps F: raw frames carry no frame rate, and keyframes "
+                            "are chosen by time (ffprobe shows the rate; or pipe y4m, which carries it: "
+                            "ffmpeg -i IN -f yuv4mpegpipe - | kvqe score -)")
+    if csv_path is not None:
+        check_output_path(csv_path)
+    limits = source_limits(timeout, max_pixels, protocols)
+    model = load(bundle, backend=backend, precision=precision, threads=threads,
+                 allow_undeployable=allow_undeployable)
+    require_task(model, "vqa", "kvqe score")
+    failure, rows = 0, []
+    for given in sources:
+        try:
+            expanded = _expand(given)
+        except BadInputError as exc:
+            expanded = []
+            failure = failure or exc.exit_code
+            rows.append({"source": given, "error": str(exc)})
+            emit(rows[-1], as_json, f"{given}: error: {exc}")
+        for source in expanded:
+            started = time.perf_counter()
+            try:
+                frames = _stdin_source(size, pix_fmt, fps, limits) if source == "-" else source
+                result = model.score(frames, fps=fps, per_second=per_second, max_frames=max_frames, **limits)
+            except BrokenPipeError:
+                raise
+            except Exception as exc:  # noqa: BLE001 (one bad source must not stop the others)
+                failure = failure or exit_code(exc)
+                message = describe(exc)
+                rows.append({"source": source, "error": message})
+                emit(rows[-1], as_json, f"{source}: error: {message}")
+                continue
+            seconds = round(time.perf_counter() - started, 3)
+            rows.append(_score_record(source, result, model, seconds))
+            length = "" if result.duration_s is None else f" over {result.duration_s:.1f} s"
+            emit(rows[-1], as_json, f"{source}\t{result.score:.4f}\t({result.frames} frames{length}, "
+                                    f"{model.backend}/{model.precision}, {seconds:.2f} s)")
+    if csv_path is not None:
+        _write_csv(csv_path, [_csv_row(row) for row in rows])
+    if failure:
+        sys.exit(failure)

@@ -1,0 +1,89 @@
+"""What reading one source may cost (:class:`Limits`): the frame size cap, the wait for each frame, and the
+URL schemes read.
+
+A frame larger than ``max_pixels`` is refused from its header before it is decoded, no source blocks its
+reader longer than ``timeout`` seconds between frames, and a string reads as a URL only for the network
+schemes of :data:`NETWORK_SCHEMES` (FFmpeg's other protocols, ``file:``, ``concat:``, ``subfile:``,
+``pipe:``, ``data:``, ... only when the caller lists them in ``protocols``).
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from kvqe.errors import BadInputError
+from kvqe.sdk.ffmpeg_decode import check_pixels
+from kvqe.sdk.frames import check_frame
+
+DEFAULT_TIMEOUT_S = 30.0  # longest wait for a source's next frame (and for opening it)
+# 8K UHD, the largest frame any broadcast, streaming or camera format delivers: a 33 MP BGR frame is 100 MB,
+# and a header claiming more is a decompression bomb far more often than a real picture
+DEFAULT_MAX_PIXELS = 7680 * 4320
+# URL schemes read without asking: the protocols that serve video over a network
+NETWORK_SCHEMES = frozenset({"http", "https", "rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "tcp", "rtp"})
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")  # two characters at least: "C:" is a drive
+_STALLED = 0.9  # a read that ends after this share of the timeout ended because it timed out
+
+
+def positive(value: float | None, what: str) -> float | None:
+    """``value`` as a float when it is a positive finite number, None for None; else BadInputError."""
+    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                  and math.isfinite(value) and value > 0):
+        raise BadInputError(f"{what} must be a positive number, got {value!r}")
+    return None if value is None else float(value)
+
+
+def url_scheme(source: str) -> str | None:
+    """The URL scheme of ``source`` (lower case), or None when it has none."""
+    match = _SCHEME.match(source)
+    return match.group(1).lower() if match else None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What reading one source may cost.
+
+    ``timeout``: seconds a reader may wait for the next frame, and the decoders' open and read timeouts
+    (None: wait as long as the decoders do); ``max_pixels``: the largest frame (width x height), checked from
+    headers before decoding (None: no cap); ``protocols``: URL schemes allowed beyond :data:`NETWORK_SCHEMES`.
+    """
+
+    timeout: float | None = DEFAULT_TIMEOUT_S
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    protocols: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, timeout: float | None = DEFAULT_TIMEOUT_S, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+           protocols: Iterable[str] | str = ()) -> Limits:
+        """Limits from the API's keywords, checked (BadInputError naming the bad one)."""
+        if max_pixels is not None and not (isinstance(max_pixels, int) and not isinstance(max_pixels, bool)
+                                           and max_pixels > 0):
+            raise BadInputError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+        names = [protocols] if isinstance(protocols, str) else list(protocols)
+        if not all(isinstance(n, str) and _SCHEME.fullmatch(f"{n.rstrip(':/')}:") for n in names):
+            raise BadInputError(f"protocols must be URL scheme names such as ['file'], got {protocols!r}")
+        return cls(positive(timeout, "timeout"), max_pixels, frozenset(n.rstrip(":/").lower() for n in names))
+
+    def check(self, name: str, width: int, height: int) -> None:
+        """FrameTooLargeError if a ``width`` x ``height`` frame is over the cap."""
+        check_pixels(name, width, height, self.max_pixels)
+
+    def frame(self, image: object, what: str) -> np.ndarray:
+        """:func:`check_frame` of ``image`` after its size is checked from its shape (before any copy)."""
+        if isinstance(image, np.ndarray) and image.ndim >= 2:
+            self.check(what, image.shape[1], image.shape[0])
+        return check_frame(image, what)
+
+    def stalled(self, started: float) -> bool:
+        """Whether a wait that began at ``started`` (time.monotonic) lasted until the timeout."""
+        return self.timeout is not None and time.monotonic() - started >= _STALLED * self.timeout
+
+    def stalled_error(self, name: str, what: str) -> BadInputError:
+        """The error for a source that gave no ``what`` within the timeout."""
+        return BadInputError(f"{name}: {what} within the timeout of {self.timeout:g} s (the source stalled or "
+                             "is unreachable); pass timeout= to wait longer")

@@ -1,0 +1,133 @@
+"""Video files and URLs as :class:`FrameSource`: decoded by OpenCV or, when OpenCV opens a stream but decodes
+none of it (e.g. AV1 with the opencv-python 4.x wheels), by the ``ffmpeg`` command; a local file's decode is
+checked against the length its container declares."""
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+
+from kvqe.errors import BadInputError
+from kvqe.sdk.capture import ContainerInfo, capture_frames, open_capture, timestamp
+from kvqe.sdk.ffmpeg_decode import FfmpegDecode, FrameTooLargeError, find_ffmpeg
+from kvqe.sdk.frame_source import FrameSource
+from kvqe.sdk.frames import Frame, check_frame
+from kvqe.sdk.limits import Limits
+from kvqe.sdk.seeking import CaptureSeeker
+from kvqe.sdk.targets import Target
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".y4m", ".ts", ".flv"})
+
+
+def capture_source(
+    capture: cv2.VideoCapture, name: str, fps: float | None, queue_size: int, owned: bool, limits: Limits,
+    target: Target | None = None, first: Frame | None = None,
+) -> FrameSource:
+    """A FrameSource over ``capture`` (``first``: frame 0, already read from it); a local file's (``target``
+    with a path) decode is checked against its declared length (streams and URLs may not know theirs; a
+    caller's capture may not start at frame 0), and it may seek when its length and frame rate are known."""
+    container = ContainerInfo.of(capture)
+    limits.check(name, container.width, container.height)
+    rate = fps or container.fps
+    local_file = target is not None and target.path is not None
+    seeker = None  # OpenCV seeks by the container's rate: not when the caller overrides it
+    if local_file and owned and first is not None and fps is None and container.fps and container.frame_count:
+        assert target is not None
+        seeker = CaptureSeeker(capture, target, limits, first, container.fps, container.frame_count)
+    return FrameSource(
+        name,
+        capture_frames(capture, name, rate, first, timed=fps is None),
+        fps=rate,
+        frame_count=container.frame_count,
+        queue_size=queue_size,
+        release=(seeker.release if seeker else capture.release) if owned else None,
+        empty_message="no decodable frames (the file may be truncated or corrupt); check it with ffprobe",
+        check_length=local_file,
+        limits=limits,
+        codec=container.codec_name,
+        seeker=seeker,
+    )
+
+
+def open_video(target: Target, fps: float | None, queue_size: int, limits: Limits) -> FrameSource:
+    """A video file or URL decoded by OpenCV or, when OpenCV opens it but decodes no frame (e.g. AV1 with the
+    opencv-python 4.x wheels), by the ``ffmpeg`` command if it is installed. Its size is checked against the
+    cap from the container before the first frame is decoded."""
+    name = target.name
+    capture = open_capture(target, limits)
+    try:
+        container = ContainerInfo.of(capture)
+        limits.check(name, container.width, container.height)
+        started = time.monotonic()
+        ok, image = capture.read()
+        time_s = timestamp(capture, 0, container.fps) if fps is None else 0.0
+        first = Frame(0, time_s, check_frame(image, f"{name}: frame 0")) if ok else None
+    except cv2.error as exc:
+        capture.release()
+        raise BadInputError(f"{name}: OpenCV failed to decode frame 0: {exc.err or exc}") from exc
+    except BaseException:
+        capture.release()
+        raise
+    if first is not None:
+        return capture_source(capture, name, fps, queue_size, owned=True, limits=limits, target=target,
+                               first=first)
+    capture.release()
+    if limits.stalled(started):
+        raise limits.stalled_error(name, "frame 0 did not arrive")
+    stream = f"its {container.codec} stream" if container.codec else "its video stream"
+    executable = find_ffmpeg()
+    if executable is None:
+        shown = str(target.path.absolute()) if target.path is not None else name
+        raise BadInputError(
+            f"{name}: no decodable frames: OpenCV {cv2.__version__} opened it but decoded none of {stream} "
+            "(the file may be truncated or corrupt, or the codec unsupported: the opencv-python 4.x wheels "
+            "decode no AV1); install ffmpeg and kvqe decodes such streams with it, or pipe them: "
+            f"ffmpeg -i {shlex.quote(shown)} -f rawvideo -pix_fmt bgr24 - | "
+            f"kvqe score - --raw {container.size or 'WxH'}" + (f" --fps {container.fps:g}" if container.fps else "")
+        )
+    return _ffmpeg_source(executable, target, stream, container, fps, queue_size, limits)
+
+
+def _ffmpeg_source(executable: str, target: Target, stream: str, container: ContainerInfo, fps: float | None,
+                   queue_size: int, limits: Limits) -> FrameSource:
+    """The ffmpeg command's decode of ``target``, its first frame read here (within the timeout) so that a
+    stream neither decoder can read fails at once."""
+    name = target.name
+    decode = FfmpegDecode(executable, target.for_ffmpeg(limits), name, limits.max_pixels)
+    if limits.timeout is not None and not decode.readable_within(limits.timeout):
+        decode.close()
+        raise limits.stalled_error(name, "ffmpeg decoded no frame")
+    frames = decode.frames()
+    try:
+        first = next(frames)
+    except FrameTooLargeError:
+        decode.close()
+        raise
+    except BadInputError as exc:
+        errors = decode.errors()
+        decode.close()
+        raise BadInputError(
+            f"{name}: no decodable frames: OpenCV decoded none of {stream} and ffmpeg none either "
+            f"({errors}); the file may be truncated or corrupt; check it with ffprobe"
+        ) from exc
+    return FrameSource(
+        name,
+        _chain_first(first, frames),
+        fps=fps or container.fps,
+        frame_count=container.frame_count,
+        queue_size=queue_size,
+        release=decode.close,
+        interrupt=decode.interrupt,
+        check_length=target.path is not None,
+        limits=limits,
+        codec=container.codec_name,
+    )
+
+
+def _chain_first(first: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """``first``, then the rest of the decode it was read from."""
+    yield first
+    yield from rest
