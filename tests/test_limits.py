@@ -157,7 +157,7 @@ def test_an_image_over_opencvs_own_limit_is_a_bad_input(tmp_path: Path, astronau
     """OpenCV's pixel limit (OPENCV_IO_MAX_IMAGE_PIXELS, read once per process) raises a cv2.error."""
     path = tmp_path / "astronaut.png"
     cv2.imwrite(str(path), astronaut_bgr)
-    script = ("import sys; from kvqe.errors import BadInputError; from kvqe.sdk.sources import read_image\n"
+    script = ("import sys; from kvqe.errors import BadInputError; from kvqe.sdk.images import read_image\n"
               "try:\n    read_image(sys.argv[1], max_pixels=None)\n"
               "except BadInputError as exc:\n    print(exc)\n")
     env = {**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "1000"}
