@@ -2,9 +2,10 @@
 
 Two tiers (issue #24): ``e2e`` tests export full-size models through ``kvqe-export`` in subprocesses or build
 them in-process (Swin-T, RRDBNet x4plus); the fast tier, ``pytest -m "not slow and not e2e"``, runs tiny models
-exported in this process. A test that requests ``vqa_bundle`` or ``x4plus_bundle`` (the CLI exports below) is
-marked ``e2e`` here, so it cannot land in the fast tier by accident. ``any_vqa`` and ``any_rrdb`` run a test on
-the tiny bundle (fast tier) and again on the full-size CLI export (``e2e``)."""
+exported in this process. A test that requests a fixture of ``E2E_FIXTURES`` (``vqa_bundle``, ``x4plus_bundle``:
+the CLI exports below; SinSR's exported stages) is marked ``e2e`` here, so it cannot land in the fast tier by
+accident. ``any_vqa`` and ``any_rrdb`` run a test on the tiny bundle (fast tier) and again on the full-size CLI
+export (``e2e``)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,11 @@ from support import Exported, cli, export_in_process, seeded_checkpoint, tiny_rr
 if TYPE_CHECKING:
     import torch
 
-E2E_FIXTURES = frozenset({"vqa_bundle", "x4plus_bundle"})  # session fixtures that run kvqe-export
+E2E_FIXTURES = frozenset({
+    "vqa_bundle", "x4plus_bundle",  # below: kvqe-export in a subprocess, full-size Swin-T and RRDBNet
+    "sinsr_bundle",  # test_sinsr_pipeline: the reduced SinSR's stages exported at FP32 and FP16, gated
+    "small_onnx",  # test_sinsr: the reduced SinSR's three stages exported to ONNX
+})
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects

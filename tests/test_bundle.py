@@ -248,6 +248,7 @@ def test_the_schema_names_what_the_code_accepts() -> None:
     assert ov_options["performance_hint"]["enum"] == list(openvino.PERFORMANCE_HINTS)
 
 
+@pytest.mark.e2e  # every format and precision, INT8 calibrated on full photos (fast tier: test_tiny_models.py)
 def test_an_exported_multi_format_manifest_validates(tmp_path: Path) -> None:
     """realesr-animevideov3 to ONNX, OpenVINO and ONNX Runtime INT8 at fp32, fp16 and int8, calibrated on
     real photos: the exporter validates what it writes, and the result reads back."""
