@@ -37,7 +37,7 @@ def score_before(model, path):
     with open_source(path, queue_size=8) as frames:
         chosen = select_keyframes(frames, frames.fps or ASSUMED_FPS, model.input_spec["sampling"], frames.frame_count)
     batch = np.stack([preprocess_vqa_frame(f.image, model.input_spec) for f in chosen])
-    return float(model.runner.run(batch).mean())
+    return float(model.runner.run_single(batch).mean())
 
 model = kvqe.load("sr" if case.startswith("enhance") else "vqa")
 loaded = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

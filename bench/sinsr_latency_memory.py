@@ -74,7 +74,7 @@ def export_stages(config: str, workdir: Path, backends: list[str]) -> dict[str, 
     from kvqe.samples import sample_image_path
     from kvqe.sdk.images import read_image
     from kvqe.sdk.loader import embedded_bundle_path
-    from kvqe.sdk.pipeline import compose, describe
+    from kvqe.sdk.pipelines import compose, describe
     from kvqe.sdk.preprocess import preprocess_sr_image
 
     t0 = time.perf_counter()
@@ -114,7 +114,7 @@ def write_bundle(kind: str, files: dict[str, dict[str, list[Path]]], out: Path, 
     from kvqe.bundle import write_manifest
     from kvqe.files import sha256_file
     from kvqe.models.registry import get_model
-    from kvqe.sdk.pipeline import KINDS, describe
+    from kvqe.sdk.pipelines.sinsr import KINDS, describe
 
     card = get_model(kind).card
     out.mkdir(parents=True)

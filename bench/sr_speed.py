@@ -144,7 +144,7 @@ def rows_for(model: str, bundle: Path) -> list[Row]:
         note = f"executed {record.get('executed_precision') or '-'}"
         if backend == "openvino":
             note += f", convs {int8_convolutions(bundle, record)}"
-        rows.append(Row(f"{backend} {precision}", loaded.runner.run, note
+        rows.append(Row(f"{backend} {precision}", loaded.runner.run_single, note
                         + ("" if record["deployable"] else ", NOT deployable")))
     return rows
 
@@ -157,7 +157,7 @@ def size_rows(model: str, rows: list[Row], reference_model: Model, size: int, co
               rounds: int) -> list[list[object]]:
     """(a) for one model and crop size: each configuration's time, speed vs ncnn (the first row) and PSNR."""
     batches = [preprocess_sr_image(crop, reference_model.input_spec)[None] for crop in crops(size, count)]
-    reference = [to_image(reference_model.runner.run(b), reference_model) for b in batches]
+    reference = [to_image(reference_model.runner.run_single(b), reference_model) for b in batches]
     t = interleaved({row.name: functools.partial(run_each, row.run, batches) for row in rows}, rounds)
     out: list[list[object]] = []
     for row in rows:

@@ -18,7 +18,7 @@ def outputs(runner: Runner, samples: SampleSet, output_spec: dict[str, Any]) -> 
     """Per sample: a frame score (VQA) or the uint8 image (SR), as the runtime would produce them."""
     results: list[Any] = []
     for batch in samples.inputs():
-        produced = runner.run(batch)
+        produced = runner.run_single(batch)
         if "scale" in output_spec:
             results.append(postprocess_sr_output(produced[0], samples.input_spec, output_spec))
         else:

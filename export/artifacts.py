@@ -34,7 +34,6 @@ class BuildContext:
     per_channel: bool = True
     tile: int = 256
     prefix: str = "model"  # file name stem: "model", or the stage of a pipeline bundle ("denoiser")
-    channels: int = 3  # input channels (an inner pipeline stage may take more, SinSR's denoiser 6)
     built: dict[str, Path] = field(default_factory=dict)  # intermediate ONNX files by precision
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -118,7 +117,17 @@ def _trt_profile(ctx: BuildContext) -> dict[str, tuple[tuple[int, ...], tuple[in
     multiple = int(spec.get("multiple_of", 1))
     edge = -(-(ctx.tile + 2 * spec["tile"]["pad"]) // multiple) * multiple
     low = max(16, multiple)
-    return {"input": ((1, ctx.channels, low, low), (1, ctx.channels, edge, edge), (1, ctx.channels, edge, edge))}
+    channels = _input_channels(ctx.fp32_onnx)
+    return {"input": ((1, channels, low, low), (1, channels, edge, edge), (1, channels, edge, edge))}
+
+
+def _input_channels(onnx_path: Path) -> int:
+    """Axis 1 of the graph's first input, as the FP32 ONNX fixes it (3, an RGB image, when it does not):
+    an inner stage of a pipeline may take more channels than the image has."""
+    import onnx
+
+    dims = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    return dims[1].dim_value if len(dims) > 1 and dims[1].dim_value > 0 else 3
 
 
 BUILDERS: dict[str, Callable[[BuildContext, str], BuiltArtifact]] = {

@@ -170,11 +170,11 @@ def validate_onnx(path: Path, reference: Runner, inputs: list[np.ndarray], spec:
     with OnnxRuntimeRunner(path, threads=threads) as candidate, reference:
         for batch in inputs:
             try:
-                produced = candidate.run(batch)
+                produced = candidate.run_single(batch)
             except Exception as exc:  # noqa: BLE001 (ONNX Runtime raises its own types; each becomes a listed failure)
                 report.failures.append(f"input {tuple(batch.shape)}: onnxruntime failed: {exc}")
                 continue
-            result = compare(produced, reference.run(batch))
+            result = compare(produced, reference.run_single(batch))
             report.cases.append({"input_shape": list(batch.shape), "max_abs_diff": result.value,
                                  "passed": result.passed})
             if not result:

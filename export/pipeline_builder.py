@@ -6,7 +6,7 @@ report and atomic write. Per stage:
 
 1. FP32 ONNX (``export_onnx``), validated against the torch stage (``validate_onnx``) on *real* stage
    inputs: real photo crops (the SR validation batches) run through the torch stages with the runtime's
-   own glue (:mod:`kvqe.sdk.pipeline`), so each stage sees what it will see at run time. The decoder is
+   own glue (:mod:`kvqe.sdk.pipelines.sinsr`), so each stage sees what it will see at run time. The decoder is
    validated on the codebook rows its real input quantises to: its argmin over 8192 codes has near-ties
    on real latents, where an ulp of difference between two correct implementations flips a code.
 2. Every requested format/precision through the same builders as a single graph
@@ -54,8 +54,11 @@ from kvqe.models.sinsr import SinSR
 from kvqe.models.sinsr.one_step import bicubic_x4
 from kvqe.models.sinsr.split import export_tile_graph, split_stages, whole_stats
 from kvqe.runtimes import Runner, create_runner
-from kvqe.sdk import sinsr_glue as glue
-from kvqe.sdk.pipeline import EXACT_STAGES, KINDS, TILE_STAGES, PipelineRunner, compose, describe, drive
+from kvqe.sdk.pipelines import describe
+from kvqe.sdk.pipelines import sinsr_glue as glue
+from kvqe.sdk.pipelines.driver import StagedRunner
+from kvqe.sdk.pipelines.sinsr import EXACT_STAGES, KINDS, TILE_STAGES
+from kvqe.sdk.pipelines.sinsr import build as compose
 
 _PRECISION_ORDER = ("fp32", "fp16", "int8")
 
@@ -66,16 +69,9 @@ def stage_specs(card_spec: OnnxExportSpec, channels: dict[str, int]) -> dict[str
             for stage, count in channels.items()}
 
 
-def trace_stage_inputs(pipeline: PipelineRunner, batch: np.ndarray) -> dict[str, np.ndarray]:
+def trace_stage_inputs(pipeline: StagedRunner, batch: np.ndarray) -> dict[str, np.ndarray]:
     """The input every stage of ``pipeline`` receives for ``batch`` (one pass through all stages)."""
-    seen: dict[str, np.ndarray] = {}
-
-    def run(stage: str, x: np.ndarray) -> np.ndarray:
-        seen[stage] = x
-        return pipeline.stages[stage].run(x)
-
-    drive(pipeline.steps(batch, (0, 0)), run)
-    return seen
+    return pipeline.trace(batch)
 
 
 def _sinsr_of(module: nn.Module) -> SinSR:
@@ -102,7 +98,7 @@ def _with_float_partners(pairs: Sequence[tuple[str, str]]) -> list[tuple[str, st
 class _Memo:
     """``feed`` for a calibration set: a stage's input from the FP32 stages before it, computed once per image."""
 
-    def __init__(self, reference: PipelineRunner, stage: str) -> None:
+    def __init__(self, reference: StagedRunner, stage: str) -> None:
         self.reference, self.stage = reference, stage
         self.cache: dict[bytes, np.ndarray] = {}
 
@@ -193,8 +189,7 @@ def build_pipeline_bundle(request: ExportRequest, prepared: Prepared, progress: 
                         prepared.calib_set.feeding(_Memo(reference_runner, stage))
                 policy = POLICIES[card.extra.get("stage_policies", {}).get(stage, card.quant_policy)]
                 contexts[stage] = BuildContext(card, out, fp32[stage], calibration, policy, request.calib_method,
-                                               request.per_channel, request.tile, prefix=stage,
-                                               channels=channels.get(stage, 3))
+                                               request.per_channel, request.tile, prefix=stage)
             built: dict[tuple[str, str, str], BuiltArtifact] = {}
             configured: set[tuple[str, str]] = set()
             for fmt, precision in _with_float_partners(prepared.pairs):
@@ -304,7 +299,8 @@ def _export_split(split: dict[str, nn.Module], specs: dict[str, OnnxExportSpec],
         failures = []
         with create_runner("onnxruntime", path) as runner:
             for feeds in feeds_list:
-                y, sums = runner.run_many(feeds)
+                produced = runner.infer(feeds)
+                y, sums = produced["y"], produced["sums"]
                 with torch.no_grad():
                     ty, tsums = (t.numpy() for t in split[stage](*(torch.from_numpy(feeds[k])
                                                                     for k in ("x", "stats", "mask"))))

@@ -14,7 +14,7 @@ Writing is atomic (see :func:`kvqe.files.atomic_output_dir`).
 
 A bundle runs one graph (every artifact is stage ``"model"``) or a staged pipeline: the manifest then
 carries ``"pipeline": {"kind", "stages": [names in run order], ...}`` (the constants and the glue between
-the stages, see :mod:`kvqe.sdk.pipeline`), each artifact entry names its ``"stage"``, and the runtime runs
+the stages, see :mod:`kvqe.sdk.pipelines`), each artifact entry names its ``"stage"``, and the runtime runs
 one artifact per stage. Schema version 1 stays readable both ways: an entry without ``"stage"`` is
 ``"model"``, and a manifest without ``"pipeline"`` is one graph.
 """

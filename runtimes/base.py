@@ -1,16 +1,20 @@
-"""The one Runner interface every backend implements (Polygraphy spirit: load, metadata, run, close).
+"""The one Runner interface every backend implements (Polygraphy spirit: load, metadata, infer, close).
 
-:class:`Runner` does the checks every backend needs (loaded state, dtype, rank, fixed dimensions), so a
-backend only implements ``_load``, ``_input_metadata``, ``_run`` and ``_close``. :class:`Pool` hands each
-concurrent caller its own instance of a backend's per-call state (an inference request, an execution
-context), which is how runners whose engines are not thread-safe per request become safe to share.
+A runner takes and returns named tensors: ``infer({input name: array}) -> {output name: array}``, with
+:meth:`Runner.inputs` / :meth:`Runner.outputs` describing them. :class:`Runner` does the checks every
+backend needs (loaded state, every input fed and no other, dtype, rank, fixed dimensions), so a backend
+only implements ``_load``, ``_input_specs``, ``_output_specs``, ``_infer`` and ``_close``.
+:meth:`Runner.run_single` is the convenience for single-input, single-output models, built on ``infer``.
+:class:`Pool` hands each concurrent caller its own instance of a backend's per-call state (an inference
+request, an execution context), which is how runners whose engines are not thread-safe per request
+become safe to share.
 """
 from __future__ import annotations
 
 import abc
 import contextlib
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Generic, Self, TypeVar
@@ -23,7 +27,7 @@ from kvqe.files import ModelFiles
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """Name, element type and shape of a model input; ``None`` marks a dynamic dimension."""
+    """Name, element type and shape of a model input or output; ``None`` marks a dynamic dimension."""
 
     name: str
     dtype: np.dtype
@@ -74,16 +78,15 @@ class Pool(Generic[T]):
 
 
 class Runner(abc.ABC):
-    """A loaded model on one backend: ``load()``, ``input_metadata()``, ``run(batch)``, ``close()``.
+    """A loaded model on one backend: ``load()``, ``inputs()``, ``outputs()``, ``infer(feeds)``, ``close()``.
 
-    Multi-input graphs (SinSR's tile graphs: features, GroupNorm statistics, kept-region mask) run through
-    :meth:`run_many` (inputs by name, every output in graph order); ``input_metadata`` and ``run`` describe
-    and feed the first input only. Backends without multi-input support leave ``_run_many`` unimplemented.
+    ``infer`` takes every input by name and returns every output by name; :meth:`run_single` feeds the sole
+    input of a single-input, single-output model and returns its sole output.
 
-    Threads: one loaded runner may be shared by many threads. ``run``, ``run_many`` and ``input_metadata``
-    may be called concurrently, and each call returns what it would return alone; every backend guarantees
-    this (its class docstring says how). ``load()`` and ``close()`` are not to race with anything: load
-    before sharing the runner, close after the last call has returned.
+    Threads: one loaded runner may be shared by many threads. ``infer``, ``run_single``, ``inputs`` and
+    ``outputs`` may be called concurrently, and each call returns what it would return alone; every backend
+    guarantees this (its class docstring says how). ``load()`` and ``close()`` are not to race with
+    anything: load before sharing the runner, close after the last call has returned.
 
     Memory: a runner made from a model's bytes (:class:`kvqe.files.ModelFiles`, what a bundle hands out)
     drops them once ``load()`` has succeeded, so a big model is not held twice (the bytes and the
@@ -97,6 +100,7 @@ class Runner(abc.ABC):
     def __init__(self) -> None:
         self._loaded = False
         self._spent = False  # the model's bytes were dropped after a load: it cannot load again
+        self._specs: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None = None  # cached once loaded
 
     def load(self) -> Self:
         if not self._loaded:
@@ -108,39 +112,61 @@ class Runner(abc.ABC):
             self._spent = self._drop_model_bytes()
         return self
 
-    def input_metadata(self) -> TensorSpec:
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """Every input, in the model's order."""
+        return self._io()[0]
+
+    def outputs(self) -> tuple[TensorSpec, ...]:
+        """Every output, in the model's order (``infer`` returns them under these names)."""
+        return self._io()[1]
+
+    def infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once: ``feeds`` maps every input name to an array matching :meth:`inputs` (dtype, rank, fixed
+        dims); returns every output by name."""
+        return self._infer(self._checked(feeds))
+
+    def run_single(self, batch: np.ndarray) -> np.ndarray:
+        """The sole output for ``batch`` fed to the sole input (single-input, single-output models)."""
+        inputs, outputs = self._io()
+        if len(inputs) != 1 or len(outputs) != 1:
+            raise BadInputError(
+                f"{self.name}: run_single() runs single-input, single-output models; this one has inputs "
+                f"{', '.join(s.name for s in inputs)} and outputs {', '.join(s.name for s in outputs)}: use infer()")
+        return self.infer({inputs[0].name: batch})[outputs[0].name]
+
+    def _io(self) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
         self._require_loaded()
-        return self._input_metadata()
+        if self._specs is None:  # a race computes the same specs twice, harmlessly
+            self._specs = (tuple(self._input_specs()), tuple(self._output_specs()))
+        return self._specs
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """Run one batch; the input must match :meth:`input_metadata` (dtype, rank, fixed dims)."""
-        return self._run(self._checked(batch))
-
-    def run_many(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """Run a multi-input graph: ``feeds`` maps every input name to a float32 array; returns every output,
-        in the graph's order. Dtypes and ranks are the caller's contract (no per-input checks here)."""
-        self._require_loaded()
-        return self._run_many({name: np.ascontiguousarray(value) for name, value in feeds.items()})
-
-    def _run_many(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        raise BadInputError(f"{self.name}: this backend runs single-input graphs only (no run_many)")
-
-    def _checked(self, batch: np.ndarray) -> np.ndarray:
-        """``batch`` as a contiguous array after the loaded-state, dtype, rank and fixed-dimension checks."""
-        self._require_loaded()
-        spec = self._input_metadata()
-        if batch.dtype != spec.dtype:
-            raise BadInputError(f"{self.name}: input dtype {batch.dtype} != expected {spec.dtype}")
-        if batch.ndim != len(spec.shape) or any(
-            want is not None and got != want for got, want in zip(batch.shape, spec.shape)
-        ):
-            raise BadInputError(f"{self.name}: input shape {batch.shape} does not fit {spec.shape}")
-        return np.ascontiguousarray(batch)
+    def _checked(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``feeds`` as contiguous arrays after the loaded-state, name, dtype, rank and fixed-dimension checks."""
+        specs = self.inputs()
+        unknown = sorted(set(feeds) - {spec.name for spec in specs})
+        missing = [spec.name for spec in specs if spec.name not in feeds]
+        if unknown or missing:
+            raise BadInputError(f"{self.name}: inputs are {', '.join(s.name for s in specs)}; "
+                                + (f"missing {', '.join(missing)}" if missing else "")
+                                + ("; " if missing and unknown else "")
+                                + (f"unknown {', '.join(unknown)}" if unknown else ""))
+        checked = {}
+        for spec in specs:
+            value = feeds[spec.name]
+            if value.dtype != spec.dtype:
+                raise BadInputError(f"{self.name}: input {spec.name} dtype {value.dtype} != expected {spec.dtype}")
+            if value.ndim != len(spec.shape) or any(
+                want is not None and got != want for got, want in zip(value.shape, spec.shape)
+            ):
+                raise BadInputError(f"{self.name}: input {spec.name} shape {value.shape} does not fit {spec.shape}")
+            checked[spec.name] = np.ascontiguousarray(value)
+        return checked
 
     def close(self) -> None:
         if self._loaded:
             self._close()
             self._loaded = False
+            self._specs = None
 
     def __enter__(self) -> Self:
         return self.load()
@@ -166,10 +192,14 @@ class Runner(abc.ABC):
     def _load(self) -> None: ...
 
     @abc.abstractmethod
-    def _input_metadata(self) -> TensorSpec: ...
+    def _input_specs(self) -> tuple[TensorSpec, ...]: ...
 
     @abc.abstractmethod
-    def _run(self, batch: np.ndarray) -> np.ndarray: ...
+    def _output_specs(self) -> tuple[TensorSpec, ...]: ...
+
+    @abc.abstractmethod
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once on checked, contiguous ``feeds`` (every input, by name); every output by name."""
 
     @abc.abstractmethod
     def _close(self) -> None: ...

@@ -6,16 +6,20 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from kvqe.errors import BadInputError
 from kvqe.files import ModelFiles
 from kvqe.runtimes.base import Runner, TensorSpec
 from kvqe.runtimes.modelfiles import onnx_bytes, read_onnx
 
-_ORT_TYPES: dict[str, np.dtype] = {"tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16)}
+_ORT_TYPES: dict[str, np.dtype] = {
+    "tensor(float)": np.dtype(np.float32), "tensor(float16)": np.dtype(np.float16),
+    "tensor(double)": np.dtype(np.float64), "tensor(int64)": np.dtype(np.int64), "tensor(int32)": np.dtype(np.int32),
+    "tensor(uint8)": np.dtype(np.uint8), "tensor(int8)": np.dtype(np.int8), "tensor(bool)": np.dtype(np.bool_),
+}
 
 
 class OnnxRuntimeRunner(Runner):
-    """Runs an ONNX model on the CPU provider: single-input, single-output through ``run``, any through
-    ``run_many``.
+    """Runs an ONNX model (any inputs and outputs, by name) on the CPU provider.
 
     Threads: safe to share as it is. ONNX Runtime documents ``InferenceSession.run`` as callable from many
     threads at once on one session: the session is read-only after it is built, and each call gets its own
@@ -44,21 +48,18 @@ class OnnxRuntimeRunner(Runner):
         _forget_serialized_model(session)
         self._session = session
 
-    def _input_metadata(self) -> TensorSpec:
+    def _input_specs(self) -> tuple[TensorSpec, ...]:
         assert self._session is not None
-        node = self._session.get_inputs()[0]
-        shape = tuple(d if isinstance(d, int) else None for d in node.shape)
-        return TensorSpec(node.name, _ORT_TYPES[node.type], shape)
+        return tuple(_spec(node) for node in self._session.get_inputs())
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _output_specs(self) -> tuple[TensorSpec, ...]:
         assert self._session is not None
-        name = self._session.get_inputs()[0].name
-        (output,) = self._session.run(None, {name: batch})
-        return np.asarray(output)
+        return tuple(_spec(node) for node in self._session.get_outputs())
 
-    def _run_many(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self._session is not None
-        return [np.asarray(output) for output in self._session.run(None, feeds)]
+        names = [spec.name for spec in self.outputs()]
+        return {name: np.asarray(value) for name, value in zip(names, self._session.run(names, feeds))}
 
     def _close(self) -> None:
         self._session = None
@@ -72,3 +73,10 @@ def _forget_serialized_model(session: ort.InferenceSession) -> None:
     session.disable_fallback()
     if getattr(session, "_model_bytes", None) is not None:
         session._model_bytes = None
+
+
+def _spec(node: ort.NodeArg) -> TensorSpec:
+    """A session input's or output's name, element type and shape (symbolic dimensions as None)."""
+    if node.type not in _ORT_TYPES:
+        raise BadInputError(f"onnxruntime: {node.name} has element type {node.type}, which kvqe does not feed")
+    return TensorSpec(node.name, _ORT_TYPES[node.type], tuple(d if isinstance(d, int) else None for d in node.shape))

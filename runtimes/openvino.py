@@ -28,8 +28,7 @@ _INPUT_TYPES: dict[str, np.dtype] = {"f32": np.dtype(np.float32), "f16": np.dtyp
 
 
 class OpenVinoRunner(Runner):
-    """Runs a model on OpenVINO's CPU plugin at an explicit precision: single-input, single-output through
-    ``run``; a multi-input/output model (``multi_io=True``) through ``run_many`` only.
+    """Runs a model (any inputs and outputs, by name) on OpenVINO's CPU plugin at an explicit precision.
 
     Threads: safe to share. The compiled model is thread-safe, but an InferRequest holds its input and
     output tensors, so it serves one call at a time: the runner keeps a :class:`Pool` of requests (one made
@@ -43,11 +42,12 @@ class OpenVinoRunner(Runner):
     model_attribute = "model"
 
     def __init__(self, model: ModelFiles | Path, *, threads: int = 0, inference_precision: str = "f32",
-                 performance_hint: str = "LATENCY", multi_io: bool = False) -> None:
+                 performance_hint: str = "LATENCY", multi_io: bool | None = None) -> None:
         """``model``: an IR (``.xml`` with its ``.bin`` as a companion) or an ONNX file, as bytes, or a path
         (read at load time); ``threads``: INFERENCE_NUM_THREADS (0 leaves it to OpenVINO);
         ``inference_precision``: the INFERENCE_PRECISION_HINT, ``f32`` | ``bf16`` | ``f16``;
-        ``performance_hint``: LATENCY | THROUGHPUT."""
+        ``performance_hint``: LATENCY | THROUGHPUT. ``multi_io`` is the manifest's ``runtime.multi_io``
+        (schema v1), accepted and not needed: every model runs through the one named path."""
         super().__init__()
         if inference_precision not in PRECISIONS:
             raise BadInputError(f"openvino: inference precision {inference_precision!r} is not one of "
@@ -61,7 +61,6 @@ class OpenVinoRunner(Runner):
         self.threads = threads
         self.inference_precision = inference_precision
         self.performance_hint = performance_hint
-        self.multi_io = multi_io
         self.executed_precision: str | None = None  # read back from the compiled model by load()
         self._compiled: ov.CompiledModel | None = None
         self._requests: Pool[ov.InferRequest] | None = None
@@ -111,9 +110,6 @@ class OpenVinoRunner(Runner):
                 f"Choose inference precision f32{' or bf16' if 'BF16' in capabilities else ''}."
             )
         model = self._read(core, files)
-        if not self.multi_io and (len(model.inputs) != 1 or len(model.outputs) != 1):
-            raise BadInputError(f"openvino: {files.name} has {len(model.inputs)} inputs and {len(model.outputs)} "
-                                "outputs; kvqe runs single-input, single-output models")
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": element_type,
                                   "PERFORMANCE_HINT": self.performance_hint}
         if self.threads > 0:
@@ -130,29 +126,29 @@ class OpenVinoRunner(Runner):
         self._requests = Pool(compiled.create_infer_request)
         self._requests.add(compiled.create_infer_request())
 
-    def _input_metadata(self) -> TensorSpec:
+    def _input_specs(self) -> tuple[TensorSpec, ...]:
         assert self._compiled is not None
-        port = self._compiled.input(0)
-        type_name = port.get_element_type().get_type_name()
-        if type_name not in _INPUT_TYPES:
-            raise BadInputError(f"openvino: input element type {type_name} is not supported (f32, f16)")
-        shape = tuple(None if dim.is_dynamic else dim.get_length() for dim in port.get_partial_shape())
-        names = port.get_names()
-        name = port.get_any_name() if names else "input"
-        return TensorSpec(name, _INPUT_TYPES[type_name], shape)
+        specs = []
+        for index, port in enumerate(self._compiled.inputs):
+            type_name = port.get_element_type().get_type_name()
+            if type_name not in _INPUT_TYPES:
+                raise BadInputError(f"openvino: input element type {type_name} is not supported (f32, f16)")
+            specs.append(TensorSpec(_port_name(port, "input", index), _INPUT_TYPES[type_name], _shape(port)))
+        return tuple(specs)
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _output_specs(self) -> tuple[TensorSpec, ...]:
+        """Every output as :meth:`_infer` returns it: float32 whatever the graph computes."""
+        assert self._compiled is not None
+        return tuple(TensorSpec(_port_name(port, "output", index), np.dtype(np.float32), _shape(port))
+                     for index, port in enumerate(self._compiled.outputs))
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self._requests is not None
+        inputs, outputs = self.inputs(), self.outputs()
         with self._requests.take() as request:
-            request.infer({0: batch})
-            return np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)
-
-    def _run_many(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        assert self._requests is not None and self._compiled is not None
-        with self._requests.take() as request:
-            request.infer(feeds)
-            return [np.array(request.get_tensor(port).data, dtype=np.float32, copy=True)
-                    for port in self._compiled.outputs]
+            request.infer({index: feeds[spec.name] for index, spec in enumerate(inputs)})
+            return {spec.name: np.array(request.get_output_tensor(index).data, dtype=np.float32, copy=True)
+                    for index, spec in enumerate(outputs)}
 
     def _close(self) -> None:
         self._requests = None
@@ -165,3 +161,12 @@ class OpenVinoRunner(Runner):
         return {"openvino": ov.get_version(), "device": DEVICE, "inference_precision": self.executed_precision,
                 "performance_hint": str(self._compiled.get_property("PERFORMANCE_HINT")),
                 "threads": int(self._compiled.get_property("INFERENCE_NUM_THREADS"))}
+
+
+def _port_name(port: Any, kind: str, index: int) -> str:
+    """A port's tensor name; an unnamed one is ``input``/``output`` (index 0) or ``input1``, ``output2``..."""
+    return str(port.get_any_name()) if port.get_names() else f"{kind}{index or ''}"
+
+
+def _shape(port: Any) -> tuple[int | None, ...]:
+    return tuple(None if dim.is_dynamic else dim.get_length() for dim in port.get_partial_shape())

@@ -144,7 +144,7 @@ class _Slot:
 
 
 class TensorRTRunner(Runner):
-    """Runs a single-input, single-output TensorRT engine on CUDA device 0.
+    """Runs a TensorRT engine (any inputs and outputs, by name) on CUDA device 0.
 
     Threads: safe to share. The engine is thread-safe, an execution context is not (it holds the input
     shape and tensor addresses of the call in flight), and a stream or device buffer used by two calls
@@ -175,8 +175,8 @@ class TensorRTRunner(Runner):
         self._runtime: trt.Runtime | None = None
         self._engine: trt.ICudaEngine | None = None
         self._slots: Pool[_Slot] | None = None
-        self._input = ""
-        self._output = ""
+        self._inputs: tuple[str, ...] = ()
+        self._outputs: tuple[str, ...] = ()
 
     def _files(self) -> ModelFiles:
         assert self.engine is not None  # dropped only after a load, and then the runner cannot load again
@@ -211,10 +211,9 @@ class TensorRTRunner(Runner):
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(inputs) != 1 or len(outputs) != 1:
-            raise BundleError(f"{self._name}: expected one input and one output, "
-                              f"found inputs {inputs} and outputs {outputs}")
-        self._input, self._output = inputs[0], outputs[0]
+        if not inputs or not outputs:
+            raise BundleError(f"{self._name}: expected inputs and outputs, found inputs {inputs} and outputs {outputs}")
+        self._inputs, self._outputs = tuple(inputs), tuple(outputs)
         self._slots = Pool(self._new_slot)
         self._slots.add(self._new_slot())
 
@@ -228,13 +227,21 @@ class TensorRTRunner(Runner):
                                           "(out of GPU memory?)")
         return _Slot(context, cuda_call(cudart, cudart.cudaStreamCreate(), "cudaStreamCreate"))
 
-    def _input_metadata(self) -> TensorSpec:
+    def _spec(self, name: str) -> TensorSpec:
         import tensorrt as trt
 
         assert self._engine is not None
-        shape = dims(self._engine.get_tensor_shape(self._input))
-        dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(self._input)))
-        return TensorSpec(self._input, dtype, tuple(None if d < 0 else d for d in shape))
+        shape = dims(self._engine.get_tensor_shape(name))
+        dtype = np.dtype(trt.nptype(self._engine.get_tensor_dtype(name)))
+        return TensorSpec(name, dtype, tuple(None if d < 0 else d for d in shape))
+
+    def _input_specs(self) -> tuple[TensorSpec, ...]:
+        return tuple(self._spec(name) for name in self._inputs)
+
+    def _output_specs(self) -> tuple[TensorSpec, ...]:
+        """Every output as :meth:`_infer` returns it: float32 whatever the engine computes."""
+        return tuple(TensorSpec(spec.name, np.dtype(np.float32), spec.shape)
+                     for spec in map(self._spec, self._outputs))
 
     def _device_buffer(self, slot: _Slot, name: str, nbytes: int) -> Any:
         """A device allocation of at least ``nbytes`` for ``name`` in ``slot``, reused while big enough."""
@@ -248,37 +255,43 @@ class TensorRTRunner(Runner):
             slot.buffers[name] = (pointer, nbytes)
         return pointer
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self._slots is not None
         with self._slots.take() as slot:
-            return self._run_in(slot, batch)
+            return self._infer_in(slot, feeds)
 
-    def _run_in(self, slot: _Slot, batch: np.ndarray) -> np.ndarray:
+    def _infer_in(self, slot: _Slot, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """One call on ``slot``'s context, stream and buffers: copy in, execute, copy out, synchronize."""
         import tensorrt as trt
 
         cudart, context, engine, stream = self._cudart, slot.context, self._engine, slot.stream
         assert engine is not None
-        if not context.set_input_shape(self._input, tuple(batch.shape)):
-            low, _, high = engine.get_tensor_profile_shape(self._input, 0)
-            raise BadInputError(f"tensorrt: input shape {batch.shape} is outside the engine's optimisation "
-                                f"profile ({dims(low)} .. {dims(high)})")
-        out_shape = dims(context.get_tensor_shape(self._output))
-        output = np.empty(out_shape, dtype=np.dtype(trt.nptype(engine.get_tensor_dtype(self._output))))
-        d_in = self._device_buffer(slot, self._input, batch.nbytes)
-        d_out = self._device_buffer(slot, self._output, output.nbytes)
-        cuda_call(cudart, cudart.cudaMemcpyAsync(d_in, batch.ctypes.data, batch.nbytes,
-                                                 cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream),
-                  "cudaMemcpyAsync (host to device)")
-        context.set_tensor_address(self._input, int(d_in))
-        context.set_tensor_address(self._output, int(d_out))
+        for name in self._inputs:
+            if not context.set_input_shape(name, tuple(feeds[name].shape)):
+                low, _, high = engine.get_tensor_profile_shape(name, 0)
+                raise BadInputError(f"tensorrt: input {name} shape {feeds[name].shape} is outside the engine's "
+                                    f"optimisation profile ({dims(low)} .. {dims(high)})")
+        outputs = {name: np.empty(dims(context.get_tensor_shape(name)),
+                                  dtype=np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
+                   for name in self._outputs}
+        for name in self._inputs:
+            batch = feeds[name]
+            device = self._device_buffer(slot, name, batch.nbytes)
+            cuda_call(cudart, cudart.cudaMemcpyAsync(device, batch.ctypes.data, batch.nbytes,
+                                                     cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, stream),
+                      "cudaMemcpyAsync (host to device)")
+            context.set_tensor_address(name, int(device))
+        for name, output in outputs.items():
+            context.set_tensor_address(name, int(self._device_buffer(slot, name, output.nbytes)))
         if not context.execute_async_v3(int(stream)):
-            raise BackendUnavailableError(f"TensorRT failed to run {self._name} on input {batch.shape}")
-        cuda_call(cudart, cudart.cudaMemcpyAsync(output.ctypes.data, d_out, output.nbytes,
-                                                 cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream),
-                  "cudaMemcpyAsync (device to host)")
+            shapes = ", ".join(f"{name} {feeds[name].shape}" for name in self._inputs)
+            raise BackendUnavailableError(f"TensorRT failed to run {self._name} on input {shapes}")
+        for name, output in outputs.items():
+            cuda_call(cudart, cudart.cudaMemcpyAsync(output.ctypes.data, slot.buffers[name][0], output.nbytes,
+                                                     cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream),
+                      "cudaMemcpyAsync (device to host)")
         cuda_call(cudart, cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
-        return output.astype(np.float32, copy=False)
+        return {name: output.astype(np.float32, copy=False) for name, output in outputs.items()}
 
     def _close(self) -> None:
         cudart = self._cudart

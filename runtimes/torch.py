@@ -23,10 +23,13 @@ class TorchRunner(Runner):
 
     name = "torch"
 
-    def __init__(self, module: torch.nn.Module, input_spec: TensorSpec, *, threads: int = 0) -> None:
+    def __init__(self, module: torch.nn.Module, input_spec: TensorSpec, *, threads: int = 0,
+                 output_name: str = "output") -> None:
+        """``input_spec``: the module's one input; ``output_name``: what :meth:`infer` calls its output."""
         super().__init__()
         self.module = module
         self.spec = input_spec
+        self.output_name = output_name
         self.threads = threads
 
     def _load(self) -> None:
@@ -38,14 +41,17 @@ class TorchRunner(Runner):
             torch.set_num_threads(self.threads)
         self.module.eval()
 
-    def _input_metadata(self) -> TensorSpec:
-        return self.spec
+    def _input_specs(self) -> tuple[TensorSpec, ...]:
+        return (self.spec,)
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
+    def _output_specs(self) -> tuple[TensorSpec, ...]:
+        return (TensorSpec(self.output_name, np.dtype(np.float32), (None,) * len(self.spec.shape)),)
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
         with torch.inference_mode():
-            return self.module(torch.from_numpy(batch)).numpy()
+            return {self.output_name: self.module(torch.from_numpy(feeds[self.spec.name])).numpy()}
 
     def _close(self) -> None:
         pass

@@ -11,7 +11,7 @@ from kvqe.errors import BackendUnavailableError, BundleError
 from kvqe.runtimes import Runner
 from kvqe.runtimes.registry import AUTO_ORDER, create_runner, is_available
 from kvqe.sdk.model import Model
-from kvqe.sdk.pipeline import compose
+from kvqe.sdk.pipelines import compose
 
 # embedded default name -> bundle folder inside the kvqe package
 EMBEDDED: dict[str, str] = {"sr": "sr", "vqa": "vqa"}
@@ -77,13 +77,6 @@ def choose_artifacts(bundle: Bundle, backend: str, precision: str | None,
     )
 
 
-def choose_artifact(bundle: Bundle, backend: str, precision: str | None, allow_undeployable: bool) -> Artifact:
-    """The artifact to run: the requested backend/precision, or for ``auto`` the fastest available one
-    (a pipeline bundle: the artifact of its stage that runs at the chosen precision)."""
-    _, chosen, stages = choose_artifacts(bundle, backend, precision, allow_undeployable)
-    return primary_artifact(stages, chosen)
-
-
 def primary_artifact(stages: dict[str, Artifact], precision: str) -> Artifact:
     """The artifact that stands for a configuration: the last stage running at ``precision``."""
     return [a for a in stages.values() if a.precision == precision][-1]
@@ -117,8 +110,8 @@ def load(
 
     ``backend``: ``auto`` (fastest installed backend with an artifact), ``onnxruntime``, ``openvino``,
     ``tensorrt`` or ``torch``. ``precision``: ``fp32``, ``fp16``, ``int8``, or None for fp32 when present.
-    Every artifact used is verified against its sha256 first. A pipeline bundle (SinSR, SinSR after
-    Real-ESRGAN) loads one artifact per stage on the same backend and runs them as one model.
+    Every artifact used is verified against its sha256 first. A pipeline bundle loads one artifact per
+    stage on the same backend and runs them as one model (its kind: :mod:`kvqe.sdk.pipelines`).
     """
     bundle = resolve_bundle(name_or_path)
     _, chosen, stages = choose_artifacts(bundle, backend, precision, allow_undeployable)

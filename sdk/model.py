@@ -22,7 +22,6 @@ from kvqe.sdk.frame_source import FrameSource
 from kvqe.sdk.frames import ASSUMED_FPS
 from kvqe.sdk.images import read_image
 from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Limits
-from kvqe.sdk.pipeline import PipelineRunner
 from kvqe.sdk.preprocess import normalise, postprocess_sr_output, preprocess_sr_image, vqa_geometry
 from kvqe.sdk.results import Sampling, ScoreResult, Segment, VideoResult
 from kvqe.sdk.sampling import (
@@ -34,7 +33,14 @@ from kvqe.sdk.sampling import (
     worth_seeking,
 )
 from kvqe.sdk.sources import open_source
-from kvqe.sdk.tiling import SR_MEMORY_BUDGET_MB, ExactTiler, TileSettings, budget_tile, enhance_tiled
+from kvqe.sdk.tiling import (
+    SR_MEMORY_BUDGET_MB,
+    ExactTiler,
+    PositionedRunner,
+    TileSettings,
+    budget_tile,
+    enhance_tiled,
+)
 from kvqe.sdk.video_out import VideoOutput
 from kvqe.sdk.video_writer import write_video
 
@@ -133,7 +139,7 @@ class Model:
         frame's, and each frame's score does not depend on the others)."""
         scores = []
         for image in images:
-            output = self.runner.run(normalise(image, self.input_spec)[None])
+            output = self.runner.run_single(normalise(image, self.input_spec)[None])
             scores.append(float(self._finite(output, f"a frame of {name}").reshape(-1)[0]))
         return scores
 
@@ -240,9 +246,9 @@ class Model:
     def _enhance(self, bgr: np.ndarray, settings: TileSettings) -> np.ndarray:
         chw = preprocess_sr_image(bgr, self.input_spec)
         return enhance_tiled(
-            chw, self.runner.run, self.scale, settings,
+            chw, self.runner.run_single, self.scale, settings,
             lambda out: postprocess_sr_output(self._finite(out, "a tile"), self.input_spec, self.output_spec),
-            run_at=self.runner.run_at if isinstance(self.runner, PipelineRunner) else None,
+            run_at=self.runner.run_at if isinstance(self.runner, PositionedRunner) else None,
             exact=self.runner if isinstance(self.runner, ExactTiler) else None,
         )
 

@@ -5,8 +5,8 @@ image border) and only its own region of the output is kept, so a tiled result m
 to the receptive field beyond ``tile_pad``. Tiles are converted to uint8 as they come, so working memory
 is bounded by the tile size; only the uint8 output is image sized.
 
-Blended (``blend=True``, for models with global operations such as SinSR's GroupNorm and VQ attention,
-whose tiles never match the untiled result exactly): the model runs on windows of ``tile + 2 * tile_pad``
+Blended (``blend=True``, for models with global operations such as normalisation or attention over the
+whole image, whose tiles never match the untiled result exactly): the model runs on windows of ``tile + 2 * tile_pad``
 pixels (the whole image along an axis that fits in one), spaced evenly so that neighbours overlap by at
 least ``2 * tile_pad`` and every window is full size (multiples of 64 stay multiples of 64). Overlapping
 outputs are averaged with linear ramps across each overlap (weights 1 elsewhere), so there are no seams.
@@ -14,10 +14,11 @@ Only one band of window rows is held in float32 (``(tile + 2 * tile_pad) * scale
 width); finished rows go to uint8 at once.
 
 ``run_at(patch, origin)``, when given, is called instead of ``run(patch)`` with the patch's top-left in the
-(pre-padded) image, for models whose output depends on the position (noise anchored to the image).
+(pre-padded) image, for models whose output depends on the position (:class:`PositionedRunner`, e.g.
+noise anchored to the image).
 
-Exact (``exact``: a runner that tiles itself, :class:`ExactTiler`, e.g. a SinSR bundle with its split VQ
-graphs): when its ``tiles_exactly`` is true, tiles are asked for and the (pre-padded) image is larger than one
+Exact (``exact``: a runner that tiles itself, :class:`ExactTiler`, e.g. a pipeline that splits its global
+parts from its local ones): when its ``tiles_exactly`` is true, tiles are asked for and the (pre-padded) image is larger than one
 tile, the runner gets the whole image and ``tile``/``tile_pad`` as its kept size and context, and yields output
 blocks as they are finished (its high-resolution parts hold one window; ``blend`` does not apply); each block
 goes to uint8 at once.
@@ -46,6 +47,13 @@ _TILE_STEP = 16
 RunTile = Callable[[np.ndarray], np.ndarray]  # 1x3xhxw float32 -> 1x3x(h*s)x(w*s)
 RunTileAt = Callable[[np.ndarray, tuple[int, int]], np.ndarray]  # the same, given the tile's (top, left)
 ToImage = Callable[[np.ndarray], np.ndarray]  # 3xHxW float32 -> HxWx3 uint8
+
+
+@runtime_checkable
+class PositionedRunner(Protocol):
+    """A runner whose output for a tile depends on where the tile sits in the image."""
+
+    def run_at(self, batch: np.ndarray, origin: tuple[int, int]) -> np.ndarray: ...
 
 
 @runtime_checkable

@@ -226,7 +226,7 @@ def test_the_schema_names_what_the_code_accepts() -> None:
     """Backends, precisions, tasks, pipeline kinds and each runner's keyword options are the schema's."""
     from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
     from kvqe.runtimes.tensorrt import TensorRTRunner
-    from kvqe.sdk.pipeline import KINDS, OUT_SCALES, TILE_STAGES
+    from kvqe.sdk.pipelines.sinsr import KINDS, OUT_SCALES, TILE_STAGES
 
     defs = manifest_schema()["$defs"]
     assert defs["backend"]["enum"] == list(BACKENDS) and defs["precision"]["enum"] == list(PRECISIONS)

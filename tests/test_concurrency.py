@@ -32,7 +32,7 @@ from kvqe.files import ModelFiles
 from kvqe.runtimes import Runner, create_runner, is_available
 from kvqe.samples import sample_video_path
 from kvqe.sdk.loader import embedded_bundle_path
-from kvqe.sdk.pipeline import RestoreThenSinSR
+from kvqe.sdk.pipelines.sinsr import RestoreThenSinSR
 
 THREADS = 8
 BACKENDS = ["onnxruntime", "openvino", "tensorrt"]
@@ -228,8 +228,8 @@ def test_runner_from_threads_equals_one_thread(backend: str, bundles, sr_crops) 
     """The runner itself, from the bundle's verified bytes: float outputs of eight input shapes."""
     batches = [np.ascontiguousarray(crop[None].transpose(0, 3, 1, 2)[:, ::-1], np.float32) / 255 for crop in sr_crops]
     with _runner(bundles("sr", backend), backend) as runner:
-        reference = [runner.run(batch) for batch in batches]
-        results, peak = hammer(lambda i: runner.run(batches[i]), len(batches), calls=6)
+        reference = [runner.run_single(batch) for batch in batches]
+        results, peak = hammer(lambda i: runner.run_single(batches[i]), len(batches), calls=6)
     assert_identical(results, reference, f"{backend} runner")
     assert peak >= 2
 
@@ -240,10 +240,10 @@ def test_openvino_throughput_hint_is_shared_safely_and_agrees(bundles, sr_crops)
     bundle = bundles("sr", "openvino")
     batches = [np.ascontiguousarray(crop[None].transpose(0, 3, 1, 2)[:, ::-1], np.float32) / 255 for crop in sr_crops]
     with _runner(bundle, "openvino") as latency:
-        reference = [latency.run(batch) for batch in batches]
+        reference = [latency.run_single(batch) for batch in batches]
     with _runner(bundle, "openvino", performance_hint="THROUGHPUT") as throughput:
         assert throughput.properties()["performance_hint"] == "THROUGHPUT"
-        results, peak = hammer(lambda i: throughput.run(batches[i]), len(batches), calls=6)
+        results, peak = hammer(lambda i: throughput.run_single(batches[i]), len(batches), calls=6)
     assert_identical(results, reference, "openvino THROUGHPUT runner vs LATENCY")
     assert peak >= 2
 
@@ -283,8 +283,8 @@ def test_restore_then_sinsr_pipeline_from_threads_equals_one_thread(backend: str
     stages = {name: create_runner(backend, files) for name, files in _sinsr_stages().items()}
     batches = [np.ascontiguousarray(crop[None].transpose(0, 3, 1, 2)[:, ::-1], np.float32) / 255 for crop in sr_crops]
     with RestoreThenSinSR(restore, stages["encoder"], stages["denoiser"], stages["decoder"], out_scale=2) as runner:
-        reference = [runner.run(batch) for batch in batches]
+        reference = [runner.run_single(batch) for batch in batches]
         assert [r.shape for r in reference] == [(1, 3, 2 * b.shape[2], 2 * b.shape[3]) for b in batches]
-        results, peak = hammer(lambda i: runner.run(batches[i]), len(batches), calls=4)
+        results, peak = hammer(lambda i: runner.run_single(batches[i]), len(batches), calls=4)
     assert_identical(results, reference, f"{backend} restore+SinSR pipeline")
     assert peak >= 2

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from kvqe.bundle import MANIFEST, PRECISIONS, read_bundle
 from kvqe.errors import BundleError
 from kvqe.sdk.loader import embedded_bundle_path
-from kvqe.sdk.pipeline import describe
+from kvqe.sdk.pipelines import describe
 
 EXAMPLES = 400
 HEX = "0123456789abcdef"

@@ -58,12 +58,12 @@ def _to_uint8(output: np.ndarray) -> np.ndarray:
 def _run(path: Path, batch: np.ndarray, precision: str = "f32") -> np.ndarray:
     with OpenVinoRunner(path, threads=THREADS, inference_precision=precision) as runner:
         assert runner.executed_precision == precision
-        return runner.run(batch)
+        return runner.run_single(batch)
 
 
 def _ort(path: Path, batch: np.ndarray) -> np.ndarray:
     with OnnxRuntimeRunner(path, threads=THREADS) as runner:
-        return runner.run(batch)
+        return runner.run_single(batch)
 
 
 @pytest.fixture(scope="module")
@@ -201,18 +201,18 @@ def test_dynamic_shapes_and_registry(sr_irs: dict[str, Path], vqa_irs: dict[str,
     runner = registry.create_runner("openvino", sr_irs["fp32"], inference_precision="f32", threads=THREADS)
     assert isinstance(runner, OpenVinoRunner)
     with runner:
-        spec = runner.input_metadata()
+        spec = runner.inputs()[0]
         assert (spec.name, spec.dtype, spec.shape) == ("input", np.dtype(np.float32), (None, 3, None, None))
-        a = runner.run(_sr_input(held_out[0][:40, :28]))
-        b = runner.run(np.concatenate([_sr_input(held_out[1][:24, :32])] * 2))
+        a = runner.run_single(_sr_input(held_out[0][:40, :28]))
+        b = runner.run_single(np.concatenate([_sr_input(held_out[1][:24, :32])] * 2))
         assert a.shape == (1, 3, 160, 112) and b.shape == (2, 3, 96, 128)
         assert runner.properties()["inference_precision"] == "f32"
         with pytest.raises(BadInputError):
-            runner.run(np.zeros((1, 3, 8, 8), np.float16))
+            runner.run_single(np.zeros((1, 3, 8, 8), np.float16))
     with OpenVinoRunner(vqa_irs["fp32"], threads=THREADS) as vqa:
-        assert vqa.input_metadata().shape == (None, 3, 224, 224)
+        assert vqa.inputs()[0].shape == (None, 3, 224, 224)
         with pytest.raises(BadInputError, match="does not fit"):
-            vqa.run(np.zeros((1, 3, 200, 224), np.float32))
+            vqa.run_single(np.zeros((1, 3, 200, 224), np.float32))
 
 
 def test_missing_openvino_names_the_extra(monkeypatch: pytest.MonkeyPatch, sr_irs: dict[str, Path]) -> None:

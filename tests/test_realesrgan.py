@@ -84,4 +84,4 @@ def test_onnx_export_dynamic_shapes(tmp_path: Path, fixture, factory, sizes) -> 
     assert [case["input_shape"] for case in report.cases] == [list(s) for s in sizes]
     with OnnxRuntimeRunner(path) as runner:
         for shape, batch in zip(sizes, batches):
-            assert runner.run(batch).shape == (shape[0], 3, 4 * shape[2], 4 * shape[3])
+            assert runner.run_single(batch).shape == (shape[0], 3, 4 * shape[2], 4 * shape[3])

@@ -15,15 +15,15 @@ from kvqe.sdk.loader import embedded_bundle_path
 def test_onnxruntime_runner_checks_inputs() -> None:
     runner = create_runner("onnxruntime", embedded_bundle_path("sr") / "model.fp32.onnx", threads=1)
     with pytest.raises(RuntimeError, match="load"):
-        runner.run(np.zeros((1, 3, 8, 8), np.float32))
+        runner.run_single(np.zeros((1, 3, 8, 8), np.float32))
     with runner:
-        spec = runner.input_metadata()
+        (spec,) = runner.inputs()
         assert (spec.name, spec.shape) == ("input", (None, 3, None, None))
-        assert runner.run(np.zeros((1, 3, 8, 8), np.float32)).shape == (1, 3, 32, 32)
+        assert runner.run_single(np.zeros((1, 3, 8, 8), np.float32)).shape == (1, 3, 32, 32)
         with pytest.raises(BadInputError, match="dtype"):
-            runner.run(np.zeros((1, 3, 8, 8), np.float64))
+            runner.run_single(np.zeros((1, 3, 8, 8), np.float64))
         with pytest.raises(BadInputError, match="shape"):
-            runner.run(np.zeros((1, 4, 8, 8), np.float32))
+            runner.run_single(np.zeros((1, 4, 8, 8), np.float32))
 
 
 def test_backend_registry() -> None:
@@ -57,37 +57,48 @@ def _two_in_two_out(path) -> None:
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
-def test_run_many_feeds_every_input_and_returns_every_output(tmp_path, backend: str) -> None:
+def test_infer_feeds_every_input_and_returns_every_output_by_name(tmp_path, backend: str) -> None:
     if not is_available(backend):
         pytest.skip(f"{backend} is not installed")
     _two_in_two_out(tmp_path / "two.onnx")
     a, b = np.array([[1.0, 2.0]], np.float32), np.array([[3.0, 5.0]], np.float32)
-    options = {"multi_io": True} if backend == "openvino" else {}
-    with create_runner(backend, tmp_path / "two.onnx", threads=1, **options) as runner:
-        total, product = runner.run_many({"a": a, "b": b})
-        np.testing.assert_array_equal(total, [[4.0, 7.0]])
-        np.testing.assert_array_equal(product, [[3.0, 10.0]])
-        assert runner.input_metadata().name == "a"  # run() and the metadata describe the first input
-    if backend == "openvino":  # without multi_io a multi-input model is refused, as before
-        with pytest.raises(BadInputError, match="single-input"):
-            create_runner(backend, tmp_path / "two.onnx").load()
+    with create_runner(backend, tmp_path / "two.onnx", threads=1) as runner:
+        assert [s.name for s in runner.inputs()] == ["a", "b"]
+        assert [s.name for s in runner.outputs()] == ["sum", "product"]
+        out = runner.infer({"a": a, "b": b})
+        np.testing.assert_array_equal(out["sum"], [[4.0, 7.0]])
+        np.testing.assert_array_equal(out["product"], [[3.0, 10.0]])
+        with pytest.raises(BadInputError, match="missing b"):
+            runner.infer({"a": a})
+        with pytest.raises(BadInputError, match="unknown c"):
+            runner.infer({"a": a, "b": b, "c": b})
+        with pytest.raises(BadInputError, match="input b dtype"):
+            runner.infer({"a": a, "b": b.astype(np.float64)})
+        with pytest.raises(BadInputError, match="single-input, single-output"):  # the convenience refuses it
+            runner.run_single(a)
 
 
-def test_run_many_is_refused_by_single_input_backends() -> None:
+def test_a_runner_checks_its_state_and_inputs_before_the_backend_runs() -> None:
     from kvqe.runtimes.base import Runner, TensorSpec
 
-    class Single(Runner):
+    class Double(Runner):
         def _load(self) -> None: ...
-        def _input_metadata(self) -> TensorSpec:
-            return TensorSpec("x", np.dtype(np.float32), (None,))
-        def _run(self, batch: np.ndarray) -> np.ndarray:
-            return batch
+        def _input_specs(self) -> tuple[TensorSpec, ...]:
+            return (TensorSpec("x", np.dtype(np.float32), (None, 2)),)
+        def _output_specs(self) -> tuple[TensorSpec, ...]:
+            return (TensorSpec("y", np.dtype(np.float32), (None, 2)),)
+        def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {"y": 2 * feeds["x"]}
         def _close(self) -> None: ...
 
-    with Single() as runner, pytest.raises(BadInputError, match="run_many"):
-        runner.run_many({"x": np.zeros(1, np.float32)})
     with pytest.raises(RuntimeError, match="load"):
-        Single().run_many({})
+        Double().infer({})
+    with Double() as runner:
+        np.testing.assert_array_equal(runner.run_single(np.ones((1, 2), np.float32)), [[2.0, 2.0]])
+        with pytest.raises(BadInputError, match="shape"):
+            runner.infer({"x": np.ones((1, 3), np.float32)})
+    with pytest.raises(RuntimeError, match="load"):
+        runner.outputs()
 
 
 # --- runners parse bytes: verified bundle files, ONNX external data from companions only ----------------------
@@ -122,11 +133,11 @@ def test_onnx_external_data_comes_from_the_companions(tmp_path, backend: str) ->
     path, expected = _external_data_model(tmp_path)
     x = np.ones((2, 16), np.float32)
     with create_runner(backend, path) as runner:  # a path: the data file it names is read beside it
-        np.testing.assert_allclose(runner.run(x), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(runner.run_single(x), expected, rtol=1e-5, atol=1e-5)
     files = ModelFiles.read(path, ("weights.bin",))
     (tmp_path / "weights.bin").write_bytes(b"\0" * 1024)  # the disk changes: the bytes given are what runs
     with create_runner(backend, files) as runner:
-        np.testing.assert_allclose(runner.run(x), expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(runner.run_single(x), expected, rtol=1e-5, atol=1e-5)
     with pytest.raises(BundleError, match="'weights.bin', which is not among the model's verified files"):
         create_runner(backend, ModelFiles(files.name, files.main)).load()  # not read from disk either
     with pytest.raises(BundleError, match="reads bytes .* of 'weights.bin'"):
@@ -147,14 +158,14 @@ def test_runner_from_bytes_drops_them_once_loaded(backend: str) -> None:
     batch = np.zeros((1, 3, 8, 8), np.float32)
     runner = create_runner(backend, bundle.read_verified(artifact), threads=1)
     with runner:
-        assert runner.run(batch).shape == (1, 3, 32, 32)
+        assert runner.run_single(batch).shape == (1, 3, 32, 32)
         assert runner.model is None  # type: ignore[attr-defined]
     with pytest.raises(RuntimeError, match="closed; load the bundle again"):
         runner.load()
     runner = create_runner(backend, bundle.path / artifact.file, threads=1)
     for _ in range(2):
         with runner:
-            assert runner.run(batch).shape == (1, 3, 32, 32)
+            assert runner.run_single(batch).shape == (1, 3, 32, 32)
 
 
 @pytest.mark.parametrize("location", ["../weights.bin", "sub/weights.bin", "/tmp/weights.bin"])
@@ -187,6 +198,6 @@ def test_bundle_runner_parses_the_verified_bytes(tmp_path) -> None:
     runner = create_bundle_runner(bundle, {"model": bundle.artifacts[0]}, threads=1)
     (tmp_path / "sr" / "model.fp32.onnx").write_bytes(b"swapped after the check")
     with runner:
-        assert runner.run(np.zeros((1, 3, 8, 8), np.float32)).shape == (1, 3, 32, 32)
+        assert runner.run_single(np.zeros((1, 3, 8, 8), np.float32)).shape == (1, 3, 32, 32)
     with pytest.raises(BundleError, match="sha256|bytes"):
         create_bundle_runner(bundle, {"model": bundle.artifacts[0]})

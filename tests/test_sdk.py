@@ -54,7 +54,7 @@ def test_unusable_output_paths_are_refused_before_inference(sr, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     clip = make_clip(tmp_path, CARPHONE, frames=3, size=(64, 48), fps=15)
     before = clip.read_bytes()
-    monkeypatch.setattr(sr.runner, "run", _never_run)
+    monkeypatch.setattr(sr.runner, "run_single", _never_run)
     with pytest.raises(BadInputError, match="must not overwrite the input"):
         sr.enhance_video(clip, clip)
     with pytest.raises(BadInputError, match="must not overwrite the input"):
@@ -70,12 +70,12 @@ def test_unusable_output_paths_are_refused_before_inference(sr, tmp_path: Path,
 
 def test_non_finite_model_output_is_an_error_never_a_result(sr, vqa, astronaut_bgr,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vqa.runner, "run", lambda batch: np.full((batch.shape[0], 1), np.nan, np.float32))
+    monkeypatch.setattr(vqa.runner, "run_single", lambda batch: np.full((batch.shape[0], 1), np.nan, np.float32))
     with pytest.raises(BundleError, match="produced non-finite values.*bundle may be corrupt"):
         vqa.score(CARPHONE)
     with pytest.raises(BundleError, match="non-finite"):
         next(vqa.stream(CARPHONE))
-    monkeypatch.setattr(sr.runner, "run", lambda batch: np.full((1, 3, batch.shape[2] * 4, batch.shape[3] * 4),
+    monkeypatch.setattr(sr.runner, "run_single", lambda batch: np.full((1, 3, batch.shape[2] * 4, batch.shape[3] * 4),
                                                                 np.inf, np.float32))
     with pytest.raises(BundleError, match="produced non-finite values"):
         sr.enhance(np.ascontiguousarray(astronaut_bgr[:32, :32]))

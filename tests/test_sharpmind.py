@@ -126,7 +126,7 @@ def test_onnx_export_matches_torch(student: SharpMindStudent, photos: torch.Tens
     report = validate_onnx(path, torch_reference(student, spec), [photos[:1].numpy(), photos.numpy()], spec)
     assert report.max_abs_diff <= get_model(NAME).card.onnx_tolerance
     with OnnxRuntimeRunner(path) as runner:
-        assert runner.run(photos.numpy()).shape == (len(photos), 1)
+        assert runner.run_single(photos.numpy()).shape == (len(photos), 1)
 
 
 @pytest.mark.e2e  # full-size Swin-T

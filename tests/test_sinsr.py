@@ -24,8 +24,8 @@ from kvqe.models.sinsr.swin import relative_position_index, shifted_window_mask
 from kvqe.models.sinsr.tiled import SharedNorms, TiledSinSR, run_tiled
 from kvqe.runtimes.base import Runner, TensorSpec
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
-from kvqe.sdk import sinsr_glue as glue
-from kvqe.sdk.pipeline import combine_sums, run_tile_graph
+from kvqe.sdk.pipelines import sinsr_glue as glue
+from kvqe.sdk.pipelines.sinsr_exact import combine_sums, run_tile_graph
 
 ATOL = 1e-4
 SAFE_GAP = 1e-4  # codes must match wherever the best and second-best codebook distances differ by more
@@ -235,7 +235,7 @@ def test_tiles_with_shared_group_norm_statistics_are_exact(small: SinSR) -> None
 
 
 class _TorchTileRunner(Runner):
-    """A tile graph's torch module behind the Runner protocol's ``run_many`` (the runtime glue's view)."""
+    """A tile graph's torch module behind the Runner protocol's ``infer`` (the runtime glue's view)."""
 
     def __init__(self, module: torch.nn.Module) -> None:
         super().__init__()
@@ -243,24 +243,25 @@ class _TorchTileRunner(Runner):
 
     def _load(self) -> None: ...
 
-    def _input_metadata(self) -> TensorSpec:
-        return TensorSpec("x", np.dtype(np.float32), (None, None, None, None))
+    def _input_specs(self) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec(name, np.dtype(np.float32), (None, None, None, None)) for name in ("x", "stats", "mask"))
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        raise AssertionError("tile graphs run through run_many")
+    def _output_specs(self) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec(name, np.dtype(np.float32), (None, None, None, None)) for name in ("y", "sums"))
 
-    def _run_many(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         self.calls += 1
         with torch.no_grad():
-            return [t.numpy() for t in self.module(*(torch.from_numpy(feeds[k]) for k in ("x", "stats", "mask")))]
+            y, sums = self.module(*(torch.from_numpy(feeds[k]) for k in ("x", "stats", "mask")))
+        return {"y": y.numpy(), "sums": sums.numpy()}
 
     def _close(self) -> None: ...
 
 
-def test_split_vq_graphs_tile_exactly_through_the_runtime_glue(small: SinSR) -> None:
 @pytest.mark.e2e  # the reduced SinSR's VQ run tile by tile in torch, one pass per GroupNorm
+def test_split_vq_graphs_tile_exactly_through_the_runtime_glue(small: SinSR) -> None:
     """The exportable split (:mod:`kvqe.models.sinsr.split`) driven by the runtime's numpy glue
-    (:func:`kvqe.sdk.pipeline.run_tile_graph`: one statistics pass per norm from kept-region sums, Chan's
+    (:func:`kvqe.sdk.pipelines.sinsr_exact.run_tile_graph`: one statistics pass per norm from kept-region sums, Chan's
     formula): tiles of 16 LR pixels with 16 of context reproduce the untiled VQ encode and decode; the mid
     graphs are exactly the rest of them."""
     stages = split_stages(small)
@@ -381,7 +382,7 @@ def _codebook_input(model: SinSR, shape: tuple[int, int, int, int]) -> np.ndarra
 def test_onnx_decoder_matches_torch_and_golden(small: SinSR, small_onnx: dict[str, Path]) -> None:
     golden, spec = _golden("golden_small.npz"), _spec(3)
     with OnnxRuntimeRunner(small_onnx["decoder"], threads=2) as runner:
-        assert _max_diff(runner.run(golden["x0_pred"]), golden["dec"]) <= ATOL  # small: no code flips
+        assert _max_diff(runner.run_single(golden["x0_pred"]), golden["dec"]) <= ATOL  # small: no code flips
     report = validate_onnx(small_onnx["decoder"], torch_reference(small.stages()["decoder"], spec),
                            [_codebook_input(small, (2, 3, 64, 128))], spec, threads=2)
     assert report.max_abs_diff <= ATOL
@@ -393,7 +394,7 @@ def test_glue_and_three_onnx_sessions_reproduce_the_golden(small_onnx: dict[str,
     golden = _golden("golden_small.npz")
     runners = [OnnxRuntimeRunner(small_onnx[name], threads=2).load() for name in STAGES]
     try:
-        sr = glue.one_step(golden["lr"], *(runner.run for runner in runners), eps=golden["eps"])
+        sr = glue.one_step(golden["lr"], *(runner.run_single for runner in runners), eps=golden["eps"])
         assert _max_diff(sr, golden["sr"]) <= ATOL
     finally:
         for runner in runners:
@@ -476,7 +477,7 @@ def test_full_denoiser_onnx_matches_torch(full: SinSR, tmp_path: Path) -> None:
                            [golden["unet_in"], _second_input(6)[:1]], spec, threads=2)
     assert report.max_abs_diff <= ATOL
     with OnnxRuntimeRunner(path, threads=2) as runner:
-        assert _max_diff(runner.run(golden["unet_in"]), golden["x0_pred"]) <= ATOL
+        assert _max_diff(runner.run_single(golden["unet_in"]), golden["x0_pred"]) <= ATOL
 
 
 @pytest.mark.slow
@@ -493,4 +494,4 @@ def test_full_vq_stages_onnx_match_torch(full: SinSR, tmp_path: Path) -> None:
                             [golden["z_q"], _codebook_input(full, (2, 3, 32, 48))], _spec(3), threads=2)
     assert decoder.max_abs_diff <= ATOL
     with OnnxRuntimeRunner(paths["decoder"], threads=2) as runner:
-        assert _max_diff(runner.run(golden["z_q"]), golden["dec"]) <= ATOL
+        assert _max_diff(runner.run_single(golden["z_q"]), golden["dec"]) <= ATOL

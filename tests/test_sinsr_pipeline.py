@@ -22,9 +22,9 @@ from kvqe.export.bundle_builder import ExportRequest, build_bundle, exit_code
 from kvqe.models.realesrgan import SRVGGNetCompact
 from kvqe.models.sinsr import RestoredSinSR, SinSR, small_sinsr
 from kvqe.runtimes.base import Runner, TensorSpec
-from kvqe.sdk import sinsr_glue as glue
 from kvqe.sdk.loader import choose_artifacts, embedded_bundle_path
-from kvqe.sdk.pipeline import RestoreThenSinSR, SinSRRunner, anchored_noise, box_downscale
+from kvqe.sdk.pipelines import sinsr_glue as glue
+from kvqe.sdk.pipelines.sinsr import RestoreThenSinSR, SinSRRunner, anchored_noise, box_downscale
 from kvqe.sdk.tiling import TileSettings, enhance_tiled, tile_count, window_starts
 
 STAGES = ("encoder", "denoiser", "decoder")
@@ -249,11 +249,14 @@ class _Local(Runner):
 
     def _load(self) -> None: ...
 
-    def _input_metadata(self) -> TensorSpec:
-        return TensorSpec("input", np.dtype(np.float32), (None, self.channels, None, None))
+    def _input_specs(self) -> tuple[TensorSpec, ...]:
+        return (TensorSpec("input", np.dtype(np.float32), (None, self.channels, None, None)),)
 
-    def _run(self, batch: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(self.fn(batch), np.float32)
+    def _output_specs(self) -> tuple[TensorSpec, ...]:
+        return (TensorSpec("output", np.dtype(np.float32), (None, None, None, None)),)
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"output": np.ascontiguousarray(self.fn(feeds["input"]), np.float32)}
 
     def _close(self) -> None: ...
 
@@ -280,14 +283,14 @@ def test_tiles_with_anchored_noise_reproduce_a_local_pipeline(astronaut_bgr: np.
     def image(x: np.ndarray) -> np.ndarray:
         return _to_bgr(x[None])
 
-    whole = enhance_tiled(chw, runner.run, 4, TileSettings(), image)
-    tiled = enhance_tiled(chw, runner.run, 4, settings, image, run_at=runner.run_at)
+    whole = enhance_tiled(chw, runner.run_single, 4, TileSettings(), image)
+    tiled = enhance_tiled(chw, runner.run_single, 4, settings, image, run_at=runner.run_at)
     assert tiled.shape == whole.shape == (768, 768, 3)
     # kept centres: a context window clipped at the image border is reflect-padded to 128 by the glue, which
     # the untiled 192x192 image is not, so the last LR row and column see a different neighbour
     inner = slice(None) if blend else slice(0, -4)
     assert np.abs(tiled[inner, inner].astype(int) - whole[inner, inner].astype(int)).max() <= 1
-    unanchored = enhance_tiled(chw, runner.run, 4, settings, image)  # every tile drawn from the origin's noise
+    unanchored = enhance_tiled(chw, runner.run_single, 4, settings, image)  # every tile drawn from the origin's noise
     assert psnr(unanchored, whole) < 40
 
 
@@ -304,7 +307,7 @@ def test_blended_windows_are_full_size_and_bounded(coffee_bgr: np.ndarray) -> No
 
     chw = _rgb01(np.ascontiguousarray(coffee_bgr[:200, :300]))[0]
     settings = TileSettings(tile=96, tile_pad=16, blend=True)
-    out = enhance_tiled(chw, runner.run, 4, settings, lambda x: np.zeros((x.shape[1], x.shape[2], 3), np.uint8),
+    out = enhance_tiled(chw, runner.run_single, 4, settings, lambda x: np.zeros((x.shape[1], x.shape[2], 3), np.uint8),
                         run_at=run_at)
     assert out.shape == (800, 1200, 3)
     assert len(seen) == tile_count(200, 300, settings) == 2 * 3
@@ -334,7 +337,7 @@ def test_tiled_vs_untiled_on_a_real_photo(sinsr_bundle, astronaut_bgr: np.ndarra
     tiled = model.enhance(image)  # the bundle's defaults: 128 kept + 32 of context -> 4 tiles
     small_tiles = model.enhance(image, tile=64)
     chw = _rgb01(image)[0]
-    blended = enhance_tiled(chw, model.runner.run, 4, TileSettings(96, 16, blend=True), lambda x: _to_bgr(x[None]),
+    blended = enhance_tiled(chw, model.runner.run_single, 4, TileSettings(96, 16, blend=True), lambda x: _to_bgr(x[None]),
                             run_at=lambda patch, origin: model.runner.run_at(patch, origin))
     assert tiled.shape == small_tiles.shape == blended.shape == whole.shape == (768, 768, 3)
     assert psnr(tiled, whole) >= 40.0 and psnr(small_tiles, whole) >= 40.0
@@ -379,7 +382,7 @@ def test_restore_then_sinsr_runner_matches_torch(sinsr_bundle, small: SinSR, cof
                                   *(create_runner("onnxruntime", out / f"{s}.fp32.onnx") for s in STAGES),
                                   out_scale=scale)
         with runner:
-            got = _to_bgr(runner.run(lr))
+            got = _to_bgr(runner.run_single(lr))
         reference = _torch_sr(RestoredSinSR(net, small, out_scale=scale), image)
         assert got.shape == reference.shape == (48 * scale, 48 * scale, 3)
         assert psnr(got, reference) >= 40.0
@@ -401,9 +404,9 @@ def test_restore_then_sinsr_tiles_exactly(sinsr_bundle, coffee_bgr: np.ndarray) 
                           exact={s: create_runner("onnxruntime", out / f"{s}.fp32.onnx") for s in EXACT},
                           norms=norms) as runner:
         assert runner.tiles_exactly and next(iter(runner.stages)) == "restore"
-        whole = runner.run(lr)
+        whole = runner.run_single(lr)
         tiled = runner.run_exact_whole(lr, 64, 32)
-        naive = enhance_tiled(lr[0], runner.run, 4, TileSettings(64, 32), lambda x: _to_bgr(x[None]),
+        naive = enhance_tiled(lr[0], runner.run_single, 4, TileSettings(64, 32), lambda x: _to_bgr(x[None]),
                               run_at=lambda patch, origin: runner.run_at(patch, origin))  # tiles run alone
     assert tiled.shape == whole.shape == (1, 3, 256, 512)
     assert psnr(_to_bgr(tiled), _to_bgr(whole)) >= 40.0

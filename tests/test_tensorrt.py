@@ -263,7 +263,7 @@ def test_one_runner_serves_many_threads(monkeypatch: pytest.MonkeyPatch) -> None
 
     def calls(k: int) -> list[bool]:
         barrier.wait()
-        return [np.array_equal(runner.run(inputs[(k + m) % 8]), 2 * inputs[(k + m) % 8] + 1) for m in range(10)]
+        return [np.array_equal(runner.run_single(inputs[(k + m) % 8]), 2 * inputs[(k + m) % 8] + 1) for m in range(10)]
 
     with ThreadPoolExecutor(8) as pool:
         results = [ok for done in pool.map(calls, range(8)) for ok in done]
@@ -338,8 +338,8 @@ def test_sr_engine_matches_onnxruntime(precision: str, tmp_path: Path) -> None:
     reference = run_onnx(fp32, samples)
     metric = image_psnr((0.0, 1.0))
     with TensorRTRunner(engine) as runner:
-        outputs = [runner.run(x) for x in samples.inputs()]
+        outputs = [runner.run_single(x) for x in samples.inputs()]
         with pytest.raises(BadInputError, match="optimisation profile"):
-            runner.run(np.zeros((1, 3, 128, 128), np.float32))
+            runner.run_single(np.zeros((1, 3, 128, 128), np.float32))
     psnr = min(metric(a, b) for a, b in zip(reference, outputs))
     assert psnr >= {"fp32": 50.0, "fp16": 45.0, "int8": 35.0}[precision], psnr

@@ -30,7 +30,7 @@ def test_each_model_run_sees_at_most_tile_plus_context(sr, coffee_bgr) -> None:
 
     def run(patch: np.ndarray) -> np.ndarray:
         seen.append(patch.shape)
-        return sr.runner.run(patch)
+        return sr.runner.run_single(patch)
 
     settings = TileSettings(tile=32, tile_pad=8)
     chw = np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / 255
@@ -53,17 +53,17 @@ def test_untiled_bundles_are_tiled_to_a_memory_budget(sr, coffee_bgr) -> None:
     assert sr.tile_settings(memory_budget_mb=32).tile == 96 and sr.tile_settings(tile=0).tile == 0
     image = np.ascontiguousarray(coffee_bgr[:200, :300])
     seen: list[tuple[int, ...]] = []
-    run = sr.runner.run
+    run = sr.runner.run_single
 
     def spy(patch: np.ndarray) -> np.ndarray:
         seen.append(patch.shape)
         return run(patch)
 
-    sr.runner.run = spy
+    sr.runner.run_single = spy
     try:
         tiled = sr.enhance(image, memory_budget_mb=32)
     finally:
-        del sr.runner.run
+        del sr.runner.run_single
     assert len(seen) == tile_count(200, 300, TileSettings(96, 10)) == 3 * 4
     assert max(s[2] for s in seen) <= 96 + 20 and max(s[3] for s in seen) <= 96 + 20
     assert psnr(tiled, sr.enhance(image, tile=0)) >= 45.0

@@ -98,7 +98,7 @@ def load_clips(names: list[str], labels: dict[str, float], videos: Path, config:
         with OnnxRuntimeRunner(graph, threads=config.threads).load() as runner:
             for i, name in enumerate(names):
                 views = cached_views(videos / name, CARD.input, config.views, config.seed, cache)
-                frames = runner.run(to_tensor(views.reshape(-1, *views.shape[2:])).numpy())
+                frames = runner.run_single(to_tensor(views.reshape(-1, *views.shape[2:])).numpy())
                 clips.append(Clip(name, labels[name], torch.from_numpy(frames).reshape(*views.shape[:2], -1)))
                 if (i + 1) % 50 == 0:
                     progress(f"prepared {i + 1}/{len(names)} videos")

@@ -2,7 +2,7 @@
 
 ``SinSREncoder`` (y0 -> bicubic x4 -> VQ encode), ``SinSRDenoiser`` (cat[x_T / std, y0] -> x0, t = 14 baked
 in) and ``SinSRDecoder`` (quantize -> decode). ``SinSR.forward`` is the whole step with the same numpy-side
-constants (:mod:`kvqe.sdk.sinsr_glue`), so torch and the runtime agree.
+constants (:mod:`kvqe.sdk.pipelines.sinsr_glue`), so torch and the runtime agree.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from torch import nn
 
 from kvqe.models.sinsr.unet import UNetModelSwin
 from kvqe.models.sinsr.vq import VQModelTorch
-from kvqe.sdk import sinsr_glue as glue
+from kvqe.sdk.pipelines import sinsr_glue as glue
 
 
 def pad_to_multiple(y: torch.Tensor, multiple: int = glue.MULTIPLE) -> torch.Tensor:
@@ -82,7 +82,7 @@ class SinSR(nn.Module):
     def forward(self, lr: torch.Tensor, eps: torch.Tensor | None = None) -> torch.Tensor:
         """LR (N, 3, h, w) in [0, 1] -> SR (N, 3, 4h, 4w) in [0, 1].
 
-        ``eps``: noise at the padded size; default :func:`kvqe.sdk.sinsr_glue.noise` (seeded).
+        ``eps``: noise at the padded size; default :func:`kvqe.sdk.pipelines.sinsr_glue.noise` (seeded).
         """
         height, width = lr.shape[-2:]
         encoder, denoiser, decoder = self.stages().values()

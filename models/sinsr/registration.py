@@ -14,16 +14,16 @@ from kvqe.models.sinsr.one_step import SinSR
 from kvqe.models.sinsr.unet import UNetModelSwin
 from kvqe.models.sinsr.vq import VQModelTorch
 from kvqe.models.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
-from kvqe.sdk import sinsr_glue
+from kvqe.sdk.pipelines import sinsr_glue
 
 CHECKPOINTS = {"unet": "SinSR_v1.pth", "vq": "autoencoder_vq_f4.pth"}
 _WEIGHTS_FLAGS = " ".join(f"--weights {part}={name}" for part, name in CHECKPOINTS.items())
-# sinsr and sinsr+realesrgan bundles tile exactly (kvqe.sdk.pipeline.SinSRRunner.run_exact): kept tiles of 128 LR
+# sinsr and sinsr+realesrgan bundles tile exactly (kvqe.sdk.pipelines.sinsr.SinSRRunner.run_exact): kept tiles of 128 LR
 # pixels with 32 of context (the decoder's reach) for the VQ's high-resolution parts and the restore stage;
 # "blend" serves bundles without the split VQ graphs only (their global GroupNorm statistics and VQ attention
 # make plain tiles differ, so their windows are blended where they overlap)
 TILE = {"size": 128, "pad": 32, "pre_pad": 0, "blend": True}
-# how kvqe.export.pipeline_builder exports the stages (see kvqe.sdk.pipeline for the runtime glue)
+# how kvqe.export.pipeline_builder exports the stages (see kvqe.sdk.pipelines.sinsr for the runtime glue)
 PIPELINE_EXTRA: dict[str, Any] = {
     "pipeline": "sinsr",
     "stage_channels": {"encoder": 3, "denoiser": 6, "decoder": 3},
@@ -86,7 +86,7 @@ def load_sinsr_weights(module: nn.Module, parts: dict[str, Path]) -> dict[str, A
         weights_source="official SinSR_v1.pth and autoencoder_vq_f4.pth supplied by the user",
         licence="CC BY-NC-SA 4.0 (SinSR) and S-Lab non-commercial (ResShift VQ-f4): never bundled",
         weight_parts=tuple(CHECKPOINTS),
-        extra={"stages": ["encoder", "denoiser", "decoder"], "glue": "kvqe.sdk.sinsr_glue",
+        extra={"stages": ["encoder", "denoiser", "decoder"], "glue": "kvqe.sdk.pipelines.sinsr_glue",
                "flops_input_shape": [1, 3, 64, 64], **PIPELINE_EXTRA},
     ),
     load_weights=load_sinsr_weights,

@@ -30,7 +30,7 @@ from kvqe.models.sinsr.registration import (
     check_sinsr_parts,
     load_sinsr_weights,
 )
-from kvqe.sdk import sinsr_glue as glue
+from kvqe.sdk.pipelines import sinsr_glue as glue
 
 DEFAULT_RESTORE = "realesr-animevideov3"
 RESTORE_MODELS = ("realesr-animevideov3", "realesrgan-x4plus", "realesr-general-x4v3")
@@ -122,7 +122,7 @@ def load_restored_weights(module: nn.Module, parts: dict[str, Path]) -> dict[str
         licence="CC BY-NC-SA 4.0 (SinSR) and S-Lab non-commercial (ResShift VQ-f4): never bundled; "
         "restore stage BSD-3-Clause (Real-ESRGAN)",
         weight_parts=(*CHECKPOINTS, "restore"),
-        extra={"stages": ["restore", "encoder", "denoiser", "decoder"], "glue": "kvqe.sdk.pipeline",
+        extra={"stages": ["restore", "encoder", "denoiser", "decoder"], "glue": "kvqe.sdk.pipelines.sinsr",
                "flops_input_shape": [1, 3, 64, 64], **PIPELINE_EXTRA, "pipeline": "sinsr+realesrgan",
                "stage_channels": {"restore": 3, **PIPELINE_EXTRA["stage_channels"]}},
     ),

@@ -4,7 +4,7 @@
 ``norm_out`` -> SiLU -> ``conv_out``) run on tiles; every GroupNorm in them normalises with statistics
 *given as an input* instead of its own, and the graph also returns the partial sums of every norm's input
 over the tile's kept region, so the runtime can gather statistics shared by all tiles
-(:class:`kvqe.sdk.pipeline.SinSRRunner`, one pass per norm: pass k runs the tiles with the exact statistics
+(:class:`kvqe.sdk.pipelines.sinsr.SinSRRunner`, one pass per norm: pass k runs the tiles with the exact statistics
 of norms 0..k-1 and keeps the sums of norm k; the sums of later norms are discarded, their inputs depend
 on placeholder statistics). ``encoder_mid`` (mid block with the global attention, ``norm_out``, SiLU,
 ``conv_out``, ``quant_conv``) and ``decoder_mid`` (quantize, ``post_quant_conv``, ``conv_in``, mid block)
@@ -15,7 +15,7 @@ Tile graph I/O (float32): ``x`` (N, C, h, w) on the LR grid (``decoder_high``: t
 ``mask`` (1, 1, h, w): 1 on the kept region, 0 on the context. Outputs: ``y`` (``encoder_high``: (N, C', h, w),
 ``decoder_high``: (N, 3, 4h, 4w)) and ``sums`` (N, K, 32, 3): per norm and group, over the kept region at the
 norm's resolution, the element count, the sum and the sum of squared deviations from the tile's own mean
-(combined across tiles exactly by Chan's formula in float64, :func:`kvqe.sdk.pipeline.combine_sums`).
+(combined across tiles exactly by Chan's formula in float64, :func:`kvqe.sdk.pipelines.sinsr_exact.combine_sums`).
 """
 from __future__ import annotations
 

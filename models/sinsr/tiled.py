@@ -25,7 +25,7 @@ So :class:`TiledSinSR` splits the work by resolution:
 
 This module is the torch reference. The runtime follows the same design with exported graphs:
 :mod:`kvqe.models.sinsr.split` (tile graphs that take the statistics in and give kept-region sums
-out, and the LR-sized mid graphs) run by :meth:`kvqe.sdk.pipeline.SinSRRunner.run_exact`.
+out, and the LR-sized mid graphs) run by :meth:`kvqe.sdk.pipelines.sinsr.SinSRRunner.run_exact`.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kvqe.models.sinsr.one_step import SinSR, bicubic_x4, pad_to_multiple
-from kvqe.sdk import sinsr_glue as glue
+from kvqe.sdk.pipelines import sinsr_glue as glue
 from kvqe.sdk.tiling import Box, tile_boxes
 
 UNET_CONTEXT = 128  # LR pixels of context per side when the UNet itself must be tiled (a multiple of 64)

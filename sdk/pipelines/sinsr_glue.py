@@ -1,4 +1,5 @@
-"""SinSR one-step SR as three single-input graphs (encoder, denoiser, decoder) joined by numpy glue.
+"""SinSR one-step SR as three single-input graphs (encoder, denoiser, decoder) joined by numpy glue: its
+constants, stage names, the glue between the stages and the noise anchored to image coordinates.
 
 No torch here: the runtime runs the stages on any backend. The torch reference
 (``kvqe.models.sinsr.one_step``) uses these same constants and functions, so both agree.
@@ -27,6 +28,14 @@ ETA_T = 0.9800999999999995  # etas[14] (float64, configs.json)
 NOISE_SCALE = np.float32(KAPPA * SQRT_ETA_T)
 INPUT_SCALE = np.sqrt(np.float32(ETA_T) * np.float32(KAPPA**2) + np.float32(1))
 DEFAULT_SEED = 1234
+NOISE_BLOCK = 64  # the noise is drawn per 64x64 block of the latent (LR) grid, see anchored_noise
+OUT_SCALES = (1, 2, 4)  # divisors of SinSR's x4: the final area resize is an exact box average
+
+SINSR_STAGES = ("encoder", "denoiser", "decoder")
+# the VQ split by resolution for exact tiling (optional: bundles without them tile by blended windows)
+TILE_STAGES = ("encoder_high", "decoder_high")  # multi-input tile graphs (x, stats, mask) -> (y, sums)
+EXACT_STAGES = ("encoder_high", "encoder_mid", "decoder_mid", "decoder_high")
+KINDS: dict[str, tuple[str, ...]] = {"sinsr": SINSR_STAGES, "sinsr+realesrgan": ("restore", *SINSR_STAGES)}
 
 Stage = Callable[[np.ndarray], np.ndarray]
 
@@ -72,6 +81,43 @@ def finish(dec: np.ndarray, height: int, width: int) -> np.ndarray:
     """Decoder output -> SR in [0, 1]: crop to ``4h x 4w``, clamp to [−1, 1], ``·0.5 + 0.5``."""
     cropped = dec[:, :, : height * SCALE, : width * SCALE]
     return np.clip(cropped, -1.0, 1.0) * np.float32(0.5) + np.float32(0.5)
+
+
+def check_out_scale(out_scale: int) -> int:
+    if out_scale not in OUT_SCALES:
+        raise BadInputError(f"out_scale must be one of {', '.join(map(str, OUT_SCALES))}, got {out_scale}")
+    return out_scale
+
+
+def anchored_noise(shape: tuple[int, ...], origin: tuple[int, int] = (0, 0), seed: int = DEFAULT_SEED) -> np.ndarray:
+    """Noise for the latent region of ``shape`` (N, C, h, w) whose top-left sits at ``origin`` (y, x) of the
+    image's latent grid: each 64x64 block of the grid is ``default_rng([seed, block_row, block_col])``, so a
+    tile sees the noise the untiled image has at the same place (the same for every image of a batch)."""
+    _, channels, height, width = shape
+    top, left = origin
+    if top < 0 or left < 0:
+        raise BadInputError(f"tile origin {origin} must be non-negative")
+    out = np.empty((channels, height, width), np.float32)
+    for row in range(top // NOISE_BLOCK, (top + height - 1) // NOISE_BLOCK + 1):
+        y0, y1 = max(top, row * NOISE_BLOCK), min(top + height, (row + 1) * NOISE_BLOCK)
+        for col in range(left // NOISE_BLOCK, (left + width - 1) // NOISE_BLOCK + 1):
+            x0, x1 = max(left, col * NOISE_BLOCK), min(left + width, (col + 1) * NOISE_BLOCK)
+            block = np.random.default_rng([seed, row, col]).standard_normal((channels, NOISE_BLOCK, NOISE_BLOCK))
+            out[:, y0 - top:y1 - top, x0 - left:x1 - left] = block[
+                :, y0 - row * NOISE_BLOCK:y1 - row * NOISE_BLOCK, x0 - col * NOISE_BLOCK:x1 - col * NOISE_BLOCK]
+    return np.repeat(out[None], shape[0], axis=0)
+
+
+def box_downscale(x: np.ndarray, factor: int) -> np.ndarray:
+    """Area resize of an NCHW float array by 1/``factor`` (H and W multiples of it): the mean of each
+    ``factor`` x ``factor`` block, which is what ``cv2.INTER_AREA`` computes at an integer factor."""
+    if factor == 1:
+        return x
+    batch, channels, height, width = x.shape
+    if height % factor or width % factor:
+        raise BadInputError(f"cannot area-resize {height}x{width} by 1/{factor}")
+    blocks = x.reshape(batch, channels, height // factor, factor, width // factor, factor)
+    return blocks.mean(axis=(3, 5), dtype=np.float32)
 
 
 def one_step(lr: np.ndarray, encoder: Stage, denoiser: Stage, decoder: Stage,
