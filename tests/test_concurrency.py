@@ -135,14 +135,19 @@ def _openvino_ir(onnx_path: Path, out: Path) -> tuple[list[Path], dict[str, Any]
 
 def _tensorrt_engine(onnx_path: Path, out: Path, task: str) -> tuple[list[Path], dict[str, Any], dict[str, Any]]:
     """An FP32 engine of the ONNX model with its build record, profiled for this test's inputs."""
-    from kvqe.export.tensorrt_build import build_engine, sr_profile, vqa_profile
+    from kvqe.export.tensorrt_build import build_engine
 
     engine = out / "model.tensorrt.fp32.engine"
     model_input = onnx.load(str(onnx_path), load_external_data=False).graph.input[0]
     name, dims = model_input.name, [d.dim_value for d in model_input.type.tensor_type.shape.dim]
     tile = 64
-    profile = (sr_profile(name, tile=tile, tile_pad=10) if task == "sr"
-               else vqa_profile(name, height=dims[2], width=dims[3], channels=dims[1]))
+    profile: dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+    if task == "sr":  # a tile plus 10 context pixels per side, down to a 1x1 edge tile
+        side = tile + 2 * 10
+        profile = {name: ((1, 3, 1, 1), (1, 3, side, side), (1, 3, side, side))}
+    else:  # the fixed crop, batches of 1..8
+        crop = (dims[1], dims[2], dims[3])
+        profile = {name: ((1, *crop), (8, *crop), (8, *crop))}
     record = build_engine(onnx_path, engine, profiles=[profile], workspace_bytes=1 << 30)
     return [engine, engine.with_suffix(".json")], {**record, "max_tile": tile} if task == "sr" else record, {}
 
