@@ -346,6 +346,7 @@ def test_tiled_vs_untiled_on_a_real_photo(sinsr_bundle, astronaut_bgr: np.ndarra
 
 # --- export: usage errors ---------------------------------------------------------------------------------------
 
+@pytest.mark.e2e  # kvqe-export subprocesses (fast tier: test_tiny_models.py, in-process)
 @pytest.mark.parametrize("given", [(), ("unet",)])
 def test_missing_checkpoints_exit_2_naming_both_files(checkpoints: dict[str, Path], tmp_path: Path,
                                                       given: tuple[str, ...]) -> None:
@@ -355,6 +356,7 @@ def test_missing_checkpoints_exit_2_naming_both_files(checkpoints: dict[str, Pat
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.e2e  # kvqe-export subprocesses (fast tier: test_tiny_models.py, in-process)
 def test_out_scale_is_checked(tmp_path: Path) -> None:
     result = cli("kvqe-export", "sinsr+realesrgan", "--out", str(tmp_path / "b"), "--weights", "unet=a.pth",
                  "--weights", "vq=b.pth", "--out-scale", "3", check_code=2)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import cv2
+import jsonschema
 import numpy as np
 import pytest
 import torch
@@ -14,7 +15,7 @@ from click.testing import CliRunner
 from support import Exported, cli, export_in_process, psnr, tiny_rrdb_net
 
 import kvqe
-from kvqe.bundle import read_bundle
+from kvqe.bundle import manifest_schema, read_bundle
 from kvqe.calibration.data import SampleSettings
 from kvqe.errors import BundleError
 from kvqe.export.bundle_builder import exit_code
@@ -92,7 +93,8 @@ def test_tiny_export_without_tensorrt_exits_4_and_keeps_the_other_formats(tiny_r
 def test_tiny_export_every_float_artifact_passes_its_gate_and_runs_behind_one_call(
         tiny_rrdb: Exported, astronaut_bgr: np.ndarray, tmp_path: Path) -> None:
     """ONNX and OpenVINO at FP32 and FP16 from one request: each gated against the FP32 reference, each loaded
-    and run by the same ``enhance`` call, and ``kvqe verify`` reruns the gates."""
+    and run by the same ``enhance`` call, ``kvqe verify`` reruns the gates, the manifest validates against the
+    published schema."""
     pytest.importorskip("openvino")
     out = tmp_path / "all"
     summary = _export_rrdb(tiny_rrdb, out, formats=("onnx", "openvino"), precisions=("fp32", "fp16"))
@@ -111,11 +113,13 @@ def test_tiny_export_every_float_artifact_passes_its_gate_and_runs_behind_one_ca
         assert psnr(result, reference) >= 45
     records = [json.loads(line) for line in cli("kvqe", "verify", str(out), "--json", check_code=0).stdout.splitlines()]
     assert len(records) == 3 and all(r["passed"] for r in records)
+    jsonschema.Draft202012Validator(manifest_schema()).validate(json.loads((out / "manifest.json").read_text()))
+    assert all(a.extra_files for a in read_bundle(out).artifacts if a.backend == "openvino")
 
 
 def test_export_cli_exit_codes_in_process(tiny_vqa: Exported, tmp_path: Path) -> None:
-    """test_cli's ``kvqe-export`` error cases, through the click command in this process: exit 2, the reason on
-    stderr, nothing written."""
+    """test_cli's and test_sinsr_pipeline's ``kvqe-export`` usage errors, through the click command in this
+    process: exit 2, the reason on stderr, nothing written."""
     from kvqe.export.cli import main
 
     out = tmp_path / "b"
@@ -133,6 +137,12 @@ def test_export_cli_exit_codes_in_process(tiny_vqa: Exported, tmp_path: Path) ->
     assert "INT8 needs calibration data" in run("realesr-animevideov3", "--precision", "int8")
     assert "does not apply to a sr model" in run("realesr-animevideov3", "--gate", "srcc>=0.9")
     assert "cannot read gate" in run("realesr-animevideov3", "--gate", "psnr=>35")
+    for given in ([], ["--weights", f"unet={tiny_vqa.checkpoint}"]):  # test_sinsr_pipeline's usage errors
+        message = run("sinsr", *given)
+        assert "SinSR_v1.pth" in message and "autoencoder_vq_f4.pth" in message
+    assert "--out-scale must be one of 1, 2, 4" in run("sinsr+realesrgan", "--weights", "unet=a.pth", "--weights",
+                                                        "vq=b.pth", "--out-scale", "3")
+    assert "pipeline models" in run("realesr-animevideov3", "--out-scale", "1")
     assert not out.exists() and list(tmp_path.iterdir()) == []
     listed = CliRunner().invoke(main, ["list", "--json"])
     assert listed.exit_code == 0
