@@ -11,6 +11,7 @@ from support import fixture_weights, shared_fixture
 from kvqe.models.flops import count_macs, count_params
 from kvqe.models.swin import SwinT
 
+pytestmark = pytest.mark.e2e  # Swin-T at full size (28M parameters), against torchvision's goldens
 ATOL = 1e-4
 
 
