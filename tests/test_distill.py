@@ -44,6 +44,7 @@ def test_splits_keep_every_version_of_a_source_together(tmp_path: Path) -> None:
     assert len(assign_splits(names, tmp_path / "splits.json")["test"]) == 8
 
 
+@pytest.mark.e2e  # kvqe distill in a subprocess: 12 clips encoded, 6 epochs of the student
 @needs_ffmpeg
 def test_distill_runs_end_to_end_and_the_loss_goes_down(tmp_path: Path) -> None:
     videos = tmp_path / "videos"
