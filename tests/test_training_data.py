@@ -33,6 +33,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.e2e  # the module's training set (ffmpeg encodes, VMAF teacher scores)
 def test_tiny_build_writes_labels_splits_and_pairs(tiny: Path) -> None:
     rows = list(csv.reader((tiny / "labels.csv").open()))
     assert rows[0] == ["filename", "score"] and len(rows) == 1 + 3 * 4
@@ -49,6 +50,7 @@ def test_tiny_build_writes_labels_splits_and_pairs(tiny: Path) -> None:
         assert scores[better] >= scores[worse] + 5.0
 
 
+@pytest.mark.e2e  # the module's training set (ffmpeg encodes, VMAF teacher scores)
 def test_teacher_follows_the_crf_ladder_and_is_deterministic(tiny: Path, tmp_path: Path) -> None:
     scores = {name: float(s) for name, s in list(csv.reader((tiny / "labels.csv").open()))[1:]}
     for source in ("bunny0", "bunny1"):
@@ -59,6 +61,7 @@ def test_teacher_follows_the_crf_ladder_and_is_deterministic(tiny: Path, tmp_pat
     assert (again / "labels.csv").read_text() == (tiny / "labels.csv").read_text()
 
 
+@pytest.mark.e2e  # the module's training set (ffmpeg encodes, VMAF teacher scores)
 def test_identical_video_scores_about_100_and_versions_keep_size_and_length(tiny: Path) -> None:
     source = make_sources(tiny / "pristine", tiny=True)[0]
     teacher = VmafTeacher(frame_step=5)
@@ -74,6 +77,7 @@ def test_identical_video_scores_about_100_and_versions_keep_size_and_length(tiny
     assert render(source, by_name["orig"], tiny).read_bytes() == source.path.read_bytes()
 
 
+@pytest.mark.e2e  # the module's training set (ffmpeg encodes, VMAF teacher scores)
 def test_an_uploaded_source_is_one_lossy_encode_of_its_clip(tiny: Path, tmp_path: Path) -> None:
     source = make_sources(tiny / "pristine", tiny=True)[0]
     teacher = VmafTeacher(frame_step=5)
@@ -108,6 +112,7 @@ def test_the_teacher_reads_a_local_name_that_looks_like_a_protocol_as_that_file(
     assert len(list(luma_stream(Path("concat:grey.mp4|grey.mp4"), 64, 48))) == 5
 
 
+@pytest.mark.e2e  # the module's training set (ffmpeg encodes, VMAF teacher scores)
 def test_vmaf_score_of_a_clip_against_itself_and_a_sampled_clip_keep_consecutive_motion(tiny: Path) -> None:
     reference, distorted = tiny / "pristine" / "bunny0.mp4", tiny / "bunny0__x264_crf34.mp4"
     own, own_frames = vmaf_score(reference, reference, frame_step=5)
@@ -119,6 +124,7 @@ def test_vmaf_score_of_a_clip_against_itself_and_a_sampled_clip_keep_consecutive
     assert np.allclose(sampled, every[::5], atol=1e-3), (sampled, every[::5])
 
 
+@pytest.mark.e2e  # the module's training set (ffmpeg encodes, VMAF teacher scores)
 def test_streamed_reference_motion_equals_vmaf_torch_on_the_whole_clip(tiny: Path) -> None:
     import torch
 
@@ -133,6 +139,7 @@ def test_streamed_reference_motion_equals_vmaf_torch_on_the_whole_clip(tiny: Pat
     np.testing.assert_array_equal(streamed, expected)
 
 
+@pytest.mark.e2e  # the module's training set (ffmpeg encodes, VMAF teacher scores)
 def test_teacher_names_misaligned_and_undecodable_videos(tiny: Path, tmp_path: Path) -> None:
     source = make_sources(tiny / "pristine", tiny=True)[0]
     teacher = VmafTeacher(frame_step=5)
@@ -154,6 +161,7 @@ def test_teacher_names_misaligned_and_undecodable_videos(tiny: Path, tmp_path: P
         pytest.fail("an undecodable version was scored")
 
 
+@pytest.mark.e2e  # the module's training set (ffmpeg encodes, VMAF teacher scores)
 def test_resumed_build_reuses_keyed_scores(tiny: Path) -> None:
     cache = json.loads((tiny / scores_file("vmaf")).read_text())
     labels = (tiny / "labels.csv").read_text()
@@ -162,6 +170,7 @@ def test_resumed_build_reuses_keyed_scores(tiny: Path) -> None:
     assert all(len(entry["key"]) == 16 and len(entry["per_frame"]) == 5 for entry in cache.values())
 
 
+@pytest.mark.e2e  # the module's training set (ffmpeg encodes, VMAF teacher scores)
 def test_vmaf_neg_does_not_reward_a_contrast_boost(tiny: Path, tmp_path: Path) -> None:
     source = make_sources(tiny / "pristine", tiny=True)[0]
     boosted = render(source, {v.name: v for v in LADDER}["contrast_x264_crf28"], tmp_path)
@@ -178,6 +187,7 @@ def test_vmaf_neg_does_not_reward_a_contrast_boost(tiny: Path, tmp_path: Path) -
     assert vmaf[boosted.name] - neg[boosted.name] > 8, scores  # the boost's gain is VMAF's, not NEG's
 
 
+@pytest.mark.e2e  # the module's training set (ffmpeg encodes, VMAF teacher scores)
 def test_distilling_with_another_teacher_relabels_the_set_and_keeps_its_videos(tiny: Path, tmp_path: Path,
                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     copy = tmp_path / "set"
@@ -230,6 +240,7 @@ def test_pairs_stay_inside_a_split_and_rank_by_the_gap() -> None:
     assert ("a__1", "a__3", 1, "homologous") not in rows  # 2 points apart: not ranked
 
 
+@pytest.mark.e2e  # the module's training set (ffmpeg encodes, VMAF teacher scores)
 def test_report_scores_the_student_and_the_baselines_on_one_split(tiny: Path, tmp_path: Path) -> None:
     """The report on the tiny set with astronaut as the test split (the embedded student scores it through
     the runtime; NIQE's pristine model comes from the training split's pristine clips)."""
