@@ -238,6 +238,7 @@ def test_bad_model_paths(tmp_path: Path) -> None:
         OpenVinoRunner(ModelFiles("model.engine", b"")).load()
 
 
+@pytest.mark.e2e  # NNCF INT8 of animevideov3 on real crops (fast tier: test_tiny_models' INT8 gate)
 def test_int8_sr_nncf(sr_onnx: Path, sr_irs: dict[str, Path], sr_calibration: SampleSet,
                       held_out: list[np.ndarray], tmp_path: Path) -> None:
     policy = POLICIES[SR_CARD.quant_policy]
@@ -268,6 +269,7 @@ def test_int8_sr_nncf(sr_onnx: Path, sr_irs: dict[str, Path], sr_calibration: Sa
     assert _sha(again) == _sha(xml) and _sha(again.with_suffix(".bin")) == _sha(xml.with_suffix(".bin"))
 
 
+@pytest.mark.e2e  # NNCF INT8 of animevideov3 with smoothing
 def test_int8_sr_nncf_with_conv_smoothing(sr_onnx: Path, sr_irs: dict[str, Path], sr_calibration: SampleSet,
                                           held_out: list[np.ndarray], tmp_path: Path) -> None:
     """The policy's conv_smoothing: a float Multiply in front of each of the 16 int8 convolutions, kept
@@ -293,6 +295,7 @@ def test_int8_sr_nncf_with_conv_smoothing(sr_onnx: Path, sr_irs: dict[str, Path]
         quantize_int8_ir(sr_irs["fp32"], tmp_path / "no.xml", sr_calibration, policy)
 
 
+@pytest.mark.e2e  # animevideov3 quantised to QDQ, then to an INT8 IR
 def test_int8_sr_from_the_qdq_onnx_runs_in_int8(sr_onnx: Path, sr_irs: dict[str, Path], sr_calibration: SampleSet,
                                                 held_out: list[np.ndarray], tmp_path: Path) -> None:
     """openvino_from_qdq: the IR is ONNX Runtime's QDQ model converted, as the export builds it; its 16 int8

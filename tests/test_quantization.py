@@ -180,6 +180,7 @@ def test_sr_qdq_accuracy_and_black_frame_calibration(sr_onnx: Path, sr_sets, sr_
     assert dark.mean() <= real.mean() - BLACK_FRAME_DROP and dark.min() < 35.0
 
 
+@pytest.mark.e2e  # animevideov3 quantised twice more
 def test_quantisation_is_deterministic_and_writes_nothing_outside(sr_onnx: Path, sr_sets, sr_qdq,
                                                                   tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,6 +199,7 @@ def test_quantisation_is_deterministic_and_writes_nothing_outside(sr_onnx: Path,
     assert list(work.iterdir()) == [] and set(sr_onnx.parent.iterdir()) == before
 
 
+@pytest.mark.e2e  # one INT8 graph per conv of animevideov3
 def test_conv_sensitivity_table(sr_onnx: Path, sr_sets) -> None:
     calibration, validation = sr_sets
     small_val = SampleSet(validation.images[::2], np.arange(4), validation.sources[::2], validation.input_spec)
@@ -228,6 +230,7 @@ def test_smoothing_scales() -> None:
     np.testing.assert_allclose(smoothing_scales(np.array([4.0, 1.0, 3.0]), weight, 1.0), [4.0, 1.0, 3.0])
 
 
+@pytest.mark.e2e  # animevideov3 smoothed and quantised again
 def test_smoothing_keeps_the_function_and_helps_int8(sr_onnx: Path, sr_sets, sr_reference, sr_qdq,
                                                      tmp_path: Path) -> None:
     calibration, validation = sr_sets
