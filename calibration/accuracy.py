@@ -1,11 +1,18 @@
-"""Run an artifact and the FP32 reference over a validation set and compare them (VQA scores, SR images)."""
+"""Accuracy comparators: what an artifact is judged on against the FP32 reference over a validation set.
+
+Each task has its comparator, picked from :data:`ACCURACY` by the task instead of branching on it: SR
+compares the uint8 images the runtime would produce (:class:`SrImages`), VQA the scores
+(:class:`VqaScores`, pooled per video when there are enough videos).
+"""
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from kvqe.calibration.comparators import ImageFidelity, ScoreAgreement
+from kvqe.calibration.comparators import Comparison, ImageFidelity, ScoreAgreement
 from kvqe.calibration.contract import SampleSet
 from kvqe.runtimes.base import Runner
 from kvqe.sdk.preprocess import postprocess_sr_output
@@ -14,32 +21,56 @@ from kvqe.sdk.sampling import pad_to_max
 MIN_GROUPS_FOR_VIDEO_LEVEL = 5  # fewer validation videos than this: correlations are taken over frames
 
 
-def outputs(runner: Runner, samples: SampleSet, output_spec: dict[str, Any]) -> list[Any]:
-    """Per sample: a frame score (VQA) or the uint8 image (SR), as the runtime would produce them."""
-    results: list[Any] = []
-    for batch in samples.inputs():
-        produced = runner.run_single(batch)
-        if "scale" in output_spec:
-            results.append(postprocess_sr_output(produced[0], samples.input_spec, output_spec))
+@dataclass(frozen=True)
+class SrImages:
+    """SR: each sample's output as the uint8 image the runtime would write; PSNR/SSIM over the set."""
+
+    samples: SampleSet = field(repr=False)
+    output_spec: dict[str, Any]
+
+    def read(self, runner: Runner, sample: np.ndarray) -> np.ndarray:
+        return postprocess_sr_output(runner.run_single(sample)[0], self.samples.input_spec, self.output_spec)
+
+    def each(self, candidate: np.ndarray, reference: np.ndarray) -> tuple[Comparison, ...]:
+        return ()
+
+    def overall(self, candidate: list[np.ndarray], reference: list[np.ndarray]) -> dict[str, Any]:
+        return dict(ImageFidelity()(candidate, reference))
+
+
+@dataclass(frozen=True)
+class VqaScores:
+    """VQA: each sample's frame score; agreement over videos (mean of the padded keyframe scores) when the
+    set has enough of them, else over frames, saying which in ``unit``."""
+
+    samples: SampleSet = field(repr=False)
+    output_spec: dict[str, Any]
+
+    def read(self, runner: Runner, sample: np.ndarray) -> float:
+        return float(runner.run_single(sample).reshape(-1)[0])
+
+    def each(self, candidate: float, reference: float) -> tuple[Comparison, ...]:
+        return ()
+
+    def overall(self, candidate: list[float], reference: list[float]) -> dict[str, Any]:
+        slices = self.samples.group_slices()
+        if len(slices) >= MIN_GROUPS_FOR_VIDEO_LEVEL:
+            sampling = self.samples.input_spec["sampling"]
+
+            def pooled(scores: list[float]) -> np.ndarray:
+                return np.array([np.mean(pad_to_max(scores[s], sampling)) for s in slices])
+
+            figures: dict[str, Any] = dict(ScoreAgreement()(pooled(candidate), pooled(reference)))
+            figures["unit"] = f"{len(slices)} videos"
         else:
-            results.append(float(produced.reshape(-1)[0]))
-    return results
+            figures = dict(ScoreAgreement()(np.array(candidate), np.array(reference)))
+            figures["unit"] = f"{len(candidate)} frames (fewer than {MIN_GROUPS_FOR_VIDEO_LEVEL} videos)"
+        return figures
 
 
-def compare(candidate: list[Any], reference: list[Any], samples: SampleSet) -> dict[str, Any]:
-    """Agreement figures of an artifact's outputs with the reference's over the same samples."""
-    if "sampling" not in samples.input_spec:
-        return ImageFidelity()(candidate, reference)
-    slices = samples.group_slices()
-    if len(slices) >= MIN_GROUPS_FOR_VIDEO_LEVEL:
-        sampling = samples.input_spec["sampling"]
+ACCURACY: dict[str, Callable[[SampleSet, dict[str, Any]], SrImages | VqaScores]] = {"sr": SrImages, "vqa": VqaScores}
 
-        def pooled(scores: list[float]) -> np.ndarray:
-            return np.array([np.mean(pad_to_max(scores[s], sampling)) for s in slices])
 
-        figures: dict[str, Any] = dict(ScoreAgreement()(pooled(candidate), pooled(reference)))
-        figures["unit"] = f"{len(slices)} videos"
-    else:
-        figures = dict(ScoreAgreement()(np.array(candidate), np.array(reference)))
-        figures["unit"] = f"{len(candidate)} frames (fewer than {MIN_GROUPS_FOR_VIDEO_LEVEL} videos)"
-    return figures
+def accuracy_comparator(task: str, samples: SampleSet, output_spec: dict[str, Any]) -> SrImages | VqaScores:
+    """The comparator that judges a ``task`` artifact on ``samples`` (outputs shaped by ``output_spec``)."""
+    return ACCURACY[task](samples, output_spec)

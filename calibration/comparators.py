@@ -1,12 +1,19 @@
-"""Comparators (Polygraphy style): objects that compare an artifact's outputs with a reference and
-return a truthy/falsy result carrying the figures."""
+"""Comparators (Polygraphy style): objects that compare an artifact's outputs with a reference's.
+
+Element-level comparators (:class:`MaxAbsDiff`, :class:`MaxRelDiff`) judge one tensor against a tolerance
+and return a truthy/falsy :class:`Comparison`; set-level ones (:class:`ScoreAgreement`,
+:class:`ImageFidelity`) turn whole sets of outputs into the figures that gates judge.
+"""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from kvqe import metrics
+from kvqe.runtimes.base import Runner
 
 
 @dataclass(frozen=True)
@@ -23,6 +30,15 @@ class Comparison:
         return self.passed
 
 
+def _unusable(metric: str, candidate: np.ndarray, reference: np.ndarray, tolerance: float) -> Comparison | None:
+    """A failed comparison when the shapes differ or the candidate is not finite, else None."""
+    if candidate.shape != reference.shape:
+        return Comparison(metric, float("inf"), tolerance, False, f"shape {candidate.shape} != reference {reference.shape}")
+    if not np.all(np.isfinite(candidate)):
+        return Comparison(metric, float("inf"), tolerance, False, "non-finite values")
+    return None
+
+
 @dataclass(frozen=True)
 class MaxAbsDiff:
     """Passes when ``max |candidate - reference| <= tolerance`` and the shapes agree."""
@@ -30,13 +46,26 @@ class MaxAbsDiff:
     tolerance: float
 
     def __call__(self, candidate: np.ndarray, reference: np.ndarray) -> Comparison:
-        if candidate.shape != reference.shape:
-            return Comparison("max_abs_diff", float("inf"), self.tolerance, False,
-                              f"shape {candidate.shape} != reference {reference.shape}")
-        if not np.all(np.isfinite(candidate)):
-            return Comparison("max_abs_diff", float("inf"), self.tolerance, False, "non-finite values")
+        failed = _unusable("max_abs_diff", candidate, reference, self.tolerance)
+        if failed is not None:
+            return failed
         diff = float(np.max(np.abs(candidate.astype(np.float64) - reference.astype(np.float64))))
         return Comparison("max_abs_diff", diff, self.tolerance, diff <= self.tolerance)
+
+
+@dataclass(frozen=True)
+class MaxRelDiff:
+    """Passes when ``max |candidate - reference| / max |reference| <= tolerance`` (for outputs such as sums,
+    whose scale grows with the input, an absolute tolerance means nothing)."""
+
+    tolerance: float
+
+    def __call__(self, candidate: np.ndarray, reference: np.ndarray) -> Comparison:
+        failed = _unusable("max_rel_diff", candidate, reference, self.tolerance)
+        if failed is not None:
+            return failed
+        diff = float(np.abs(candidate - reference).max() / max(float(np.abs(reference).max()), 1e-12))
+        return Comparison("max_rel_diff", diff, self.tolerance, diff <= self.tolerance)
 
 
 @dataclass(frozen=True)
@@ -57,3 +86,23 @@ class ImageFidelity:
         psnrs = [min(metrics.psnr(c, r), 100.0) for c, r in zip(candidate, reference, strict=True)]
         ssims = [metrics.ssim(c, r) for c, r in zip(candidate, reference, strict=True)]
         return {"psnr": float(np.mean(psnrs)), "psnr_min": float(min(psnrs)), "ssim": float(np.mean(ssims))}
+
+
+@dataclass(frozen=True)
+class GraphOutputs:
+    """A graph's named outputs, each checked by its own element comparator (e.g. ``{"output": MaxAbsDiff(1e-4)}``);
+    samples are feeds (input name -> array). The :class:`~kvqe.calibration.comparison.Comparator` of export
+    validation: every sample is judged, the set gives no figures."""
+
+    checks: dict[str, Callable[[np.ndarray, np.ndarray], Comparison]]
+
+    def read(self, runner: Runner, sample: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return runner.infer(sample)
+
+    def each(self, candidate: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> tuple[Comparison, ...]:
+        return tuple(check(candidate[name], reference[name]) if name in candidate and name in reference
+                     else Comparison(name, float("inf"), 0.0, False, f"no output named {name!r}")
+                     for name, check in self.checks.items())
+
+    def overall(self, candidate: list[Any], reference: list[Any]) -> dict[str, Any]:
+        return {}

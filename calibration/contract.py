@@ -5,7 +5,7 @@ Every quantiser consumes a :class:`SampleSet` through a small adapter (ONNX Runt
 The images are stored before normalisation (uint8, model colour order and geometry), so a set is small
 enough to travel inside a bundle and ``kvqe verify`` can rebuild the exact tensors on the target.
 
-A stage inside a pipeline (SinSR's denoiser, say) is calibrated with the same contract: its set is the
+A stage inside a pipeline (a diffusion denoiser, say) is calibrated with the same contract: its set is the
 pipeline's set with a ``feed`` (:meth:`SampleSet.feeding`) that turns the normalised pipeline input into
 the stage's input by running the stages before it, so every adapter sees stage inputs through
 ``transform`` as usual.

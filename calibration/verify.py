@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kvqe.bundle import Artifact, Bundle
-from kvqe.calibration.accuracy import compare, outputs
+from kvqe.bundle import Bundle
+from kvqe.calibration.accuracy import accuracy_comparator
+from kvqe.calibration.comparison import compare_runs, reference_outputs
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.data import build_validation_set
 from kvqe.calibration.gates import Gate, gates_for
@@ -36,11 +37,6 @@ def check_integrity(bundle: Bundle) -> None:
         raise BundleError("bundle does not verify: " + "; ".join(failures))
 
 
-def _run(bundle: Bundle, stages: dict[str, Artifact], samples: SampleSet) -> list[Any]:
-    with create_bundle_runner(bundle, stages) as runner:
-        return outputs(runner, samples, bundle.output_spec)
-
-
 def verify_bundle(bundle: Bundle, data: Path | None = None) -> list[dict[str, Any]]:
     """One record per artifact (per backend/precision of a pipeline bundle, all its stages together): its
     figures against the reference, gate results, or why it was skipped. Every file of the bundle is
@@ -51,7 +47,9 @@ def verify_bundle(bundle: Bundle, data: Path | None = None) -> list[dict[str, An
     if reference_stages is None:
         raise BundleError(f"{bundle.path} has no onnxruntime/fp32 reference artifact to verify against")
     samples = validation_data(bundle, data)
-    reference = _run(bundle, reference_stages, samples)
+    comparator = accuracy_comparator(bundle.task, samples, bundle.output_spec)
+    with create_bundle_runner(bundle, reference_stages) as runner:
+        reference = reference_outputs(runner, samples.inputs(), comparator)
     records: list[dict[str, Any]] = []
     for (backend, precision), stages in configs.items():
         name = f"{backend}/{precision}"
@@ -60,19 +58,17 @@ def verify_bundle(bundle: Bundle, data: Path | None = None) -> list[dict[str, An
         if not is_available(backend):
             records.append({"artifact": name, "skipped": f"backend {backend} is not available here"})
             continue
-        try:
-            figures = compare(_run(bundle, stages, samples), reference, samples)
-        except BackendUnavailableError as exc:
-            records.append({"artifact": name, "skipped": str(exc)})
-            continue
         artifact = primary_artifact(stages, precision)
         recorded = artifact.record.get("accuracy", {}).get("gates")
         gates = [Gate.parse(g) for g in recorded] if recorded else list(gates_for(bundle.task, precision))
-        results = [gate(figures) for gate in gates]
-        record = {"artifact": name, "file": artifact.file, "metrics": figures,
-                  "gates": [str(g) for g in gates], "failures": [r.detail for r in results if not r],
-                  "passed": all(results), "deployable_at_export": all(a.deployable for a in stages.values()),
-                  "samples": len(samples)}
+        try:
+            result = compare_runs(create_bundle_runner(bundle, stages), reference, samples.inputs(), comparator, gates)
+        except BackendUnavailableError as exc:
+            records.append({"artifact": name, "skipped": str(exc)})
+            continue
+        record = {"artifact": name, "file": artifact.file, "metrics": result.figures,
+                  "gates": [str(g) for g in gates], "failures": result.gate_failures, "passed": result.passed,
+                  "deployable_at_export": all(a.deployable for a in stages.values()), "samples": len(samples)}
         if bundle.pipeline is not None:
             record["stages"] = {stage: f"{a.precision} {a.file}" for stage, a in stages.items()}
         records.append(record)

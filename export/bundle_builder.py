@@ -1,279 +1,177 @@
-"""Build a verified bundle: registry model + weights -> FP32 ONNX validated against torch -> every
-requested artifact -> accuracy vs the FP32 reference on held-out data -> gates -> manifest, atomically.
+"""Build a verified bundle: registry model + weights -> FP32 ONNX of every stage validated against torch ->
+every requested artifact -> accuracy vs the FP32 reference on held-out data -> gates -> manifest, atomically.
+
+Every bundle is a list of stages (:mod:`kvqe.export.stage_plan`): a single-graph model is a one-stage plan,
+a pipeline model gets its kind's plan. One loop serves both: per (format, precision) configuration, each
+stage's artifact is built once (stages not quantised in an INT8 configuration run their FP32 artifact of
+the same format) and the configuration is gated as one model; every artifact of it carries that accuracy
+record and its ``deployable`` verdict.
 
 A gate that fails keeps its artifact with ``deployable: false``; a backend that is unavailable here
 (e.g. TensorRT without a GPU) is reported and the other artifacts are still written.
 """
 from __future__ import annotations
 
-import functools
-import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import onnx
-import onnxruntime
-import torch
-
-from kvqe import __version__
-from kvqe.bundle import SCHEMA_VERSION, write_manifest
-from kvqe.calibration.accuracy import compare, outputs
-from kvqe.calibration.contract import SampleSet
-from kvqe.calibration.data import SampleSettings, build_sample_sets
-from kvqe.calibration.gates import Gate, gates_for
+from kvqe.calibration.accuracy import accuracy_comparator
+from kvqe.calibration.comparison import reference_outputs
+from kvqe.calibration.gates import gates_for
 from kvqe.calibration.policy import POLICIES
-from kvqe.errors import BackendUnavailableError, BadInputError
-from kvqe.export.artifacts import BUILDERS, BuildContext, BuiltArtifact, requested_artifacts
-from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
-from kvqe.export.validation_inputs import builtin_validation_set, validation_batches
-from kvqe.files import atomic_output_dir, sha256_file
-from kvqe.models.registry import ModelCard, get_model
+from kvqe.errors import BackendUnavailableError
+from kvqe.export.artifacts import BUILDERS, BuildContext, BuiltArtifact
+from kvqe.export.onnx_export import export_onnx, torch_reference, validate_onnx
+from kvqe.export.records import (
+    accuracy_record,
+    built_entry,
+    reference_entry,
+    summarise,
+    write_bundle_files,
+)
+from kvqe.export.request import ExportRequest, Prepared, prepare
+from kvqe.export.stage_plan import Progress, StagePlan, plan_for
+from kvqe.files import atomic_output_dir
 from kvqe.runtimes import Runner, create_runner
 
-VALIDATION_FILE = "validation.npz"
-REPORT_FILE = "report.json"
+__all__ = ["ExportRequest", "build_bundle", "exit_code", "prepare"]
 
 
-@dataclass(frozen=True)
-class ExportRequest:
-    """What ``kvqe-export`` was asked for.
+class _Export:
+    """One export in progress: the plan, the staging directory, and what has been written so far."""
 
-    ``out_scale``: a pipeline bundle's output scale (``--out-scale``; None: the card's). ``factory``:
-    Python API only, builds the torch module instead of the registered factory (tests export SinSR's
-    reduced config with it); the weights still load through the model's own loader.
-    """
+    def __init__(self, request: ExportRequest, prepared: Prepared, plan: StagePlan, out: Path,
+                 progress: Progress) -> None:
+        self.request, self.prepared, self.plan, self.out, self.progress = request, prepared, plan, out, progress
+        self.artifacts: list[dict[str, Any]] = []
+        self.unavailable: list[dict[str, str]] = []
+        self.configurations: list[dict[str, Any]] = []
+        self.seconds: dict[str, float] = {}
+        self.fp32: dict[str, Path] = {}
+        self.built: dict[tuple[str, str, str], BuiltArtifact] = {}
+        self.configured: set[tuple[str, str]] = set()
+        self.contexts: dict[str, BuildContext] = {}
 
-    model: str
-    out: Path
-    weights: dict[str, Path]
-    formats: Sequence[str] = ("onnx",)
-    precisions: Sequence[str] = ("fp32",)
-    score_range: tuple[float, float] | None = None
-    calib: Path | None = None
-    gates: Sequence[str] = ()
-    calib_method: str = "percentile"
-    per_channel: bool = True
-    samples: SampleSettings = field(default_factory=SampleSettings)
-    tile: int = 256
-    out_scale: int | None = None
-    factory: Callable[[], torch.nn.Module] | None = field(default=None, repr=False)
+    def export_references(self) -> None:
+        """Every stage to FP32 ONNX, validated against torch on its real inputs; then the plan's own graphs."""
+        plan = self.plan
+        inputs = plan.stage_inputs(self.progress)
+        for stage, module in plan.stages.items():
+            t0 = time.perf_counter()
+            path = self.fp32[stage] = self.out / f"{stage}.fp32.onnx"
+            spec = plan.specs[stage]
+            self.progress("exporting FP32 ONNX and validating it against torch" if plan.kind is None
+                          else f"exporting the {stage} to FP32 ONNX and validating it against torch")
+            export_onnx(module, spec, inputs[stage][0], path)
+            validation = validate_onnx(path, torch_reference(module, spec), inputs[stage], spec)
+            self.artifacts.append(plan.tagged(stage, reference_entry(path, spec.to_json(), validation.to_json())))
+            self.seconds[path.name] = round(time.perf_counter() - t0, 2)
+        t0 = time.perf_counter()
+        fixed = plan.export_fixed(self.out, inputs, self.progress)
+        for stage, (path, export, accuracy) in fixed.items():
+            self.fp32[stage] = path
+            self.artifacts.append(plan.tagged(stage, reference_entry(path, export, accuracy)))
+            self.seconds[path.name] = round((time.perf_counter() - t0) / len(fixed), 2)
 
+    def make_contexts(self, reference: Runner) -> None:
+        """Each stage's build context; an inner INT8 stage is calibrated on its inputs from the FP32 stages."""
+        prepared, request, first = self.prepared, self.request, next(iter(self.plan.stages))
+        for stage in self.fp32:
+            calibration = None
+            if prepared.calib_set is not None and stage in self.plan.int8_stages:
+                calibration = prepared.calib_set if stage == first else \
+                    prepared.calib_set.feeding(self.plan.calibration_feed(reference, stage))
+            policy = POLICIES[self.plan.policies.get(stage, prepared.card.quant_policy)]
+            self.contexts[stage] = BuildContext(prepared.card, self.out, self.fp32[stage], calibration, policy,
+                                                request.calib_method, request.per_channel, request.tile, prefix=stage)
 
-def producer_versions() -> dict[str, str]:
-    versions = {"torch": torch.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
-    try:
-        import openvino
+    def build_configuration(self, fmt: str, precision: str, comparator: Any, reference: list[Any]) -> None:
+        """Build the stages of one (format, precision) configuration, gate it as one model, record it."""
+        plan, prepared = self.plan, self.prepared
+        per_stage = plan.stage_precisions(precision)
+        if any((fmt, p) != ("onnx", "fp32") and (fmt, p) not in self.configured
+               for p in per_stage.values() if p != precision):
+            self.unavailable.append({"format": fmt, "precision": precision,
+                                     "error": f"its {fmt} fp32 stages could not be built here"})
+            return
+        mixed = "" if plan.kind is None else f" ({', '.join(f'{s} {p}' for s, p in per_stage.items())})"
+        self.progress(f"building {fmt} {precision}{mixed}")
+        t0 = time.perf_counter()
+        new: list[BuiltArtifact] = []
+        try:
+            for stage, stage_precision in per_stage.items():
+                key = (fmt, stage_precision, stage)
+                if (fmt, stage_precision) != ("onnx", "fp32") and key not in self.built:
+                    self.built[key] = plan.adapt(stage, BUILDERS[fmt](self.contexts[stage], stage_precision))
+                    new.append(self.built[key])
+        except BackendUnavailableError as exc:
+            self.unavailable.append({"format": fmt, "precision": precision, "error": str(exc)})
+            return
+        self.configured.add((fmt, precision))
+        chosen = {s: self.built.get((fmt, p, s)) for s, p in per_stage.items()}
+        wanted = {b.runtime.get("inference_precision") for b in chosen.values() if b is not None}
+        runner = plan.compose({s: create_runner(b.backend, b.files[0], **b.runtime) if b is not None
+                               else create_runner("onnxruntime", self.fp32[s]) for s, b in chosen.items()})
+        backend = next(b.backend for b in chosen.values() if b is not None)
+        self.progress(f"checking {backend} {precision} against the FP32 reference" if plan.kind is None
+                      else f"checking the {backend} {precision} pipeline against the FP32 reference")
+        scope = None if plan.kind is None else (f"the whole {plan.kind} pipeline on {backend}{mixed} "
+                                                "vs the onnxruntime fp32 pipeline")
+        gates = gates_for(prepared.card.task, precision, prepared.user_gates)
+        accuracy, executed = accuracy_record(runner, wanted.pop() if len(wanted) == 1 else None, prepared.valid_set,
+                                             comparator, reference, gates, scope)
+        seconds = round((time.perf_counter() - t0) / max(len(new), 1), 2)
+        for artifact in new:
+            stage = next(s for s, b in chosen.items() if b is artifact)
+            self.artifacts.append(plan.tagged(stage, built_entry(artifact, fmt, accuracy, executed, self.contexts[stage],
+                                                                 prepared.calib_record)))
+            self.seconds[artifact.files[0].name] = seconds
+        self.configurations.append({
+            "backend": backend, "precision": precision, "deployable": accuracy["passed"],
+            "stages": {s: (b.files[0].name if b is not None else self.fp32[s].name) for s, b in chosen.items()},
+            "metrics": accuracy["metrics"], "failures": accuracy["failures"]})
 
-        versions["openvino"] = openvino.get_version()
-    except ImportError:
-        pass
-    return versions
-
-
-def _output_spec(card: ModelCard, score_range: tuple[float, float] | None, out_scale: int | None) -> dict[str, Any]:
-    output = dict(card.output)
-    if score_range is not None:
-        if card.task != "vqa":
-            raise BadInputError("--score-range applies to VQA models only")
-        if not score_range[0] < score_range[1]:
-            raise BadInputError(f"score range {score_range} must be increasing")
-        output["score_range"] = [float(score_range[0]), float(score_range[1])]
-    if out_scale is not None:
-        if "pipeline" not in card.extra:
-            raise BadInputError(f"--out-scale applies to pipeline models (sinsr, sinsr+realesrgan), not {card.name}")
-        allowed = card.extra.get("out_scales", ())
-        if out_scale not in allowed:
-            raise BadInputError(f"{card.name}: --out-scale must be one of {', '.join(map(str, allowed))}, "
-                                f"got {out_scale}")
-        output["scale"] = out_scale
-    return output
-
-
-def file_entry(path: Path) -> dict[str, Any]:
-    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size}
-
-
-def evaluate(make_runner: Callable[[], Runner], wanted_precision: str | None, samples: SampleSet,
-             reference: list[Any], output_spec: dict[str, Any], gates: Sequence[Gate],
-             scope: str | None = None) -> tuple[dict[str, Any], str | None]:
-    """Accuracy record of one artifact, or of a pipeline configuration (``make_runner`` composes its
-    stages), run on the validation set; and the precision it executed at (OpenVINO)."""
-    runner = make_runner()
-    with runner:
-        figures = compare(outputs(runner, samples, output_spec), reference, samples)
-        executed = getattr(runner, "executed_precision", None)
-    results = [gate(figures) for gate in gates]
-    failures = [r.detail for r in results if not r]
-    if executed is not None and wanted_precision and executed != wanted_precision:
-        failures.append(f"executed at {executed}, not the requested {wanted_precision}")
-    accuracy = {"reference": "onnxruntime fp32", "metrics": figures, "gates": [str(g) for g in gates],
-                "results": [{"gate": str(g), "value": r.value, "passed": r.passed, "detail": r.detail}
-                            for g, r in zip(gates, results)], "failures": failures, "passed": not failures}
-    if scope is not None:
-        accuracy["scope"] = scope
-    return accuracy, executed
-
-
-def built_entry(built: BuiltArtifact, fmt: str, accuracy: dict[str, Any], executed: str | None,
-                context: BuildContext, calib_record: dict[str, Any] | None) -> dict[str, Any]:
-    """The manifest entry of a built (non-reference) artifact."""
-    main, *extra = built.files
-    return {
-        "backend": built.backend, "precision": built.precision, "format": fmt, **file_entry(main),
-        "extra_files": [file_entry(p) for p in extra], "export": built.export, "runtime": built.runtime,
-        "executed_precision": executed,
-        "producer": producer_versions(), "policy": context.policy.to_json() if built.calibration else None,
-        "calibration": calib_record if built.calibration else None, "accuracy": accuracy,
-        "deployable": accuracy["passed"]}
-
-
-@dataclass
-class Prepared:
-    """A checked request: the card, what to build, the module with its weights, and the sample sets."""
-
-    card: ModelCard
-    output_spec: dict[str, Any]
-    pairs: list[tuple[str, str]]
-    user_gates: list[Gate]
-    module: torch.nn.Module
-    provenance: dict[str, Any]
-    calib_set: SampleSet | None
-    valid_set: SampleSet
-    calib_record: dict[str, Any] | None
-
-
-def prepare(request: ExportRequest, progress: Callable[[str], None]) -> Prepared:
-    """Check the request (before anything is built), build the module, load its weights, sample the data."""
-    pairs = requested_artifacts(list(request.formats), list(request.precisions))
-    user_gates = [Gate.parse(expression) for expression in request.gates]
-    entry = get_model(request.model)
-    card = entry.card
-    output_spec = _output_spec(card, request.score_range, request.out_scale)
-    for _, precision in pairs:
-        gates_for(card.task, precision, user_gates)  # a gate that does not fit the task fails now
-    if any(p == "int8" for _, p in pairs) and request.calib is None:
-        raise BadInputError("INT8 needs calibration data: pass --calib DIR (videos and/or images)")
-    if entry.check_weights is not None:
-        entry.check_weights(request.weights)  # e.g. both SinSR checkpoints named, before building the net
-    progress(f"building {card.name}")
-    module = (request.factory or entry.factory)().eval()
-    provenance = entry.load_weights(module, request.weights)
-    teacher = provenance.get("training", {}).get("teacher", {})
-    if card.task == "vqa" and teacher.get("units"):  # a distilled student scores in its teacher's units
-        output_spec["units"] = teacher["units"]
-    calib_set: SampleSet | None = None
-    calib_record: dict[str, Any] | None = None
-    if request.calib is not None:
-        progress(f"sampling calibration and validation data from {request.calib}")
-        calib_set, valid_set, calib_record = build_sample_sets(request.calib, card.task, card.input, request.samples)
-    else:
-        valid_set = builtin_validation_set(card)
-    return Prepared(card, output_spec, pairs, user_gates, module, provenance, calib_set, valid_set, calib_record)
-
-
-def write_bundle_files(stage: Path, request: ExportRequest, prepared: Prepared, artifacts: list[dict[str, Any]],
-                       unavailable: list[dict[str, str]], **manifest_extra: Any) -> dict[str, Any]:
-    """Write the validation set, ``manifest.json`` and ``report.json`` into the staging directory; returns
-    the report. ``manifest_extra``: more top-level manifest entries (a pipeline's ``pipeline``)."""
-    card = prepared.card
-    prepared.valid_set.save(stage / VALIDATION_FILE)
-    manifest = {
-        "schema_version": SCHEMA_VERSION, "kvqe_version": __version__,
-        "model": {"name": card.name, "description": card.description,
-                  "params": sum(p.numel() for p in prepared.module.parameters()),  # the card's, unless overridden
-                  "gflops": card.gflops, "flops_input": card.flops_input},
-        "task": card.task, "input": card.input, "output": prepared.output_spec,
-        "weights": {"source": prepared.provenance["source"], "files": prepared.provenance["files"],
-                    "weights_source": card.weights_source, "licence": card.licence},
-        "licence": card.licence,
-        "validation": {**file_entry(stage / VALIDATION_FILE),
-                       "origin": "--calib" if request.calib else "kvqe sample photo",
-                       "record": prepared.calib_record},
-        "artifacts": artifacts,
-        **({"training": prepared.provenance["training"]} if "training" in prepared.provenance else {}),
-        **manifest_extra,
-    }
-    write_manifest(stage, manifest)
-    report = {
-        "model": card.name, "task": card.task,
-        "artifacts": [{"backend": a["backend"], "precision": a["precision"], "file": a["file"],
-                       **({"stage": a["stage"]} if "stage" in a else {}),
-                       "bytes": a["bytes"] + sum(e["bytes"] for e in a.get("extra_files", [])),
-                       "deployable": a["deployable"],
-                       "metrics": a["accuracy"]["metrics"] if "metrics" in a["accuracy"]
-                       else {"max_abs_diff_vs_torch": a["accuracy"]["max_abs_diff"]},
-                       "failures": a["accuracy"].get("failures", [])} for a in artifacts],
-        "unavailable": unavailable, "warnings": (prepared.calib_record or {}).get("warnings", []),
-    }
-    if "pipeline" in manifest_extra:
-        report["pipeline"] = manifest_extra["pipeline"].get("configurations", [])
-    (stage / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    return report
-
-
-def summarise(report: dict[str, Any], build_seconds: dict[str, float], request: ExportRequest,
-              started: float) -> dict[str, Any]:
-    """The CLI summary: the report, each artifact's build time, the output path and the total time."""
-    for entry in report["artifacts"]:
-        entry["seconds"] = build_seconds[entry["file"]]
-    return {**report, "out": str(request.out), "seconds": round(time.perf_counter() - started, 2)}
+    def remove_leftovers(self) -> None:
+        """Delete intermediate graphs no artifact entry refers to."""
+        referenced = {self.out / a["file"] for a in self.artifacts}
+        for context in self.contexts.values():
+            for leftover in set(context.built.values()) - referenced:
+                leftover.unlink()
 
 
 def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Export, validate, gate and write the bundle at ``request.out``; returns a summary for the CLI.
 
-    Raises before anything is written for bad input; nothing appears at ``request.out`` unless the FP32
-    reference exports and validates. A pipeline model (``card.extra["pipeline"]``) is built stage by stage
-    by :mod:`kvqe.export.pipeline_builder`.
+    Raises before anything is written for bad input; nothing appears at ``request.out`` unless every FP32
+    reference graph exports and validates.
     """
     started = time.perf_counter()
     prepared = prepare(request, progress)
-    if "pipeline" in prepared.card.extra:
-        from kvqe.export.pipeline_builder import build_pipeline_bundle
-
-        return build_pipeline_bundle(request, prepared, progress, started)
-    card, module, valid_set, output_spec = prepared.card, prepared.module, prepared.valid_set, prepared.output_spec
-    spec = OnnxExportSpec.from_card(card)
-    batches = validation_batches(card)
-    artifacts: list[dict[str, Any]] = []
-    unavailable: list[dict[str, str]] = []
-    with atomic_output_dir(request.out) as stage:
-        fp32 = stage / "model.fp32.onnx"
-        progress("exporting FP32 ONNX and validating it against torch")
-        export_onnx(module, spec, batches[0], fp32)
-        validation = validate_onnx(fp32, torch_reference(module, spec), batches, spec)
-        artifacts.append({"backend": "onnxruntime", "precision": "fp32", "format": "onnx", **file_entry(fp32),
-                          "export": spec.to_json(), "producer": producer_versions(), "calibration": None,
-                          "accuracy": validation.to_json(), "deployable": True})
-        build_seconds = {fp32.name: round(time.perf_counter() - started, 2)}
-        with create_runner("onnxruntime", fp32) as reference_runner:
-            reference = outputs(reference_runner, valid_set, output_spec)
-        context = BuildContext(card, stage, fp32, prepared.calib_set, POLICIES[card.quant_policy],
-                               request.calib_method, request.per_channel, request.tile)
-        for fmt, precision in prepared.pairs:
-            if (fmt, precision) == ("onnx", "fp32"):
-                continue
-            progress(f"building {fmt} {precision}")
-            t0 = time.perf_counter()
-            try:
-                built = BUILDERS[fmt](context, precision)
-            except BackendUnavailableError as exc:
-                unavailable.append({"format": fmt, "precision": precision, "error": str(exc)})
-                continue
-            progress(f"checking {built.backend} {precision} against the FP32 reference")
-            gates = gates_for(card.task, precision, prepared.user_gates)
-            accuracy, executed = evaluate(
-                functools.partial(create_runner, built.backend, built.files[0], **built.runtime),
-                built.runtime.get("inference_precision"), valid_set, reference, output_spec, gates)
-            artifacts.append(built_entry(built, fmt, accuracy, executed, context, prepared.calib_record))
-            build_seconds[built.files[0].name] = round(time.perf_counter() - t0, 2)
-        for leftover in set(context.built.values()) - {stage / a["file"] for a in artifacts}:
-            leftover.unlink()  # an intermediate graph no artifact entry refers to
-        report = write_bundle_files(stage, request, prepared, artifacts, unavailable)
-    return summarise(report, build_seconds, request, started)
+    plan = plan_for(prepared.card, prepared.module, prepared.output_spec)
+    precisions = {precision: {s: p for s, p in plan.stage_precisions(precision).items() if p != precision}
+                  for precision in dict.fromkeys(p for _, p in prepared.pairs if p != "fp32")}
+    with atomic_output_dir(request.out) as out:
+        job = _Export(request, prepared, plan, out, progress)
+        job.export_references()
+        comparator = accuracy_comparator(prepared.card.task, prepared.valid_set, prepared.output_spec)
+        reference_runner = plan.compose({s: create_runner("onnxruntime", path) for s, path in job.fp32.items()})
+        with reference_runner:  # kept loaded: it also feeds the calibration of inner stages
+            if plan.kind is not None:
+                progress("running the ONNX Runtime FP32 pipeline on the validation crops (the reference)")
+            reference = reference_outputs(reference_runner, prepared.valid_set.inputs(), comparator)
+            job.make_contexts(reference_runner)
+            for fmt, precision in plan.build_order(prepared.pairs):
+                if (fmt, precision) == ("onnx", "fp32"):
+                    job.configured.add((fmt, precision))
+                    continue
+                job.build_configuration(fmt, precision, comparator, reference)
+        job.remove_leftovers()
+        entry = plan.manifest_entry(precisions, job.configurations)
+        report = write_bundle_files(out, request, prepared, job.artifacts, job.unavailable,
+                                    **({"pipeline": entry} if entry is not None else {}))
+    return summarise(report, job.seconds, request, started)
 
 
 def exit_code(summary: dict[str, Any]) -> int:
@@ -281,4 +179,3 @@ def exit_code(summary: dict[str, Any]) -> int:
     if not all(a["deployable"] for a in summary["artifacts"]):
         return 3
     return 4 if summary["unavailable"] else 0
-

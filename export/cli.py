@@ -79,9 +79,9 @@ def _table(summary: dict[str, Any]) -> str:
 @click.argument("model")
 @click.option("--out", "out", type=click.Path(path_type=Path), help="Bundle directory to write.")
 @click.option("--weights", "weights", multiple=True, metavar="PART=PATH",
-              help="Checkpoint file, once per part (e.g. --weights model=ckpt.pth; sinsr: --weights "
-                   "unet=SinSR_v1.pth --weights vq=autoencoder_vq_f4.pth; sinsr+realesrgan also takes "
-                   "restore=realesrgan-x4plus or a Real-ESRGAN checkpoint).")
+              help="Checkpoint file, once per part (e.g. --weights model=ckpt.pth; a model made of several "
+                   "checkpoints takes one per part, e.g. --weights unet=... --weights vq=..., and names the parts "
+                   "it misses).")
 @click.option("--arch", default=None, help="Registered architecture when MODEL is a checkpoint path.")
 @click.option("--formats", default="onnx", show_default=True,
               help="Comma-separated: onnx, onnxruntime-int8, openvino, tensorrt.")
@@ -101,7 +101,7 @@ def _table(summary: dict[str, Any]) -> str:
               help="SR: the largest tile a TensorRT engine is built for.")
 @click.option("--score-range", default=None, metavar="LOW,HIGH", help="VQA: the score range to declare.")
 @click.option("--out-scale", type=int, default=None, metavar="N",
-              help="Pipeline models (sinsr, sinsr+realesrgan): output scale 4 (default), 2, or 1 (enhance in place: "
+              help="Pipeline models (x4 SR in stages): output scale 4 (default), 2, or 1 (enhance in place: "
                    "the x4 result area-resized back to the input size).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line on stdout.")
 @handle_errors

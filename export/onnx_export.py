@@ -10,6 +10,7 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import numpy as np
 import onnx
 import torch
 
-from kvqe.calibration.comparators import MaxAbsDiff
+from kvqe.calibration.comparators import GraphOutputs, MaxAbsDiff
+from kvqe.calibration.comparison import compare_runs
 from kvqe.errors import ExportValidationError
 from kvqe.models.registry import ModelCard
 from kvqe.runtimes.base import Runner, TensorSpec
@@ -29,10 +31,15 @@ from kvqe.sdk.preprocess import vqa_input_shape
 EXPORTER = "torch.onnx.export (dynamo: torch.export + onnxscript), external_data=False, optimize=True"
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-# per task: dynamic input axes (axis -> name) and the output axes that must stay dynamic with them
-_DYNAMIC = {
+# per task: dynamic input axes (axis -> name), the output axes that must stay dynamic with them, and the
+# input shape from the card's input spec (None: dynamic)
+_DYNAMIC: dict[str, tuple[dict[int, str], tuple[int, ...]]] = {
     "vqa": ({0: "batch"}, (0,)),
     "sr": ({0: "batch", 2: "height", 3: "width"}, (0, 2, 3)),
+}
+_INPUT_SHAPE: dict[str, Callable[[dict[str, Any]], tuple[int | None, ...]]] = {
+    "vqa": lambda spec: (None, *vqa_input_shape(spec)),
+    "sr": lambda spec: (None, 3, None, None),
 }
 
 
@@ -51,12 +58,8 @@ class OnnxExportSpec:
     @classmethod
     def from_card(cls, card: ModelCard) -> OnnxExportSpec:
         axes, output_axes = _DYNAMIC[card.task]
-        if card.task == "vqa":
-            shape: tuple[int | None, ...] = (None, *vqa_input_shape(card.input))
-        else:
-            shape = (None, 3, None, None)
         return cls(opset=card.onnx_opset, tolerance=card.onnx_tolerance, dynamic_axes=axes,
-                   dynamic_output_axes=output_axes, input_shape=shape)
+                   dynamic_output_axes=output_axes, input_shape=_INPUT_SHAPE[card.task](card.input))
 
     @property
     def tensor_spec(self) -> TensorSpec:
@@ -166,21 +169,19 @@ def validate_onnx(path: Path, reference: Runner, inputs: list[np.ndarray], spec:
     :class:`ExportValidationError` lists them all.
     """
     report = ValidationReport(spec.tolerance, failures=_check_graph(path, spec))
-    compare = MaxAbsDiff(spec.tolerance)
-    with OnnxRuntimeRunner(path, threads=threads) as candidate, reference:
-        for batch in inputs:
-            try:
-                produced = candidate.run_single(batch)
-            except Exception as exc:  # noqa: BLE001 (ONNX Runtime raises its own types; each becomes a listed failure)
-                report.failures.append(f"input {tuple(batch.shape)}: onnxruntime failed: {exc}")
-                continue
-            result = compare(produced, reference.run_single(batch))
-            report.cases.append({"input_shape": list(batch.shape), "max_abs_diff": result.value,
-                                 "passed": result.passed})
-            if not result:
-                report.failures.append(
-                    f"input {tuple(batch.shape)}: {result.detail or f'max abs diff {result.value:.3g}'} "
-                    f"exceeds tolerance {spec.tolerance:g}")
+    comparator = GraphOutputs({spec.output_name: MaxAbsDiff(spec.tolerance)})
+    result = compare_runs(OnnxRuntimeRunner(path, threads=threads), reference,
+                          [{spec.input_name: batch} for batch in inputs], comparator, catch_errors=True)
+    for case, batch in zip(result.cases, inputs, strict=True):
+        where = f"input {tuple(batch.shape)}"
+        if case.error is not None:
+            report.failures.append(f"{where}: {case.error}")
+            continue
+        (check,) = case.checks
+        report.cases.append({"input_shape": list(batch.shape), "max_abs_diff": check.value, "passed": check.passed})
+        if not check:
+            report.failures.append(f"{where}: {check.detail or f'max abs diff {check.value:.3g}'} "
+                                   f"exceeds tolerance {spec.tolerance:g}")
     if report.failures:
         raise ExportValidationError(f"{path.name} failed validation against torch:\n  - "
                                     + "\n  - ".join(report.failures))
@@ -189,4 +190,4 @@ def validate_onnx(path: Path, reference: Runner, inputs: list[np.ndarray], spec:
 
 def torch_reference(module: torch.nn.Module, spec: OnnxExportSpec) -> TorchRunner:
     """The FP32 PyTorch reference runner for ``module``."""
-    return TorchRunner(module, spec.tensor_spec)
+    return TorchRunner(module, spec.tensor_spec, output_name=spec.output_name)

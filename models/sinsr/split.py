@@ -133,6 +133,17 @@ class DecoderMid(nn.Module):
         return dec.mid(dec.conv_in(self.vq.post_quant_conv(self.vq.quantize(x0))))
 
 
+def encoder_features(sinsr: SinSR, y0: torch.Tensor) -> torch.Tensor:
+    """What ``encoder_high`` computes for a whole ``y0`` with its own GroupNorm statistics (the input of
+    ``encoder_mid``): bicubic x4, ``conv_in``, down levels."""
+    enc = sinsr.vq.encoder
+    with torch.no_grad():
+        h = enc.conv_in(bicubic_x4(y0))
+        for level in enc.down:
+            h = level(h)
+    return h
+
+
 def split_stages(sinsr: SinSR) -> dict[str, nn.Module]:
     """The four graphs of the exact tiling, by stage name (they share ``sinsr``'s weights)."""
     return {"encoder_high": EncoderHigh(sinsr), "encoder_mid": EncoderMid(sinsr),
