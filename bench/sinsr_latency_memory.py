@@ -66,8 +66,8 @@ def export_stages(config: str, workdir: Path, backends: list[str]) -> dict[str, 
     """Stage graphs per backend: {stage: {backend: [main file, companions...]}}."""
     import numpy as np
 
-    from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference
-    from kvqe.export.pipeline_builder import stage_specs, trace_stage_inputs
+    from kvqe.export.onnx_export import export_onnx, torch_reference
+    from kvqe.export.stage_plan import card_stages
     from kvqe.models.registry import get_model
     from kvqe.models.sinsr import build_sinsr
     from kvqe.models.sinsr.configs import UNET_FULL, UNET_SMALL, VQ_FULL, VQ_SMALL
@@ -83,11 +83,11 @@ def export_stages(config: str, workdir: Path, backends: list[str]) -> dict[str, 
     _weights(model.unet, f"unet_{config}")
     _weights(model.vq, f"vq_{config}")
     card = get_model("sinsr").card
-    specs = stage_specs(OnnxExportSpec.from_card(card), card.extra["stage_channels"])
     stages = model.stages()
+    specs = card_stages(card, list(stages))[0]
     lr = preprocess_sr_image(read_image(sample_image_path()), card.input)[None, :, :64, :64].copy()
     with compose(describe("sinsr"), {s: torch_reference(stages[s], specs[s]) for s in stages}) as traced:
-        examples = trace_stage_inputs(traced, np.ascontiguousarray(lr))
+        examples = traced.trace(np.ascontiguousarray(lr))
     files: dict[str, dict[str, list[Path]]] = {}
     for stage, net in stages.items():
         onnx_path = workdir / f"{stage}.fp32.onnx"

@@ -23,7 +23,7 @@ _WEIGHTS_FLAGS = " ".join(f"--weights {part}={name}" for part, name in CHECKPOIN
 # "blend" serves bundles without the split VQ graphs only (their global GroupNorm statistics and VQ attention
 # make plain tiles differ, so their windows are blended where they overlap)
 TILE = {"size": 128, "pad": 32, "pre_pad": 0, "blend": True}
-# how kvqe.export.pipeline_builder exports the stages (see kvqe.sdk.pipelines.sinsr for the runtime glue)
+# how kvqe.export.pipelines.sinsr exports the stages (see kvqe.sdk.pipelines.sinsr for the runtime glue)
 PIPELINE_EXTRA: dict[str, Any] = {
     "pipeline": "sinsr",
     "stage_channels": {"encoder": 3, "denoiser": 6, "decoder": 3},
