@@ -45,6 +45,7 @@ def test_budget_is_measured_by_the_projects_counter(student: KvqeStudent) -> Non
     assert student.features(video[:1]).shape == (1, FEATURES + CONTRAST_FEATURES)
 
 
+@pytest.mark.e2e  # the embedded student exported again and gated (fast tier: test_export's animevideov3)
 def test_embedded_bundle_is_a_fresh_export_of_the_committed_checkpoint(student: KvqeStudent, tmp_path: Path) -> None:
     card = get_model("vqa-student").card
     spec, batches = OnnxExportSpec.from_card(card), validation_batches(card)
@@ -101,6 +102,7 @@ def test_scores_order_an_unseen_videos_own_crf_ladder(clip: str, tmp_path: Path)
     assert scores[0] - scores[-1] > 20, scores
 
 
+@pytest.mark.e2e  # AV1 encodes of three ladders (the CRF ladders stay in the fast tier)
 @needs_ffmpeg
 @pytest.mark.parametrize("start", ["0", "3", "6"])
 def test_scores_order_an_unseen_av1_ladder(start: str, tmp_path: Path) -> None:
