@@ -123,7 +123,7 @@ def quantize_int8_ir(fp32_xml_or_onnx: Path, xml_path: Path, calibration: Sample
     ignored_types, ignored_names = ignored_scope(model, policy)
     float_share = None if onnx_model is None else float_mac_fraction(
         onnx_model, [name.split("/")[0] for name in ignored_names])
-    del onnx_model  # the graph can be large (SinSR): not held through calibration
+    del onnx_model  # a diffusion UNet's graph can be large: not held through calibration
     before = {op.get_friendly_name() for op in model.get_ops()}
     alpha = -1.0 if policy.smooth_quant is None else float(policy.smooth_quant)
     model_type = nncf.ModelType.TRANSFORMER if policy.transformer else None
@@ -284,8 +284,8 @@ def _count(model: ov.Model, op_type: str) -> int:
 def _convert(onnx_path: Path) -> ov.Model:
     """``openvino.convert_model`` with the generated node names renumbered by graph position.
 
-    A graph whose Scan bodies read tensors of the enclosing graph (SinSR's chunked attention and vector
-    quantizer) is converted from a copy where those reads are explicit (:func:`scan_without_outer_scope`):
+    A graph whose Scan bodies read tensors of the enclosing graph (chunked attention and vector quantizers
+    written as loops) is converted from a copy where those reads are explicit (:func:`scan_without_outer_scope`):
     OpenVINO's ONNX frontend miscounts a Scan's state variables otherwise.
     """
     if not onnx_path.is_file():

@@ -11,7 +11,6 @@ import onnx
 import onnxruntime
 import torch
 
-from kvqe import __version__
 from kvqe.bundle import SCHEMA_VERSION, write_manifest
 from kvqe.calibration.comparison import Comparator, compare_runs
 from kvqe.calibration.contract import SampleSet
@@ -20,6 +19,7 @@ from kvqe.export.artifacts import BuildContext, BuiltArtifact
 from kvqe.export.request import ExportRequest, Prepared
 from kvqe.files import sha256_file
 from kvqe.runtimes import Runner
+from kvqe.version import __version__
 
 VALIDATION_FILE = "validation.npz"
 REPORT_FILE = "report.json"

@@ -10,11 +10,10 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from kvqe.errors import KvqeError
+from kvqe.version import __version__
 
 if TYPE_CHECKING:
     from kvqe.sdk.model import Model
-
-__version__ = "0.1.0"  # the one place the version is written: pyproject.toml reads it (dynamic version)
 
 
 def load(name_or_path: str | os.PathLike[str], **options: Any) -> Model:
