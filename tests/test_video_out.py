@@ -238,7 +238,7 @@ def test_an_encoder_killed_or_an_interrupt_midway_leaves_nothing(sr, tmp_path: P
 
 def test_bad_codec_container_and_missing_encoder_are_refused_before_decoding(
         sr, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sr.runner, "run", lambda batch: pytest.fail("the model ran"))
+    monkeypatch.setattr(sr.runner, "infer", lambda feeds: pytest.fail("the model ran"))
     with pytest.raises(BadInputError, match=r"\.webm takes vp9 or av1 video, not h264"):
         sr.enhance_video(CARPHONE, tmp_path / "x.webm", codec="h264")
     with pytest.raises(BadInputError, match="crf for vp9 must be an integer from 0 \\(best\\) to 63"):
