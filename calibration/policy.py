@@ -64,11 +64,12 @@ CONV_SR_POLICY = QuantPolicy(
     reason="convolutions int8; activations, residual adds, upsampling in float; first/last conv float",
 )
 
-# SinSR's denoiser (UNetModelSwin): its convolutions and the Swin linear layers get int8 inputs; GroupNorm,
-# Softmax, GELU, SiLU and every residual Add stay float, and so do the first conv (it reads the noisy latent
-# and the LR image) and the last one (its x0 is vector-quantised: a small error flips codebook entries).
-SINSR_UNET_POLICY = QuantPolicy(
-    name="sinsr-unet",
+# A diffusion denoiser UNet with Swin blocks whose prediction is vector-quantised next (a latent-diffusion SR
+# denoiser): its convolutions and the Swin linear layers get int8 inputs; GroupNorm, Softmax, GELU, SiLU and
+# every residual Add stay float, and so do the first conv (it reads the noisy latent and the LR image) and the
+# last one (its x0 is vector-quantised: a small error flips codebook entries).
+SWIN_UNET_VQ_POLICY = QuantPolicy(
+    name="swin-unet-vq",
     quantize_ops=("Conv", "MatMul", "Gemm"),
     keep_first_last_conv=True,
     transformer=True,
@@ -105,7 +106,7 @@ NSS_HEAD_POLICY = QuantPolicy(
 )
 
 POLICIES = {policy.name: policy
-            for policy in (SWIN_POLICY, CONV_SR_POLICY, RRDB_SR_POLICY, SINSR_UNET_POLICY, NSS_HEAD_POLICY)}
+            for policy in (SWIN_POLICY, CONV_SR_POLICY, RRDB_SR_POLICY, SWIN_UNET_VQ_POLICY, NSS_HEAD_POLICY)}
 
 
 def float_nodes(model: onnx.ModelProto, policy: QuantPolicy) -> list[str]:

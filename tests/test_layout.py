@@ -22,8 +22,7 @@ TOP_MODULES = {"kvqe", "kvqe.cli"}  # the public facade and the CLI sit above ev
 TOP_PACKAGES = ("kvqe.commands.",)  # the CLI's commands
 
 # Model-specific runtime and export code lives in these folders; everything else in the package is generic.
-# The quantisation policy catalogue names the architectures each policy was measured on (docs/decisions/).
-MODEL_SPECIFIC = ("sdk/pipelines/", "export/pipelines/", "calibration/policy.py")
+MODEL_SPECIFIC = ("sdk/pipelines/", "export/pipelines/")
 GENERIC_FOLDERS = ("kvqe", "runtimes", "sdk", "calibration", "export")
 
 

@@ -464,7 +464,7 @@ def test_int8_denoiser_is_attempted_and_its_psnr_reported(checkpoints: dict[str,
     bundle = read_bundle(out)
     (int8,) = [a for a in bundle.artifacts if a.precision == "int8"]
     assert int8.stage == "denoiser" and int8.deployable == config["deployable"]
-    assert int8.record["policy"]["name"] == "sinsr-unet" and int8.record["calibration"]["calibration"]["samples"] > 0
+    assert int8.record["policy"]["name"] == "swin-unet-vq" and int8.record["calibration"]["calibration"]["samples"] > 0
     assert bundle.pipeline["precisions"] == {"int8": {"encoder": "fp32", "decoder": "fp32",
                                                       **{s: "fp32" for s in EXACT}}}
     model = kvqe.load(out, precision="int8", allow_undeployable=True)

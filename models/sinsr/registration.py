@@ -28,7 +28,7 @@ PIPELINE_EXTRA: dict[str, Any] = {
     "pipeline": "sinsr",
     "stage_channels": {"encoder": 3, "denoiser": 6, "decoder": 3},
     "int8_stages": ["denoiser"],  # INT8 is attempted for the UNet; the VQ encoder/decoder stay float
-    "stage_policies": {"denoiser": "sinsr-unet"},  # others: the card's quant_policy
+    "stage_policies": {"denoiser": "swin-unet-vq"},  # others: the card's quant_policy
     "out_scales": [1, 2, 4],
 }
 
