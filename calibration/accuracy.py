@@ -1,12 +1,10 @@
 """Accuracy comparators: what an artifact is judged on against the FP32 reference over a validation set.
 
-Each task has its comparator, picked from :data:`ACCURACY` by the task instead of branching on it: SR
-compares the uint8 images the runtime would produce (:class:`SrImages`), VQA the scores
+Each task names its comparator (:mod:`kvqe.calibration.tasks`): SR compares the uint8 images the runtime would produce (:class:`SrImages`), VQA the scores
 (:class:`VqaScores`, pooled per video when there are enough videos).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +14,8 @@ from kvqe.calibration.comparators import Comparison, ImageFidelity, ScoreAgreeme
 from kvqe.calibration.contract import SampleSet
 from kvqe.runtimes.base import Runner
 from kvqe.sdk.preprocess import postprocess_sr_output
-from kvqe.sdk.sampling import pad_to_max
+from kvqe.sdk.sampling import pad_to_max, sampling_spec
+from kvqe.specs import OutputSpec
 
 MIN_GROUPS_FOR_VIDEO_LEVEL = 5  # fewer validation videos than this: correlations are taken over frames
 
@@ -26,7 +25,7 @@ class SrImages:
     """SR: each sample's output as the uint8 image the runtime would write; PSNR/SSIM over the set."""
 
     samples: SampleSet = field(repr=False)
-    output_spec: dict[str, Any]
+    output_spec: OutputSpec
 
     def read(self, runner: Runner, sample: np.ndarray) -> np.ndarray:
         return postprocess_sr_output(runner.run_single(sample)[0], self.samples.input_spec, self.output_spec)
@@ -44,7 +43,7 @@ class VqaScores:
     set has enough of them, else over frames, saying which in ``unit``."""
 
     samples: SampleSet = field(repr=False)
-    output_spec: dict[str, Any]
+    output_spec: OutputSpec
 
     def read(self, runner: Runner, sample: np.ndarray) -> float:
         return float(runner.run_single(sample).reshape(-1)[0])
@@ -55,7 +54,7 @@ class VqaScores:
     def overall(self, candidate: list[float], reference: list[float]) -> dict[str, Any]:
         slices = self.samples.group_slices()
         if len(slices) >= MIN_GROUPS_FOR_VIDEO_LEVEL:
-            sampling = self.samples.input_spec["sampling"]
+            sampling = sampling_spec(self.samples.input_spec.sampling)
 
             def pooled(scores: list[float]) -> np.ndarray:
                 return np.array([np.mean(pad_to_max(scores[s], sampling)) for s in slices])
@@ -67,10 +66,3 @@ class VqaScores:
             figures["unit"] = f"{len(candidate)} frames (fewer than {MIN_GROUPS_FOR_VIDEO_LEVEL} videos)"
         return figures
 
-
-ACCURACY: dict[str, Callable[[SampleSet, dict[str, Any]], SrImages | VqaScores]] = {"sr": SrImages, "vqa": VqaScores}
-
-
-def accuracy_comparator(task: str, samples: SampleSet, output_spec: dict[str, Any]) -> SrImages | VqaScores:
-    """The comparator that judges a ``task`` artifact on ``samples`` (outputs shaped by ``output_spec``)."""
-    return ACCURACY[task](samples, output_spec)

@@ -17,12 +17,12 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from kvqe.errors import BundleError
 from kvqe.sdk.preprocess import normalise
+from kvqe.specs import InputSpec
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class SampleSet:
     images: np.ndarray
     groups: np.ndarray
     sources: tuple[str, ...]
-    input_spec: dict[str, Any] = field(repr=False)
+    input_spec: InputSpec = field(repr=False)
     feed: Callable[[np.ndarray], np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
@@ -68,7 +68,7 @@ class SampleSet:
         np.savez_compressed(path, images=self.images, groups=self.groups, sources=np.array(self.sources))
 
     @classmethod
-    def load(cls, source: Path | bytes, input_spec: dict[str, Any], *, where: Path | str | None = None,
+    def load(cls, source: Path | bytes, input_spec: InputSpec, *, where: Path | str | None = None,
              advice: str = "") -> SampleSet:
         """A set :meth:`save` wrote: read from a path, or parsed from its bytes (e.g. a bundle's validation
         data as :meth:`kvqe.bundle.Bundle.read_verified_file` checked them). Not a sample set: BundleError

@@ -9,9 +9,10 @@ too-small sets are reported in the record, not silently used.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,11 +22,16 @@ from kvqe.files import sha256_file
 from kvqe.sdk.frames import ASSUMED_FPS
 from kvqe.sdk.images import IMAGE_SUFFIXES
 from kvqe.sdk.preprocess import to_model_colour, vqa_geometry
-from kvqe.sdk.sampling import select_keyframes
+from kvqe.sdk.sampling import sampling_spec, select_keyframes
 from kvqe.sdk.sources import open_source
+from kvqe.sdk.video_files import VIDEO_SUFFIXES
+from kvqe.specs import InputSpec, Sampling
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".y4m", ".ts", ".flv"})
-_SR_FRAME_SAMPLING = {"per_second": 1, "max_frames": 8}
+if TYPE_CHECKING:
+    from kvqe.calibration.tasks import Task
+
+Groups = list[tuple[str, list[np.ndarray]]]  # (source name, samples) per sample group
+_SR_FRAME_SAMPLING = Sampling(per_second=1, max_frames=8)
 _FLAT_STD = 2.0  # uint8 levels: below this a sample carries no texture (black, white, flat colour)
 _MIN_SAMPLES = 8
 
@@ -62,20 +68,20 @@ def list_sources(path: Path) -> list[Path]:
     return found
 
 
-def _frames(source: Path, sampling: dict[str, Any]) -> list[np.ndarray]:
+def _frames(source: Path, sampling: Sampling | None) -> list[np.ndarray]:
     """Keyframes of a video (the runtime's sampler), or the image itself; BGR uint8."""
     with open_source(source) as frames:
-        chosen = select_keyframes(frames, frames.fps or ASSUMED_FPS, sampling, frames.frame_count)
+        chosen = select_keyframes(frames, frames.fps or ASSUMED_FPS, sampling_spec(sampling), frames.frame_count)
     return [frame.image for frame in chosen]
 
 
-def _vqa_samples(source: Path, spec: dict[str, Any], settings: SampleSettings, rng: np.random.Generator,
+def vqa_samples(source: Path, spec: InputSpec, settings: SampleSettings, rng: np.random.Generator,
                  validation: bool) -> list[list[np.ndarray]]:
     """One group per video: its keyframes at model geometry (settings, rng and role do not matter)."""
-    return [[vqa_geometry(frame, spec) for frame in _frames(source, spec["sampling"])]]
+    return [[vqa_geometry(frame, spec) for frame in _frames(source, spec.sampling)]]
 
 
-def _sr_samples(source: Path, spec: dict[str, Any], settings: SampleSettings, rng: np.random.Generator,
+def sr_samples(source: Path, spec: InputSpec, settings: SampleSettings, rng: np.random.Generator,
                 validation: bool) -> list[list[np.ndarray]]:
     """Seeded random crops of each image / keyframe, each crop its own group."""
     size = settings.sr_validation_crop if validation else settings.sr_crop
@@ -91,13 +97,13 @@ def _sr_samples(source: Path, spec: dict[str, Any], settings: SampleSettings, rn
     return crops
 
 
-def _as_set(groups: list[tuple[str, list[np.ndarray]]], spec: dict[str, Any]) -> SampleSet:
+def _as_set(groups: Groups, spec: InputSpec) -> SampleSet:
     images = np.stack([image for _, items in groups for image in items])
     index = np.concatenate([np.full(len(items), i, np.int32) for i, (_, items) in enumerate(groups)])
     return SampleSet(images, index, tuple(name for name, _ in groups), spec)
 
 
-def _flat_warnings(groups: list[tuple[str, list[np.ndarray]]], role: str) -> list[str]:
+def _flat_warnings(groups: Groups, role: str) -> list[str]:
     flat: dict[str, int] = {}
     for name, items in groups:
         count = sum(float(np.std(image)) < _FLAT_STD for image in items)
@@ -106,7 +112,7 @@ def _flat_warnings(groups: list[tuple[str, list[np.ndarray]]], role: str) -> lis
     return [f"{role}: {n} near-constant sample(s) (e.g. black frames) from {name}" for name, n in flat.items()]
 
 
-def _subsample(groups: list[tuple[str, list[np.ndarray]]], limit: int) -> list[tuple[str, list[np.ndarray]]]:
+def _subsample(groups: Groups, limit: int) -> Groups:
     """At most ``limit`` samples, spread evenly over the list (deterministic)."""
     flat = [(name, image) for name, items in groups for image in items]
     if len(flat) <= limit:
@@ -115,23 +121,35 @@ def _subsample(groups: list[tuple[str, list[np.ndarray]]], limit: int) -> list[t
     return [(flat[i][0], [flat[i][1]]) for i in keep]
 
 
-def build_sample_sets(path: Path, task: str, spec: dict[str, Any],
+# one media source -> its sample groups: (source, input spec, settings, rng, validation role)
+Sampler = Callable[[Path, InputSpec, "SampleSettings", np.random.Generator, bool], list[list[np.ndarray]]]
+# the sample groups of the one source there is -> (calibration, validation)
+SourceSplit = Callable[[Groups], tuple[Groups, Groups]]
+
+
+def alternate_frames(groups: Groups) -> tuple[Groups, Groups]:
+    """One video's keyframes (one group): alternate frames go to calibration and validation."""
+    (name, items), = groups
+    return [(name, items[0::2])], [(name, items[1::2])]
+
+
+def alternate_groups(groups: Groups) -> tuple[Groups, Groups]:
+    """One source's groups (e.g. SR crops): alternate groups go to calibration and validation."""
+    return groups[0::2], groups[1::2]
+
+
+def build_sample_sets(path: Path, task: Task, spec: InputSpec,
                       settings: SampleSettings = SampleSettings()) -> tuple[SampleSet, SampleSet, dict[str, Any]]:
     """Calibration and validation sets from ``path``, plus the record the manifest keeps."""
     sources = list_sources(path)
     rng = np.random.default_rng(settings.seed)
     order = [sources[i] for i in rng.permutation(len(sources))]
     n_valid = max(1, round(settings.validation_fraction * len(order))) if len(order) > 1 else 0
-    sample = _vqa_samples if task == "vqa" else _sr_samples
-    calib = [(p.name, items) for p in order[n_valid:] for items in sample(p, spec, settings, rng, False)]
-    valid = [(p.name, items) for p in order[:n_valid] for items in sample(p, spec, settings, rng, True)]
+    calib = [(p.name, items) for p in order[n_valid:] for items in task.sample(p, spec, settings, rng, False)]
+    valid = [(p.name, items) for p in order[:n_valid] for items in task.sample(p, spec, settings, rng, True)]
     shared = n_valid == 0
     if shared:  # one source: alternate its samples between the two roles
-        if task == "vqa":
-            (name, items), = calib
-            calib, valid = [(name, items[0::2])], [(name, items[1::2])]
-        else:
-            calib, valid = calib[0::2], calib[1::2]
+        calib, valid = task.share_source(calib)
         calib, valid = [g for g in calib if g[1]], [g for g in valid if g[1]]
     calib = _subsample(calib, settings.calib_size)
     if not calib or not valid:
@@ -151,10 +169,9 @@ def build_sample_sets(path: Path, task: str, spec: dict[str, Any],
     return _as_set(calib, spec), _as_set(valid, spec), record
 
 
-def build_validation_set(path: Path, task: str, spec: dict[str, Any],
+def build_validation_set(path: Path, task: Task, spec: InputSpec,
                          settings: SampleSettings = SampleSettings()) -> SampleSet:
     """Every source of ``path`` as validation data (``kvqe verify --data``)."""
     rng = np.random.default_rng(settings.seed)
-    sample = _vqa_samples if task == "vqa" else _sr_samples
-    groups = [(p.name, items) for p in list_sources(path) for items in sample(p, spec, settings, rng, True)]
+    groups = [(p.name, items) for p in list_sources(path) for items in task.sample(p, spec, settings, rng, True)]
     return _as_set([g for g in groups if g[1]], spec)

@@ -1,15 +1,15 @@
 """Accuracy gates: ``metric op threshold`` checks on an artifact's agreement with the FP32 reference.
 
 A gate is an object returning a truthy :class:`Comparison` that says by how much it passed or missed.
-Defaults per task and precision follow the release policy; ``--gate`` expressions override them
-(``srcc>=0.99`` for every precision, or ``int8:psnr>=33`` for one).
+The defaults per task and precision (the release policy) are the task's (:mod:`kvqe.calibration.tasks`);
+``--gate`` expressions override them (``srcc>=0.99`` for every precision, or ``int8:psnr>=33`` for one).
 """
 from __future__ import annotations
 
 import math
 import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvqe.calibration.comparators import Comparison
@@ -19,7 +19,6 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt}
 _ALIASES = {"srcc": "srocc", "srocc": "srocc", "plcc": "plcc", "max_abs": "max_abs", "psnr": "psnr",
             "psnr_min": "psnr_min", "ssim": "ssim"}
-TASK_METRICS = {"vqa": {"srocc", "plcc", "max_abs"}, "sr": {"psnr", "psnr_min", "ssim"}}
 _EXPRESSION = re.compile(r"^\s*(?:(fp32|fp16|int8)\s*:)?\s*([a-z_]+)\s*(>=|<=|>|<)\s*([-+0-9.eE]+|inf)\s*$")
 
 
@@ -52,23 +51,3 @@ class Gate:
                   f"({'by' if passed else 'short by'} {abs(margin):.3g})") if not math.isnan(value) else \
             f"{self.metric} is undefined (too few or constant validation samples)"
         return Comparison(self.metric, value, self.threshold, passed, detail)
-
-
-DEFAULT_GATES: dict[tuple[str, str], tuple[Gate, ...]] = {
-    ("vqa", "int8"): (Gate("srocc", ">=", 0.98), Gate("plcc", ">=", 0.98)),
-    ("vqa", "fp16"): (Gate("srocc", ">=", 0.995), Gate("plcc", ">=", 0.995)),
-    ("vqa", "fp32"): (Gate("srocc", ">=", 0.999), Gate("plcc", ">=", 0.999)),
-    ("sr", "int8"): (Gate("psnr", ">=", 35.0),),
-    ("sr", "fp16"): (Gate("psnr", ">=", 45.0),),
-    ("sr", "fp32"): (Gate("psnr", ">=", 50.0),),
-}
-
-
-def gates_for(task: str, precision: str, overrides: Sequence[Gate] = ()) -> tuple[Gate, ...]:
-    """The gates for one artifact: the overrides that apply to its precision, else the defaults."""
-    for gate in overrides:
-        if gate.metric not in TASK_METRICS[task]:
-            raise BadInputError(f"gate {gate} does not apply to a {task} model; "
-                                f"use {', '.join(sorted(TASK_METRICS[task]))}")
-    chosen = tuple(g for g in overrides if g.precision in (None, precision))
-    return chosen or DEFAULT_GATES[(task, precision)]

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 from kvqe.bundle import Bundle
-from kvqe.calibration.accuracy import accuracy_comparator
 from kvqe.calibration.comparison import compare_runs, reference_outputs
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.data import build_validation_set
-from kvqe.calibration.gates import Gate, gates_for
+from kvqe.calibration.gates import Gate
+from kvqe.calibration.tasks import task_named
 from kvqe.errors import BackendUnavailableError, BundleError
 from kvqe.runtimes import is_available
 from kvqe.sdk.loader import configurations, create_bundle_runner, primary_artifact
@@ -22,7 +22,7 @@ def validation_data(bundle: Bundle, data: Path | None) -> SampleSet:
     """The user's media when given, else the validation set stored in the bundle, parsed from the bytes
     whose sha256 was checked."""
     if data is not None:
-        return build_validation_set(data, bundle.task, bundle.input_spec)
+        return build_validation_set(data, task_named(bundle.task), bundle.input_spec)
     entry = bundle.validation
     if entry is None:
         raise BundleError(f"{bundle.path} carries no validation data; pass --data PATH")
@@ -47,7 +47,7 @@ def verify_bundle(bundle: Bundle, data: Path | None = None) -> list[dict[str, An
     if reference_stages is None:
         raise BundleError(f"{bundle.path} has no onnxruntime/fp32 reference artifact to verify against")
     samples = validation_data(bundle, data)
-    comparator = accuracy_comparator(bundle.task, samples, bundle.output_spec)
+    comparator = task_named(bundle.task).comparator(samples, bundle.output_spec)
     with create_bundle_runner(bundle, reference_stages) as runner:
         reference = reference_outputs(runner, samples.inputs(), comparator)
     records: list[dict[str, Any]] = []
@@ -60,7 +60,7 @@ def verify_bundle(bundle: Bundle, data: Path | None = None) -> list[dict[str, An
             continue
         artifact = primary_artifact(stages, precision)
         recorded = artifact.record.get("accuracy", {}).get("gates")
-        gates = [Gate.parse(g) for g in recorded] if recorded else list(gates_for(bundle.task, precision))
+        gates = [Gate.parse(g) for g in recorded] if recorded else list(task_named(bundle.task).gates(precision))
         try:
             result = compare_runs(create_bundle_runner(bundle, stages), reference, samples.inputs(), comparator, gates)
         except BackendUnavailableError as exc:

@@ -14,9 +14,9 @@ from typing import Any
 
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.policy import QuantPolicy
+from kvqe.calibration.tasks import task_named
 from kvqe.errors import BadInputError
 from kvqe.models.registry import ModelCard
-from kvqe.sdk.preprocess import vqa_input_shape
 
 FORMATS = ("onnx", "onnxruntime-int8", "openvino", "tensorrt")
 
@@ -99,26 +99,13 @@ def _tensorrt(ctx: BuildContext, precision: str) -> BuiltArtifact:
     from kvqe.export.tensorrt_build import build_engine
 
     engine = ctx.stage / f"{ctx.prefix}.tensorrt.{precision}.engine"
-    record = build_engine(ctx.onnx_for(precision), engine, profiles=[_trt_profile(ctx)], workspace_bytes=1 << 30)
-    if ctx.card.task == "sr":
+    task = task_named(ctx.card.task)
+    profile = task.profile(ctx.card.input, ctx.tile, _input_channels(ctx.fp32_onnx))
+    record = build_engine(ctx.onnx_for(precision), engine, profiles=[{"input": profile}], workspace_bytes=1 << 30)
+    if task.tiled:
         record = {**record, "max_tile": ctx.tile}  # the engine's profile bounds the tile the runtime may use
     return BuiltArtifact("tensorrt", precision, (engine, engine.with_suffix(".json")), record,
                          calibration=precision == "int8")
-
-
-def _trt_profile(ctx: BuildContext) -> dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]:
-    """Optimisation profile: VQA batches of 1..max_frames; SR tiles up to the declared tile plus context
-    (rounded up to the model's ``multiple_of``, from at least 16 or that multiple)."""
-    spec = ctx.card.input
-    if ctx.card.task == "vqa":
-        shape = vqa_input_shape(spec)
-        frames = spec["sampling"]["max_frames"]
-        return {"input": ((1, *shape), (frames, *shape), (frames, *shape))}
-    multiple = int(spec.get("multiple_of", 1))
-    edge = -(-(ctx.tile + 2 * spec["tile"]["pad"]) // multiple) * multiple
-    low = max(16, multiple)
-    channels = _input_channels(ctx.fp32_onnx)
-    return {"input": ((1, channels, low, low), (1, channels, edge, edge), (1, channels, edge, edge))}
 
 
 def _input_channels(onnx_path: Path) -> int:

@@ -17,9 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from kvqe.calibration.accuracy import accuracy_comparator
 from kvqe.calibration.comparison import reference_outputs
-from kvqe.calibration.gates import gates_for
 from kvqe.calibration.policy import POLICIES
 from kvqe.errors import BackendUnavailableError
 from kvqe.export.artifacts import BUILDERS, BuildContext, BuiltArtifact
@@ -119,7 +117,7 @@ class _Export:
                       else f"checking the {backend} {precision} pipeline against the FP32 reference")
         scope = None if plan.kind is None else (f"the whole {plan.kind} pipeline on {backend}{mixed} "
                                                 "vs the onnxruntime fp32 pipeline")
-        gates = gates_for(prepared.card.task, precision, prepared.user_gates)
+        gates = prepared.task.gates(precision, prepared.user_gates)
         accuracy, executed = accuracy_record(runner, wanted.pop() if len(wanted) == 1 else None, prepared.valid_set,
                                              comparator, reference, gates, scope)
         seconds = round((time.perf_counter() - t0) / max(len(new), 1), 2)
@@ -155,7 +153,7 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
     with atomic_output_dir(request.out) as out:
         job = _Export(request, prepared, plan, out, progress)
         job.export_references()
-        comparator = accuracy_comparator(prepared.card.task, prepared.valid_set, prepared.output_spec)
+        comparator = prepared.task.comparator(prepared.valid_set, prepared.output_spec)
         reference_runner = plan.compose({s: create_runner("onnxruntime", path) for s, path in job.fp32.items()})
         with reference_runner:  # kept loaded: it also feeds the calibration of inner stages
             if plan.kind is not None:

@@ -10,7 +10,6 @@ import contextlib
 import io
 import logging
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,26 +20,16 @@ import torch
 
 from kvqe.calibration.comparators import GraphOutputs, MaxAbsDiff
 from kvqe.calibration.comparison import compare_runs
+from kvqe.calibration.tasks import task_named
 from kvqe.errors import ExportValidationError
 from kvqe.models.registry import ModelCard
 from kvqe.runtimes.base import Runner, TensorSpec
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.runtimes.torch import TorchRunner
-from kvqe.sdk.preprocess import vqa_input_shape
 
 EXPORTER = "torch.onnx.export (dynamo: torch.export + onnxscript), external_data=False, optimize=True"
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
-# per task: dynamic input axes (axis -> name), the output axes that must stay dynamic with them, and the
-# input shape from the card's input spec (None: dynamic)
-_DYNAMIC: dict[str, tuple[dict[int, str], tuple[int, ...]]] = {
-    "vqa": ({0: "batch"}, (0,)),
-    "sr": ({0: "batch", 2: "height", 3: "width"}, (0, 2, 3)),
-}
-_INPUT_SHAPE: dict[str, Callable[[dict[str, Any]], tuple[int | None, ...]]] = {
-    "vqa": lambda spec: (None, *vqa_input_shape(spec)),
-    "sr": lambda spec: (None, 3, None, None),
-}
 
 
 @dataclass(frozen=True)
@@ -57,9 +46,9 @@ class OnnxExportSpec:
 
     @classmethod
     def from_card(cls, card: ModelCard) -> OnnxExportSpec:
-        axes, output_axes = _DYNAMIC[card.task]
-        return cls(opset=card.onnx_opset, tolerance=card.onnx_tolerance, dynamic_axes=axes,
-                   dynamic_output_axes=output_axes, input_shape=_INPUT_SHAPE[card.task](card.input))
+        task = task_named(card.task)  # the dynamic axes and the input shape (None: dynamic) are the task's
+        return cls(opset=card.onnx_opset, tolerance=card.onnx_tolerance, dynamic_axes=dict(task.dynamic_axes),
+                   dynamic_output_axes=task.dynamic_output_axes, input_shape=task.graph_input(card.input))
 
     @property
     def tensor_spec(self) -> TensorSpec:

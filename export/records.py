@@ -86,7 +86,7 @@ def write_bundle_files(stage: Path, request: ExportRequest, prepared: Prepared, 
         "model": {"name": card.name, "description": card.description,
                   "params": sum(p.numel() for p in prepared.module.parameters()),  # the card's, unless overridden
                   "gflops": card.gflops, "flops_input": card.flops_input},
-        "task": card.task, "input": card.input, "output": prepared.output_spec,
+        "task": card.task, "input": card.input.to_json(), "output": prepared.output_spec.to_json(),
         "weights": {"source": prepared.provenance["source"], "files": prepared.provenance["files"],
                     "weights_source": card.weights_source, "licence": card.licence},
         "licence": card.licence,

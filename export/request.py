@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,11 +11,12 @@ import torch
 
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.data import SampleSettings, build_sample_sets
-from kvqe.calibration.gates import Gate, gates_for
+from kvqe.calibration.gates import Gate
+from kvqe.calibration.tasks import Task, task_named
 from kvqe.errors import BadInputError
 from kvqe.export.artifacts import requested_artifacts
-from kvqe.export.validation_inputs import builtin_validation_set
 from kvqe.models.registry import ModelCard, get_model, list_models
+from kvqe.specs import OutputSpec
 
 
 @dataclass(frozen=True)
@@ -43,14 +44,14 @@ class ExportRequest:
     factory: Callable[[], torch.nn.Module] | None = field(default=None, repr=False)
 
 
-def _output_spec(card: ModelCard, score_range: tuple[float, float] | None, out_scale: int | None) -> dict[str, Any]:
-    output = dict(card.output)
+def _output_spec(card: ModelCard, score_range: tuple[float, float] | None, out_scale: int | None) -> OutputSpec:
+    output = card.output
     if score_range is not None:
-        if "score_range" not in card.output:
+        if output.score_range is None:
             raise BadInputError("--score-range applies to VQA models only")
         if not score_range[0] < score_range[1]:
             raise BadInputError(f"score range {score_range} must be increasing")
-        output["score_range"] = [float(score_range[0]), float(score_range[1])]
+        output = replace(output, score_range=(float(score_range[0]), float(score_range[1])))
     if out_scale is not None:
         if "pipeline" not in card.extra:
             pipelines = ", ".join(c.name for c in list_models() if "pipeline" in c.extra)
@@ -59,7 +60,7 @@ def _output_spec(card: ModelCard, score_range: tuple[float, float] | None, out_s
         if out_scale not in allowed:
             raise BadInputError(f"{card.name}: --out-scale must be one of {', '.join(map(str, allowed))}, "
                                 f"got {out_scale}")
-        output["scale"] = out_scale
+        output = replace(output, scale=out_scale)
     return output
 
 
@@ -68,7 +69,7 @@ class Prepared:
     """A checked request: the card, what to build, the module with its weights, and the sample sets."""
 
     card: ModelCard
-    output_spec: dict[str, Any]
+    output_spec: OutputSpec
     pairs: list[tuple[str, str]]
     user_gates: list[Gate]
     module: torch.nn.Module
@@ -77,6 +78,10 @@ class Prepared:
     valid_set: SampleSet
     calib_record: dict[str, Any] | None
 
+    @property
+    def task(self) -> Task:
+        return task_named(self.card.task)
+
 
 def prepare(request: ExportRequest, progress: Callable[[str], None]) -> Prepared:
     """Check the request (before anything is built), build the module, load its weights, sample the data."""
@@ -84,9 +89,10 @@ def prepare(request: ExportRequest, progress: Callable[[str], None]) -> Prepared
     user_gates = [Gate.parse(expression) for expression in request.gates]
     entry = get_model(request.model)
     card = entry.card
+    task = task_named(card.task)
     output_spec = _output_spec(card, request.score_range, request.out_scale)
     for _, precision in pairs:
-        gates_for(card.task, precision, user_gates)  # a gate that does not fit the task fails now
+        task.gates(precision, user_gates)  # a gate that does not fit the task fails now
     if any(p == "int8" for _, p in pairs) and request.calib is None:
         raise BadInputError("INT8 needs calibration data: pass --calib DIR (videos and/or images)")
     if entry.check_weights is not None:
@@ -96,12 +102,12 @@ def prepare(request: ExportRequest, progress: Callable[[str], None]) -> Prepared
     provenance = entry.load_weights(module, request.weights)
     teacher = provenance.get("training", {}).get("teacher", {})
     if teacher.get("units"):  # a distilled (VQA) student scores in its teacher's units
-        output_spec["units"] = teacher["units"]
+        output_spec = replace(output_spec, units=teacher["units"])
     calib_set: SampleSet | None = None
     calib_record: dict[str, Any] | None = None
     if request.calib is not None:
         progress(f"sampling calibration and validation data from {request.calib}")
-        calib_set, valid_set, calib_record = build_sample_sets(request.calib, card.task, card.input, request.samples)
+        calib_set, valid_set, calib_record = build_sample_sets(request.calib, task, card.input, request.samples)
     else:
-        valid_set = builtin_validation_set(card)
+        valid_set = task.builtin_set(card.input)
     return Prepared(card, output_spec, pairs, user_gates, module, provenance, calib_set, valid_set, calib_record)

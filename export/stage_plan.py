@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from kvqe.calibration.tasks import task_named
 from kvqe.errors import BadInputError
 from kvqe.export.artifacts import FORMATS, BuiltArtifact
 from kvqe.export.onnx_export import OnnxExportSpec
-from kvqe.export.validation_inputs import validation_batches
 from kvqe.models.registry import ModelCard
 from kvqe.runtimes import Runner
+from kvqe.specs import OutputSpec
 
 SINGLE_STAGE = "model"
 PRECISION_ORDER = ("fp32", "fp16", "int8")
@@ -49,7 +50,7 @@ class StagePlan:
 
     def stage_inputs(self, progress: Progress) -> dict[str, list[np.ndarray]]:
         """Real inputs of every stage (the first is used as the export example): the card's validation batches."""
-        return {stage: validation_batches(self.card) for stage in self.stages}
+        return {stage: task_named(self.card.task).batches(self.card.input) for stage in self.stages}
 
     def export_fixed(self, out: Path, inputs: dict[str, list[np.ndarray]], progress: Progress) -> dict[str, FixedGraph]:
         """Export and validate the :attr:`fixed_stages` into ``out`` (none here)."""
@@ -92,7 +93,7 @@ class StagePlan:
         return entry if self.kind is None else {"stage": stage, **entry}
 
 
-def single_graph(card: ModelCard, module: nn.Module, output_spec: dict[str, Any]) -> StagePlan:
+def single_graph(card: ModelCard, module: nn.Module, output_spec: OutputSpec) -> StagePlan:
     """The one-stage plan of a single-graph model."""
     return StagePlan(card, {SINGLE_STAGE: module}, {SINGLE_STAGE: OnnxExportSpec.from_card(card)}, (SINGLE_STAGE,), {})
 
@@ -108,7 +109,7 @@ def card_stages(card: ModelCard, stages: Sequence[str]) -> tuple[dict[str, OnnxE
     return specs, int8_stages, dict(card.extra.get("stage_policies", {}))
 
 
-PlanFactory = Callable[[ModelCard, nn.Module, dict[str, Any]], StagePlan]
+PlanFactory = Callable[[ModelCard, nn.Module, OutputSpec], StagePlan]
 _PLANS: dict[str, PlanFactory] = {}
 
 
@@ -122,7 +123,7 @@ def register_plan(*kinds: str) -> Callable[[PlanFactory], PlanFactory]:
     return wrap
 
 
-def plan_for(card: ModelCard, module: nn.Module, output_spec: dict[str, Any]) -> StagePlan:
+def plan_for(card: ModelCard, module: nn.Module, output_spec: OutputSpec) -> StagePlan:
     """The plan of ``card``'s model: its pipeline kind's, else a single graph. The pipeline plans are
     imported by package name on first use, so this module imports none of them (they import it)."""
     kind = card.extra.get("pipeline")

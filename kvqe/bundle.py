@@ -20,6 +20,7 @@ one artifact per stage. Schema version 1 stays readable both ways: an entry with
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from kvqe.manifest import (
     write_manifest,
 )
 from kvqe.onnx_data import onnx_external_data
+from kvqe.specs import InputSpec, OutputSpec
 
 __all__ = [
     "BACKENDS", "MANIFEST", "MAX_DEPTH", "MODEL_STAGE", "PRECISIONS", "SCHEMA_FILE", "SCHEMA_VERSION", "TASKS",
@@ -125,13 +127,13 @@ class Bundle:
     def model_name(self) -> str:
         return str(self.manifest["model"]["name"])
 
-    @property
-    def input_spec(self) -> dict[str, Any]:
-        return dict(self.manifest["input"])
+    @functools.cached_property
+    def input_spec(self) -> InputSpec:
+        return InputSpec.from_json(self.manifest["input"])
 
-    @property
-    def output_spec(self) -> dict[str, Any]:
-        return dict(self.manifest["output"])
+    @functools.cached_property
+    def output_spec(self) -> OutputSpec:
+        return OutputSpec.from_json(self.manifest["output"])
 
     @property
     def validation(self) -> FileEntry | None:

@@ -19,6 +19,7 @@ from kvqe.errors import BackendUnavailableError, BadInputError, missing_extra
 from kvqe.models.registry import ModelCard, WeightLoader, register_model
 from kvqe.models.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
 from kvqe.models.weights.ncnn import load_ncnn_into
+from kvqe.specs import InputSpec, OutputSpec, Tile
 
 _LRELU_SLOPE = 0.2
 _RESIDUAL_SCALE = 0.2
@@ -192,11 +193,9 @@ def _weight_loader(default_stem: str | None, checkpoint: str) -> WeightLoader:
     return load
 
 
-_INPUT = {
-    "colour_order": "RGB", "layout": "NCHW", "dtype": "float32", "value_range": [0.0, 1.0],
-    "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "tile": {"size": 0, "pad": 10, "pre_pad": 0}, "multiple_of": 1,
-}
-_OUTPUT = {"scale": 4, "value_range": [0.0, 1.0], "clamp": True}
+_INPUT = InputSpec(colour_order="RGB", layout="NCHW", dtype="float32", value_range=(0.0, 1.0), mean=(0.0, 0.0, 0.0),
+                   std=(1.0, 1.0, 1.0), tile=Tile(size=0, pad=10, pre_pad=0), multiple_of=1)
+_OUTPUT = OutputSpec(scale=4, value_range=(0.0, 1.0), clamp=True)
 _FLOPS_INPUT = "one 256x256 input (1024x1024 output)"
 _SRVGG_LICENCE = "BSD-3-Clause (Real-ESRGAN)"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from kvqe.errors import BadInputError
+from kvqe.specs import InputSpec, OutputSpec
 
 if TYPE_CHECKING:
     import torch
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 class ModelCard:
     """Typed description of a registered model.
 
-    ``input`` and ``output`` are the manifest's input/output specs verbatim (JSON-able dicts).
+    ``input`` and ``output`` are the specs the manifest stores (:mod:`kvqe.specs`).
     ``params`` and ``gflops`` are the figures the project's own counter measures (a registry test checks
     them); ``gflops`` counts one multiply-add as one FLOP, on the input ``flops_input`` describes.
     """
@@ -30,8 +31,8 @@ class ModelCard:
     name: str
     task: Literal["vqa", "sr"]
     description: str
-    input: dict[str, Any]
-    output: dict[str, Any]
+    input: InputSpec
+    output: OutputSpec
     params: int
     gflops: float
     flops_input: str

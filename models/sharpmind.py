@@ -23,6 +23,7 @@ from kvqe.errors import BadInputError
 from kvqe.models.registry import ModelCard, register_model
 from kvqe.models.swin import STAGE_DIMS, SwinTBackbone
 from kvqe.models.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
+from kvqe.specs import Crop, InputSpec, OutputSpec, Resize, Sampling
 
 HIDDEN = 128
 
@@ -56,19 +57,13 @@ CARD = ModelCard(
     name="vqa-sharpmind-swint",
     task="vqa",
     description="SharpMind NTIRE 2025 KVQ student: Swin-T multi-stage pooled features, MLP head",
-    input={
-        "colour_order": "RGB",
-        "layout": "NCHW",
-        "dtype": "float32",
-        "value_range": [0.0, 1.0],
-        "mean": [0.485, 0.456, 0.406],
-        "std": [0.229, 0.224, 0.225],
-        "resize": {"short_side": 224, "interpolation": "area"},
-        "crop": {"height": 224, "width": 224},
-        "sampling": {"kind": "keyframes", "per_second": 1, "position": "middle", "max_frames": 8,
-                     "pad": "repeat_last"},
-    },
-    output={"score_range": [0.0, 1.0], "pooling": "mean"},
+    input=InputSpec(
+        colour_order="RGB", layout="NCHW", dtype="float32", value_range=(0.0, 1.0),
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+        resize=Resize(short_side=224, interpolation="area"), crop=Crop(height=224, width=224),
+        sampling=Sampling(kind="keyframes", per_second=1, position="middle", max_frames=8, pad="repeat_last"),
+    ),
+    output=OutputSpec(score_range=(0.0, 1.0), pooling="mean"),
     # kvqe.models.flops: count_params -> 27,702,395; count_macs on [8, 3, 224, 224] -> 35,919,864,832.
     params=27_702_395,
     gflops=35.92,

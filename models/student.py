@@ -42,6 +42,7 @@ from kvqe.errors import BadInputError
 from kvqe.models.efficientnet_lite import INPUT_OFFSET, INPUT_SCALE, EfficientNetLite0
 from kvqe.models.registry import ModelCard, register_model
 from kvqe.models.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
+from kvqe.specs import Fragments, InputSpec, OutputSpec, Sampling
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -249,13 +250,13 @@ CARD = ModelCard(
     description="kvqe's distilled no-reference VQA student (VMAF teacher): natural-scene statistics of "
     "native-resolution fragments at two scales plus global context, and frozen EfficientNet-Lite0 features of "
     "the fragments against the whole frame, each read by a small MLP ensemble.",
-    input={
-        "colour_order": "RGB", "layout": "NCHW", "dtype": "float32", "value_range": [0.0, 1.0],
-        "mean": IMAGENET_MEAN * 2, "std": IMAGENET_STD * 2,
-        "fragments": {"grid": GRID, "patch": PATCH},
-        "sampling": {"kind": "keyframes", "per_second": 1, "position": "middle", "max_frames": 8, "pad": "none"},
-    },
-    output={"score_range": [0.0, 100.0], "pooling": "mean", "units": "VMAF v0.6.1 (teacher)"},
+    input=InputSpec(
+        colour_order="RGB", layout="NCHW", dtype="float32", value_range=(0.0, 1.0),
+        mean=tuple(IMAGENET_MEAN * 2), std=tuple(IMAGENET_STD * 2),
+        fragments=Fragments(grid=GRID, patch=PATCH),
+        sampling=Sampling(kind="keyframes", per_second=1, position="middle", max_frames=8, pad="none"),
+    ),
+    output=OutputSpec(score_range=(0.0, 100.0), pooling="mean", units="VMAF v0.6.1 (teacher)"),
     # kvqe.models.flops: count_params -> 1,161,578 (700,768 of them the frozen EfficientNet-Lite0 stages 0-4);
     # count_macs on [8, 6, 448, 448] -> 4,052,481,088 (two 224 x 224 backbone passes per keyframe: 3.89 G;
     # the statistics' Gaussian windows and the heads: 0.16 G; element-wise operations are not counted)

@@ -6,6 +6,7 @@ finite (a broken or tampered model) instead of turning it into a score or an ima
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import TracebackType
@@ -43,6 +44,7 @@ from kvqe.sdk.tiling import (
 )
 from kvqe.sdk.video_out import VideoOutput
 from kvqe.sdk.video_writer import write_video
+from kvqe.specs import Tile
 
 _QUEUE_SIZE = 2  # decoded frames waiting for the model: the decoder only needs to stay one frame ahead
 
@@ -54,6 +56,9 @@ def _open(source: Any, fps: float | None, timeout: float | None, max_pixels: int
         return source
     return open_source(source, fps=fps, queue_size=_QUEUE_SIZE, timeout=timeout, max_pixels=max_pixels,
                        protocols=protocols)
+
+
+_CALLS = {"vqa": "score()/stream()", "sr": "enhance()/enhance_video()"}  # what each task's model offers
 
 
 class Model:
@@ -108,9 +113,8 @@ class Model:
     # -- VQA ---------------------------------------------------------------------------------------
     def _require(self, task: str, call: str) -> None:
         if self.task != task:
-            other = "score()/stream()" if self.task == "vqa" else "enhance()/enhance_video()"
             raise BadInputError(f"{call} needs a {task} model, but {self.name!r} is a {self.task} model; "
-                                f"use {other}")
+                                f"use {_CALLS[self.task]}")
 
     def _finite(self, values: np.ndarray, what: str) -> np.ndarray:
         """``values``, or BundleError if any is NaN or infinite: a model that produces them is broken."""
@@ -144,7 +148,7 @@ class Model:
         return scores
 
     def _clip(self, value: float) -> float:
-        low, high = self.output_spec["score_range"]
+        low, high = self.output_spec.score_range or (-math.inf, math.inf)
         return float(min(max(value, low), high))
 
     def score(self, source: Any, *, fps: float | None = None, per_second: float | None = None,
@@ -165,7 +169,7 @@ class Model:
         decoded; ``protocols``: URL schemes allowed beyond the network ones (see :func:`open_source`).
         """
         self._require("vqa", "score()")
-        sampling = sampling_spec(self.input_spec["sampling"], per_second, max_frames)
+        sampling = sampling_spec(self.input_spec.sampling, per_second, max_frames)
         with _open(source, fps, timeout, max_pixels, protocols) as frames:
             rate = frames.fps or ASSUMED_FPS
             name = frames.name
@@ -177,7 +181,7 @@ class Model:
             width, height = frames.size or (0, 0)
             length = frames.frame_count or frames.frames_read
             duration = None if frames.is_image else length / rate
-            how = Sampling(sampling["per_second"], sampling["max_frames"], frames.access)
+            how = Sampling(sampling.per_second, sampling.max_frames, frames.access)
             codec = frames.codec
         scores = self._frame_scores([frame.image for frame in keyframes], name)
         pooled = pad_to_max(scores, sampling)
@@ -196,36 +200,36 @@ class Model:
         self._require("vqa", "stream()")
         if not (isinstance(window_s, (int, float)) and window_s > 0):
             raise BadInputError(f"window_s must be positive, got {window_s}")
-        rate_spec = sampling_spec(self.input_spec["sampling"], per_second)
+        rate_spec = sampling_spec(self.input_spec.sampling, per_second)
         with _open(source, fps, timeout, max_pixels, protocols) as frames:
             rate = frames.fps or ASSUMED_FPS
             reduce = self._reducer(frames.name)
-            for window in windowed_keyframes(frames, rate, window_s, rate_spec["per_second"], reduce=reduce):
+            for window in windowed_keyframes(frames, rate, window_s, rate_spec.per_second, reduce=reduce):
                 scores = self._frame_scores([frame.image for frame in window.frames], frames.name)
                 yield Segment(window.start_s, window.end_s, self._clip(float(np.mean(scores))), len(scores))
 
     # -- SR ----------------------------------------------------------------------------------------
     @property
     def scale(self) -> int:
-        return int(self.output_spec["scale"])
+        return int(self.output_spec.scale or 1)
 
     def tile_settings(self, tile: int | None = None, tile_pad: int | None = None, pre_pad: int | None = None,
                       memory_budget_mb: float = SR_MEMORY_BUDGET_MB) -> TileSettings:
         """The bundle's tiling defaults, overridden by any argument given; a bundle that declares no tile
         size is tiled to fit ``memory_budget_mb`` (``tile=0`` runs whole images)."""
-        defaults = self.input_spec.get("tile", {})
+        defaults = self.input_spec.tile or Tile(size=0, pad=10)
         max_tile = min((bound for a in self.stages.values() if (bound := a.record.get("export", {}).get("max_tile"))),
                        default=None)
         if max_tile and tile is not None and not 0 < tile <= max_tile:
             raise BadInputError(f"this {self.backend} artifact takes tiles of at most {max_tile} pixels, got {tile}")
-        pad = defaults.get("pad", 10) if tile_pad is None else tile_pad
+        pad = defaults.pad if tile_pad is None else tile_pad
         if tile is None:
-            tile = max_tile or defaults.get("size", 0) or budget_tile(memory_budget_mb, self.scale, pad)
+            tile = max_tile or defaults.size or budget_tile(memory_budget_mb, self.scale, pad)
         return TileSettings(
             tile=tile,
             tile_pad=pad,
-            pre_pad=defaults.get("pre_pad", 0) if pre_pad is None else pre_pad,
-            blend=bool(defaults.get("blend", False)),
+            pre_pad=(defaults.pre_pad or 0) if pre_pad is None else pre_pad,
+            blend=bool(defaults.blend),
         )
 
     def enhance(self, image: np.ndarray | str | os.PathLike[str], *, tile: int | None = None,

@@ -2,29 +2,28 @@
 calibration all call, so the model sees the same tensors everywhere."""
 from __future__ import annotations
 
-from typing import Any
-
 import cv2
 import numpy as np
 
 from kvqe.errors import BadInputError
+from kvqe.specs import InputSpec, OutputSpec
 
 _INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
 
 
-def normalise(image: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+def normalise(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     """HxWx3 uint8 in model colour order -> 3xHxW float32 scaled to ``value_range``, then (x - mean) / std."""
-    low, high = spec["value_range"]
+    low, high = spec.value_range
     x = image.astype(np.float32) * np.float32((high - low) / 255.0) + np.float32(low)
-    mean = np.asarray(spec["mean"], dtype=np.float32)
-    std = np.asarray(spec["std"], dtype=np.float32)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
     x = (x - mean) / std
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
-def to_model_colour(bgr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+def to_model_colour(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
     """HxWx3 uint8 BGR -> the model's colour order."""
-    order = spec["colour_order"]
+    order = spec.colour_order
     if order == "RGB":
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     if order == "BGR":
@@ -32,17 +31,19 @@ def to_model_colour(bgr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
     raise BadInputError(f"unsupported colour_order {order!r} in the bundle's input spec")
 
 
-def resize_short_side_and_crop(rgb: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+def resize_short_side_and_crop(rgb: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Resize so the short side is ``resize.short_side`` (long side rounded), then centre-crop."""
     height, width = rgb.shape[:2]
-    short = spec["resize"]["short_side"]
-    interpolation = _INTERPOLATION[spec["resize"].get("interpolation", "area")]
+    if spec.resize is None or spec.crop is None:
+        raise BadInputError("the bundle's input spec has neither fragments nor resize and crop")
+    short = spec.resize.short_side
+    interpolation = _INTERPOLATION[spec.resize.interpolation or "area"]
     if height <= width:
         size = (round(width * short / height), short)
     else:
         size = (short, round(height * short / width))
     resized = cv2.resize(rgb, size, interpolation=interpolation)
-    crop_h, crop_w = spec["crop"]["height"], spec["crop"]["width"]
+    crop_h, crop_w = spec.crop.height, spec.crop.width
     rh, rw = resized.shape[:2]
     if crop_h > rh or crop_w > rw:
         raise BadInputError(f"crop {crop_h}x{crop_w} does not fit the resized frame {rh}x{rw}")
@@ -57,7 +58,7 @@ def _patch_start(cell_lo: int, cell_hi: int, patch: int, length: int, rng: np.ra
     return min(max(int(centre - patch / 2), 0), length - patch)
 
 
-def fragments_and_global(rgb: np.ndarray, spec: dict[str, Any], rng: np.random.Generator | None = None) -> np.ndarray:
+def fragments_and_global(rgb: np.ndarray, spec: InputSpec, rng: np.random.Generator | None = None) -> np.ndarray:
     """Native-resolution detail plus global context, stacked as one HxWx6 uint8 image.
 
     Channels 0-2: a ``grid`` x ``grid`` mosaic of ``patch`` x ``patch`` crops taken at the frame's own
@@ -67,8 +68,10 @@ def fragments_and_global(rgb: np.ndarray, spec: dict[str, Any], rng: np.random.G
     patch is enlarged. Channels 3-5: the whole frame resized to the mosaic's size (content, exposure,
     composition).
     """
-    grid, patch = spec["fragments"]["grid"], spec["fragments"]["patch"]
-    size = grid * patch
+    if spec.fragments is None:
+        raise BadInputError("the bundle's input spec has no fragments")
+    grid, patch = spec.fragments.grid, spec.fragments.patch
+    size = spec.fragments.size
     height, width = rgb.shape[:2]
     if min(height, width) < patch:
         factor = patch / min(height, width)
@@ -86,39 +89,40 @@ def fragments_and_global(rgb: np.ndarray, spec: dict[str, Any], rng: np.random.G
     return np.concatenate([mosaic, context], axis=2)
 
 
-def vqa_geometry(bgr: np.ndarray, spec: dict[str, Any], rng: np.random.Generator | None = None) -> np.ndarray:
+def vqa_geometry(bgr: np.ndarray, spec: InputSpec, rng: np.random.Generator | None = None) -> np.ndarray:
     """One HxWx3 uint8 BGR frame -> the uint8 image a VQA model sees: resized and centre-cropped, or
     fragments plus global context when the spec has ``fragments`` (``rng``: training augmentation)."""
     rgb = to_model_colour(bgr, spec)
-    if "fragments" in spec:
+    if spec.fragments is not None:
         return fragments_and_global(rgb, spec, rng)
     return resize_short_side_and_crop(rgb, spec)
 
 
-def vqa_input_shape(spec: dict[str, Any]) -> tuple[int, int, int]:
+def vqa_input_shape(spec: InputSpec) -> tuple[int, int, int]:
     """Channels, height and width of one preprocessed VQA frame."""
-    if "fragments" in spec:
-        size = spec["fragments"]["grid"] * spec["fragments"]["patch"]
-        return 6, size, size
-    return 3, spec["crop"]["height"], spec["crop"]["width"]
+    if spec.fragments is not None:
+        return 6, spec.fragments.size, spec.fragments.size
+    if spec.crop is None:
+        raise BadInputError("the bundle's input spec has neither fragments nor a crop")
+    return 3, spec.crop.height, spec.crop.width
 
 
-def preprocess_vqa_frame(bgr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+def preprocess_vqa_frame(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
     """One HxWx3 uint8 BGR frame -> the 3xHxW float32 tensor a VQA model takes."""
     return normalise(vqa_geometry(bgr, spec), spec)
 
 
-def preprocess_sr_image(bgr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+def preprocess_sr_image(bgr: np.ndarray, spec: InputSpec) -> np.ndarray:
     """One HxWx3 uint8 BGR image -> 3xHxW float32 at full resolution (tiling happens later)."""
     return normalise(to_model_colour(bgr, spec), spec)
 
 
-def postprocess_sr_output(chw: np.ndarray, in_spec: dict[str, Any], out_spec: dict[str, Any]) -> np.ndarray:
+def postprocess_sr_output(chw: np.ndarray, in_spec: InputSpec, out_spec: OutputSpec) -> np.ndarray:
     """3xHxW float model output -> HxWx3 uint8 BGR: clamp to the output range, scale, round."""
-    low, high = out_spec["value_range"]
-    x = np.clip(chw.astype(np.float32), low, high) if out_spec.get("clamp", True) else chw
+    low, high = out_spec.value_range or (0.0, 1.0)
+    x = np.clip(chw.astype(np.float32), low, high) if out_spec.clamps else chw
     x = np.rint((x - low) * (255.0 / (high - low)))
     image = np.clip(x, 0, 255).astype(np.uint8).transpose(1, 2, 0)
-    if in_spec["colour_order"] == "RGB":
+    if in_spec.colour_order == "RGB":
         image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
     return np.ascontiguousarray(image)

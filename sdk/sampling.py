@@ -9,7 +9,7 @@ Samplers pass frames through, holding only the frames they keep, reduced at once
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 from kvqe.errors import BadInputError
 from kvqe.sdk.frames import Frame
 from kvqe.sdk.seeking import SEEK_GAP_S
+from kvqe.specs import Sampling
 
 Reduce = Callable[[np.ndarray], np.ndarray]  # a chosen frame's image -> what is kept of it
 
@@ -26,8 +27,8 @@ def _kept(frame: Frame, reduce: Reduce | None) -> Frame:
     return frame if reduce is None else replace(frame, image=reduce(frame.image))
 
 
-def sampling_spec(spec: Mapping[str, Any], per_second: float | None = None,
-                  max_frames: int | None = None) -> dict[str, Any]:
+def sampling_spec(spec: Sampling | None, per_second: float | None = None,
+                  max_frames: int | None = None) -> Sampling:
     """The bundle's sampling ``spec`` with the caller's ``per_second`` / ``max_frames`` (None: the
     bundle's), checked (BadInputError naming the bad one)."""
     if per_second is not None and not (isinstance(per_second, (int, float)) and not isinstance(per_second, bool)
@@ -36,8 +37,10 @@ def sampling_spec(spec: Mapping[str, Any], per_second: float | None = None,
     if max_frames is not None and not (isinstance(max_frames, int) and not isinstance(max_frames, bool)
                                        and max_frames > 0):
         raise BadInputError(f"max_frames must be a positive integer, got {max_frames!r}")
-    return {**spec, "per_second": float(spec.get("per_second", 1) if per_second is None else per_second),
-            "max_frames": int(spec["max_frames"] if max_frames is None else max_frames)}
+    if spec is None:
+        raise BadInputError("the bundle's input spec has no frame sampling (is it a VQA bundle?)")
+    return replace(spec, per_second=float(spec.per_second if per_second is None else per_second),
+                   max_frames=int(spec.max_frames if max_frames is None else max_frames))
 
 
 def keyframe_index(k: int, fps: float, per_second: float) -> int:
@@ -45,12 +48,12 @@ def keyframe_index(k: int, fps: float, per_second: float) -> int:
     return math.floor((k + 0.5) * fps / per_second)
 
 
-def keyframe_plan(frame_count: int, fps: float, spec: Mapping[str, Any]) -> list[int]:
+def keyframe_plan(frame_count: int, fps: float, spec: Sampling) -> list[int]:
     """Decode indices of the keyframes of a video of ``frame_count`` frames (see the module's docstring).
 
     A video that ends before its first keyframe gives its middle frame.
     """
-    per_second, max_frames = float(spec.get("per_second", 1)), int(spec["max_frames"])
+    per_second, max_frames = float(spec.per_second), spec.max_frames
     if frame_count <= keyframe_index(0, fps, per_second):
         return [(frame_count - 1) // 2]
     if frame_count * per_second <= max_frames * fps:  # the model's rate fits the budget
@@ -66,7 +69,7 @@ def worth_seeking(plan: list[int], fps: float) -> bool:
 
 
 def select_keyframes(
-    frames: Iterable[Frame], fps: float, spec: Mapping[str, Any], frame_count: int | None = None,
+    frames: Iterable[Frame], fps: float, spec: Sampling, frame_count: int | None = None,
     reduce: Reduce | None = None,
 ) -> list[Frame]:
     """Keyframes of a whole video per the sampling spec (``per_second``, ``max_frames``).
@@ -82,7 +85,7 @@ def select_keyframes(
     """
     if frame_count is not None and frame_count > 0:
         return _planned(frames, keyframe_plan(frame_count, fps, spec), reduce)
-    per_second, max_frames = float(spec.get("per_second", 1)), int(spec["max_frames"])
+    per_second, max_frames = float(spec.per_second), spec.max_frames
     chosen: list[Frame] = []
     stride = 1  # intervals per keyframe interval, a power of 3
     target = keyframe_index(0, fps, per_second)
@@ -112,10 +115,10 @@ def _planned(frames: Iterable[Frame], plan: list[int], reduce: Reduce | None) ->
     return chosen
 
 
-def pad_to_max(items: list[Any], spec: dict[str, Any]) -> list[Any]:
+def pad_to_max(items: list[Any], spec: Sampling) -> list[Any]:
     """Repeat the last item up to ``max_frames`` when the spec asks for ``repeat_last`` padding."""
-    if spec.get("pad") == "repeat_last" and items:
-        return items + [items[-1]] * (int(spec["max_frames"]) - len(items))
+    if spec.repeats_last and items:
+        return items + [items[-1]] * (spec.max_frames - len(items))
     return items
 
 

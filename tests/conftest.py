@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 E2E_FIXTURES = frozenset({
     "vqa_bundle", "x4plus_bundle",  # below: kvqe-export in a subprocess, full-size Swin-T and RRDBNet
-    "sinsr_bundle",  # test_sinsr_pipeline: the reduced SinSR's stages exported at FP32 and FP16, gated
+    "sinsr_bundle",  # below: the reduced SinSR's stages exported at FP32 and FP16, gated
     "small_onnx",  # test_sinsr: the reduced SinSR's three stages exported to ONNX
 })
 
@@ -118,3 +118,34 @@ def any_rrdb(request: pytest.FixtureRequest) -> Path:
     """The tiny RRDBNet bundle (fast tier), then x4plus with its official weights exported by the CLI (``e2e``)."""
     return request.getfixturevalue("tiny_rrdb").bundle if request.param == "tiny" else request.getfixturevalue(
         "x4plus_bundle")
+
+
+# --- the reduced SinSR (test_sinsr_pipeline*.py) ---------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def sinsr_small() -> torch.nn.Module:
+    from sinsr_fixtures import small_with_fixture_weights
+
+    return small_with_fixture_weights()
+
+
+@pytest.fixture(scope="session")
+def sinsr_checkpoints(sinsr_small: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The reduced nets saved under the official checkpoint names, as a user would pass them."""
+    import torch
+
+    out = tmp_path_factory.mktemp("sinsr_ckpt")
+    paths = {"unet": out / "SinSR_v1.pth", "vq": out / "autoencoder_vq_f4.pth"}
+    torch.save({"state_dict": sinsr_small.unet.state_dict()}, paths["unet"])
+    torch.save(sinsr_small.vq.state_dict(), paths["vq"])
+    return paths
+
+
+@pytest.fixture(scope="session")
+def sinsr_bundle(sinsr_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    """``sinsr`` exported end to end through the Python API: ONNX FP32 (the reference) and FP16 per stage."""
+    from sinsr_fixtures import export_small
+
+    out = tmp_path_factory.mktemp("bundles") / "sinsr"
+    return out, export_small("sinsr", out, sinsr_checkpoints, precisions=("fp32", "fp16"))
+

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from support import BIKES, CARPHONE
 
+from kvqe.specs import Sampling
 from kvqe.training.baselines import (
     KEYFRAMES,
     NiqeModel,
@@ -70,7 +71,7 @@ def test_brisque_video_is_the_mean_over_keyframes() -> None:
     value = brisque_video(CARPHONE)
     assert np.isfinite(value)
     assert value == pytest.approx(keyframe_mean(CARPHONE, brisque_score, KEYFRAMES))
-    assert brisque_video(CARPHONE, {"per_second": 1, "max_frames": 1}) != value
+    assert brisque_video(CARPHONE, Sampling(per_second=1, max_frames=1)) != value
 
 
 def shifted_tilings(images: list[np.ndarray]) -> Iterator[np.ndarray]:

@@ -75,7 +75,7 @@ def test_distill_runs_end_to_end_and_the_loss_goes_down(tmp_path: Path) -> None:
     assert set(read_state_dict(checkpoint)) == set(module.state_dict())
     # the bundle's scores are named after the teacher that made the labels, not the card's default VMAF
     prepared = prepare(ExportRequest("vqa-student", tmp_path / "bundle", {"model": checkpoint}), lambda _: None)
-    assert prepared.output_spec["units"] == "labels.csv scores (external teacher)"
+    assert prepared.output_spec.units == "labels.csv scores (external teacher)"
     result = cli("kvqe", "distill", "--labels", str(labels), "--videos", str(videos), "--teacher", "vmaf-neg",
                  "--out", str(tmp_path / "other.pth"), check_code=2)
     assert b"--teacher labels kvqe's own set" in result.stderr and not (tmp_path / "other.pth").exists()
@@ -85,7 +85,7 @@ def test_the_embedded_student_keeps_the_units_of_its_card() -> None:
     """Its checkpoint predates teacher records: the card's VMAF v0.6.1 units stand."""
     prepared = prepare(ExportRequest("vqa-student", Path("unused"), {"model": STUDENT_CHECKPOINT}), lambda _: None)
     assert "teacher" not in prepared.provenance["training"]
-    assert prepared.output_spec["units"] == "VMAF v0.6.1 (teacher)"
+    assert prepared.output_spec.units == "VMAF v0.6.1 (teacher)"
 
 
 @needs_ffmpeg

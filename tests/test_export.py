@@ -8,9 +8,9 @@ import onnx
 import pytest
 import torch
 
+from kvqe.calibration.tasks import task_named
 from kvqe.errors import ExportValidationError
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
-from kvqe.export.validation_inputs import validation_batches
 from kvqe.files import sha256_file
 from kvqe.models.registry import get_model
 from kvqe.sdk.loader import embedded_bundle_path
@@ -21,7 +21,7 @@ def anime() -> tuple[torch.nn.Module, OnnxExportSpec, list]:
     entry = get_model("realesr-animevideov3")
     module = entry.factory().eval()
     entry.load_weights(module, {})
-    return module, OnnxExportSpec.from_card(entry.card), validation_batches(entry.card)
+    return module, OnnxExportSpec.from_card(entry.card), task_named(entry.card.task).batches(entry.card.input)
 
 
 def test_export_is_byte_identical_and_equals_the_embedded_bundle(anime, tmp_path: Path) -> None:

@@ -138,7 +138,9 @@ def _use(bundle_dir: Path) -> str:
     except BundleError:
         return "refused"
     assert bundle.task in ("vqa", "sr") and bundle.model_name
-    assert isinstance(bundle.input_spec, dict) and isinstance(bundle.output_spec, dict)
+    # the typed specs hold every field of the manifest's and write it back unchanged
+    assert bundle.input_spec.to_json() == bundle.manifest["input"]
+    assert bundle.output_spec.to_json() == bundle.manifest["output"]
     assert bundle.stages and (bundle.pipeline is None or bundle.pipeline["stages"] == list(bundle.stages))
     for stage in bundle.stages:
         for precision in PRECISIONS:

@@ -26,6 +26,7 @@ from kvqe.export.onnx_export import OnnxExportSpec, export_onnx
 from kvqe.metrics import srocc
 from kvqe.models.registry import create_model, get_model
 from kvqe.sdk.preprocess import resize_short_side_and_crop
+from kvqe.specs import InputSpec
 
 SR = "realesr-animevideov3"
 SWIN = "vqa-sharpmind-swint"
@@ -44,7 +45,7 @@ def _photos(names: list[str]) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def _sample_set(images: list[np.ndarray], sources: list[str], spec: dict) -> SampleSet:
+def _sample_set(images: list[np.ndarray], sources: list[str], spec: InputSpec) -> SampleSet:
     return SampleSet(np.stack(images), np.arange(len(images)), tuple(sources), spec)
 
 

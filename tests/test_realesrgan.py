@@ -59,7 +59,7 @@ def test_forward_matches_golden(fixture, name, factory, params) -> None:
 @pytest.mark.parametrize("name", [net[1] for net in NETS])
 def test_card(name: str) -> None:
     card = get_model(name).card
-    assert (card.task, card.output["scale"], card.input["colour_order"], card.input["layout"]) == (
+    assert (card.task, card.output.scale, card.input.colour_order, card.input.layout) == (
         "sr", 4, "RGB", "NCHW")
     assert card.flops_input == "one 256x256 input (1024x1024 output)"
     assert (card.default_weights is None) == (name == "realesr-general-x4v3")

@@ -16,7 +16,7 @@ def flops_input(card) -> torch.Tensor:
     if "flops_input_shape" in card.extra:
         return torch.zeros(card.extra["flops_input_shape"])
     if card.task == "vqa":
-        return torch.zeros(card.input["sampling"]["max_frames"], *vqa_input_shape(card.input))
+        return torch.zeros(card.input.sampling.max_frames, *vqa_input_shape(card.input))
     return torch.zeros(1, 3, 256, 256)
 
 

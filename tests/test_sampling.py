@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,8 +17,9 @@ from kvqe.sdk.sampling import (
     windowed_keyframes,
     worth_seeking,
 )
+from kvqe.specs import Sampling
 
-SPEC = {"kind": "keyframes", "per_second": 1, "position": "middle", "max_frames": 8, "pad": "repeat_last"}
+SPEC = Sampling(kind="keyframes", per_second=1, position="middle", max_frames=8, pad="repeat_last")
 PIXEL = np.zeros((2, 2, 3), np.uint8)
 
 
@@ -49,7 +51,7 @@ def _middle_of_each_second(frame_count: int, fps: float, per_second: float = 1.0
                                                                (24.0, 2, 5), (59.94, 0.5, 3)])
 def test_a_video_within_the_budget_keeps_the_middle_frame_of_each_interval(fps: float, per_second: float,
                                                                            max_frames: int) -> None:
-    spec = {**SPEC, "per_second": per_second, "max_frames": max_frames}
+    spec = replace(SPEC, per_second=per_second, max_frames=max_frames)
     longest = math.floor(max_frames * fps / per_second)
     for count in range(1, longest + 1):
         assert keyframe_plan(count, fps, spec) == _middle_of_each_second(count, fps, per_second, max_frames), count
@@ -64,7 +66,7 @@ def test_a_long_video_spreads_the_budget_over_all_of_it_and_is_read_to_its_end()
     assert pulled[-1] == 1799  # read through, so that a file short of its declared length is caught
     assert keyframe_plan(241, 30.0, SPEC) == [15, 45, 75, 105, 135, 165, 195, 225]  # 8.03 s: 8 parts of 30.1
     assert keyframe_plan(300, 30.0, SPEC) == [18, 56, 93, 131, 168, 206, 243, 281]
-    assert keyframe_plan(1800, 30.0, {**SPEC, "max_frames": 2}) == [450, 1350]
+    assert keyframe_plan(1800, 30.0, replace(SPEC, max_frames=2)) == [450, 1350]
 
 
 def test_unknown_length_keeps_every_third_keyframe_when_the_budget_fills() -> None:
@@ -74,7 +76,7 @@ def test_unknown_length_keeps_every_third_keyframe_when_the_budget_fills() -> No
     assert [f.index for f in select_keyframes(frames(300, 30.0), 30.0, SPEC)] == [45, 135, 225]  # 3 s intervals
     assert [f.index for f in select_keyframes(frames(1800, 30.0), 30.0, SPEC)] == [
         135, 405, 675, 945, 1215, 1485, 1755]  # 9 s intervals over 60 s
-    assert [f.index for f in select_keyframes(frames(1800, 30.0), 30.0, {**SPEC, "max_frames": 1})] == [1215]
+    assert [f.index for f in select_keyframes(frames(1800, 30.0), 30.0, replace(SPEC, max_frames=1))] == [1215]
 
 
 def test_seeking_only_for_keyframes_far_apart() -> None:
@@ -90,8 +92,8 @@ def test_seeking_only_for_keyframes_far_apart() -> None:
 def test_bad_sampling_options(options: dict, match: str) -> None:
     with pytest.raises(BadInputError, match=match):
         sampling_spec(SPEC, **options)
-    assert sampling_spec(SPEC, 2, 16) == {**SPEC, "per_second": 2.0, "max_frames": 16}
-    assert sampling_spec(SPEC) == {**SPEC, "per_second": 1.0}
+    assert sampling_spec(SPEC, 2, 16) == replace(SPEC, per_second=2.0, max_frames=16)
+    assert sampling_spec(SPEC) == replace(SPEC, per_second=1.0)
 
 
 def test_fractional_fps_and_partial_last_second() -> None:

@@ -226,7 +226,8 @@ def test_fragments_are_native_crops_one_per_grid_cell(size: tuple[int, int], aug
     from kvqe.sdk.preprocess import vqa_geometry
 
     spec = get_model("vqa-student").card.input
-    grid, patch = spec["fragments"]["grid"], spec["fragments"]["patch"]
+    assert spec.fragments is not None
+    grid, patch = spec.fragments.grid, spec.fragments.patch
     height, width = size
     frame = _coordinate_frame(height, width)
     image = vqa_geometry(frame, spec, np.random.default_rng(0) if augment else None)

@@ -20,6 +20,7 @@ from kvqe.models.sharpmind import SharpMindStudent
 from kvqe.models.swin import SwinT
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.sdk.preprocess import preprocess_vqa_frame, resize_short_side_and_crop
+from kvqe.specs import Crop
 
 NAME = "vqa-sharpmind-swint"
 SPEC = get_model(NAME).card.input  # the runtime's preprocessing spec
@@ -108,9 +109,9 @@ def test_card_figures_match_counter() -> None:
     entry = get_model(NAME)
     card, model = entry.card, entry.factory().eval()
     assert (card.task, card.weight_parts, card.default_weights) == ("vqa", ("model",), None)
-    assert card.input["sampling"]["max_frames"] == 8 and card.input["crop"] == {"height": 224, "width": 224}
+    assert card.input.sampling.max_frames == 8 and card.input.crop == Crop(height=224, width=224)
     assert card.params == count_params(model) == 27_702_395
-    macs = count_macs(model, torch.zeros(card.input["sampling"]["max_frames"], 3, 224, 224))
+    macs = count_macs(model, torch.zeros(card.input.sampling.max_frames, 3, 224, 224))
     assert macs == 35_919_864_832
     assert card.gflops == round(macs / 1e9, 2)
 

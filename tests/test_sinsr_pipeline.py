@@ -1,113 +1,52 @@
 """SinSR as a pipeline bundle: stages as data in the manifest, one composed runner behind ``Model.enhance``,
-tiles with noise anchored to the image, the export of every stage, gates on the whole pipeline, and
-``sinsr+realesrgan``. The reduced SinSR config with the shared fixtures' generated weights stands in for the
-real checkpoints (never bundled)."""
+tiles with noise anchored to the image. The reduced SinSR config with the shared fixtures' generated weights
+stands in for the real checkpoints (never bundled); its bundle is conftest.py's ``sinsr_bundle``."""
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import pytest
-import torch
-from support import cli, fixture_weights, psnr, shared_fixture
+from sinsr_fixtures import EXACT_STAGES, PIPELINE_STAGES, rgb01, to_bgr, torch_sr
+from support import cli, psnr
 
 import kvqe
 from kvqe.bundle import read_bundle
 from kvqe.errors import BadInputError, BundleError
-from kvqe.export.bundle_builder import ExportRequest, build_bundle, exit_code
-from kvqe.models.realesrgan import SRVGGNetCompact
-from kvqe.models.sinsr import RestoredSinSR, SinSR, small_sinsr
+from kvqe.export.bundle_builder import exit_code
+from kvqe.models.sinsr import SinSR
 from kvqe.runtimes.base import Runner, TensorSpec
 from kvqe.sdk.loader import choose_artifacts, embedded_bundle_path
 from kvqe.sdk.pipelines import sinsr_glue as glue
-from kvqe.sdk.pipelines.sinsr import RestoreThenSinSR, SinSRRunner, anchored_noise, box_downscale
+from kvqe.sdk.pipelines.sinsr import SinSRRunner, anchored_noise
 from kvqe.sdk.tiling import TileSettings, enhance_tiled, tile_count, window_starts
-
-STAGES = ("encoder", "denoiser", "decoder")
-EXACT = ("encoder_high", "encoder_mid", "decoder_mid", "decoder_high")  # the split VQ: exact tiling, FP32 always
-
-
-# --- fixtures ----------------------------------------------------------------------------------------------
-
-def _small_with_fixture_weights() -> SinSR:
-    model = small_sinsr()
-    for part in ("unet", "vq"):
-        net = getattr(model, part)
-        layout = json.loads(shared_fixture(f"sinsr/layout_{part}_small.json").read_text())
-        state = fixture_weights().make_state_dict(layout, seed=0)
-        net.load_state_dict({**net.state_dict(), **{k: torch.from_numpy(v) for k, v in state.items()}})
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def small() -> SinSR:
-    return _small_with_fixture_weights()
-
-
-@pytest.fixture(scope="module")
-def checkpoints(small: SinSR, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The small nets saved under the official checkpoint names, as a user would pass them."""
-    out = tmp_path_factory.mktemp("sinsr_ckpt")
-    paths = {"unet": out / "SinSR_v1.pth", "vq": out / "autoencoder_vq_f4.pth"}
-    torch.save({"state_dict": small.unet.state_dict()}, paths["unet"])
-    torch.save(small.vq.state_dict(), paths["vq"])
-    return paths
-
-
-def _export(model: str, out: Path, weights: dict[str, Path], **options: Any) -> dict[str, Any]:
-    factory = small_sinsr if model == "sinsr" else (lambda: RestoredSinSR(SRVGGNetCompact(num_conv=16), small_sinsr()))
-    return build_bundle(ExportRequest(model, out, weights, factory=factory, **options))
-
-
-@pytest.fixture(scope="module")
-def sinsr_bundle(checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """``sinsr`` exported end to end through the Python API: ONNX FP32 (the reference) and FP16 per stage."""
-    out = tmp_path_factory.mktemp("bundles") / "sinsr"
-    return out, _export("sinsr", out, checkpoints, precisions=("fp32", "fp16"))
-
-
-def _rgb01(bgr: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).transpose(2, 0, 1)[None], np.float32) / 255
-
-
-def _to_bgr(sr: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(np.clip(np.rint(sr[0] * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0), cv2.COLOR_RGB2BGR)
-
-
-def _torch_sr(model: torch.nn.Module, bgr: np.ndarray) -> np.ndarray:
-    """The torch one step on ``bgr`` with the runtime's noise (anchored at the origin, padded latent size)."""
-    lr = _rgb01(bgr)
-    eps = anchored_noise((1, 3, *glue.padded_size(*lr.shape[2:])))
-    with torch.no_grad():
-        return _to_bgr(model(torch.from_numpy(lr), torch.from_numpy(eps)).numpy())
-
+from kvqe.specs import Tile
 
 # --- the bundle format ------------------------------------------------------------------------------------
 
 def test_the_manifest_declares_the_pipeline_and_every_stage(sinsr_bundle) -> None:
     out, summary = sinsr_bundle
     bundle = read_bundle(out)
-    assert bundle.stages == STAGES + EXACT and bundle.pipeline is not None
+    assert bundle.stages == PIPELINE_STAGES + EXACT_STAGES and bundle.pipeline is not None
     pipeline = bundle.pipeline
     assert (pipeline["kind"], pipeline["out_scale"], pipeline["seed"]) == ("sinsr", 4, glue.DEFAULT_SEED)
     assert "default_rng([seed, y // 64, x // 64])" in pipeline["noise"]["anchoring"]
-    for stage in STAGES:
+    for stage in PIPELINE_STAGES:
         artifact = bundle.find("onnxruntime", "fp32", stage)
         assert artifact is not None and artifact.file == f"{stage}.fp32.onnx" and artifact.deployable
         assert artifact.record["accuracy"]["max_abs_diff"] <= 1e-4  # validated against torch on real inputs
     assert bundle.find("onnxruntime", "fp32") is None  # no "model" stage in a pipeline bundle
     assert "never bundled" in bundle.manifest["licence"] and "CC BY-NC-SA" in bundle.manifest["licence"]
-    assert bundle.input_spec["tile"] == {"size": 128, "pad": 32, "pre_pad": 0, "blend": True}
+    assert bundle.input_spec.tile == Tile(size=128, pad=32, pre_pad=0, blend=True)
     assert all(v is None for v in bundle.verify_all().values())
     assert {(a["stage"], a["precision"]) for a in summary["artifacts"]} == {
-        (s, p) for s in STAGES for p in ("fp32", "fp16")} | {(s, "fp32") for s in EXACT}
+        (s, p) for s in PIPELINE_STAGES for p in ("fp32", "fp16")} | {(s, "fp32") for s in EXACT_STAGES}
     assert pipeline["exact_tiling"]["norms"] == {"encoder_high": 12, "decoder_high": 19}
-    assert pipeline["precisions"]["fp16"] == {s: "fp32" for s in EXACT}  # the split graphs stay FP32
-    for stage in EXACT:  # validated against torch on real stage inputs (tile graphs: statistics in, sums out)
+    assert pipeline["precisions"]["fp16"] == {s: "fp32" for s in EXACT_STAGES}  # the split graphs stay FP32
+    for stage in EXACT_STAGES:  # validated against torch on real stage inputs (tile graphs: statistics in, sums out)
         artifact = bundle.find("onnxruntime", "fp32", stage)
         assert artifact is not None and artifact.record["accuracy"]["max_abs_diff"] <= 1e-4
 
@@ -143,16 +82,16 @@ def test_auto_needs_a_backend_with_every_stage(sinsr_bundle, tmp_path: Path) -> 
     assert choose_artifacts(read_bundle(copy), "auto", None, False)[:2] == ("onnxruntime", "fp32")
     with pytest.raises(BundleError, match="for every stage"):
         kvqe.load(copy, backend="openvino")
-    for stage in ("denoiser", "decoder", *EXACT):
+    for stage in ("denoiser", "decoder", *EXACT_STAGES):
         add(stage)
     backend, precision, stages = choose_artifacts(read_bundle(copy), "auto", None, False)
-    assert (backend, precision) == ("openvino", "fp32") and set(stages) == set(STAGES + EXACT)
+    assert (backend, precision) == ("openvino", "fp32") and set(stages) == set(PIPELINE_STAGES + EXACT_STAGES)
     assert all(a.backend == "openvino" for a in stages.values())
 
 
 # --- the runtime --------------------------------------------------------------------------------------------
 
-def test_enhance_equals_the_torch_one_step(sinsr_bundle, small: SinSR, astronaut_bgr: np.ndarray) -> None:
+def test_enhance_equals_the_torch_one_step(sinsr_bundle, sinsr_small: SinSR, astronaut_bgr: np.ndarray) -> None:
     """ONNX Runtime stages + numpy glue vs ``SinSR.forward`` with the same seeded noise, on a real photo crop
     whose size is not a multiple of 64 (padding and crop). Measured: 59 dB on a 192x192 astronaut crop, max
     |diff| up to 26 levels on the few pixels (0.3%) where a codebook near-tie flips between the two."""
@@ -162,7 +101,7 @@ def test_enhance_equals_the_torch_one_step(sinsr_bundle, small: SinSR, astronaut
     assert (model.backend, model.precision, model.scale) == ("onnxruntime", "fp32", 4)
     result = model.enhance(image, tile=0)
     assert result.shape == (240, 400, 3)
-    assert psnr(result, _torch_sr(small, image)) >= 40.0
+    assert psnr(result, torch_sr(sinsr_small, image)) >= 40.0
     np.testing.assert_array_equal(model.enhance(image), result)  # fits one 128-pixel window: the same run
 
 
@@ -196,7 +135,7 @@ def test_kvqe_verify_reruns_the_pipeline_gates(sinsr_bundle) -> None:
     result = cli("kvqe", "verify", str(out), "--json")
     lines = [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
     (record,) = [r for r in lines if "artifact" in r]
-    assert record["artifact"] == "onnxruntime/fp16" and set(record["stages"]) == set(STAGES + EXACT)
+    assert record["artifact"] == "onnxruntime/fp16" and set(record["stages"]) == set(PIPELINE_STAGES + EXACT_STAGES)
     assert record["metrics"]["psnr"] == pytest.approx(fp16["metrics"]["psnr"], abs=0.5)
     assert record["passed"] == fp16["deployable"] and result.returncode == (0 if fp16["deployable"] else 3)
 
@@ -224,8 +163,8 @@ def test_fp16_stages_are_gated_on_the_whole_pipeline(sinsr_bundle) -> None:
     out, summary = sinsr_bundle
     (config,) = [c for c in summary["pipeline"] if c["precision"] == "fp16"]
     assert config["deployable"] == (config["metrics"]["psnr"] >= 45.0)
-    assert set(config["stages"]) == set(STAGES + EXACT)
-    assert all(config["stages"][s] == f"{s}.fp32.onnx" for s in EXACT)  # the split graphs run FP32
+    assert set(config["stages"]) == set(PIPELINE_STAGES + EXACT_STAGES)
+    assert all(config["stages"][s] == f"{s}.fp32.onnx" for s in EXACT_STAGES)  # the split graphs run FP32
     fp16 = [a for a in read_bundle(out).artifacts if a.precision == "fp16"]
     assert len(fp16) == 3 and all(a.deployable == config["deployable"] for a in fp16)
     assert all("whole sinsr pipeline" in a.record["accuracy"]["scope"] for a in fp16)
@@ -234,8 +173,8 @@ def test_fp16_stages_are_gated_on_the_whole_pipeline(sinsr_bundle) -> None:
         with pytest.raises(BundleError, match="deployable: false"):
             kvqe.load(out, precision="fp16")
     model = kvqe.load(out, precision="fp16", allow_undeployable=True)
-    assert {s: a.precision for s, a in model.stages.items()} == {**dict.fromkeys(STAGES, "fp16"),
-                                                                  **dict.fromkeys(EXACT, "fp32")}
+    assert {s: a.precision for s, a in model.stages.items()} == {**dict.fromkeys(PIPELINE_STAGES, "fp16"),
+                                                                  **dict.fromkeys(EXACT_STAGES, "fp32")}
 
 
 # --- tiles ----------------------------------------------------------------------------------------------------
@@ -277,11 +216,11 @@ def test_tiles_with_anchored_noise_reproduce_a_local_pipeline(astronaut_bgr: np.
     """The tiler's machinery on SinSR's glue: with stages that only look at their neighbours, tiles equal the
     untiled image (blended windows sum their weights to 1; the noise follows the image, not the tile)."""
     runner = _local_sinsr()
-    chw = _rgb01(np.ascontiguousarray(astronaut_bgr[100:292, 150:342]))[0]  # 192x192: no reflect padding
+    chw = rgb01(np.ascontiguousarray(astronaut_bgr[100:292, 150:342]))[0]  # 192x192: no reflect padding
     settings = TileSettings(tile=96, tile_pad=16, blend=blend)
 
     def image(x: np.ndarray) -> np.ndarray:
-        return _to_bgr(x[None])
+        return to_bgr(x[None])
 
     whole = enhance_tiled(chw, runner.run_single, 4, TileSettings(), image)
     tiled = enhance_tiled(chw, runner.run_single, 4, settings, image, run_at=runner.run_at)
@@ -305,7 +244,7 @@ def test_blended_windows_are_full_size_and_bounded(coffee_bgr: np.ndarray) -> No
         seen.append(patch.shape)
         return runner.run_at(patch, origin)
 
-    chw = _rgb01(np.ascontiguousarray(coffee_bgr[:200, :300]))[0]
+    chw = rgb01(np.ascontiguousarray(coffee_bgr[:200, :300]))[0]
     settings = TileSettings(tile=96, tile_pad=16, blend=True)
     out = enhance_tiled(chw, runner.run_single, 4, settings, lambda x: np.zeros((x.shape[1], x.shape[2], 3), np.uint8),
                         run_at=run_at)
@@ -336,136 +275,9 @@ def test_tiled_vs_untiled_on_a_real_photo(sinsr_bundle, astronaut_bgr: np.ndarra
     whole = model.enhance(image, tile=0)
     tiled = model.enhance(image)  # the bundle's defaults: 128 kept + 32 of context -> 4 tiles
     small_tiles = model.enhance(image, tile=64)
-    chw = _rgb01(image)[0]
-    blended = enhance_tiled(chw, model.runner.run_single, 4, TileSettings(96, 16, blend=True), lambda x: _to_bgr(x[None]),
+    chw = rgb01(image)[0]
+    blended = enhance_tiled(chw, model.runner.run_single, 4, TileSettings(96, 16, blend=True), lambda x: to_bgr(x[None]),
                             run_at=lambda patch, origin: model.runner.run_at(patch, origin))
     assert tiled.shape == small_tiles.shape == blended.shape == whole.shape == (768, 768, 3)
     assert psnr(tiled, whole) >= 40.0 and psnr(small_tiles, whole) >= 40.0
     assert psnr(blended, whole) == pytest.approx(16.5, abs=1.0)
-
-
-# --- export: usage errors ---------------------------------------------------------------------------------------
-
-@pytest.mark.e2e  # kvqe-export subprocesses (fast tier: test_tiny_models.py, in-process)
-@pytest.mark.parametrize("given", [(), ("unet",)])
-def test_missing_checkpoints_exit_2_naming_both_files(checkpoints: dict[str, Path], tmp_path: Path,
-                                                      given: tuple[str, ...]) -> None:
-    weights = [arg for part in given for arg in ("--weights", f"{part}={checkpoints[part]}")]
-    result = cli("kvqe-export", "sinsr", "--out", str(tmp_path / "b"), *weights, check_code=2)
-    assert b"SinSR_v1.pth" in result.stderr and b"autoencoder_vq_f4.pth" in result.stderr
-    assert not (tmp_path / "b").exists()
-
-
-@pytest.mark.e2e  # kvqe-export subprocesses (fast tier: test_tiny_models.py, in-process)
-def test_out_scale_is_checked(tmp_path: Path) -> None:
-    result = cli("kvqe-export", "sinsr+realesrgan", "--out", str(tmp_path / "b"), "--weights", "unet=a.pth",
-                 "--weights", "vq=b.pth", "--out-scale", "3", check_code=2)
-    assert b"--out-scale must be one of 1, 2, 4" in result.stderr
-    result = cli("kvqe-export", "realesr-animevideov3", "--out", str(tmp_path / "c"), "--out-scale", "1", check_code=2)
-    assert b"pipeline models" in result.stderr
-
-
-# --- sinsr+realesrgan ----------------------------------------------------------------------------------------------
-
-def test_restore_then_sinsr_runner_matches_torch(sinsr_bundle, small: SinSR, coffee_bgr: np.ndarray) -> None:
-    """The runtime composite on real graphs (the embedded realesr-animevideov3 as the restore stage, the small
-    SinSR stages): x4 and x1 (enhancement in place) against the torch ``RestoredSinSR`` with the same noise."""
-    from kvqe.models.registry import get_model
-    from kvqe.runtimes import create_runner
-
-    out, _ = sinsr_bundle
-    restore = get_model("realesr-animevideov3")
-    net = restore.factory().eval()
-    restore.load_weights(net, {})
-    image = np.ascontiguousarray(coffee_bgr[150:198, 250:298])  # 48x48
-    lr = _rgb01(image)
-    for scale in (4, 1):
-        runner = RestoreThenSinSR(create_runner("onnxruntime", embedded_bundle_path("sr") / "model.fp32.onnx"),
-                                  *(create_runner("onnxruntime", out / f"{s}.fp32.onnx") for s in STAGES),
-                                  out_scale=scale)
-        with runner:
-            got = _to_bgr(runner.run_single(lr))
-        reference = _torch_sr(RestoredSinSR(net, small, out_scale=scale), image)
-        assert got.shape == reference.shape == (48 * scale, 48 * scale, 3)
-        assert psnr(got, reference) >= 40.0
-    np.testing.assert_allclose(box_downscale(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4), 2)[0, 0],
-                               [[2.5, 4.5], [10.5, 12.5]])
-
-
-def test_restore_then_sinsr_tiles_exactly(sinsr_bundle, coffee_bgr: np.ndarray) -> None:
-    """The composite's own tiling through the runtime graphs (embedded realesr-animevideov3, the small SinSR
-    stages and their split VQ graphs): restore on kept-centre tiles, SinSR's exact tiles, vs the untiled
-    ``run``; 2 tiles of 64 LR pixels with 32 of context on a 64x128 crop of a real photo."""
-    from kvqe.runtimes import create_runner
-
-    out, _ = sinsr_bundle
-    norms = read_bundle(out).pipeline["exact_tiling"]["norms"]
-    lr = _rgb01(np.ascontiguousarray(coffee_bgr[150:214, 250:378]))
-    with RestoreThenSinSR(create_runner("onnxruntime", embedded_bundle_path("sr") / "model.fp32.onnx"),
-                          *(create_runner("onnxruntime", out / f"{s}.fp32.onnx") for s in STAGES),
-                          exact={s: create_runner("onnxruntime", out / f"{s}.fp32.onnx") for s in EXACT},
-                          norms=norms) as runner:
-        assert runner.tiles_exactly and next(iter(runner.stages)) == "restore"
-        whole = runner.run_single(lr)
-        tiled = runner.run_exact_whole(lr, 64, 32)
-        naive = enhance_tiled(lr[0], runner.run_single, 4, TileSettings(64, 32), lambda x: _to_bgr(x[None]),
-                              run_at=lambda patch, origin: runner.run_at(patch, origin))  # tiles run alone
-    assert tiled.shape == whole.shape == (1, 3, 256, 512)
-    assert psnr(_to_bgr(tiled), _to_bgr(whole)) >= 40.0
-    assert float(np.abs(tiled - whole).max()) < 1e-3
-    assert psnr(naive, _to_bgr(whole)) < 30.0  # global GroupNorm statistics: independent tiles do not match
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("out_scale", [1, 4])
-def test_sinsr_realesrgan_bundle_out_scale(checkpoints: dict[str, Path], tmp_path: Path, coffee_bgr: np.ndarray,
-                                           astronaut_bgr: np.ndarray, out_scale: int) -> None:
-    out = tmp_path / f"pipeline-x{out_scale}"
-    summary = _export("sinsr+realesrgan", out, checkpoints, out_scale=out_scale)
-    assert exit_code(summary) == 0
-    bundle = read_bundle(out)
-    assert bundle.output_spec["scale"] == bundle.pipeline["out_scale"] == out_scale
-    assert bundle.pipeline["restore_model"] == "realesr-animevideov3"
-    assert "BSD-3-Clause" in bundle.manifest["licence"] and "never bundled" in bundle.manifest["licence"]
-    assert any("area-resized" in step for step in bundle.pipeline["glue"])
-    assert bundle.stages == ("restore", *STAGES, *EXACT) and bundle.pipeline["exact_tiling"]["norms"] == {
-        "encoder_high": 12, "decoder_high": 19}
-    model = kvqe.load(out)
-    image = np.ascontiguousarray(coffee_bgr[100:180, 200:300])  # 80x100
-    assert model.scale == out_scale and isinstance(model.runner, RestoreThenSinSR) and model.runner.tiles_exactly
-    assert model.enhance(image).shape == (80 * out_scale, 100 * out_scale, 3)
-    if out_scale == 4:  # the issue's gate: the pipeline's default tiles (128 + 32 of context) vs untiled
-        photo = np.ascontiguousarray(astronaut_bgr[100:292, 150:342])  # 192x192 -> 4 tiles
-        tiled, whole = model.enhance(photo), model.enhance(photo, tile=0)
-        assert tiled.shape == whole.shape == (768, 768, 3) and psnr(tiled, whole) >= 40.0
-
-
-# --- INT8 --------------------------------------------------------------------------------------------------------
-
-@pytest.mark.slow
-def test_int8_denoiser_is_attempted_and_its_psnr_reported(checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    """INT8 for the denoiser (the VQ encoder/decoder stay FP32), calibrated on inputs the FP32 stages make from
-    real photo crops; the gate (PSNR >= 35 dB vs the FP32 pipeline) decides, and the figure is reported
-    either way."""
-    import skimage.data
-
-    calib = tmp_path / "calib"
-    calib.mkdir()
-    for name in ("astronaut", "coffee", "chelsea", "rocket"):
-        cv2.imwrite(str(calib / f"{name}.png"), cv2.cvtColor(getattr(skimage.data, name)(), cv2.COLOR_RGB2BGR)[:160, :160])
-    out = tmp_path / "int8"
-    summary = _export("sinsr", out, checkpoints, formats=("onnxruntime-int8",), precisions=("fp32",), calib=calib)
-    (config,) = [c for c in summary["pipeline"] if c["precision"] == "int8"]
-    assert config["stages"] == {"encoder": "encoder.fp32.onnx", "denoiser": "denoiser.int8.onnx",
-                                "decoder": "decoder.fp32.onnx", **{s: f"{s}.fp32.onnx" for s in EXACT}}
-    psnr_value = config["metrics"]["psnr"]
-    assert np.isfinite(psnr_value) and config["deployable"] == (psnr_value >= 35.0)
-    assert exit_code(summary) == (0 if config["deployable"] else 3)
-    bundle = read_bundle(out)
-    (int8,) = [a for a in bundle.artifacts if a.precision == "int8"]
-    assert int8.stage == "denoiser" and int8.deployable == config["deployable"]
-    assert int8.record["policy"]["name"] == "swin-unet-vq" and int8.record["calibration"]["calibration"]["samples"] > 0
-    assert bundle.pipeline["precisions"] == {"int8": {"encoder": "fp32", "decoder": "fp32",
-                                                      **{s: "fp32" for s in EXACT}}}
-    model = kvqe.load(out, precision="int8", allow_undeployable=True)
-    assert model.precision == "int8" and model.stages["encoder"].precision == "fp32"

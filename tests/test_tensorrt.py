@@ -28,6 +28,7 @@ from kvqe.files import ModelFiles
 from kvqe.runtimes import create_runner
 from kvqe.runtimes.tensorrt import TensorRTRunner, check_fingerprint, device_fingerprint, fingerprint_path
 from kvqe.sdk.loader import embedded_bundle_path
+from kvqe.specs import InputSpec
 
 A10 = {"gpu": "NVIDIA A10", "compute_capability": "8.6", "tensorrt": "10.13.0.35"}
 # an SR input tiled at 128 + 10 context pixels per side (an edge tile down to 1x1), batch 1
@@ -323,7 +324,7 @@ def test_sr_engine_matches_onnxruntime(precision: str, tmp_path: Path) -> None:
 
     bundle = embedded_bundle_path("sr")
     fp32 = bundle / "model.fp32.onnx"
-    spec = json.loads((bundle / "manifest.json").read_text())["input"]
+    spec = InputSpec.from_json(json.loads((bundle / "manifest.json").read_text())["input"])
     photo = skimage.data.astronaut()
     crops = np.stack([photo[y:y + 64, x:x + 64] for y in (0, 200, 400) for x in (40, 300)])
     samples = SampleSet(crops, np.arange(len(crops)), tuple(map(str, range(len(crops)))), spec)

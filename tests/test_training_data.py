@@ -210,7 +210,7 @@ def test_distilling_with_another_teacher_relabels_the_set_and_keeps_its_videos(t
     assert before.keys() == after.keys() and before != after
     assert all(after[n] <= before[n] + 1.0 for n in before), (before, after)  # NEG never grants a gain
     prepared = prepare(ExportRequest("vqa-student", tmp_path / "bundle", {"model": checkpoint}), lambda _: None)
-    assert prepared.output_spec["units"] == "VMAF v0.6.1 NEG (teacher)"
+    assert prepared.output_spec.units == "VMAF v0.6.1 NEG (teacher)"
     vmaf_cache = (copy / scores_file("vmaf")).read_bytes()
     assert json.loads((copy / scores_file("vmaf-neg")).read_text()).keys() == json.loads(vmaf_cache).keys()
     teacher_runs = []

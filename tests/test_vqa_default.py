@@ -13,9 +13,9 @@ import torch
 from support import BIKES, needs_ffmpeg
 
 import kvqe
+from kvqe.calibration.tasks import task_named
 from kvqe.evaluation import evaluate
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
-from kvqe.export.validation_inputs import validation_batches
 from kvqe.files import sha256_file
 from kvqe.models.flops import count_macs, count_params
 from kvqe.models.registry import get_model
@@ -48,7 +48,7 @@ def test_budget_is_measured_by_the_projects_counter(student: KvqeStudent) -> Non
 @pytest.mark.e2e  # the embedded student exported again and gated (fast tier: test_export's animevideov3)
 def test_embedded_bundle_is_a_fresh_export_of_the_committed_checkpoint(student: KvqeStudent, tmp_path: Path) -> None:
     card = get_model("vqa-student").card
-    spec, batches = OnnxExportSpec.from_card(card), validation_batches(card)
+    spec, batches = OnnxExportSpec.from_card(card), task_named(card.task).batches(card.input)
     fresh = tmp_path / "model.onnx"
     export_onnx(student, spec, batches[0], fresh)
     assert sha256_file(fresh) == sha256_file(embedded_bundle_path("vqa") / "model.fp32.onnx")

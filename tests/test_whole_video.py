@@ -15,9 +15,10 @@ from kvqe.errors import BadInputError
 from kvqe.sdk.frames import Frame
 from kvqe.sdk.sampling import keyframe_plan
 from kvqe.sdk.sources import open_source
+from kvqe.specs import Sampling
 
 _VIDEO_CAPTURE = cv2.VideoCapture
-SPREAD = {"per_second": 1, "max_frames": 16}
+SPREAD = Sampling(per_second=1, max_frames=16)
 # 20 s of bikes (its 10 s twice) at 192x80, 25 fps, in each format; key pictures 10 s apart where the
 # encoder allows, B-frames where the codec has them
 ENCODINGS = {
@@ -44,7 +45,7 @@ def sequential(path: Path) -> tuple[list[np.ndarray], list[float]]:
     return images, times
 
 
-def read_planned(path: Path, spec: dict) -> tuple[list[Frame], str]:
+def read_planned(path: Path, spec: Sampling) -> tuple[list[Frame], str]:
     """The frames of ``path``'s keyframe plan, read as ``score`` reads them, and how they were read."""
     with open_source(path) as source:
         assert source.seekable and source.frame_count is not None and source.fps is not None
@@ -75,7 +76,7 @@ def test_a_variable_frame_rate_video_is_decoded_in_order(tmp_path: Path) -> None
     ffmpeg("-i", str(BIKES), "-vf", "scale=192:80,setpts='if(lt(N,100),N/25,4+(N-100)/10)/TB'", "-fps_mode", "vfr",
            "-c:v", "libx264", "-g", "60", "-bf", "2", "-crf", "28", "-video_track_timescale", "1000", str(clip))
     images, times = sequential(clip)
-    frames, access = read_planned(clip, {"per_second": 1, "max_frames": 8})
+    frames, access = read_planned(clip, Sampling(per_second=1, max_frames=8))
     assert access == "sequential"  # the first seek landed elsewhere: every frame after it is delivered
     assert frames[-1].index == len(images) - 1 == 249
     assert all(np.array_equal(f.image, images[f.index]) and f.time_s == pytest.approx(times[f.index])

@@ -19,8 +19,9 @@ from kvqe.files import atomic_output_file
 from kvqe.sdk.frames import ASSUMED_FPS
 from kvqe.sdk.sampling import select_keyframes
 from kvqe.sdk.sources import open_source
+from kvqe.specs import Sampling
 
-KEYFRAMES: dict[str, Any] = {"per_second": 1, "max_frames": 8}
+KEYFRAMES = Sampling(per_second=1, max_frames=8)
 PATCH = 96  # NIQE patch side at the finer scale (48 at the coarser one)
 SHARPNESS_THRESHOLD = 0.75  # pristine patches: mean local deviation >= this fraction of the image's sharpest
 
@@ -29,7 +30,7 @@ _ALPHAS = np.arange(0.2, 10.0 + 1e-9, 0.001)
 _RATIOS = gamma(2 / _ALPHAS) ** 2 / (gamma(1 / _ALPHAS) * gamma(3 / _ALPHAS))
 
 
-def keyframe_images(path: str | Path, keyframes: dict[str, Any] = KEYFRAMES) -> list[np.ndarray]:
+def keyframe_images(path: str | Path, keyframes: Sampling = KEYFRAMES) -> list[np.ndarray]:
     """A video's keyframes (the runtime's sampler) as HxWx3 uint8 BGR images."""
     with open_source(path) as frames:
         chosen = select_keyframes(frames, frames.fps or ASSUMED_FPS, keyframes, frames.frame_count)
@@ -37,7 +38,7 @@ def keyframe_images(path: str | Path, keyframes: dict[str, Any] = KEYFRAMES) -> 
 
 
 def keyframe_mean(path: str | Path, score: Callable[[np.ndarray], float],
-                  keyframes: dict[str, Any] = KEYFRAMES) -> float:
+                  keyframes: Sampling = KEYFRAMES) -> float:
     """Mean of ``score(bgr_uint8)`` over a video's keyframes (the runtime's sampler)."""
     return float(np.mean([score(image) for image in keyframe_images(path, keyframes)]))
 
@@ -68,7 +69,7 @@ def brisque_score(bgr_uint8: np.ndarray) -> float:
     return float(model.calculate_image_quality_score(flat))
 
 
-def brisque_video(path: str | Path, keyframes: dict[str, Any] = KEYFRAMES) -> float:
+def brisque_video(path: str | Path, keyframes: Sampling = KEYFRAMES) -> float:
     """Mean BRISQUE over a video's keyframes."""
     return keyframe_mean(path, brisque_score, keyframes)
 
@@ -191,6 +192,6 @@ def niqe_score(model: NiqeModel, bgr_uint8: np.ndarray) -> float:
     return float(np.sqrt(max(delta @ np.linalg.pinv(spread) @ delta, 0.0)))
 
 
-def niqe_video(model: NiqeModel, path: str | Path, keyframes: dict[str, Any] = KEYFRAMES) -> float:
+def niqe_video(model: NiqeModel, path: str | Path, keyframes: Sampling = KEYFRAMES) -> float:
     """Mean NIQE over a video's keyframes."""
     return keyframe_mean(path, functools.partial(niqe_score, model), keyframes)

@@ -31,8 +31,8 @@ from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.training.features import cached_views
 from kvqe.training.losses import plcc_loss, rank_hinge_loss
 
-MEAN = np.asarray(CARD.input["mean"], np.float32)
-STD = np.asarray(CARD.input["std"], np.float32)
+MEAN = np.asarray(CARD.input.mean, np.float32)
+STD = np.asarray(CARD.input.std, np.float32)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -19,8 +18,9 @@ from kvqe.files import atomic_output_file, sha256_file
 from kvqe.sdk import preprocess, sampling
 from kvqe.sdk.frames import ASSUMED_FPS
 from kvqe.sdk.preprocess import vqa_geometry
-from kvqe.sdk.sampling import select_keyframes
+from kvqe.sdk.sampling import sampling_spec, select_keyframes
 from kvqe.sdk.sources import open_source
+from kvqe.specs import InputSpec
 
 
 @functools.cache
@@ -32,10 +32,10 @@ def preprocessing_digest() -> str:
     return digest.hexdigest()
 
 
-def video_views(path: Path, spec: dict[str, Any], views: int, seed: int) -> np.ndarray:
+def video_views(path: Path, spec: InputSpec, views: int, seed: int) -> np.ndarray:
     """Keyframes of ``path`` through the runtime preprocessing, ``views`` times (view 0 deterministic)."""
     with open_source(path) as frames:
-        keyframes = select_keyframes(frames, frames.fps or ASSUMED_FPS, spec["sampling"], frames.frame_count)
+        keyframes = select_keyframes(frames, frames.fps or ASSUMED_FPS, sampling_spec(spec.sampling), frames.frame_count)
     rng = np.random.default_rng([seed, int(hashlib.sha256(path.name.encode()).hexdigest()[:8], 16)])
     return np.stack([
         np.stack([vqa_geometry(frame.image, spec, None if view == 0 else rng) for frame in keyframes])
@@ -43,9 +43,9 @@ def video_views(path: Path, spec: dict[str, Any], views: int, seed: int) -> np.n
     ])
 
 
-def cached_views(path: Path, spec: dict[str, Any], views: int, seed: int, cache: Path) -> np.ndarray:
+def cached_views(path: Path, spec: InputSpec, views: int, seed: int, cache: Path) -> np.ndarray:
     """:func:`video_views`, stored in ``cache`` under a key of the video's bytes, spec, views and seed."""
-    key = hashlib.sha256(json.dumps([sha256_file(path), spec, views, seed, preprocessing_digest()],
+    key = hashlib.sha256(json.dumps([sha256_file(path), spec.to_json(), views, seed, preprocessing_digest()],
                                     sort_keys=True).encode()).hexdigest()
     target = cache / f"{path.stem}.{key[:16]}.npy"
     if target.is_file():

@@ -23,17 +23,18 @@ import numpy as np
 import torch
 from torch import nn
 
+from kvqe.calibration.tasks import task_named
 from kvqe.export.artifacts import BuiltArtifact
 from kvqe.export.onnx_export import torch_reference
 from kvqe.export.pipelines.sinsr_split import export_split
 from kvqe.export.stage_plan import FixedGraph, Progress, StagePlan, card_stages, register_plan
-from kvqe.export.validation_inputs import validation_batches
 from kvqe.models.registry import ModelCard
 from kvqe.models.sinsr import SinSR
 from kvqe.models.sinsr.split import norm_count
 from kvqe.runtimes import Runner
 from kvqe.sdk.pipelines import StagedRunner, compose, describe
 from kvqe.sdk.pipelines.sinsr_glue import DEFAULT_SEED, EXACT_STAGES, KINDS, TILE_STAGES
+from kvqe.specs import OutputSpec
 
 
 def sinsr_of(module: nn.Module) -> SinSR:
@@ -67,7 +68,7 @@ class StageInputs:
 class SinSRPlan(StagePlan):
     """SinSR's stages (``restore`` first for ``sinsr+realesrgan``), its split VQ graphs and manifest entry."""
 
-    def __init__(self, card: ModelCard, module: nn.Module, output_spec: dict[str, Any]) -> None:
+    def __init__(self, card: ModelCard, module: nn.Module, output_spec: OutputSpec) -> None:
         self.name = str(card.extra["pipeline"])
         self.kind = self.name
         names = KINDS[self.name]
@@ -75,7 +76,7 @@ class SinSRPlan(StagePlan):
         modules: dict[str, nn.Module] = module.stages()  # type: ignore[operator]
         super().__init__(card, {s: modules[s] for s in names}, specs, int8_stages, policies, EXACT_STAGES)
         self.sinsr = sinsr_of(module)
-        self.facts: dict[str, Any] = {"out_scale": int(output_spec["scale"]), "seed": DEFAULT_SEED}
+        self.facts: dict[str, Any] = {"out_scale": int(output_spec.scale or 1), "seed": DEFAULT_SEED}
         restore = getattr(module, "restore_name", None)
         if restore:
             self.facts["restore_model"] = restore
@@ -92,7 +93,7 @@ class SinSRPlan(StagePlan):
         assert isinstance(torch_pipeline, StagedRunner)
         inputs: dict[str, list[np.ndarray]] = {s: [] for s in self.stages}
         with torch_pipeline:
-            for batch in validation_batches(self.card):
+            for batch in task_named(self.card.task).batches(self.card.input):
                 for stage, x in torch_pipeline.trace(batch).items():
                     inputs[stage].append(codebook_snapped(self.sinsr, x) if stage == "decoder" else x)
         return inputs
@@ -119,5 +120,5 @@ class SinSRPlan(StagePlan):
 
 
 @register_plan(*KINDS)
-def sinsr_plan(card: ModelCard, module: nn.Module, output_spec: dict[str, Any]) -> StagePlan:
+def sinsr_plan(card: ModelCard, module: nn.Module, output_spec: OutputSpec) -> StagePlan:
     return SinSRPlan(card, module, output_spec)

@@ -44,4 +44,4 @@ def require_task(model: Model, task: str, command: str) -> None:
     """BadInputError unless ``model`` does ``task`` (``command`` names what needs it)."""
     if model.task != task:
         raise BadInputError(f"{command} needs a {task} bundle, but {model.name!r} is a {model.task} bundle "
-                            f"(give --bundle {'vqa' if task == 'vqa' else 'sr'} or a {task} bundle's directory)")
+                            f"(give --bundle {task}, the embedded one, or a {task} bundle's directory)")

@@ -15,6 +15,7 @@ from kvqe.models.sinsr.unet import UNetModelSwin
 from kvqe.models.sinsr.vq import VQModelTorch
 from kvqe.models.weights.checkpoint import checkpoint_provenance, load_strict, read_state_dict
 from kvqe.sdk.pipelines import sinsr_glue
+from kvqe.specs import InputSpec, OutputSpec, Tile
 
 CHECKPOINTS = {"unet": "SinSR_v1.pth", "vq": "autoencoder_vq_f4.pth"}
 _WEIGHTS_FLAGS = " ".join(f"--weights {part}={name}" for part, name in CHECKPOINTS.items())
@@ -22,7 +23,7 @@ _WEIGHTS_FLAGS = " ".join(f"--weights {part}={name}" for part, name in CHECKPOIN
 # pixels with 32 of context (the decoder's reach) for the VQ's high-resolution parts and the restore stage;
 # "blend" serves bundles without the split VQ graphs only (their global GroupNorm statistics and VQ attention
 # make plain tiles differ, so their windows are blended where they overlap)
-TILE = {"size": 128, "pad": 32, "pre_pad": 0, "blend": True}
+TILE = Tile(size=128, pad=32, pre_pad=0, blend=True)
 # how kvqe.export.pipelines.sinsr exports the stages (see kvqe.sdk.pipelines.sinsr for the runtime glue)
 PIPELINE_EXTRA: dict[str, Any] = {
     "pipeline": "sinsr",
@@ -75,11 +76,9 @@ def load_sinsr_weights(module: nn.Module, parts: dict[str, Path]) -> dict[str, A
         task="sr",
         description="SinSR: one-step diffusion x4 SR (ResShift UNetModelSwin distilled to one step) in the latent "
         "of ResShift's VQ-f4 autoencoder; runs as three graphs (encoder, denoiser, decoder) with numpy glue.",
-        input={
-            "colour_order": "RGB", "layout": "NCHW", "dtype": "float32", "value_range": [0.0, 1.0],
-            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "tile": TILE, "multiple_of": sinsr_glue.MULTIPLE,
-        },
-        output={"scale": sinsr_glue.SCALE, "value_range": [0.0, 1.0], "clamp": True},
+        input=InputSpec(colour_order="RGB", layout="NCHW", dtype="float32", value_range=(0.0, 1.0),
+                        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), tile=TILE, multiple_of=sinsr_glue.MULTIPLE),
+        output=OutputSpec(scale=sinsr_glue.SCALE, value_range=(0.0, 1.0), clamp=True),
         params=173_916_365,
         gflops=558.67,
         flops_input="one 64x64 LR input (256x256 output)",

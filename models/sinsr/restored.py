@@ -31,6 +31,7 @@ from kvqe.models.sinsr.registration import (
     load_sinsr_weights,
 )
 from kvqe.sdk.pipelines import sinsr_glue as glue
+from kvqe.specs import InputSpec, OutputSpec
 
 DEFAULT_RESTORE = "realesr-animevideov3"
 RESTORE_MODELS = ("realesr-animevideov3", "realesrgan-x4plus", "realesr-general-x4v3")
@@ -108,11 +109,9 @@ def load_restored_weights(module: nn.Module, parts: dict[str, Path]) -> dict[str
         "(denoised, deblocked), then SinSR one-step diffusion x4; the bundle's out_scale (1, 2 or 4) area-resizes "
         "the result (1: enhancement in place). Four graphs (restore, encoder, denoiser, decoder) and the split "
         "VQ graphs of the exact tiling.",
-        input={
-            "colour_order": "RGB", "layout": "NCHW", "dtype": "float32", "value_range": [0.0, 1.0],
-            "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "tile": TILE, "multiple_of": glue.MULTIPLE,
-        },
-        output={"scale": glue.SCALE, "value_range": [0.0, 1.0], "clamp": True},
+        input=InputSpec(colour_order="RGB", layout="NCHW", dtype="float32", value_range=(0.0, 1.0),
+                        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), tile=TILE, multiple_of=glue.MULTIPLE),
+        output=OutputSpec(scale=glue.SCALE, value_range=(0.0, 1.0), clamp=True),
         params=174_537_789,
         gflops=561.21,
         flops_input="one 64x64 LR input (256x256 output), restore stage realesr-animevideov3",
