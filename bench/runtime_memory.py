@@ -28,14 +28,14 @@ import json, resource, sys, time
 case, path = sys.argv[1], sys.argv[2]
 import numpy as np, kvqe
 from kvqe.sdk.preprocess import preprocess_vqa_frame
-from kvqe.sdk.sampling import select_keyframes
+from kvqe.sdk.sampling import sampling_spec, select_keyframes
 from kvqe.sdk.frames import ASSUMED_FPS
 from kvqe.sdk.images import read_image
 from kvqe.sdk.sources import open_source
 
 def score_before(model, path):
     with open_source(path, queue_size=8) as frames:
-        chosen = select_keyframes(frames, frames.fps or ASSUMED_FPS, model.input_spec["sampling"], frames.frame_count)
+        chosen = select_keyframes(frames, frames.fps or ASSUMED_FPS, sampling_spec(model.input_spec.sampling), frames.frame_count)
     batch = np.stack([preprocess_vqa_frame(f.image, model.input_spec) for f in chosen])
     return float(model.runner.run_single(batch).mean())
 

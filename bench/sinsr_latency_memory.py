@@ -113,6 +113,7 @@ def write_bundle(kind: str, files: dict[str, dict[str, list[Path]]], out: Path, 
     """A bench bundle (hard links to the stage files; deployable without gates: for measuring only)."""
     from kvqe.bundle import write_manifest
     from kvqe.files import sha256_file
+    from kvqe.manifest import Manifest
     from kvqe.models.registry import get_model
     from kvqe.sdk.pipelines.sinsr import KINDS, describe
 
@@ -130,9 +131,8 @@ def write_bundle(kind: str, files: dict[str, dict[str, list[Path]]], out: Path, 
             artifacts.append({"stage": stage, "backend": backend, "precision": "fp32", **entries[0],
                               "extra_files": entries[1:], "runtime": runtime, "deployable": True,
                               "accuracy": {"note": "bench bundle, not gated"}})
-    write_manifest(out, {"schema_version": 1, "model": {"name": kind}, "task": "sr", "input": card.input,
-                         "output": card.output, "artifacts": artifacts, "pipeline": describe(kind),
-                         "licence": card.licence})
+    write_manifest(out, Manifest(model={"name": kind}, task="sr", input=card.input, output=card.output,
+                                 artifacts=tuple(artifacts), pipeline=describe(kind), licence=card.licence))
     return out
 
 

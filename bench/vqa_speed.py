@@ -31,7 +31,6 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.synchronize import Barrier as ProcessBarrier
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
@@ -53,8 +52,9 @@ from _common import (  # bench/ is on sys.path when a script of it runs
 import kvqe
 from kvqe.sdk.model import Model
 from kvqe.sdk.preprocess import normalise, vqa_geometry
-from kvqe.sdk.sampling import keyframe_plan, worth_seeking
+from kvqe.sdk.sampling import keyframe_plan, sampling_spec, worth_seeking
 from kvqe.sdk.seeking import SEEK_GAP_S
+from kvqe.specs import InputSpec, Sampling
 
 E2E_GOAL = Goal(1.2, at_most=True)
 RUNTIME_GOAL = Goal(3.0)
@@ -85,9 +85,9 @@ class Clip:
         return self.frame_count / self.fps
 
 
-def keyframes(clip: Clip, sampling: dict[str, Any]) -> list[int]:
+def keyframes(clip: Clip, sampling: Sampling | None) -> list[int]:
     """The decode indices of the keyframes the runtime's sampler plans for the clip."""
-    return keyframe_plan(clip.frame_count, clip.fps, sampling)
+    return keyframe_plan(clip.frame_count, clip.fps, sampling_spec(sampling))
 
 
 def decode_keyframes(clip: Clip, wanted: list[int]) -> list[np.ndarray]:
@@ -123,7 +123,7 @@ def decode_all(path: Path) -> int:
     return count
 
 
-def preprocess(images: list[np.ndarray], spec: dict[str, Any]) -> list[np.ndarray]:
+def preprocess(images: list[np.ndarray], spec: InputSpec) -> list[np.ndarray]:
     """Each keyframe -> the 1x6xHxW float32 batch the runtime feeds the model."""
     return [normalise(vqa_geometry(image, spec), spec)[None] for image in images]
 
@@ -131,7 +131,7 @@ def preprocess(images: list[np.ndarray], spec: dict[str, Any]) -> list[np.ndarra
 def end_to_end_row(model: Model, clip: Clip, rounds: int) -> list[object]:
     """(a) on one clip: score vs decode-only of the keyframes vs decode-all, with the parts of score's time."""
     spec = model.input_spec
-    wanted = keyframes(clip, spec["sampling"])
+    wanted = keyframes(clip, spec.sampling)
     images = decode_keyframes(clip, wanted)
     batches = preprocess(images, spec)
     result = model.score(clip.path)
@@ -196,7 +196,7 @@ def runtimes_vs_torch(bundle: Path, clips: list[Clip], folder: Path, rounds: int
     measurement in a fresh process (runtimes sharing a process slow each other: ONNX Runtime's threads spin
     after a run, and PyTorch's OpenMP threads then wait for cores), cases interleaved."""
     spec = kvqe.load(bundle).input_spec
-    batches = [b for clip in clips for b in preprocess(decode_keyframes(clip, keyframes(clip, spec["sampling"])),
+    batches = [b for clip in clips for b in preprocess(decode_keyframes(clip, keyframes(clip, spec.sampling)),
                                                        spec)]
     inputs = folder / "keyframes.npz"
     np.savez(inputs, *batches)
@@ -224,7 +224,7 @@ def runtimes_vs_torch(bundle: Path, clips: list[Clip], folder: Path, rounds: int
 
 def length_scaling(model: Model, short: Clip, long: Clip, rounds: int) -> None:
     """(c): a long clip vs a short one: the time ratio over the keyframe ratio."""
-    sampling = model.input_spec["sampling"]
+    sampling = model.input_spec.sampling
     kf_short, kf_long = keyframes(short, sampling), keyframes(long, sampling)
     t = interleaved({
         "score short": lambda: model.score(short.path), "score long": lambda: model.score(long.path),

@@ -167,8 +167,7 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
                 job.build_configuration(fmt, precision, comparator, reference)
         job.remove_leftovers()
         entry = plan.manifest_entry(precisions, job.configurations)
-        report = write_bundle_files(out, request, prepared, job.artifacts, job.unavailable,
-                                    **({"pipeline": entry} if entry is not None else {}))
+        report = write_bundle_files(out, request, prepared, job.artifacts, job.unavailable, pipeline=entry)
     return summarise(report, job.seconds, request, started)
 
 

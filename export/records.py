@@ -11,15 +11,15 @@ import onnx
 import onnxruntime
 import torch
 
-from kvqe.bundle import SCHEMA_VERSION, write_manifest
+from kvqe.bundle import write_manifest
 from kvqe.calibration.comparison import Comparator, compare_runs
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.gates import Gate
 from kvqe.export.artifacts import BuildContext, BuiltArtifact
 from kvqe.export.request import ExportRequest, Prepared
 from kvqe.files import sha256_file
+from kvqe.manifest import Manifest
 from kvqe.runtimes import Runner
-from kvqe.version import __version__
 
 VALIDATION_FILE = "validation.npz"
 REPORT_FILE = "report.json"
@@ -76,27 +76,23 @@ def built_entry(built: BuiltArtifact, fmt: str, accuracy: dict[str, Any], execut
 
 
 def write_bundle_files(stage: Path, request: ExportRequest, prepared: Prepared, artifacts: list[dict[str, Any]],
-                       unavailable: list[dict[str, str]], **manifest_extra: Any) -> dict[str, Any]:
+                       unavailable: list[dict[str, str]], pipeline: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the validation set, ``manifest.json`` and ``report.json`` into the staging directory; returns
-    the report. ``manifest_extra``: more top-level manifest entries (a pipeline's ``pipeline``)."""
+    the report. ``pipeline``: a pipeline bundle's stages, glue constants and configurations."""
     card = prepared.card
     prepared.valid_set.save(stage / VALIDATION_FILE)
-    manifest = {
-        "schema_version": SCHEMA_VERSION, "kvqe_version": __version__,
-        "model": {"name": card.name, "description": card.description,
-                  "params": sum(p.numel() for p in prepared.module.parameters()),  # the card's, unless overridden
-                  "gflops": card.gflops, "flops_input": card.flops_input},
-        "task": card.task, "input": card.input.to_json(), "output": prepared.output_spec.to_json(),
-        "weights": {"source": prepared.provenance["source"], "files": prepared.provenance["files"],
-                    "weights_source": card.weights_source, "licence": card.licence},
-        "licence": card.licence,
-        "validation": {**file_entry(stage / VALIDATION_FILE),
-                       "origin": "--calib" if request.calib else "kvqe sample photo",
-                       "record": prepared.calib_record},
-        "artifacts": artifacts,
-        **({"training": prepared.provenance["training"]} if "training" in prepared.provenance else {}),
-        **manifest_extra,
-    }
+    manifest = Manifest(
+        model={"name": card.name, "description": card.description,
+               "params": sum(p.numel() for p in prepared.module.parameters()),  # the card's, unless overridden
+               "gflops": card.gflops, "flops_input": card.flops_input},
+        task=card.task, input=card.input, output=prepared.output_spec,
+        weights={"source": prepared.provenance["source"], "files": prepared.provenance["files"],
+                 "weights_source": card.weights_source, "licence": card.licence},
+        licence=card.licence,
+        validation={**file_entry(stage / VALIDATION_FILE), "origin": "--calib" if request.calib else "kvqe sample photo",
+                    "record": prepared.calib_record},
+        artifacts=tuple(artifacts), training=prepared.provenance.get("training"), pipeline=pipeline,
+    )
     write_manifest(stage, manifest)
     report = {
         "model": card.name, "task": card.task,
@@ -109,8 +105,8 @@ def write_bundle_files(stage: Path, request: ExportRequest, prepared: Prepared, 
                        "failures": a["accuracy"].get("failures", [])} for a in artifacts],
         "unavailable": unavailable, "warnings": (prepared.calib_record or {}).get("warnings", []),
     }
-    if "pipeline" in manifest_extra:
-        report["pipeline"] = manifest_extra["pipeline"].get("configurations", [])
+    if pipeline is not None:
+        report["pipeline"] = pipeline.get("configurations", [])
     (stage / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
 

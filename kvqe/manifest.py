@@ -13,6 +13,7 @@ import json
 import math
 import re
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Self
@@ -21,6 +22,8 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, relevance
 
 from kvqe.errors import BundleError
+from kvqe.specs import InputSpec, OutputSpec
+from kvqe.version import __version__
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -227,13 +230,54 @@ def _stage_problems(manifest: dict[str, Any]) -> list[str]:
     return problems
 
 
+# -- the typed manifest --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Manifest:
+    """What ``manifest.json`` holds, typed at the top level: the model (name, description, params, gflops,
+    flops_input), its task and specs, where its weights came from, the stored validation set, one entry per
+    artifact (``kvqe.bundle.Artifact`` reads them), and for some models their training or pipeline record.
+    ``schema_version`` is the format's; :func:`parse_manifest` refuses any other. Frozen: safe to share."""
+
+    model: dict[str, Any]
+    task: str
+    input: InputSpec
+    output: OutputSpec
+    artifacts: tuple[dict[str, Any], ...]
+    weights: dict[str, Any] | None = None
+    licence: str | None = None
+    validation: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
+    pipeline: dict[str, Any] | None = None
+    kvqe_version: str | None = __version__
+    schema_version: int = SCHEMA_VERSION
+
+    @classmethod
+    def from_json(cls, manifest: dict[str, Any]) -> Manifest:
+        """The manifest of a document that passed :func:`check_manifest`."""
+        return cls(model=manifest["model"], task=manifest["task"], input=InputSpec.from_json(manifest["input"]),
+                   output=OutputSpec.from_json(manifest["output"]), artifacts=tuple(manifest["artifacts"]),
+                   **{key: manifest.get(key) for key in _OPTIONAL}, schema_version=manifest["schema_version"])
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON document (optional entries left out when None)."""
+        document: dict[str, Any] = {
+            "schema_version": self.schema_version, "model": self.model, "task": self.task,
+            "input": self.input.to_json(), "output": self.output.to_json(), "artifacts": list(self.artifacts)}
+        document.update({key: getattr(self, key) for key in _OPTIONAL if getattr(self, key) is not None})
+        return document
+
+
+_OPTIONAL = ("weights", "licence", "validation", "training", "pipeline", "kvqe_version")
+
+
 # -- writing -------------------------------------------------------------------------------------------
 
-def write_manifest(directory: Path, manifest: dict[str, Any]) -> None:
+def write_manifest(directory: Path, manifest: Manifest | dict[str, Any]) -> None:
     """Write ``manifest.json`` (stable key order and formatting, so equal bundles are equal bytes) after
     validating it. JSON has no NaN or Infinity: an undefined measured figure (e.g. a correlation over
     constant scores) is written as null; a non-finite value where a runtime reads one fails validation."""
-    finite = finite_or_null(manifest)
+    finite = finite_or_null(manifest.to_json() if isinstance(manifest, Manifest) else manifest)
     check_manifest(finite, directory / MANIFEST)
     text = json.dumps(finite, indent=2, sort_keys=True, allow_nan=False) + "\n"
     (directory / MANIFEST).write_text(text, encoding="utf-8")

@@ -98,7 +98,9 @@ def test_raw_frames_on_stdin_score_like_the_file(any_vqa: Exported) -> None:
 
 
 @needs_ffmpeg
-@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p", "yuv444p", "gray", "yuvj420p"])
+# two layouts in the fast tier; the other chroma layouts with the end-to-end tests
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "gray", *(pytest.param(f, marks=pytest.mark.e2e)
+                                                         for f in ("yuv422p", "yuv444p", "yuvj420p"))])
 def test_y4m_on_stdin_scores_like_the_file(pix_fmt: str) -> None:
     """Size, rate and colourspace come from the y4m header; the model sees what it sees in the file (measured
     within 0.3 points: ffmpeg and OpenCV upsample chroma a little differently)."""

@@ -1,17 +1,20 @@
-"""The typed contracts: input/output specs read and write the manifest's form unchanged, and the task object
-owns what differs between VQA and SR (gates, comparators, graph shapes)."""
+"""The typed contracts: the manifest and its input/output specs read and write their JSON form unchanged, and
+the task object owns what differs between VQA and SR (gates, comparators, graph shapes)."""
 from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from kvqe.bundle import read_bundle
 from kvqe.calibration.accuracy import SrImages, VqaScores
 from kvqe.calibration.gates import Gate
 from kvqe.calibration.tasks import SR, TASKS, VQA, task_named
 from kvqe.errors import BadInputError
+from kvqe.manifest import SCHEMA_VERSION, Manifest, write_manifest
 from kvqe.models.registry import list_models
 from kvqe.sdk.loader import EMBEDDED, embedded_bundle_path
 from kvqe.specs import InputSpec, OutputSpec, Sampling, Tile
@@ -26,11 +29,16 @@ def test_every_card_spec_survives_the_manifest_round_trip(card) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(EMBEDDED))
-def test_embedded_manifests_read_into_specs_and_back_unchanged(name: str) -> None:
-    manifest = json.loads((embedded_bundle_path(name) / "manifest.json").read_text())
+def test_embedded_manifests_read_into_specs_and_back_unchanged(name: str, tmp_path: Path) -> None:
+    text = (embedded_bundle_path(name) / "manifest.json").read_text()
+    manifest = json.loads(text)
     for section, spec_type in (("input", InputSpec), ("output", OutputSpec)):
         spec = spec_type.from_json(manifest[section])
         assert json.dumps(spec.to_json(), sort_keys=True) == json.dumps(manifest[section], sort_keys=True)
+    typed = Manifest.from_json(manifest)
+    assert typed.schema_version == SCHEMA_VERSION and typed.input == read_bundle(embedded_bundle_path(name)).input_spec
+    write_manifest(tmp_path, typed)  # validated again on the way out, written byte for byte as shipped
+    assert (tmp_path / "manifest.json").read_text() == text
 
 
 def test_optional_fields_are_absent_not_null_and_defaults_are_read_from_them() -> None:
