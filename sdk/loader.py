@@ -108,8 +108,8 @@ def load(
 ) -> Model:
     """Load an embedded default (``"vqa"``, ``"sr"``) or a bundle directory on a backend.
 
-    ``backend``: ``auto`` (fastest installed backend with an artifact), ``onnxruntime``, ``openvino``,
-    ``tensorrt`` or ``torch``. ``precision``: ``fp32``, ``fp16``, ``int8``, or None for fp32 when present.
+    ``backend``: ``auto`` (fastest installed backend with an artifact), ``onnxruntime``, ``openvino`` or
+    ``tensorrt`` (``torch`` runs models only as the export's reference, never a bundle). ``precision``: ``fp32``, ``fp16``, ``int8``, or None for fp32 when present.
     Every artifact used is verified against its sha256 first. A pipeline bundle loads one artifact per
     stage on the same backend and runs them as one model (its kind: :mod:`kvqe.sdk.pipelines`).
     """
