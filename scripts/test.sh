@@ -4,8 +4,8 @@
 # Without arguments it runs the default suite (the `slow` tests deselected); arguments go to pytest instead,
 # e.g. `bash scripts/test.sh -m slow` or `bash scripts/test.sh tests/test_sources.py`.
 # The default suite is the fast tier plus the `e2e` tests (full-size models, kvqe-export in subprocesses).
-# The fast tier alone, for an edit-test loop: `bash scripts/test.sh -m "not slow and not e2e"`, or without the
-# setup, lint and type-check above it: `.venv/bin/python -m pytest -m "not slow and not e2e"`.
+# The fast tier alone, for an edit-test loop: `bash scripts/test.sh -n 2 -m "not slow and not e2e"`, or without
+# the setup, lint and type-check above it: `.venv/bin/python -m pytest -n 2 -m "not slow and not e2e"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v ffmpeg >/dev/null 2>&1; then
