@@ -1,7 +1,8 @@
 """Accuracy comparators: what an artifact is judged on against the FP32 reference over a validation set.
 
-Each task names its comparator (:mod:`kvqe.calibration.tasks`): SR compares the uint8 images the runtime would produce (:class:`SrImages`), VQA the scores
-(:class:`VqaScores`, pooled per video when there are enough videos).
+Each task names its comparator (:mod:`kvqe.calibration.tasks`): SR compares the uint8 images the runtime
+would produce (:class:`SrImages`), VQA the scores (:class:`VqaScores`, pooled per video when there are enough
+videos).
 """
 from __future__ import annotations
 

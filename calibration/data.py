@@ -76,13 +76,13 @@ def _frames(source: Path, sampling: Sampling | None) -> list[np.ndarray]:
 
 
 def vqa_samples(source: Path, spec: InputSpec, settings: SampleSettings, rng: np.random.Generator,
-                 validation: bool) -> list[list[np.ndarray]]:
+                validation: bool) -> list[list[np.ndarray]]:
     """One group per video: its keyframes at model geometry (settings, rng and role do not matter)."""
     return [[vqa_geometry(frame, spec) for frame in _frames(source, spec.sampling)]]
 
 
 def sr_samples(source: Path, spec: InputSpec, settings: SampleSettings, rng: np.random.Generator,
-                validation: bool) -> list[list[np.ndarray]]:
+               validation: bool) -> list[list[np.ndarray]]:
     """Seeded random crops of each image / keyframe, each crop its own group."""
     size = settings.sr_validation_crop if validation else settings.sr_crop
     crops = []
