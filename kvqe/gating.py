@@ -18,7 +18,7 @@ import cv2
 
 from kvqe.errors import BadInputError
 from kvqe.files import atomic_output_file, check_output_path
-from kvqe.gate_policy import Policy, resolution_class
+from kvqe.gate_policy import Policy
 from kvqe.sdk.images import IMAGE_SUFFIXES
 from kvqe.sdk.loader import load
 from kvqe.sdk.model import Model
@@ -28,7 +28,8 @@ DECISIONS = ("pass", "enhanced", "reject")
 
 @dataclass
 class SegmentDecision:
-    """One ``stream()`` window of a source: its time span, score and whether it reaches the threshold."""
+    """One ``stream()`` window of a source: its time span, score and whether it reaches the threshold.
+    A plain record: safe to share between threads once made."""
 
     start_s: float
     end_s: float
@@ -38,7 +39,8 @@ class SegmentDecision:
 
 @dataclass
 class GateResult:
-    """Why a source passed, was enhanced or was rejected (``to_record`` gives the JSON line)."""
+    """Why a source passed, was enhanced or was rejected (``to_record`` gives the JSON line).
+    A plain record: safe to share between threads once made."""
 
     source: str
     decision: str
@@ -54,6 +56,7 @@ class GateResult:
     segments: list[SegmentDecision] | None = None
 
     def to_record(self) -> dict[str, Any]:
+        """The JSON line ``kvqe gate --json`` prints for this source."""
         return asdict(self)
 
 

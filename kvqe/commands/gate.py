@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -69,7 +70,7 @@ def gate_command(sources: tuple[str, ...], min_score: float | None, policy_path:
     enhancer = enhancer or (policy.enhance if policy else None)
     if enhancer is not None and output_dir is None:
         raise BadInputError("--enhance (or the policy's enhance) needs -o FOLDER for the enhanced outputs")
-    options = {"backend": backend, "precision": precision, "threads": threads,
+    options: dict[str, Any] = {"backend": backend, "precision": precision, "threads": threads,
                "allow_undeployable": allow_undeployable}
     scorer = load(bundle, **options)
     require_task(scorer, "vqa", "kvqe gate")
@@ -86,8 +87,9 @@ def gate_command(sources: tuple[str, ...], min_score: float | None, policy_path:
             emit({"source": given, "error": str(exc)}, as_json, f"{given}: error: {exc}")
         for source in expanded:
             if source == "-":
-                failure = failure or 2
-                emit({"source": source, "error": "gate reads files, not stdin"}, as_json, "-: error: gate reads files")
+                refused = BadInputError("SOURCE '-': gate reads files and URLs, not stdin (the enhancement is re-read)")
+                failure = failure or refused.exit_code
+                emit({"source": source, "error": str(refused)}, as_json, f"-: error: {refused}")
                 continue
             target = None if output_dir is None else output_dir / Path(source).name
             try:
