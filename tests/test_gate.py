@@ -116,3 +116,14 @@ def test_gate_needs_a_threshold_and_an_output_for_the_enhancer() -> None:
     assert CliRunner().invoke(main, ["gate", str(CLIP)]).exit_code == 2
     run = CliRunner().invoke(main, ["gate", str(CLIP), "--min-score", "50", "--enhance", "sr"])
     assert run.exit_code == 2 and "-o FOLDER" in run.output
+
+
+def test_two_sources_with_one_file_name_do_not_share_an_output(tmp_path: Path) -> None:
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / IMAGE.name).write_bytes(IMAGE.read_bytes())
+    run = CliRunner().invoke(main, ["gate", str(IMAGE), str(copy / IMAGE.name), "--min-score", "50",
+                                    "--enhance", "sr", "-o", str(tmp_path / "out"), "--json"])
+    assert run.exit_code == 2
+    first, second = (json.loads(line) for line in run.output.splitlines()[:2])
+    assert first["decision"] == "pass" and "same file name" in second["error"]

@@ -79,6 +79,7 @@ def gate_command(sources: tuple[str, ...], min_score: float | None, policy_path:
         require_task(sr, "sr", "kvqe gate --enhance")
     limits = source_limits(timeout, max_pixels, protocols)
     failure, rejected = 0, False
+    targets: set[Path | None] = set()
     for given in sources:
         try:
             expanded = _expand(given)
@@ -93,6 +94,9 @@ def gate_command(sources: tuple[str, ...], min_score: float | None, policy_path:
                 continue
             target = None if output_dir is None else output_dir / Path(source).name
             try:
+                if target is not None and target in targets:
+                    raise BadInputError(f"{source}: another source already writes {target} (same file name)")
+                targets.add(target)
                 result = gate(source, min_score=min_score, policy=policy, scorer=scorer, enhancer=sr,
                               output=target, segment_seconds=segment_seconds, **limits)
             except Exception as exc:  # noqa: BLE001 (one bad source must not stop the others)
