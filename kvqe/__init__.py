@@ -13,6 +13,7 @@ from kvqe.errors import KvqeError
 from kvqe.version import __version__
 
 if TYPE_CHECKING:
+    from kvqe.gating import GateResult
     from kvqe.sdk.model import Model
 
 
@@ -26,4 +27,14 @@ def load(name_or_path: str | os.PathLike[str], **options: Any) -> Model:
     return load_bundle(name_or_path, **options)
 
 
-__all__ = ["KvqeError", "__version__", "load"]
+def gate(source: str | os.PathLike[str], **options: Any) -> GateResult:
+    """Pass, enhance or reject one source against a minimum score; see :func:`kvqe.gating.gate`.
+
+    Imported lazily so that ``import kvqe`` stays light.
+    """
+    from kvqe.gating import gate as gate_source
+
+    return gate_source(source, **options)
+
+
+__all__ = ["KvqeError", "__version__", "gate", "load"]

@@ -1,0 +1,150 @@
+"""Quality gating: score a source, enhance it when it falls short, keep the enhancement only when it helps.
+
+A source ``pass``-es when its score reaches the threshold. Below it, with an enhancer, the source is
+enhanced into a temporary file beside ``output`` and re-scored; the file becomes ``output`` only when the
+re-score is higher than the original AND reaches the threshold (``enhanced``), otherwise no file is left
+behind and the source is rejected (``reject``).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from kvqe.errors import BadInputError
+from kvqe.files import atomic_output_file, check_output_path
+from kvqe.gate_policy import Policy
+from kvqe.sdk.images import IMAGE_SUFFIXES
+from kvqe.sdk.loader import load
+from kvqe.sdk.model import Model
+
+DECISIONS = ("pass", "enhanced", "reject")
+
+
+@dataclass
+class SegmentDecision:
+    """One ``stream()`` window of a source: its time span, score and whether it reaches the threshold.
+    A plain record: safe to share between threads once made."""
+
+    start_s: float
+    end_s: float
+    score: float
+    decision: str
+
+
+@dataclass
+class GateResult:
+    """Why a source passed, was enhanced or was rejected (``to_record`` gives the JSON line).
+    A plain record: safe to share between threads once made."""
+
+    source: str
+    decision: str
+    score: float
+    threshold: float
+    threshold_from: str
+    enhanced_score: float | None = None
+    output: str | None = None
+    width: int = 0
+    height: int = 0
+    bundles: dict[str, dict[str, str]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    segments: list[SegmentDecision] | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON line ``kvqe gate --json`` prints for this source."""
+        return asdict(self)
+
+
+class _NotKept(Exception):
+    """Raised inside the atomic write to discard an enhancement that did not earn its place."""
+
+
+def bundle_facts(model: Model) -> dict[str, str]:
+    """The bundle a decision was made with: name, the sha256 of the artifact that ran, backend, precision."""
+    return {"name": model.name, "sha256": model.artifact.sha256, "backend": model.backend,
+            "precision": model.precision}
+
+
+def _as_model(model: Model | str, task: str, **options: Any) -> Model:
+    loaded = model if isinstance(model, Model) else load(model, **options)
+    if loaded.task != task:
+        raise BadInputError(f"gating needs a {task} bundle here, but {loaded.name!r} is a {loaded.task} bundle")
+    return loaded
+
+
+def _enhance_into(enhancer: Model, source: str, target: Path, limits: dict[str, Any]) -> None:
+    """Write ``source`` enhanced to ``target`` (an image, or a video with its audio)."""
+    if Path(source).suffix.lower() in IMAGE_SUFFIXES:
+        image = enhancer.enhance(source, max_pixels=limits.get("max_pixels"))
+        if not cv2.imwrite(str(target), image):
+            raise BadInputError(f"{target}: OpenCV cannot write this image format")
+    else:
+        enhancer.enhance_video(source, target, chroma="420", **limits)
+
+
+def gate(source: str | os.PathLike[str], *, min_score: float | None = None, policy: Policy | None = None,
+         scorer: Model | str = "vqa", enhancer: Model | str | None = None,
+         output: str | os.PathLike[str] | None = None, segment_seconds: float | None = None,
+         **limits: Any) -> GateResult:
+    """Gate one source (video file or image) against ``min_score``, or the ``policy`` threshold of its
+    resolution class (``min_score`` wins when both are given).
+
+    ``scorer``/``enhancer``: loaded models or bundle names/directories (the policy's ``enhance`` is used
+    when ``enhancer`` is None); ``output``: where a kept enhancement goes (required with an enhancer);
+    ``segment_seconds``: also decide each window of that length (``Model.stream``), as a live stream would
+    be gated. ``limits``: ``timeout``, ``max_pixels``, ``protocols`` as for :meth:`Model.score`.
+
+    Thread safety: safe to call from several threads with shared models, given distinct outputs.
+    """
+    if min_score is None and policy is None:
+        raise BadInputError("give a minimum score (min_score) or a policy")
+    if segment_seconds is not None and not segment_seconds > 0:
+        raise BadInputError(f"segment_seconds must be positive, got {segment_seconds}")
+    name = os.fspath(source)
+    enhancer = enhancer if enhancer is not None else (policy.enhance if policy else None)
+    if enhancer is not None:
+        if output is None:
+            raise BadInputError("an enhancer needs an output path for the enhanced source")
+        check_output_path(output, source=name)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    vqa = _as_model(scorer, "vqa")
+    first = vqa.score(name, **limits)
+    seconds["score"] = round(time.perf_counter() - started, 3)
+    if min_score is not None:
+        threshold, origin = float(min_score), "min_score"
+    else:
+        assert policy is not None
+        threshold, origin = policy.threshold_for(first.width, first.height)
+        origin = f"policy:{origin}"
+    result = GateResult(name, "pass", first.score, threshold, origin, width=first.width, height=first.height,
+                        bundles={"scorer": bundle_facts(vqa)}, seconds=seconds)
+    if segment_seconds is not None and first.duration_s is not None:
+        started = time.perf_counter()
+        result.segments = [SegmentDecision(s.start_s, s.end_s, s.score, "pass" if s.score >= threshold else "reject")
+                           for s in vqa.stream(name, window_s=segment_seconds, **limits)]
+        seconds["segments"] = round(time.perf_counter() - started, 3)
+    if first.score >= threshold:
+        return result
+    result.decision = "reject"
+    if enhancer is None:
+        return result
+    assert output is not None
+    started = time.perf_counter()
+    sr = _as_model(enhancer, "sr")
+    result.bundles["enhancer"] = bundle_facts(sr)
+    with contextlib.suppress(_NotKept), atomic_output_file(output) as tmp:
+        _enhance_into(sr, name, tmp, limits)
+        seconds["enhance"] = round(time.perf_counter() - started, 3)
+        started = time.perf_counter()
+        result.enhanced_score = vqa.score(tmp, **limits).score
+        seconds["rescore"] = round(time.perf_counter() - started, 3)
+        if not (result.enhanced_score > first.score and result.enhanced_score >= threshold):
+            raise _NotKept
+        result.decision, result.output = "enhanced", os.fspath(output)
+    return result
