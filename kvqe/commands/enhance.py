@@ -31,7 +31,7 @@ from kvqe.sdk.model import Model
 from kvqe.sdk.video_out import PIPE_FORMATS, STDOUT, VideoOutput
 
 
-def _enhance_image(model: Model, source: Path, target: Path, tile: int | None,
+def enhance_image(model: Model, source: Path, target: Path, tile: int | None,
                    limits: dict[str, Any]) -> dict[str, Any]:
     """Enhance the image ``source`` into ``target`` (atomically); the facts the command reports."""
     image = read_image(source, max_pixels=limits["max_pixels"])
@@ -126,7 +126,7 @@ def enhance(input_path: str, output_path: str, bundle: str, backend: str, precis
                  allow_undeployable=allow_undeployable)
     require_task(model, "sr", "kvqe enhance")
     limits = source_limits(timeout, max_pixels)
-    facts = _enhance_image(model, source, target, tile, limits) if is_image else _enhance_video(
+    facts = enhance_image(model, source, target, tile, limits) if is_image else _enhance_video(
         model, input_path, output_path, tile, video, limits)
     seconds = round(time.perf_counter() - started, 3)
     record = {"input": input_path, "output": output_path, **facts, "backend": model.backend,
