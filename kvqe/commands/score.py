@@ -62,7 +62,7 @@ def _media_in(folder: Path) -> list[str]:
                   if Path(name).suffix.lower() in media)
 
 
-def _expand(source: str) -> list[str]:
+def expand(source: str) -> list[str]:
     """The sources SOURCE names: a folder's videos and images (recursively), a glob's files (sorted), or
     SOURCE itself; BadInputError for a folder or glob that names none."""
     if source == "-" or "://" in source or os.path.isfile(source):
@@ -185,7 +185,7 @@ def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | 
         if "-" in sources:
             raise BadInputError("--engine ray reads files and URLs, not stdin ('-')")
         scaleout.require_ray()
-        expanded = [path for given in sources for path in _expand(given)]
+        expanded = [path for given in sources for path in expand(given)]
         job = functools.partial(score_job, per_second=per_second, max_frames=max_frames, fps=fps, limits=limits)
         options = {"backend": backend, "precision": precision, "threads": threads,
                    "allow_undeployable": allow_undeployable}
@@ -207,7 +207,7 @@ def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | 
     failure, rows = 0, []
     for given in sources:
         try:
-            expanded = _expand(given)
+            expanded = expand(given)
         except BadInputError as exc:
             expanded = []
             failure = failure or exc.exit_code
