@@ -49,4 +49,4 @@ def run_on_ray(sources: list[str], job: scaleout.Work, bundle: str, load_options
         emit(record, as_json, f"{name}: error: {record['error']}" if "error" in record else
              f"{name}\t{record.get('score', record.get('output'))}")
     order = {source: index for index, source in enumerate(sources)}
-    return sorted(records, key=lambda r: order.get(r.get("source", r.get("input")), len(order)))
+    return sorted(records, key=lambda r: order.get(str(r.get("source", r.get("input"))), len(order)))
