@@ -47,7 +47,9 @@ def media(tmp_path: Path) -> Path:
 def test_scale_scores_equal_local_and_records_the_corrupt_file(local_ray, media: Path, tmp_path: Path) -> None:
     pyarrow_parquet = pytest.importorskip("pyarrow.parquet")
     parquet = tmp_path / "scores.parquet"
-    records = kvqe.scale([str(media)], "vqa", actors=2, parquet=parquet, threads=1)
+    catalogue = tmp_path / "catalogue.txt"  # a list file naming the folder
+    catalogue.write_text(f"# the media folder\n\n{media}\n")
+    records = kvqe.scale([str(catalogue)], "vqa", actors=2, parquet=parquet, threads=1)
     assert [Path(r["source"]).name for r in records] == ["a.mp4", "b.png", "c_corrupt.mp4"]
     model = kvqe.load("vqa", threads=1)
     for record in records[:2]:

@@ -81,6 +81,19 @@ def expand(source: str) -> list[str]:
     return [source]
 
 
+def expand_catalogue(sources: list[str]) -> list[str]:
+    """``--engine ray``'s sources: as :func:`expand` does, and a list file (``.txt``: one source per line,
+    blank lines and ``#`` comments skipped) as the sources it lists, each expanded in turn."""
+    expanded = []
+    for source in sources:
+        if source.endswith(".txt") and os.path.isfile(source):
+            listed = [line.strip() for line in Path(source).read_text(encoding="utf-8").splitlines()]
+            expanded += expand_catalogue([line for line in listed if line and not line.startswith("#")])
+        else:
+            expanded += expand(source)
+    return expanded
+
+
 def _stdin_source(size: tuple[int, int] | None, pix_fmt: str, fps: float | None,
                   limits: dict[str, Any]) -> FrameSource:
     """SOURCE '-': raw frames with --raw, else a YUV4MPEG2 stream."""
@@ -178,14 +191,15 @@ def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | 
         raise BadInputError("SOURCE '-' with --raw needs --fps F: raw frames carry no frame rate, and keyframes "
                             "are chosen by time (ffprobe shows the rate; or pipe y4m, which carries it: "
                             "ffmpeg -i IN -f yuv4mpegpipe - | kvqe score -)")
-    if csv_path is not None:
-        check_output_path(csv_path)
+    for path in (csv_path, parquet_path):
+        if path is not None:
+            check_output_path(path)
     limits = source_limits(timeout, max_pixels, protocols)
     if engine == "ray":
         if "-" in sources:
             raise BadInputError("--engine ray reads files and URLs, not stdin ('-')")
         scaleout.require_ray()
-        expanded = [path for given in sources for path in expand(given)]
+        expanded = expand_catalogue(list(sources))
         job = functools.partial(score_job, per_second=per_second, max_frames=max_frames, fps=fps, limits=limits)
         options = {"backend": backend, "precision": precision, "threads": threads,
                    "allow_undeployable": allow_undeployable}
