@@ -17,7 +17,7 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[export,openvino,training,dev]'
+.venv/bin/python -m pip install -q -e '.[export,openvino,training,ray,dev]'
 .venv/bin/python -m pip install -q --no-deps tensorrt-stubs  # its dependencies would pull the TensorRT wheel
 .venv/bin/python -m ruff check .
 PYTHON="$PWD/.venv/bin/python" bash scripts/typecheck.sh

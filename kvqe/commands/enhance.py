@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 import time
 from pathlib import Path
@@ -10,7 +11,9 @@ from typing import Any
 import click
 import cv2
 
+from kvqe import scaleout
 from kvqe.clitools import emit, handle_errors, progress_bar
+from kvqe.commands.engine import run_on_ray, with_engine_options
 from kvqe.commands.options import (
     backend_option,
     json_option,
@@ -31,7 +34,7 @@ from kvqe.sdk.model import Model
 from kvqe.sdk.video_out import PIPE_FORMATS, STDOUT, VideoOutput
 
 
-def _enhance_image(model: Model, source: Path, target: Path, tile: int | None,
+def enhance_image(model: Model, source: Path, target: Path, tile: int | None,
                    limits: dict[str, Any]) -> dict[str, Any]:
     """Enhance the image ``source`` into ``target`` (atomically); the facts the command reports."""
     image = read_image(source, max_pixels=limits["max_pixels"])
@@ -41,6 +44,35 @@ def _enhance_image(model: Model, source: Path, target: Path, tile: int | None,
             raise BadInputError(f"{target}: OpenCV cannot write this image format")
     return {"frames": 1, "width": image.shape[1], "height": image.shape[0],
             "out_width": result.shape[1], "out_height": result.shape[0]}
+
+
+def enhance_job(model: Model, source: str, out_dir: str, tile: int | None, limits: dict[str, Any]) -> dict[str, Any]:
+    """One image enhanced (on a Ray actor) into ``out_dir`` under its own name, as ``--json`` prints it."""
+    started = time.perf_counter()
+    target = Path(out_dir) / Path(source).name
+    facts = enhance_image(model, Path(source), target, tile, limits)
+    return {"input": source, "output": str(target), **facts, "backend": model.backend,
+            "precision": model.precision, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _enhance_on_ray(input_path: str, output_path: str, bundle: str, options: dict[str, Any], tile: int | None,
+                    limits: dict[str, Any], engine: dict[str, Any], as_json: bool) -> None:
+    """``--engine ray``: every image INPUT names (a folder or a glob) into the directory OUTPUT."""
+    from kvqe.commands.score import expand
+
+    scaleout.require_ray()
+    images = [path for path in expand(input_path) if Path(path).suffix.lower() in IMAGE_SUFFIXES]
+    if not images:
+        raise BadInputError(f"{input_path}: --engine ray enhances images; this names none")
+    out_dir = Path(output_path)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInputError(f"{output_path}: --engine ray writes into a directory, and this is a file")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job = functools.partial(enhance_job, out_dir=str(out_dir.resolve()), tile=tile, limits=limits)
+    rows = run_on_ray(images, job, bundle, options, engine, as_json)
+    failures = [row["exit_code"] for row in rows if "error" in row]
+    if failures:
+        sys.exit(failures[0])
 
 
 def _enhance_video(model: Model, source: str, output: str, tile: int | None, video: dict[str, Any],
@@ -92,6 +124,7 @@ def _video_summary(facts: dict[str, Any]) -> str:
               help="444: 10-bit 4:4:4, the default, faithful; 420: 8-bit 4:2:0, which every player decodes.")
 @click.option("--format", "pipe_format", type=click.Choice(sorted(PIPE_FORMATS)), default=None,
               help="With -o -: y4m (default; carries size and rate) or rawvideo (bgr24, the model's pixels).")
+@with_engine_options
 @timeout_option
 @max_pixels_option
 @undeployable_option
@@ -99,8 +132,15 @@ def _video_summary(facts: dict[str, Any]) -> str:
 @handle_errors
 def enhance(input_path: str, output_path: str, bundle: str, backend: str, precision: str | None, threads: int,
             tile: int | None, codec: str | None, crf: int | None, chroma: str | None, pipe_format: str | None,
-            timeout: float, max_pixels: int, allow_undeployable: bool, as_json: bool) -> None:
-    """Super-resolve INPUT (image or video) into OUTPUT (a file, or '-' for video frames on stdout)."""
+            engine: str, address: str | None, actors: int, retries: int, timeout: float, max_pixels: int,
+            allow_undeployable: bool, as_json: bool) -> None:
+    """Super-resolve INPUT (image or video) into OUTPUT (a file, or '-' for video frames on stdout); with
+    --engine ray, every image of INPUT (a folder or a glob) into the directory OUTPUT."""
+    if engine == "ray":
+        options = {"backend": backend, "precision": precision, "threads": threads,
+                   "allow_undeployable": allow_undeployable}
+        return _enhance_on_ray(input_path, output_path, bundle, options, tile, source_limits(timeout, max_pixels),
+                               {"address": address, "actors": actors, "retries": retries}, as_json)
     source, target = Path(input_path), Path(output_path)
     is_image = source.suffix.lower() in IMAGE_SUFFIXES
     to_stdout = output_path == STDOUT
@@ -126,7 +166,7 @@ def enhance(input_path: str, output_path: str, bundle: str, backend: str, precis
                  allow_undeployable=allow_undeployable)
     require_task(model, "sr", "kvqe enhance")
     limits = source_limits(timeout, max_pixels)
-    facts = _enhance_image(model, source, target, tile, limits) if is_image else _enhance_video(
+    facts = enhance_image(model, source, target, tile, limits) if is_image else _enhance_video(
         model, input_path, output_path, tile, video, limits)
     seconds = round(time.perf_counter() - started, 3)
     record = {"input": input_path, "output": output_path, **facts, "backend": model.backend,

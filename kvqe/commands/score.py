@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import os
 import re
@@ -12,7 +13,9 @@ from typing import Any
 
 import click
 
+from kvqe import scaleout
 from kvqe.clitools import describe, emit, exit_code, handle_errors
+from kvqe.commands.engine import run_on_ray, with_engine_options
 from kvqe.commands.options import (
     backend_option,
     json_option,
@@ -59,7 +62,7 @@ def _media_in(folder: Path) -> list[str]:
                   if Path(name).suffix.lower() in media)
 
 
-def _expand(source: str) -> list[str]:
+def expand(source: str) -> list[str]:
     """The sources SOURCE names: a folder's videos and images (recursively), a glob's files (sorted), or
     SOURCE itself; BadInputError for a folder or glob that names none."""
     if source == "-" or "://" in source or os.path.isfile(source):
@@ -78,6 +81,19 @@ def _expand(source: str) -> list[str]:
     return [source]
 
 
+def expand_catalogue(sources: list[str]) -> list[str]:
+    """``--engine ray``'s sources: as :func:`expand` does, and a list file (``.txt``: one source per line,
+    blank lines and ``#`` comments skipped) as the sources it lists, each expanded in turn."""
+    expanded = []
+    for source in sources:
+        if source.endswith(".txt") and os.path.isfile(source):
+            listed = [line.strip() for line in Path(source).read_text(encoding="utf-8").splitlines()]
+            expanded += expand_catalogue([line for line in listed if line and not line.startswith("#")])
+        else:
+            expanded += expand(source)
+    return expanded
+
+
 def _stdin_source(size: tuple[int, int] | None, pix_fmt: str, fps: float | None,
                   limits: dict[str, Any]) -> FrameSource:
     """SOURCE '-': raw frames with --raw, else a YUV4MPEG2 stream."""
@@ -87,7 +103,7 @@ def _stdin_source(size: tuple[int, int] | None, pix_fmt: str, fps: float | None,
     return open_y4m_pipe(sys.stdin.buffer, fps=fps, **caps)
 
 
-def _score_record(source: str, result: ScoreResult, model: Model, seconds: float) -> dict[str, Any]:
+def score_record(source: str, result: ScoreResult, model: Model, seconds: float) -> dict[str, Any]:
     """One scored source as ``--json`` prints it."""
     sampling = result.sampling
     return {"source": source, "score": result.score, "frames": result.frames, "backend": model.backend,
@@ -97,6 +113,25 @@ def _score_record(source: str, result: ScoreResult, model: Model, seconds: float
             "fps": None if result.duration_s is None else result.fps, "codec": result.codec or None,
             "sampling": None if sampling is None else {"per_second": sampling.per_second,
                                                        "max_frames": sampling.max_frames, "how": sampling.how}}
+
+
+def score_job(model: Model, source: str, per_second: float | None, max_frames: int | None,
+              fps: float | None, limits: dict[str, Any]) -> dict[str, Any]:
+    """One source scored (on a Ray actor), as ``--json`` prints it."""
+    started = time.perf_counter()
+    result = model.score(source, fps=fps, per_second=per_second, max_frames=max_frames, **limits)
+    return score_record(source, result, model, round(time.perf_counter() - started, 3))
+
+
+def parquet_columns() -> dict[str, Any]:
+    """``--parquet``'s columns and their pyarrow types: one row per source, the per-frame scores as lists."""
+    import pyarrow as pa
+
+    floats = pa.list_(pa.float64())
+    return {"source": pa.string(), "score": pa.float64(), "frames": pa.int64(), "backend": pa.string(),
+            "precision": pa.string(), "seconds": pa.float64(), "duration_s": pa.float64(), "width": pa.int64(),
+            "height": pa.int64(), "fps": pa.float64(), "codec": pa.string(), "frame_scores": floats,
+            "frame_times": floats, "frame_indices": pa.list_(pa.int64()), "error": pa.string()}
 
 
 def _csv_row(record: dict[str, Any]) -> dict[str, Any]:
@@ -132,6 +167,9 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
               help="Frame rate (overrides the container or the y4m header; required with --raw).")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write one row per source to this CSV file (written when all are done).")
+@click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --engine ray: also write one row per source to this Parquet file.")
+@with_engine_options
 @timeout_option
 @max_pixels_option
 @protocols_option
@@ -140,7 +178,8 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @handle_errors
 def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | None, threads: int,
           per_second: float | None, max_frames: int | None, raw_size: str | None, pix_fmt: str, fps: float | None,
-          csv_path: Path | None, timeout: float, max_pixels: int, protocols: str, allow_undeployable: bool,
+          csv_path: Path | None, parquet_path: Path | None, engine: str, address: str | None, actors: int,
+          retries: int, timeout: float, max_pixels: int, protocols: str, allow_undeployable: bool,
           as_json: bool) -> None:
     """Score each SOURCE: a video file, URL, image, folder (its videos and images, recursively), glob, or
     '-' for stdin (a YUV4MPEG2 stream, or raw frames with --raw WxH --fps F). A source that fails is reported
@@ -152,16 +191,37 @@ def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | 
         raise BadInputError("SOURCE '-' with --raw needs --fps F: raw frames carry no frame rate, and keyframes "
                             "are chosen by time (ffprobe shows the rate; or pipe y4m, which carries it: "
                             "ffmpeg -i IN -f yuv4mpegpipe - | kvqe score -)")
-    if csv_path is not None:
-        check_output_path(csv_path)
+    for path in (csv_path, parquet_path):
+        if path is not None:
+            check_output_path(path)
     limits = source_limits(timeout, max_pixels, protocols)
+    if engine == "ray":
+        if "-" in sources:
+            raise BadInputError("--engine ray reads files and URLs, not stdin ('-')")
+        scaleout.require_ray()
+        expanded = expand_catalogue(list(sources))
+        job = functools.partial(score_job, per_second=per_second, max_frames=max_frames, fps=fps, limits=limits)
+        options = {"backend": backend, "precision": precision, "threads": threads,
+                   "allow_undeployable": allow_undeployable}
+        rows = run_on_ray(expanded, job, bundle, options,
+                          {"address": address, "actors": actors, "retries": retries}, as_json)
+        if csv_path is not None:
+            _write_csv(csv_path, [_csv_row(row) for row in rows])
+        if parquet_path is not None:
+            scaleout.write_parquet(parquet_path, rows, parquet_columns())
+        failures = [row["exit_code"] for row in rows if "error" in row]
+        if failures:
+            sys.exit(failures[0])
+        return
+    if parquet_path is not None:
+        raise BadInputError("--parquet is written by --engine ray")
     model = load(bundle, backend=backend, precision=precision, threads=threads,
                  allow_undeployable=allow_undeployable)
     require_task(model, "vqa", "kvqe score")
     failure, rows = 0, []
     for given in sources:
         try:
-            expanded = _expand(given)
+            expanded = expand(given)
         except BadInputError as exc:
             expanded = []
             failure = failure or exc.exit_code
@@ -181,7 +241,7 @@ def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | 
                 emit(rows[-1], as_json, f"{source}: error: {message}")
                 continue
             seconds = round(time.perf_counter() - started, 3)
-            rows.append(_score_record(source, result, model, seconds))
+            rows.append(score_record(source, result, model, seconds))
             length = "" if result.duration_s is None else f" over {result.duration_s:.1f} s"
             emit(rows[-1], as_json, f"{source}\t{result.score:.4f}\t({result.frames} frames{length}, "
                                     f"{model.backend}/{model.precision}, {seconds:.2f} s)")
