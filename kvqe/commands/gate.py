@@ -20,7 +20,7 @@ from kvqe.commands.options import (
     timeout_option,
     undeployable_option,
 )
-from kvqe.commands.score import _expand
+from kvqe.commands.score import expand
 from kvqe.errors import BadInputError
 from kvqe.gate_policy import Policy, load_policy
 from kvqe.gating import GateResult, gate
@@ -82,7 +82,7 @@ def gate_command(sources: tuple[str, ...], min_score: float | None, policy_path:
     targets: set[Path | None] = set()
     for given in sources:
         try:
-            expanded = _expand(given)
+            expanded = expand(given)
         except BadInputError as exc:
             expanded, failure = [], failure or exc.exit_code
             emit({"source": given, "error": str(exc)}, as_json, f"{given}: error: {exc}")
