@@ -4,6 +4,7 @@ Format (``policy.toml``)::
 
     default = 60.0              # optional: for a class not listed
     enhance = "sr"              # optional: the enhancer bundle (name or directory)
+    max_gain = 20.0             # optional: the ceiling of kvqe gate --max-gain-check
     [thresholds]
     "<=540p" = 50.0             # short side <= 540
     "720p" = 60.0               # 540 < short side < 1080
@@ -21,7 +22,7 @@ from typing import Any
 from kvqe.errors import BadInputError
 
 RESOLUTION_CLASSES = ("<=540p", "720p", ">=1080p")
-_KEYS = {"default", "enhance", "thresholds"}
+_KEYS = {"default", "enhance", "max_gain", "thresholds"}
 
 
 def resolution_class(width: int, height: int) -> str:
@@ -32,12 +33,13 @@ def resolution_class(width: int, height: int) -> str:
 
 @dataclass(frozen=True)
 class Policy:
-    """Minimum scores per resolution class, a fallback ``default`` and an optional ``enhance`` bundle.
-    Immutable: may be shared by threads."""
+    """Minimum scores per resolution class, a fallback ``default``, an optional ``enhance`` bundle and the
+    ``max_gain`` ceiling of the max-gain check. Immutable: may be shared by threads."""
 
     thresholds: dict[str, float] = field(default_factory=dict)
     default: float | None = None
     enhance: str | None = None
+    max_gain: float | None = None
 
     def threshold_for(self, width: int, height: int) -> tuple[float, str]:
         """(minimum score, where it came from: the class name or "default"); BadInputError when the
@@ -79,9 +81,12 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
                                 f"(known: {', '.join(RESOLUTION_CLASSES)})")
         thresholds[key] = _number(value, f"thresholds.{key!r}", name)
     default = None if "default" not in data else _number(data["default"], "default", name)
+    max_gain = None if "max_gain" not in data else _number(data["max_gain"], "max_gain", name)
+    if max_gain is not None and not max_gain > 0:
+        raise BadInputError(f"{name}: max_gain must be positive, got {max_gain:g}")
     enhance = data.get("enhance")
     if enhance is not None and not (isinstance(enhance, str) and enhance):
         raise BadInputError(f"{name}: enhance must be a bundle name or directory, got {enhance!r}")
     if not thresholds and default is None:
         raise BadInputError(f"{name}: the policy sets no threshold (give [thresholds] or default)")
-    return Policy(thresholds, default, enhance)
+    return Policy(thresholds, default, enhance, max_gain)

@@ -4,6 +4,10 @@ A source ``pass``-es when its score reaches the threshold. Below it, with an enh
 enhanced into a temporary file beside ``output`` and re-scored; the file becomes ``output`` only when the
 re-score is higher than the original AND reaches the threshold (``enhanced``), otherwise no file is left
 behind and the source is rejected (``reject``).
+
+The max-gain check guards against a scorer rewarding the enhancer's own look (over-sharpened texture scores
+high on a no-reference model): with ``max_gain``, an enhancement that raises the score by more than that is
+not trusted, not kept, and the source is rejected.
 """
 from __future__ import annotations
 
@@ -48,6 +52,8 @@ class GateResult:
     threshold: float
     threshold_from: str
     enhanced_score: float | None = None
+    max_gain: float | None = None
+    reason: str = ""
     output: str | None = None
     width: int = 0
     height: int = 0
@@ -90,14 +96,15 @@ def _enhance_into(enhancer: Model, source: str, target: Path, limits: dict[str, 
 def gate(source: str | os.PathLike[str], *, min_score: float | None = None, policy: Policy | None = None,
          scorer: Model | str = "vqa", enhancer: Model | str | None = None,
          output: str | os.PathLike[str] | None = None, segment_seconds: float | None = None,
-         **limits: Any) -> GateResult:
+         max_gain: float | None = None, **limits: Any) -> GateResult:
     """Gate one source (video file or image) against ``min_score``, or the ``policy`` threshold of its
     resolution class (``min_score`` wins when both are given).
 
     ``scorer``/``enhancer``: loaded models or bundle names/directories (the policy's ``enhance`` is used
     when ``enhancer`` is None); ``output``: where a kept enhancement goes (required with an enhancer);
     ``segment_seconds``: also decide each window of that length (``Model.stream``), as a live stream would
-    be gated. ``limits``: ``timeout``, ``max_pixels``, ``protocols`` as for :meth:`Model.score`.
+    be gated; ``max_gain``: the largest score gain an enhancement may show and still be kept (None: no
+    ceiling). ``limits``: ``timeout``, ``max_pixels``, ``protocols`` as for :meth:`Model.score`.
 
     Thread safety: safe to call from several threads with shared models, given distinct outputs.
     """
@@ -105,6 +112,8 @@ def gate(source: str | os.PathLike[str], *, min_score: float | None = None, poli
         raise BadInputError("give a minimum score (min_score) or a policy")
     if segment_seconds is not None and not segment_seconds > 0:
         raise BadInputError(f"segment_seconds must be positive, got {segment_seconds}")
+    if max_gain is not None and not max_gain > 0:
+        raise BadInputError(f"max_gain must be positive, got {max_gain}")
     name = os.fspath(source)
     enhancer = enhancer if enhancer is not None else (policy.enhance if policy else None)
     if enhancer is not None:
@@ -122,16 +131,17 @@ def gate(source: str | os.PathLike[str], *, min_score: float | None = None, poli
         assert policy is not None
         threshold, origin = policy.threshold_for(first.width, first.height)
         origin = f"policy:{origin}"
-    result = GateResult(name, "pass", first.score, threshold, origin, width=first.width, height=first.height,
-                        bundles={"scorer": bundle_facts(vqa)}, seconds=seconds)
+    result = GateResult(name, "pass", first.score, threshold, origin, max_gain=max_gain, width=first.width,
+                        height=first.height, bundles={"scorer": bundle_facts(vqa)}, seconds=seconds)
     if segment_seconds is not None and first.duration_s is not None:
         started = time.perf_counter()
         result.segments = [SegmentDecision(s.start_s, s.end_s, s.score, "pass" if s.score >= threshold else "reject")
                            for s in vqa.stream(name, window_s=segment_seconds, **limits)]
         seconds["segments"] = round(time.perf_counter() - started, 3)
     if first.score >= threshold:
+        result.reason = "the score reaches the threshold"
         return result
-    result.decision = "reject"
+    result.decision, result.reason = "reject", "below the threshold and no enhancer"
     if enhancer is None:
         return result
     assert output is not None
@@ -144,7 +154,14 @@ def gate(source: str | os.PathLike[str], *, min_score: float | None = None, poli
         started = time.perf_counter()
         result.enhanced_score = vqa.score(tmp, **limits).score
         seconds["rescore"] = round(time.perf_counter() - started, 3)
-        if not (result.enhanced_score > first.score and result.enhanced_score >= threshold):
+        gain = result.enhanced_score - first.score
+        if gain <= 0 or result.enhanced_score < threshold:
+            result.reason = ("the enhancement scores no higher" if gain <= 0
+                             else "the enhancement stays below the threshold")
+            raise _NotKept
+        if max_gain is not None and gain > max_gain:
+            result.reason = f"the enhancement gains {gain:.2f}, more than max_gain {max_gain:g}: not trusted"
             raise _NotKept
         result.decision, result.output = "enhanced", os.fspath(output)
+        result.reason = "the enhancement scores higher and reaches the threshold"
     return result

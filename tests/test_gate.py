@@ -64,6 +64,26 @@ def test_enhancement_is_kept_only_when_it_scores_higher_and_reaches_the_threshol
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.png"]
 
 
+def test_the_max_gain_check_refuses_an_enhancement_that_gains_more_than_the_ceiling(tmp_path: Path) -> None:
+    """83.33 -> 99.92 is a gain of 16.6: kept under a ceiling of 25 (the default, a quarter of 0..100), refused
+    under the policy's 10, with no file left; the JSON line says why."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text("default = 90\nmax_gain = 10\n")
+    args = ["gate", str(IMAGE), "--enhance", "sr", "--max-gain-check", "--json"]
+    kept = CliRunner().invoke(main, [*args, "--min-score", "90", "-o", str(tmp_path / "a")])
+    assert kept.exit_code == 0, kept.output
+    record = json.loads(kept.output)
+    assert record["decision"] == "enhanced" and record["max_gain"] == 25.0 and (tmp_path / "a" / IMAGE.name).is_file()
+    refused = CliRunner().invoke(main, [*args, "--policy", str(policy), "-o", str(tmp_path / "b")])
+    assert refused.exit_code == 5, refused.output
+    record = json.loads(refused.output)
+    assert record["decision"] == "reject" and record["max_gain"] == 10.0 and "more than max_gain 10" in record["reason"]
+    assert record["enhanced_score"] - record["score"] == pytest.approx(16.6, abs=0.5)
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
+    with pytest.raises(BadInputError, match="max_gain must be positive"):
+        kvqe.gate(IMAGE, min_score=90, max_gain=0)
+
+
 def test_an_enhancement_that_lowers_the_score_is_not_kept(tmp_path: Path) -> None:
     source = tmp_path / "retina.png"  # skimage's grey fundus photo, stored as BGR (kvqe takes no grey images)
     cv2.imwrite(str(source), cv2.imread(str(Path(skimage.__file__).parent / "data" / "microaneurysms.png")))
@@ -102,6 +122,7 @@ def test_policy_picks_the_threshold_by_resolution_class(tmp_path: Path) -> None:
     ('minimum = 50\n', "'minimum'"),
     ('[thresholds\n', "not valid TOML"),
     ('enhance = "sr"\n', "sets no threshold"),
+    ('default = 50\nmax_gain = -1\n', "max_gain must be positive"),
 ])
 def test_bad_policy_is_refused_naming_the_problem(tmp_path: Path, text: str, named: str) -> None:
     policy = tmp_path / "bad.toml"

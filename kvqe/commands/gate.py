@@ -27,6 +27,7 @@ from kvqe.gating import GateResult, gate
 from kvqe.sdk.loader import load
 
 EXIT_REJECTED = 5
+DEFAULT_MAX_GAIN_SHARE = 0.25  # --max-gain-check without a policy ceiling: a quarter of the score range
 
 
 def _text(result: GateResult) -> str:
@@ -47,6 +48,9 @@ def _text(result: GateResult) -> str:
               help="Folder for kept enhancements (each under its source's file name).")
 @click.option("--segment-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Also decide each window of this many seconds (as a live stream would be gated).")
+@click.option("--max-gain-check", is_flag=True,
+              help="Do not keep an enhancement whose score gain exceeds the policy's max_gain (default: a quarter "
+                   "of the scorer's score range): a no-reference scorer can overrate the enhancer's sharpening.")
 @click.option("--bundle", default="vqa", show_default=True, help="Scoring bundle directory or embedded name.")
 @backend_option
 @precision_option
@@ -58,7 +62,8 @@ def _text(result: GateResult) -> str:
 @json_option
 @handle_errors
 def gate_command(sources: tuple[str, ...], min_score: float | None, policy_path: Path | None,
-                 enhancer: str | None, output_dir: Path | None, segment_seconds: float | None, bundle: str,
+                 enhancer: str | None, output_dir: Path | None, segment_seconds: float | None,
+                 max_gain_check: bool, bundle: str,
                  backend: str, precision: str | None, threads: int, timeout: float, max_pixels: int,
                  protocols: str, allow_undeployable: bool, as_json: bool) -> None:
     """Gate each SOURCE (video file, image, folder or glob): pass when its score reaches the threshold;
@@ -74,6 +79,10 @@ def gate_command(sources: tuple[str, ...], min_score: float | None, policy_path:
                "allow_undeployable": allow_undeployable}
     scorer = load(bundle, **options)
     require_task(scorer, "vqa", "kvqe gate")
+    max_gain = None
+    if max_gain_check:
+        low, high = scorer.output_spec.score_range or (0.0, 1.0)
+        max_gain = policy.max_gain if policy and policy.max_gain else DEFAULT_MAX_GAIN_SHARE * (high - low)
     sr = None if enhancer is None else load(enhancer, **options)
     if sr is not None:
         require_task(sr, "sr", "kvqe gate --enhance")
@@ -98,7 +107,7 @@ def gate_command(sources: tuple[str, ...], min_score: float | None, policy_path:
                     raise BadInputError(f"{source}: another source already writes {target} (same file name)")
                 targets.add(target)
                 result = gate(source, min_score=min_score, policy=policy, scorer=scorer, enhancer=sr,
-                              output=target, segment_seconds=segment_seconds, **limits)
+                              output=target, segment_seconds=segment_seconds, max_gain=max_gain, **limits)
             except Exception as exc:  # noqa: BLE001 (one bad source must not stop the others)
                 failure = failure or exit_code(exc)
                 emit({"source": source, "error": describe(exc)}, as_json, f"{source}: error: {describe(exc)}")
