@@ -44,7 +44,7 @@ class SearchResult:
     def record(self, sensitivity: dict[str, float]) -> dict[str, Any]:
         """The manifest record: chosen layers with their sensitivity figures, and the trajectory."""
         layers = list(self.float_layers or ())
-        return {"float_layers": layers, "sensitivity_db": {name: sensitivity.get(name) for name in layers},
+        return {"float_layers": layers, "sensitivity": {name: sensitivity.get(name) for name in layers},
                 "metric": self.metric, "metric_min": self.metric_min, "passed": self.float_layers is not None,
                 "budget_exhausted": self.budget_exhausted, "steps": self.steps}
 
@@ -147,3 +147,12 @@ def qdq_evaluator(fp32_onnx: Path, calibration: SampleSet, validation: SampleSet
         return float(np.mean(scores)), float(np.min(scores))
 
     return evaluate
+
+
+def single_layer_gain(layers: Sequence[str], evaluate: Evaluate) -> dict[str, float]:
+    """The mean-metric gain of keeping each layer alone in float (one quantisation per layer), by
+    name, largest first: slower than :func:`layer_sensitivity`, but on animevideov3 it is the ranking
+    that finds the layers worth keeping (``docs/int8_mixed_precision.md``)."""
+    base, _ = evaluate(())
+    gains = {name: evaluate((name,))[0] - base for name in layers}
+    return dict(sorted(gains.items(), key=lambda item: -item[1]))

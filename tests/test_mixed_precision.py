@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from kvqe.calibration.contract import SampleSet
-from kvqe.calibration.mixed_precision import layer_sensitivity, qdq_evaluator, search_float_layers
+from kvqe.calibration.mixed_precision import (
+    layer_sensitivity,
+    qdq_evaluator,
+    search_float_layers,
+    single_layer_gain,
+)
 from kvqe.calibration.ort_quant import quantize_qdq
 from kvqe.calibration.policy import POLICIES
 from kvqe.calibration.sensitivity import image_psnr
@@ -51,7 +56,7 @@ def test_search_finds_the_smallest_passing_prefix() -> None:
     spent = search_float_layers(ranked, evaluate, gate=33.0, gate_min=31.0, budget_s=0.0)
     assert spent.budget_exhausted and len(spent.steps) == 1 and spent.float_layers is None
     record = result.record({name: -20.0 + i for i, name in enumerate(ranked)})
-    assert record["float_layers"] == ["conv0", "conv1", "conv2"] and record["sensitivity_db"]["conv2"] == -18.0
+    assert record["float_layers"] == ["conv0", "conv1", "conv2"] and record["sensitivity"]["conv2"] == -18.0
 
 
 @pytest.mark.e2e
@@ -75,9 +80,13 @@ def test_search_reaches_a_gate_the_policy_misses(tmp_path: Path) -> None:
     assert int8_convs >= 10 and all(np.isfinite(v) for v in ranking.values())
     # a gate 1.5 dB above what the policy reaches: the search must keep a few layers float to pass it
     gate, gate_min = base_mean + 1.5, base_min + 1.0
-    result = search_float_layers(list(ranking), evaluate, gate, gate_min, budget_s=600.0)
+    gains = single_layer_gain(list(ranking), evaluate)
+    result = search_float_layers(list(gains), evaluate, gate, gate_min, budget_s=600.0)
     assert result.float_layers is not None and not result.budget_exhausted
     assert result.metric is not None and result.metric >= gate and result.metric_min is not None
     assert 0 < len(result.float_layers) <= int8_convs // 2  # most of the trunk stays int8
-    print(f"base {base_mean:.2f}/{base_min:.2f} dB; float {len(result.float_layers)}/{int8_convs}: "
+    # the ranking matters: as many of the least helpful layers kept float gain clearly less
+    least, _ = evaluate(tuple(list(gains)[-len(result.float_layers):]))
+    assert least < result.metric - 0.5
+    print(f"least {least:.2f} dB; base {base_mean:.2f}/{base_min:.2f} dB; float {len(result.float_layers)}/{int8_convs}: "
           f"{result.metric:.2f}/{result.metric_min:.2f} dB; steps {result.steps}")
