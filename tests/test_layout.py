@@ -19,7 +19,7 @@ RANKS = {"core": 0, "runtimes": 1, "sdk": 2, "calibration": 3, "models": 3, "exp
 LAYER_OF_FOLDER = {"runtimes": "runtimes", "sdk": "sdk", "calibration": "calibration", "models": "models",
                    "export": "export", "training": "training"}
 TOP_MODULES = {"kvqe", "kvqe.cli"}  # the public facade and the CLI sit above everything they drive
-TOP_PACKAGES = ("kvqe.commands.",)  # the CLI's commands
+TOP_PACKAGES = ("kvqe.commands.", "kvqe.report.")  # the CLI's commands and the reports they write
 
 # Model-specific runtime and export code lives in these folders; everything else in the package is generic.
 # The quantisation policy catalogue names the architectures each policy was measured on (docs/decisions/).

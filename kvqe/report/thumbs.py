@@ -5,6 +5,7 @@ import base64
 from collections.abc import Sequence
 
 import cv2
+import numpy as np
 
 from kvqe.errors import KvqeError
 from kvqe.sdk.sources import open_source
@@ -21,7 +22,7 @@ def lowest(times: Sequence[float], scores: Sequence[float], count: int) -> list[
 def thumbnails(source: str, wanted: Sequence[float]) -> list[str] | str:
     """One data: URI per time in ``wanted`` (the decoded frame nearest each time), or a note saying why there
     are none (a missing or unreadable video is not an error for a report). Decodes the video in order once."""
-    best: dict[int, tuple[float, object]] = {}
+    best: dict[int, tuple[float, np.ndarray]] = {}
     try:
         with open_source(source) as frames:
             for frame in frames:
@@ -36,7 +37,7 @@ def thumbnails(source: str, wanted: Sequence[float]) -> list[str] | str:
         if i not in best:
             return "no thumbnails: the video has fewer frames than its scores"
         image = best[i][1]
-        height, width = image.shape[:2]  # type: ignore[attr-defined]
+        height, width = image.shape[:2]
         small = cv2.resize(image, (THUMB_WIDTH, max(1, round(height * THUMB_WIDTH / width))),
                            interpolation=cv2.INTER_AREA)
         ok, png = cv2.imencode(".png", small)
