@@ -122,3 +122,16 @@ def test_report_bad_inputs_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["report", str(tmp_path), "-o", str(out)])
     assert result.exit_code == 2 and "no manifest.json" in result.output
     assert not out.exists()
+
+
+def test_parquet_without_pyarrow_exits_4(tmp_path: Path) -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("pyarrow is installed")
+    table = tmp_path / "scores.parquet"
+    table.write_bytes(b"PAR1")
+    result = CliRunner().invoke(main, ["report", str(table), "-o", str(tmp_path / "r.html")])
+    assert result.exit_code == 4 and "pip install pyarrow" in result.output

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from kvqe.errors import BadInputError, missing_extra
+from kvqe.errors import BackendUnavailableError, BadInputError
 
 
 def read_score_rows(path: Path) -> list[dict[str, Any]]:
@@ -14,7 +14,7 @@ def read_score_rows(path: Path) -> list[dict[str, Any]]:
         try:
             import pyarrow.parquet as pq
         except ImportError:
-            raise missing_extra("pyarrow", "ray") from None
+            raise BackendUnavailableError("reading Parquet needs pyarrow; install it with: pip install pyarrow") from None
         return [dict(row) for row in pq.read_table(path).to_pylist()]
     rows = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
