@@ -135,3 +135,16 @@ def test_parquet_without_pyarrow_exits_4(tmp_path: Path) -> None:
     table.write_bytes(b"PAR1")
     result = CliRunner().invoke(main, ["report", str(table), "-o", str(tmp_path / "r.html")])
     assert result.exit_code == 4 and "pip install pyarrow" in result.output
+
+
+def test_missing_video_gets_a_note_and_strings_are_escaped(tmp_path: Path) -> None:
+    source = str(tmp_path / "gone <b>&'x'.mp4")
+    lines = tmp_path / "scores.jsonl"
+    lines.write_text(json.dumps({"source": source, "score": 50.0, "frames": 3, "frame_times": [0.0, 1.0, 2.0],
+                                 "frame_scores": [60.0, 40.0, 50.0]}) + "\n")
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(main, ["report", str(lines), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "<b>" not in text and "gone &lt;b&gt;&amp;&#x27;x&#x27;.mp4" in text
+    assert "no thumbnails:" in text and _parse(out).tags.count("svg") == 2
