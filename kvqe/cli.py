@@ -7,6 +7,7 @@ from kvqe.commands.bundles import info, verify
 from kvqe.commands.enhance import enhance
 from kvqe.commands.evaluate import evaluate_bundle
 from kvqe.commands.gate import gate_command
+from kvqe.commands.report import report
 from kvqe.commands.score import score
 from kvqe.training.cli import distill
 
@@ -17,6 +18,6 @@ def main() -> None:
     """kvqe: no-reference video quality scoring and super-resolution."""
 
 
-for command in (score, enhance, gate_command, info, verify, evaluate_bundle):
+for command in (score, enhance, gate_command, info, verify, evaluate_bundle, report):
     main.add_command(command)
 main.add_command(distill)  # lives with the training code; torch is imported only when it runs

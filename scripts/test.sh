@@ -15,9 +15,13 @@ if ! command -v ffmpeg >/dev/null 2>&1; then
         echo "ffmpeg is not installed: tests that need it will be skipped (apt-get install ffmpeg)" >&2
     fi
 fi
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    # renders kvqe report pages headless in tests/test_report.py (skipped without it)
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[export,openvino,training,ray,dev]'
+.venv/bin/python -m pip install -q -e '.[export,openvino,training,ray,report,dev]'
 .venv/bin/python -m pip install -q --no-deps tensorrt-stubs  # its dependencies would pull the TensorRT wheel
 .venv/bin/python -m ruff check .
 PYTHON="$PWD/.venv/bin/python" bash scripts/typecheck.sh

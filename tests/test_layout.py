@@ -18,8 +18,8 @@ MAX_LINES = 400
 RANKS = {"core": 0, "runtimes": 1, "sdk": 2, "calibration": 3, "models": 3, "export": 4, "training": 5, "top": 6}
 LAYER_OF_FOLDER = {"runtimes": "runtimes", "sdk": "sdk", "calibration": "calibration", "models": "models",
                    "export": "export", "training": "training"}
-TOP_MODULES = {"kvqe", "kvqe.cli", "kvqe.gating"}  # the public facade, the CLI and gating (score + enhance) sit above what they drive
-TOP_PACKAGES = ("kvqe.commands.",)  # the CLI's commands
+TOP_MODULES = {"kvqe", "kvqe.cli", "kvqe.gating"}  # the facade, the CLI and gating (score + enhance) sit above
+TOP_PACKAGES = ("kvqe.commands.", "kvqe.report.")  # the CLI's commands and the reports they write
 
 # Model-specific runtime and export code lives in these folders; everything else in the package is generic.
 MODEL_SPECIFIC = ("sdk/pipelines/", "export/pipelines/")

@@ -1,0 +1,1 @@
+"""Self-contained HTML reports of ``kvqe score`` runs and bundles (``kvqe report``)."""
