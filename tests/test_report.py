@@ -92,6 +92,20 @@ def test_score_report_from_real_run(tmp_path: Path) -> None:
     assert not re.search(r"(src|href)=\"https?:", out.read_text())
     assert "cannot open" in out.read_text()
 
+    # the same run as the Parquet file `kvqe score --engine ray --parquet` writes: the same page
+    pytest.importorskip("pyarrow")
+    from kvqe.commands.score import parquet_columns
+    from kvqe.scaleout import write_parquet
+
+    table = tmp_path / "scores.parquet"
+    write_parquet(table, records, parquet_columns())
+    from_table = tmp_path / "from_parquet.html"
+    result = CliRunner().invoke(main, ["report", str(table), "-o", str(from_table)])
+    assert result.exit_code == 0, result.output
+    again = _parse(from_table)
+    assert again.rows["scores"] == 3 and again.tags.count("svg") == 3
+    assert len([link for link in again.links if not link.startswith("#")]) == expected
+
     if shutil.which("chromium") is None:
         pytest.skip("chromium is not installed (apt-get install chromium): the page was checked but not rendered")
     shot = _screenshot(out, tmp_path / "shot.png")
@@ -124,13 +138,8 @@ def test_report_bad_inputs_exit_2(tmp_path: Path) -> None:
     assert not out.exists()
 
 
-def test_parquet_without_pyarrow_exits_4(tmp_path: Path) -> None:
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("pyarrow is installed")
+def test_parquet_without_pyarrow_exits_4(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)  # as if pyarrow were not installed
     table = tmp_path / "scores.parquet"
     table.write_bytes(b"PAR1")
     result = CliRunner().invoke(main, ["report", str(table), "-o", str(tmp_path / "r.html")])
