@@ -157,3 +157,39 @@ def test_missing_video_gets_a_note_and_strings_are_escaped(tmp_path: Path) -> No
     text = out.read_text()
     assert "<b>" not in text and "gone &lt;b&gt;&amp;&#x27;x&#x27;.mp4" in text
     assert "no thumbnails:" in text and _parse(out).tags.count("svg") == 2
+
+
+def test_sr_bundle_report_shows_gates_and_fp32_vs_int8_crops(tiny_rrdb, tmp_path: Path) -> None:
+    """A tiny RRDBNet bundle with an INT8 artifact that misses a strict gate: the page lists the gate with the
+    margin it missed by, and shows the same crop through FP32 and INT8 with their PSNR."""
+    import base64
+
+    import cv2
+    import skimage.data
+    from support import export_in_process, tiny_rrdb_net
+
+    import kvqe
+    from kvqe.calibration.data import SampleSettings
+    from kvqe.metrics import psnr
+    from kvqe.report.crops import sample_crop
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        rgb = getattr(skimage.data, name)()
+        cv2.imwrite(str(photos / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)[:128, :128])
+    bundle = tmp_path / "bundle"
+    export_in_process("realesrgan-x4plus", bundle, tiny_rrdb.checkpoint, tiny_rrdb_net,
+                      formats=("onnxruntime-int8",), calib=photos, samples=SampleSettings(calib_size=8),
+                      gates=("int8:psnr>=80",))
+    out = tmp_path / "bundle.html"
+    result = CliRunner().invoke(main, ["report", str(bundle), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "misses &gt;=80 (short by" in text and _parse(out).rows["crops"] == 1
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', text)
+    assert len(uris) == 3  # FP32, INT8, their difference
+    fp32, int8 = (cv2.imdecode(np.frombuffer(base64.b64decode(u), np.uint8), cv2.IMREAD_COLOR) for u in uris[:2])
+    assert np.array_equal(fp32, kvqe.load(bundle).enhance(sample_crop(), tile=0))
+    shown = float(re.search(r"PSNR ([0-9.]+) dB vs FP32", text).group(1))
+    assert shown == pytest.approx(psnr(fp32, int8), abs=0.01) and 10 < shown < 80

@@ -8,6 +8,7 @@ import click
 from kvqe.clitools import emit, handle_errors
 from kvqe.errors import BadInputError
 from kvqe.files import atomic_output_file, check_output_path
+from kvqe.report.crops import compare_crops
 from kvqe.report.inputs import read_manifest, read_score_rows
 from kvqe.report.page import bundle_page, scores_page
 
@@ -20,14 +21,18 @@ from kvqe.report.page import bundle_page, scores_page
 def report(input_path: Path, output: Path, as_json: bool) -> None:
     """Write a self-contained HTML report of INPUT: the JSON lines or Parquet of a `kvqe score` run (score
     distribution, sortable table, per-video timelines and lowest-frame thumbnails) or a bundle directory
-    (each artifact's accuracy record against FP32)."""
+    (each artifact's accuracy record against FP32, its gates and margins; for SR, a crop through FP32 and each
+    lower precision side by side)."""
     if not input_path.exists():
         raise BadInputError(f"{input_path}: no such file or directory")
     target = check_output_path(output, source=input_path)
     if input_path.is_dir():
         kind = "bundle"
         manifest = read_manifest(input_path)
-        page = bundle_page(manifest, f"kvqe bundle report: {input_path.name}")
+        artifacts = manifest.get("artifacts", [])
+        crops = (compare_crops(input_path, [(a["backend"], a["precision"]) for a in artifacts])
+                 if manifest.get("task") == "sr" else [])
+        page = bundle_page(manifest, f"kvqe bundle report: {input_path.name}", crops)
         count = len(manifest.get("artifacts", []))
     else:
         kind = "scores"

@@ -6,6 +6,7 @@ import html
 import json
 from typing import Any
 
+from kvqe.report.crops import CropComparison
 from kvqe.report.plots import histogram_svg, timeline_svg
 from kvqe.report.thumbs import lowest, thumbnails
 
@@ -75,9 +76,38 @@ def scores_page(rows: list[dict[str, Any]], title: str) -> str:
     return _document(title, "\n".join(body))
 
 
-def bundle_page(manifest: dict[str, Any], title: str) -> str:
-    """A bundle: each artifact's accuracy record against FP32 (comparator, worst difference, tolerance and the
-    margin left, passed, deployable) and its calibration."""
+def _gates(accuracy: dict[str, Any]) -> str:
+    """Each gate an artifact was held to, with its figure and margin (``psnr=36.2 meets >=35 (by 1.2)``)."""
+    results = accuracy.get("results") or []
+    return "<br>".join(
+        f"<span class=\"{'ok' if r.get('passed') else 'bad'}\">{_e(r.get('detail', ''))}</span>"
+        for r in results if isinstance(r, dict))
+
+
+def _crops_section(crops: list[CropComparison]) -> str:
+    """FP32 | artifact | amplified difference, one row per lower-precision artifact."""
+    if not crops:
+        return ""
+    rows = []
+    for crop in crops:
+        name = f"{crop.backend} {crop.precision}"
+        if crop.note:
+            rows.append(f"<tr><td>{_e(name)}</td><td colspan=\"3\">{_e(crop.note)}</td></tr>")
+            continue
+        rows.append(f"<tr><td>{_e(name)}<br>PSNR {crop.psnr_db} dB vs FP32</td>"
+                    + "".join(f"<td><img src=\"{uri}\" alt=\"{_e(what)}\"></td>" for uri, what in (
+                        (crop.reference_uri, "onnxruntime fp32"), (crop.candidate_uri, name),
+                        (crop.difference_uri, "difference x8"))) + "</tr>")
+    return ("<section id=\"crops\"><h2>The same crop, FP32 and each lower precision</h2><table id=\"crops\">"
+            "<thead><tr><th>artifact</th><th>onnxruntime fp32</th><th>artifact</th>"
+            "<th>|difference| x8</th></tr>"
+            "</thead><tbody>" + "".join(rows) + "</tbody></table></section>")
+
+
+def bundle_page(manifest: dict[str, Any], title: str, crops: list[CropComparison] | None = None) -> str:
+    """A bundle: each artifact's accuracy record against FP32 (the reference's comparator, worst difference,
+    tolerance and the margin left; every other artifact's gates with their margins; passed, deployable), its
+    calibration, and for SR bundles ``crops``: the same picture through FP32 and each lower precision."""
     rows = []
     for artifact in manifest.get("artifacts", []):
         accuracy = artifact.get("accuracy") or {}
@@ -90,13 +120,16 @@ def bundle_page(manifest: dict[str, Any], title: str) -> str:
             f"<tr><td>{_e(artifact.get('file', ''))}</td><td>{_e(artifact.get('backend', ''))}</td>"
             f"<td>{_e(artifact.get('precision', ''))}</td><td>{_e(accuracy.get('reference', ''))}</td>"
             f"<td>{_e(comparator)}</td><td data-v=\"{_e(worst)}\">{_e(worst)}</td><td>{_e(tolerance)}</td>"
-            f"<td data-v=\"{margin}\">{margin}</td><td class=\"{'ok' if passed else 'bad'}\">{_e(passed)}</td>"
+            f"<td data-v=\"{margin}\">{margin}</td><td>{_gates(accuracy)}</td>"
+            f"<td class=\"{'ok' if passed else 'bad'}\">{_e(passed)}</td>"
             f"<td>{_e(artifact.get('deployable'))}</td>"
             f"<td><code>{_e(json.dumps(artifact.get('calibration')))}</code></td></tr>")
     model = manifest.get("model", {})
     name = model.get("name", "") if isinstance(model, dict) else model
     body = (f"<p>task {_e(manifest.get('task', ''))}, model {_e(name)}, kvqe {_e(manifest.get('kvqe_version', ''))}"
             "</p><table class=\"sortable\" id=\"artifacts\"><thead><tr><th>file</th><th>backend</th><th>precision</th>"
-            "<th>reference</th><th>comparator</th><th>worst</th><th>tolerance</th><th>margin</th><th>passed</th>"
-            "<th>deployable</th><th>calibration</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+            "<th>reference</th><th>comparator</th><th>worst</th><th>tolerance</th><th>margin</th><th>gates</th>"
+            "<th>passed</th>"
+            "<th>deployable</th><th>calibration</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>"
+            + _crops_section(crops or []))
     return _document(title, body)
