@@ -37,6 +37,7 @@ def test_split_by_source_is_seeded_and_disjoint() -> None:
     assert sorted(split["train"] + split["val"] + split["test"]) == sorted(names)
 
 
+@pytest.mark.e2e
 @needs_ffmpeg
 def test_sources_need_three_readable_videos(tmp_path: Path) -> None:
     folder = tmp_path / "refs"
@@ -69,8 +70,10 @@ def test_adapted_student_beats_the_shipped_one_on_held_out_sources(tmp_path: Pat
     assert not set(report["splits"]["test"]) & set(report["splits"]["train"] + report["splits"]["val"])
     shipped, adapted = (report["results"][m]["figures"] for m in ("shipped", "adapted"))
     print(json.dumps({"shipped": shipped, "adapted": adapted}))
-    assert adapted["final"] > shipped["final"] and adapted["plcc"] > shipped["plcc"]
-    assert adapted["rmse"] < shipped["rmse"]
+    # seed 0 on this machine: shipped final 0.959, PLCC 0.970, RMSE 8.10; adapted 0.975, 0.986, 5.63
+    assert shipped["final"] == pytest.approx(0.959, abs=0.01) and shipped["rmse"] == pytest.approx(8.10, abs=0.5)
+    assert adapted["final"] > shipped["final"] + 0.01 and adapted["plcc"] > shipped["plcc"] + 0.01
+    assert adapted["rmse"] < shipped["rmse"] - 1.5 and adapted["srocc"] >= shipped["srocc"]
     assert record["bundle"]["deployable"] is True
     model = kvqe.load(bundle)
     held_out = next(v for v in sorted(report["teacher"]) if v.endswith("x264_crf47.mp4"))
