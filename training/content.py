@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kvqe.errors import KvqeError
+from kvqe.errors import BadInputError, KvqeError
 from kvqe.training.ladder import x264
 
 FPS = 25
@@ -213,3 +213,14 @@ def split_by_origin(sources: list[Source], seed: int = 0) -> dict[str, list[str]
         chosen["val"] += order[n_test:n_test + n_val]
         chosen["train"] += order[n_test + n_val:]
     return {split: sorted(s.name for s in sources if s.origin in names) for split, names in chosen.items()}
+
+
+def split_by_source(names: list[str], seed: int = 0) -> dict[str, list[str]]:
+    """A seeded train/val/test split of source names (about 25% test, 15% val, at least one each), for an
+    operator's own references: every version of a source lands in its source's split."""
+    if len(names) < 3:
+        raise BadInputError(f"{len(names)} reference videos: adaptation needs at least 3 (train, val, held out)")
+    order = [sorted(names)[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    n_test, n_val = max(1, round(0.25 * len(order))), max(1, round(0.15 * len(order)))
+    return {"train": sorted(order[n_test + n_val:]), "val": sorted(order[n_test:n_test + n_val]),
+            "test": sorted(order[:n_test])}

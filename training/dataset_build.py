@@ -25,7 +25,7 @@ import numpy as np
 
 from kvqe.errors import BadInputError
 from kvqe.files import sha256_file
-from kvqe.training.content import Source, make_sources, split_by_origin
+from kvqe.training.content import Source, make_sources, split_by_origin, split_by_source
 from kvqe.training.ladder import LADDER, TINY_LADDER, render
 from kvqe.training.teacher import DEFAULT_TEACHER, SCORE_RANGE, VmafTeacher, teacher_model
 
@@ -77,14 +77,17 @@ def _pairs(scores: dict[str, float], source_of: dict[str, str], splits: dict[str
 
 def build_dataset(out: Path, *, seed: int = 0, split_seed: int = SPLIT_SEED, tiny: bool = False, frame_step: int = 1,
                   teacher_name: str = DEFAULT_TEACHER, workers: int = 2,
+                  sources: list[Source] | None = None,
                   progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Make (or complete) the dataset in ``out`` with ``workers`` parallel jobs, labelled by the teacher
-    ``teacher_name`` (a :data:`kvqe.training.teacher.TEACHERS` name); returns its manifest."""
+    ``teacher_name`` (a :data:`kvqe.training.teacher.TEACHERS` name); returns its manifest. ``sources``:
+    the operator's own references instead of kvqe's content, split by source with ``split_seed``."""
     model = teacher_model(teacher_name)
     timings: dict[str, float] = {}
     started = clock = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    sources = make_sources(out / "pristine", seed=seed, tiny=tiny)
+    own = sources is not None
+    sources = sources if sources is not None else make_sources(out / "pristine", seed=seed, tiny=tiny)
     timings["content"] = time.perf_counter() - clock
     progress(f"{len(sources)} pristine sources")
     ladder = TINY_LADDER if tiny else LADDER
@@ -125,7 +128,7 @@ def build_dataset(out: Path, *, seed: int = 0, split_seed: int = SPLIT_SEED, tin
     scores = {video.name: cache[video.name]["score"] for _, video in videos}
     with (out / "labels.csv").open("w", newline="") as handle:
         csv.writer(handle).writerows([("filename", "score"), *sorted((n, f"{s:.4f}") for n, s in scores.items())])
-    splits = split_by_origin(sources, split_seed)
+    splits = split_by_source([s.name for s in sources], split_seed) if own else split_by_origin(sources, split_seed)
     (out / "splits.json").write_text(json.dumps(splits, indent=2))
     source_of = {video.name: source.name for source, video in videos}
     with (out / "pairs.csv").open("w", newline="") as handle:

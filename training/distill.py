@@ -27,6 +27,7 @@ from kvqe.export.onnx_export import OnnxExportSpec, export_onnx
 from kvqe.files import atomic_output_file
 from kvqe.models.efficientnet_lite import load_imagenet_weights
 from kvqe.models.student import CARD, SCORE_SCALE, KvqeStudent
+from kvqe.models.weights.checkpoint import read_state_dict
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.training.features import cached_views
 from kvqe.training.losses import plcc_loss, rank_hinge_loss
@@ -70,6 +71,16 @@ def new_student() -> KvqeStudent:
     """An untrained student whose feature extractor carries the ImageNet EfficientNet-Lite0 weights."""
     model = KvqeStudent()
     load_imagenet_weights(model.contrast.backbone)
+    return model.eval()
+
+
+def load_student(checkpoint: Path) -> KvqeStudent:
+    """A student with ``checkpoint``'s weights (heads, standardisation and backbone), in eval mode."""
+    model = new_student()
+    try:
+        model.load_state_dict(read_state_dict(checkpoint))
+    except RuntimeError as error:
+        raise BadInputError(f"{checkpoint} is not a vqa-student checkpoint: {str(error)[:300]}") from None
     return model.eval()
 
 
@@ -123,16 +134,18 @@ def _loss(pred: torch.Tensor, target: torch.Tensor, config: DistillConfig) -> to
             + config.l1_weight * torch.nn.functional.l1_loss(pred / SCORE_SCALE, target / SCORE_SCALE))
 
 
-def train(train_clips: list[Clip], val_clips: list[Clip], config: DistillConfig,
-          progress: Callable[[str], None]) -> tuple[KvqeStudent, list[dict[str, Any]]]:
-    """Train the head ensembles from scratch for ``config.epochs`` (no early stopping on validation)."""
+def train(train_clips: list[Clip], val_clips: list[Clip], config: DistillConfig, progress: Callable[[str], None],
+          init: KvqeStudent | None = None) -> tuple[KvqeStudent, list[dict[str, Any]]]:
+    """Train the head ensembles for ``config.epochs`` (no early stopping on validation): from scratch, or
+    fine-tuned from ``init`` (its heads and feature standardisation are the starting point; it is modified)."""
     if len(train_clips) < 2:
         raise BadInputError("distillation needs at least two training videos")
     torch.manual_seed(config.seed)
     torch.set_num_threads(config.threads)
     rng = np.random.default_rng(config.seed)
-    model = new_student()
-    model.set_standardisation(torch.cat([c.features.flatten(0, 1) for c in train_clips]))
+    model = init if init is not None else new_student()
+    if init is None:
+        model.set_standardisation(torch.cat([c.features.flatten(0, 1) for c in train_clips]))
     optimiser = torch.optim.AdamW(model.head_parameters(), lr=config.lr, weight_decay=config.weight_decay)
     batch_size = min(config.batch_videos, len(train_clips))
     history: list[dict[str, Any]] = []

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from kvqe.errors import BadInputError
+from kvqe.files import sha256_file
 from kvqe.training.distill import (
     DistillConfig,
     agreement,
     config_record,
     load_clips,
+    load_student,
     predict,
     save_checkpoint,
     source_of,
@@ -70,9 +72,10 @@ def _thinned(history: list[dict[str, Any]], entries: int = 20) -> list[dict[str,
 
 def run_distillation(labels_file: Path, videos: Path, out: Path, config: DistillConfig, *, splits_file: Path | None,
                      cache: Path, limit: int | None = None, teacher: dict[str, Any] | None = None,
-                     progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Train a student on the teacher's labels and save it at ``out``; returns the run record (``teacher``:
-    what made the labels, e.g. the set manifest's teacher entry; its ``units`` name the bundle's scores)."""
+                     init: Path | None = None, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Train a student on the teacher's labels (from scratch, or fine-tuning the heads of the checkpoint
+    ``init``) and save it at ``out``; returns the run record (``teacher``: what made the labels, e.g. the set
+    manifest's teacher entry; its ``units`` name the bundle's scores)."""
     started = time.perf_counter()
     labels = read_teacher_labels(labels_file)
     splits = assign_splits(sorted(labels), splits_file)
@@ -82,13 +85,22 @@ def run_distillation(labels_file: Path, videos: Path, out: Path, config: Distill
         raise BadInputError("distillation needs videos in both the train and val splits")
     progress(f"preparing inputs: {', '.join(f'{k} {len(v)}' for k, v in splits.items())} videos")
     clips = {split: load_clips(names, labels, videos, config, cache, progress) for split, names in splits.items()}
-    model, history = train(clips["train"], clips["val"], config, progress)
+    model, history = train(clips["train"], clips["val"], config, progress,
+                           init=load_student(init) if init is not None else None)
     test = agreement(predict(model, clips["test"]), clips["test"]) if len(clips["test"]) >= 2 else None
-    record = {
-        "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "config": config_record(config), "labels": labels_file.name, **({"teacher": teacher} if teacher else {}),
-        "splits": {k: len(v) for k, v in splits.items()}, "history": _thinned(history), "test": test,
-        "seconds": round(time.perf_counter() - started, 1),
-    }
+    record = run_record(config, labels_file, teacher, {k: len(v) for k, v in splits.items()}, history, test)
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    if init is not None:
+        record["init"] = {"file": init.name, "sha256": sha256_file(init)}
     save_checkpoint(model, out, record)
     return record
+
+
+def run_record(config: DistillConfig, labels_file: Path, teacher: dict[str, Any] | None, splits: dict[str, int],
+               history: list[dict[str, Any]], test: Any) -> dict[str, Any]:
+    """How a checkpoint was made (command, config, labels, teacher, split sizes, thinned history, test figures)."""
+    return {
+        "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "config": config_record(config), "labels": labels_file.name, **({"teacher": teacher} if teacher else {}),
+        "splits": splits, "history": _thinned(history), "test": test,
+    }
