@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,19 @@ def _enhance_into(enhancer: Model, source: str, target: Path, limits: dict[str, 
         enhancer.enhance_video(source, target, chroma="420", **limits)
 
 
+def gate_segments(source: Any, threshold: float, *, scorer: Model | str = "vqa", window_s: float = 1.0,
+                  **options: Any) -> Iterator[SegmentDecision]:
+    """Decide each ``window_s`` window of ``source`` as soon as it is scored: a live stream (a URL, a pipe, an
+    iterable of BGR frames; ``fps`` for one without a rate) is gated while it plays, with bounded memory.
+    ``options``: ``fps``, ``timeout``, ``max_pixels``, ``protocols`` as for :meth:`Model.stream`.
+
+    Thread safety: as :meth:`Model.stream`; one generator per thread."""
+    vqa = _as_model(scorer, "vqa")
+    for segment in vqa.stream(source, window_s=window_s, **options):
+        yield SegmentDecision(segment.start_s, segment.end_s, segment.score,
+                              "pass" if segment.score >= threshold else "reject")
+
+
 def gate(source: str | os.PathLike[str], *, min_score: float | None = None, policy: Policy | None = None,
          scorer: Model | str = "vqa", enhancer: Model | str | None = None,
          output: str | os.PathLike[str] | None = None, segment_seconds: float | None = None,
@@ -135,8 +149,7 @@ def gate(source: str | os.PathLike[str], *, min_score: float | None = None, poli
                         height=first.height, bundles={"scorer": bundle_facts(vqa)}, seconds=seconds)
     if segment_seconds is not None and first.duration_s is not None:
         started = time.perf_counter()
-        result.segments = [SegmentDecision(s.start_s, s.end_s, s.score, "pass" if s.score >= threshold else "reject")
-                           for s in vqa.stream(name, window_s=segment_seconds, **limits)]
+        result.segments = list(gate_segments(name, threshold, scorer=vqa, window_s=segment_seconds, **limits))
         seconds["segments"] = round(time.perf_counter() - started, 3)
     if first.score >= threshold:
         result.reason = "the score reaches the threshold"

@@ -58,7 +58,7 @@ def test_sources_need_three_readable_videos(tmp_path: Path) -> None:
 def test_adapted_student_beats_the_shipped_one_on_held_out_sources(tmp_path: Path) -> None:
     """12 references from the shipped videos, the short ladder, VMAF v0.6.1 teacher, seed 0: the adapted
     student agrees with the teacher better than the shipped one on the 3 held-out sources, and its bundle
-    scores through the runtime."""
+    scores through the runtime and gates with ``kvqe.gate``."""
     refs = catalogue(tmp_path / "refs")
     out, bundle = tmp_path / "adapted.pth", tmp_path / "bundle"
     result = cli("kvqe", "distill", "--sources", str(refs), "--ladder", "short", "--frame-step", "5",
@@ -83,3 +83,9 @@ def test_adapted_student_beats_the_shipped_one_on_held_out_sources(tmp_path: Pat
     for video, score in scores.items():
         assert score == pytest.approx(report["results"]["adapted"]["scores"][video], abs=0.5)
     assert scores[pristine] > scores[held_out] + 10
+    # and a gate uses it: a threshold between the two held-out encodes passes the pristine one only
+    threshold = (scores[pristine] + scores[held_out]) / 2
+    decisions = [kvqe.gate(tmp_path / "adapted-set" / video, min_score=threshold, scorer=model)
+                 for video in (pristine, held_out)]
+    assert [d.decision for d in decisions] == ["pass", "reject"]
+    assert decisions[0].bundles["scorer"]["sha256"] == model.artifact.sha256

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import skimage
 import skvideo
@@ -62,6 +64,28 @@ def test_enhancement_is_kept_only_when_it_scores_higher_and_reaches_the_threshol
     assert short.decision == "reject" and short.output is None
     assert short.enhanced_score == pytest.approx(kept.enhanced_score, abs=1e-3)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.png"]
+
+
+def test_a_live_stream_is_gated_window_by_window_as_it_plays(crf48: Path) -> None:
+    """Frames arrive one by one (a live feed at 25 fps): each 1 s window is decided before the rest has come."""
+    from kvqe.gating import gate_segments
+    from kvqe.sdk.sources import open_source
+
+    with open_source(crf48) as source:
+        frames = [frame.image for frame in source]
+    pulled = 0
+
+    def live() -> Iterator[np.ndarray]:
+        nonlocal pulled
+        for image in frames:
+            pulled += 1
+            yield image
+
+    decisions = gate_segments(live(), 80, window_s=1.0, fps=25.0)
+    first = next(decisions)
+    assert (first.start_s, first.end_s, first.decision) == (0.0, 1.0, "reject") and first.score < 60
+    assert pulled < len(frames)  # decided while the stream was still playing
+    assert [d.decision for d in decisions] == ["reject"] * (len(frames) // 25 - 1)
 
 
 def test_the_max_gain_check_refuses_an_enhancement_that_gains_more_than_the_ceiling(tmp_path: Path) -> None:

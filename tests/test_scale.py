@@ -3,7 +3,9 @@ the local engine gives, records a corrupt file as an error row, writes a Parquet
 Ray the command says how to install it (exit 4)."""
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from click.testing import CliRunner
 
 import kvqe
 from kvqe.cli import main
+from kvqe.sdk.sources import open_source
 
 SAMPLES = Path(kvqe.__file__).parent / "samples"
 
@@ -72,6 +75,8 @@ def test_enhance_on_ray_equals_local(local_ray, tmp_path: Path) -> None:
     photo = cv2.imread(str(SAMPLES / "astronaut.png"))
     cv2.imwrite(str(images / "a.png"), photo)
     cv2.imwrite(str(images / "b.png"), photo[:64, 32:112])
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=48x32:rate=4", "-frames:v", "4",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", str(images / "c.mp4")], check=True)
     out = tmp_path / "out"
     result = CliRunner().invoke(main, ["enhance", str(images), "-o", str(out), "--engine", "ray", "--threads", "1",
                                        "--json"])
@@ -82,3 +87,8 @@ def test_enhance_on_ray_equals_local(local_ray, tmp_path: Path) -> None:
         got = cv2.imread(str(out / name))
         assert got.shape == expected.shape
         assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    records = {Path(r["input"]).name: r for r in map(json.loads, result.stdout.splitlines())}
+    video = records["c.mp4"]  # videos are enhanced as local `kvqe enhance` writes them
+    assert (video["frames"], video["out_width"], video["out_height"]) == (4, 192, 128)
+    with open_source(out / "c.mp4") as frames:
+        assert [frame.image.shape for frame in frames] == [(128, 192, 3)] * 4

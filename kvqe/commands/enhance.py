@@ -31,6 +31,7 @@ from kvqe.sdk.encoders import CHROMAS, CODECS
 from kvqe.sdk.images import IMAGE_SUFFIXES, read_image
 from kvqe.sdk.loader import load
 from kvqe.sdk.model import Model
+from kvqe.sdk.video_files import VIDEO_SUFFIXES
 from kvqe.sdk.video_out import PIPE_FORMATS, STDOUT, VideoOutput
 
 
@@ -47,29 +48,36 @@ def enhance_image(model: Model, source: Path, target: Path, tile: int | None,
 
 
 def enhance_job(model: Model, source: str, out_dir: str, tile: int | None, limits: dict[str, Any]) -> dict[str, Any]:
-    """One image enhanced (on a Ray actor) into ``out_dir`` under its own name, as ``--json`` prints it."""
+    """One image or video enhanced (on a Ray actor) into ``out_dir`` under its own name, as ``--json`` prints
+    it; a video is written as local ``kvqe enhance`` writes it (the input's codec family, audio copied)."""
     started = time.perf_counter()
     target = Path(out_dir) / Path(source).name
-    facts = enhance_image(model, Path(source), target, tile, limits)
+    if Path(source).suffix.lower() in IMAGE_SUFFIXES:
+        facts = enhance_image(model, Path(source), target, tile, limits)
+    else:
+        written = model.enhance_video(source, target, tile=tile, **limits)
+        facts = {"frames": written.frames, "width": written.width, "height": written.height,
+                 "out_width": written.out_width, "out_height": written.out_height, "codec": written.codec}
     return {"input": source, "output": str(target), **facts, "backend": model.backend,
             "precision": model.precision, "seconds": round(time.perf_counter() - started, 3)}
 
 
 def _enhance_on_ray(input_path: str, output_path: str, bundle: str, options: dict[str, Any], tile: int | None,
                     limits: dict[str, Any], engine: dict[str, Any], as_json: bool) -> None:
-    """``--engine ray``: every image INPUT names (a folder or a glob) into the directory OUTPUT."""
+    """``--engine ray``: every image and video INPUT names (a folder or a glob) into the directory OUTPUT."""
     from kvqe.commands.score import expand
 
     scaleout.require_ray()
-    images = [path for path in expand(input_path) if Path(path).suffix.lower() in IMAGE_SUFFIXES]
-    if not images:
-        raise BadInputError(f"{input_path}: --engine ray enhances images; this names none")
+    media = IMAGE_SUFFIXES | VIDEO_SUFFIXES
+    sources = [path for path in expand(input_path) if Path(path).suffix.lower() in media]
+    if not sources:
+        raise BadInputError(f"{input_path}: --engine ray enhances images and videos; this names none")
     out_dir = Path(output_path)
     if out_dir.exists() and not out_dir.is_dir():
         raise BadInputError(f"{output_path}: --engine ray writes into a directory, and this is a file")
     out_dir.mkdir(parents=True, exist_ok=True)
     job = functools.partial(enhance_job, out_dir=str(out_dir.resolve()), tile=tile, limits=limits)
-    rows = run_on_ray(images, job, bundle, options, engine, as_json)
+    rows = run_on_ray(sources, job, bundle, options, engine, as_json)
     failures = [row["exit_code"] for row in rows if "error" in row]
     if failures:
         sys.exit(failures[0])
@@ -135,7 +143,7 @@ def enhance(input_path: str, output_path: str, bundle: str, backend: str, precis
             engine: str, address: str | None, actors: int, retries: int, timeout: float, max_pixels: int,
             allow_undeployable: bool, as_json: bool) -> None:
     """Super-resolve INPUT (image or video) into OUTPUT (a file, or '-' for video frames on stdout); with
-    --engine ray, every image of INPUT (a folder or a glob) into the directory OUTPUT."""
+    --engine ray, every image and video of INPUT (a folder or a glob) into the directory OUTPUT."""
     if engine == "ray":
         options = {"backend": backend, "precision": precision, "threads": threads,
                    "allow_undeployable": allow_undeployable}
