@@ -52,6 +52,7 @@ def test_clean_clip_passes_and_crf48_encode_is_rejected_per_file_and_per_segment
     assert all(s.score < 60 for s in bad.segments or [])
 
 
+@pytest.mark.e2e  # runs the 4x enhancer
 def test_enhancement_is_kept_only_when_it_scores_higher_and_reaches_the_threshold(tmp_path: Path) -> None:
     sr = kvqe.load("sr")
     kept = kvqe.gate(IMAGE, min_score=90, enhancer=sr, output=tmp_path / "kept.png")
@@ -88,6 +89,7 @@ def test_a_live_stream_is_gated_window_by_window_as_it_plays(crf48: Path) -> Non
     assert [d.decision for d in decisions] == ["reject"] * (len(frames) // 25 - 1)
 
 
+@pytest.mark.e2e  # runs the 4x enhancer
 def test_the_max_gain_check_refuses_an_enhancement_that_gains_more_than_the_ceiling(tmp_path: Path) -> None:
     """83.33 -> 99.92 is a gain of 16.6: kept under a ceiling of 25 (the default, a quarter of 0..100), refused
     under the policy's 10, with no file left; the JSON line says why."""
@@ -108,6 +110,7 @@ def test_the_max_gain_check_refuses_an_enhancement_that_gains_more_than_the_ceil
         kvqe.gate(IMAGE, min_score=90, max_gain=0)
 
 
+@pytest.mark.e2e  # runs the 4x enhancer
 def test_an_enhancement_that_lowers_the_score_is_not_kept(tmp_path: Path) -> None:
     source = tmp_path / "retina.png"  # skimage's grey fundus photo, stored as BGR (kvqe takes no grey images)
     cv2.imwrite(str(source), cv2.imread(str(Path(skimage.__file__).parent / "data" / "microaneurysms.png")))

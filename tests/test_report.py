@@ -159,6 +159,7 @@ def test_missing_video_gets_a_note_and_strings_are_escaped(tmp_path: Path) -> No
     assert "no thumbnails:" in text and _parse(out).tags.count("svg") == 2
 
 
+@pytest.mark.e2e  # an INT8 export with calibration
 def test_sr_bundle_report_shows_gates_and_fp32_vs_int8_crops(tiny_rrdb, tmp_path: Path) -> None:
     """A tiny RRDBNet bundle with an INT8 artifact that misses a strict gate: the page lists the gate with the
     margin it missed by, and shows the same crop through FP32 and INT8 with their PSNR."""
