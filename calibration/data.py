@@ -3,14 +3,17 @@
 ``--calib PATH`` is a directory of videos and/or images (searched recursively), a text file listing
 them (one path per line, relative to the file), or one media file. Sources are split into calibration
 and validation by source (never the same source in both, unless there is only one: then its samples
-alternate, and the record says so). Degenerate samples (near-constant frames such as black ones) and
+alternate, and the record says so); ``--val PATH`` gives a held-out validation set instead, and every
+``--calib`` source calibrates. A gate means little on a handful of samples: validation takes at least
+``min_validation_sources`` sources (while calibration keeps as many) and SR draws enough crops from them
+for ``min_validation_samples``. Degenerate samples (near-constant frames such as black ones) and
 too-small sets are reported in the record, not silently used.
 """
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +49,9 @@ class SampleSettings:
     sr_validation_crop: int = 96
     sr_crops_per_frame: int = 4
     validation_fraction: float = 0.3
+    min_validation_sources: int = 8
+    min_validation_samples: int = 32
+    validation_crops_per_source: int = 0  # set per export from the validation sources there are
 
 
 def list_sources(path: Path) -> list[Path]:
@@ -86,12 +92,16 @@ def sr_samples(source: Path, spec: InputSpec, settings: SampleSettings, rng: np.
     """Seeded random crops of each image / keyframe, each crop its own group."""
     size = settings.sr_validation_crop if validation else settings.sr_crop
     crops = []
-    for frame in _frames(source, _SR_FRAME_SAMPLING):
+    frames = _frames(source, _SR_FRAME_SAMPLING)
+    per_frame = settings.sr_crops_per_frame
+    if validation and settings.validation_crops_per_source:  # enough crops for the validation minimum
+        per_frame = max(per_frame, -(-settings.validation_crops_per_source // len(frames)))
+    for frame in frames:
         image = to_model_colour(frame, spec)
         height, width = image.shape[:2]
         if height < size or width < size:
             raise BadInputError(f"{source}: {width}x{height} is smaller than the {size}x{size} calibration crop")
-        for _ in range(settings.sr_crops_per_frame):
+        for _ in range(per_frame):
             top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
             crops.append([np.ascontiguousarray(image[top:top + size, left:left + size])])
     return crops
@@ -138,16 +148,43 @@ def alternate_groups(groups: Groups) -> tuple[Groups, Groups]:
     return groups[0::2], groups[1::2]
 
 
-def build_sample_sets(path: Path, task: Task, spec: InputSpec,
-                      settings: SampleSettings = SampleSettings()) -> tuple[SampleSet, SampleSet, dict[str, Any]]:
-    """Calibration and validation sets from ``path``, plus the record the manifest keeps."""
+def _validation_count(sources: int, settings: SampleSettings) -> int:
+    """How many of ``sources`` validate: the configured share, raised to the minimum while calibration keeps
+    at least as many; none when there is only one."""
+    if sources < 2:
+        return 0
+    return max(1, round(settings.validation_fraction * sources), min(settings.min_validation_sources, sources // 2))
+
+
+def _sampled(sources: list[Path], task: Task, spec: InputSpec, settings: SampleSettings, rng: np.random.Generator,
+             validation: bool) -> Groups:
+    if validation:
+        wanted = -(-settings.min_validation_samples // max(len(sources), 1))
+        settings = replace(settings, validation_crops_per_source=wanted)
+    return [(p.name, items) for p in sources for items in task.sample(p, spec, settings, rng, validation)]
+
+
+def _validation_warnings(valid: Groups, settings: SampleSettings) -> list[str]:
+    samples, sources = sum(len(items) for _, items in valid), len({name for name, _ in valid})
+    if samples >= settings.min_validation_samples and sources >= settings.min_validation_sources:
+        return []
+    return [(f"validation: {samples} sample(s) from {sources} source(s); {settings.min_validation_samples} or more "
+             f"from {settings.min_validation_sources} or more sources are recommended for its gates to hold on "
+             "other content")]
+
+
+def build_sample_sets(path: Path, task: Task, spec: InputSpec, settings: SampleSettings = SampleSettings(),
+                      validation: Path | None = None) -> tuple[SampleSet, SampleSet, dict[str, Any]]:
+    """Calibration and validation sets from ``path`` (or validation from ``validation``, held out by the
+    user), plus the record the manifest keeps."""
     sources = list_sources(path)
+    held_out = list_sources(validation) if validation is not None else []
     rng = np.random.default_rng(settings.seed)
     order = [sources[i] for i in rng.permutation(len(sources))]
-    n_valid = max(1, round(settings.validation_fraction * len(order))) if len(order) > 1 else 0
-    calib = [(p.name, items) for p in order[n_valid:] for items in task.sample(p, spec, settings, rng, False)]
-    valid = [(p.name, items) for p in order[:n_valid] for items in task.sample(p, spec, settings, rng, True)]
-    shared = n_valid == 0
+    n_valid = 0 if held_out else _validation_count(len(order), settings)
+    calib = _sampled(order[n_valid:], task, spec, settings, rng, False)
+    valid = _sampled(held_out or order[:n_valid], task, spec, settings, rng, True)
+    shared = not held_out and n_valid == 0
     if shared:  # one source: alternate its samples between the two roles
         calib, valid = task.share_source(calib)
         calib, valid = [g for g in calib if g[1]], [g for g in valid if g[1]]
@@ -158,13 +195,18 @@ def build_sample_sets(path: Path, task: Task, spec: InputSpec,
     count = sum(len(items) for _, items in calib)
     if count < _MIN_SAMPLES:
         warnings.append(f"calibration: only {count} sample(s); {_MIN_SAMPLES} or more are recommended")
+    warnings += _validation_warnings(valid, settings)
+    both = {sha256_file(p) for p in sources} & {sha256_file(p) for p in held_out}
+    if both:
+        warnings.append(f"validation: {len(both)} file(s) of --val are also in --calib: they are not held out")
     digest = hashlib.sha256("".join(f"{p.name}:{sha256_file(p)};" for p in sources).encode()).hexdigest()
     record = {
         "settings": asdict(settings), "sources": len(sources), "sources_sha256": digest,
         "validation_shares_source": shared, "warnings": warnings,
         "calibration": {"samples": count, "sources": sorted({n for n, _ in calib})},
         "validation": {"samples": sum(len(i) for _, i in valid), "groups": len(valid),
-                       "sources": sorted({n for n, _ in valid})},
+                       "sources": sorted({n for n, _ in valid}),
+                       "from": "--val (held out by the user)" if held_out else "--calib, split by source"},
     }
     return _as_set(calib, spec), _as_set(valid, spec), record
 

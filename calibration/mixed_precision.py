@@ -1,12 +1,14 @@
 """Accuracy-driven mixed precision: keep the fewest quantised layers in float that make a QDQ model pass
-its gate (mean and worst-sample metric on a validation set).
+its gates on a validation set.
 
-Two steps. :func:`layer_sensitivity` ranks the layers cheaply: one FP32 run and one all-int8 run with
-every quantised op's input and output exposed, scored by how much the op raises the noise-to-signal
-ratio (dB) from its input to its output (the noise it adds, not the noise it inherits). Then
-:func:`search_float_layers` bisects over the ranked list for the smallest prefix kept in float that
-passes, within a time budget, recording every step. Both are pure functions of their inputs and safe to
-call from several threads on different files.
+Two steps. A ranking orders the int8 layers by how much keeping each one float would help:
+:func:`single_layer_gain` measures it (one evaluation per layer, what NNCF's accuracy control does too),
+:func:`layer_sensitivity` estimates it from one FP32 run and one int8 run (how much each op raises the
+noise-to-signal ratio from its input to its output), cheap enough for models with hundreds of layers.
+Then :func:`search_float_layers` bisects over the ranked list for the shortest prefix kept float that
+passes, within a time budget, recording every step. An evaluation quantises with ranges calibrated once
+(:class:`~kvqe.calibration.ort_quant.QdqCalibration`). Everything here works on its own files: calls on
+different models may run in different threads.
 """
 from __future__ import annotations
 
@@ -21,13 +23,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from kvqe.calibration.comparison import Comparator, compare_runs
 from kvqe.calibration.contract import SampleSet
-from kvqe.calibration.ort_quant import quantize_qdq
-from kvqe.calibration.policy import QuantPolicy, float_nodes
-from kvqe.calibration.sensitivity import MetricFn, run_onnx
+from kvqe.calibration.gates import Gate
+from kvqe.calibration.ort_quant import QdqCalibration
+from kvqe.runtimes import create_runner
 
-# (float layer names) -> (metric mean, metric worst) of the model quantised with those layers in float
-Evaluate = Callable[[tuple[str, ...]], tuple[float, float]]
+# what evaluating a set of float layers gives: (every gate passed, the figures)
+Outcome = tuple[bool, dict[str, Any]]
+# (layer names kept float on top of the policy's) -> the outcome of the model quantised that way
+Evaluate = Callable[[tuple[str, ...]], Outcome]
 
 
 @dataclass
@@ -36,91 +41,43 @@ class SearchResult:
     within the budget), the figures of that choice and every step tried. Not shared between threads."""
 
     float_layers: tuple[str, ...] | None
-    metric: float | None
-    metric_min: float | None
+    figures: dict[str, Any] | None
     steps: list[dict[str, Any]] = field(default_factory=list)
     budget_exhausted: bool = False
 
-    def record(self, sensitivity: dict[str, float]) -> dict[str, Any]:
-        """The manifest record: chosen layers with their sensitivity figures, and the trajectory."""
+    def record(self, scores: dict[str, float]) -> dict[str, Any]:
+        """The manifest record: chosen layers with their ranking scores, and the trajectory."""
         layers = list(self.float_layers or ())
-        return {"float_layers": layers, "sensitivity": {name: sensitivity.get(name) for name in layers},
-                "metric": self.metric, "metric_min": self.metric_min, "passed": self.float_layers is not None,
+        return {"float_layers": layers, "scores": {name: scores.get(name) for name in layers},
+                "figures": self.figures, "passed": self.float_layers is not None,
                 "budget_exhausted": self.budget_exhausted, "steps": self.steps}
 
 
-def _exposed(model_path: Path, names: Sequence[str], out: Path) -> None:
-    model = onnx.load(str(model_path))
-    present = {o.name for o in model.graph.output}
-    for name in names:
-        if name not in present:
-            model.graph.output.append(onnx.ValueInfoProto(name=name))
-    onnx.save(model, str(out))
+def _figures(figures: dict[str, Any]) -> dict[str, Any]:
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in figures.items()}
 
 
-def _run_all(path: Path, samples: SampleSet, names: Sequence[str]) -> list[list[np.ndarray]]:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # no graph fusion: the QDQ model's op outputs must stay the tensors they name
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0].name
-    return [list(session.run(list(names), {feed: x})) for x in samples.inputs()]
-
-
-def layer_sensitivity(fp32_onnx: Path, qdq_onnx: Path, samples: SampleSet,
-                      policy: QuantPolicy) -> dict[str, float]:
-    """How much each int8 op of ``qdq_onnx`` raises the noise-to-signal ratio (dB, against ``fp32_onnx``
-    on ``samples``) from its input to its output, by node name, most sensitive first."""
-    fp32 = onnx.load(str(fp32_onnx))
-    excluded = set(float_nodes(fp32, policy))
-    nodes = [(n.name, n.input[0], n.output[0]) for n in fp32.graph.node
-             if n.op_type in policy.quantize_ops and n.name not in excluded]
-    graph_inputs = {i.name for i in fp32.graph.input}
-    del fp32
-    tensors = sorted({t for _, a, b in nodes for t in (a, b) if t not in graph_inputs})
-    with tempfile.TemporaryDirectory(prefix="kvqe-sens-") as tmp:
-        ref_path, q_path = Path(tmp) / "ref.onnx", Path(tmp) / "q.onnx"
-        _exposed(fp32_onnx, tensors, ref_path)
-        _exposed(qdq_onnx, tensors, q_path)
-        reference, quantised = _run_all(ref_path, samples, tensors), _run_all(q_path, samples, tensors)
-    position = {tensor: index for index, tensor in enumerate(tensors)}
-
-    def nsr(tensor: str) -> float:
-        if tensor not in position:  # the graph input: no noise upstream
-            return -200.0
-        i = position[tensor]
-        noise = sum(float(np.sum((r[i] - q[i]) ** 2)) for r, q in zip(reference, quantised))
-        signal = sum(float(np.sum(r[i] ** 2)) for r in reference)
-        return 10.0 * float(np.log10(max(noise, 1e-20) / max(signal, 1e-20)))
-
-    # the noise a layer adds, not the noise it inherits: output NSR above input NSR (dB)
-    scores = {name: nsr(out) - nsr(inp) for name, inp, out in nodes}
-    return dict(sorted(scores.items(), key=lambda item: -item[1]))
-
-
-def search_float_layers(ranked: Sequence[str], evaluate: Evaluate, gate: float, gate_min: float,
-                        budget_s: float) -> SearchResult:
-    """The smallest prefix of ``ranked`` (most sensitive first) kept in float whose ``evaluate`` figures
-    reach ``gate`` (mean) and ``gate_min`` (worst sample): bisection over the prefix length, which
-    assumes more float layers never hurt. Stops once ``budget_s`` seconds are spent and keeps the best
-    passing prefix seen so far (``float_layers`` is ``None`` when no tried prefix passed)."""
+def search_float_layers(ranked: Sequence[str], evaluate: Evaluate, budget_s: float, *,
+                        baseline: Outcome | None = None) -> SearchResult:
+    """The shortest prefix of ``ranked`` (most helpful first) kept float whose evaluation passes:
+    bisection over the prefix length, which assumes more float layers never hurt. ``baseline``: the
+    outcome of no extra float layer when already known (it is not evaluated again). Stops once
+    ``budget_s`` seconds are spent and keeps the best passing prefix tried (``float_layers`` is ``None``
+    when none passed). Every layer float is the FP32 model itself, which is taken to pass untried."""
     start = time.monotonic()
-    result = SearchResult(None, None, None)
+    result = SearchResult(None, None)
 
-    def attempt(count: int) -> bool:
+    def attempt(count: int, known: Outcome | None = None) -> bool:
         began = time.monotonic()
-        mean, worst = evaluate(tuple(ranked[:count]))
-        passed = mean >= gate and worst >= gate_min
-        result.steps.append({"float_layers": count, "metric": mean, "metric_min": worst, "passed": passed,
+        passed, figures = known if known is not None else evaluate(tuple(ranked[:count]))
+        result.steps.append({"float_layers": count, "figures": _figures(figures), "passed": passed,
                              "seconds": round(time.monotonic() - began, 2)})
         if passed and (result.float_layers is None or count < len(result.float_layers)):
-            result.float_layers, result.metric, result.metric_min = tuple(ranked[:count]), mean, worst
+            result.float_layers, result.figures = tuple(ranked[:count]), figures
         return passed
 
-    if attempt(0):
+    if attempt(0, baseline):
         return result
-    # low fails; high = every layer float is the FP32 model itself, which passes without being tried
     low, high = 0, len(ranked)
     while high - low > 1:
         if time.monotonic() - start > budget_s:
@@ -134,25 +91,79 @@ def search_float_layers(ranked: Sequence[str], evaluate: Evaluate, gate: float, 
     return result
 
 
-def qdq_evaluator(fp32_onnx: Path, calibration: SampleSet, validation: SampleSet, policy: QuantPolicy,
-                  metric_fn: MetricFn, workdir: Path, *, method: str = "minmax") -> Evaluate:
-    """An :data:`Evaluate` that quantises ``fp32_onnx`` with the given layers also excluded and scores it
-    against FP32 on ``validation`` (the FP32 outputs are computed once)."""
-    reference = run_onnx(fp32_onnx, validation)
+def single_layer_gain(layers: Sequence[str], evaluate: Evaluate, metric: str, baseline: Outcome,
+                      deadline: float = float("inf")) -> dict[str, float]:
+    """How much ``metric`` improves over ``baseline`` when each layer alone is kept float (one
+    evaluation per layer), by name, largest first. Layers not reached before ``deadline``
+    (``time.monotonic()``) are left out."""
+    base = float(baseline[1][metric])
+    gains: dict[str, float] = {}
+    for name in layers:
+        if time.monotonic() > deadline:
+            break
+        gains[name] = float(evaluate((name,))[1][metric]) - base
+    return dict(sorted(gains.items(), key=lambda item: -item[1]))
 
-    def evaluate(keep: tuple[str, ...]) -> tuple[float, float]:
-        path = workdir / f"search{len(keep)}.onnx"
-        quantize_qdq(fp32_onnx, path, calibration, policy, method=method, exclude=keep)
-        scores = [metric_fn(r, o) for r, o in zip(reference, run_onnx(path, validation))]
-        return float(np.mean(scores)), float(np.min(scores))
+
+def _exposed(model_path: Path, names: Sequence[str], out: Path) -> None:
+    model = onnx.load(str(model_path))
+    present = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in present:
+            model.graph.output.append(onnx.ValueInfoProto(name=name))
+    onnx.save(model, str(out))
+
+
+def _session(path: Path) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    # no graph fusion: the QDQ model's op outputs must stay the tensors they name
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def layer_sensitivity(calibrated: QdqCalibration, qdq_onnx: Path, samples: SampleSet) -> dict[str, float]:
+    """How much each int8 op of ``qdq_onnx`` (``calibrated``'s model with no extra float layer) raises the
+    noise-to-signal ratio (dB, against the FP32 model on ``samples``) from its input to its output, by
+    node name, largest first. Sample by sample, so memory holds one sample's activations."""
+    fp32 = onnx.load(str(calibrated.source))
+    wanted = set(calibrated.candidates)
+    nodes = [(n.name, n.input[0], n.output[0]) for n in fp32.graph.node if n.name in wanted]
+    graph_inputs = {i.name for i in fp32.graph.input}
+    del fp32
+    tensors = sorted({t for _, a, b in nodes for t in (a, b) if t not in graph_inputs})
+    noise, signal = np.zeros(len(tensors)), np.zeros(len(tensors))
+    with tempfile.TemporaryDirectory(prefix="kvqe-sens-") as tmp:
+        ref_path, q_path = Path(tmp) / "ref.onnx", Path(tmp) / "q.onnx"
+        _exposed(calibrated.source, tensors, ref_path)
+        _exposed(qdq_onnx, tensors, q_path)
+        reference, quantised = _session(ref_path), _session(q_path)
+        feed = reference.get_inputs()[0].name
+        for x in samples.inputs():
+            for i, (r, q) in enumerate(zip(reference.run(tensors, {feed: x}), quantised.run(tensors, {feed: x}))):
+                noise[i] += float(np.sum((np.asarray(r, np.float64) - q) ** 2))
+                signal[i] += float(np.sum(np.asarray(r, np.float64) ** 2))
+    position = {tensor: index for index, tensor in enumerate(tensors)}
+
+    def nsr(tensor: str) -> float:
+        if tensor not in position:  # the graph input: no noise upstream
+            return -200.0
+        i = position[tensor]
+        return 10.0 * float(np.log10(max(noise[i], 1e-20) / max(signal[i], 1e-20)))
+
+    # the noise a layer adds, not the noise it inherits: output NSR above input NSR (dB)
+    scores = {name: nsr(out) - nsr(inp) for name, inp, out in nodes}
+    return dict(sorted(scores.items(), key=lambda item: -item[1]))
+
+
+def qdq_evaluator(calibrated: QdqCalibration, validation: SampleSet, comparator: Comparator, reference: list[Any],
+                  gates: Sequence[Gate], workdir: Path) -> Evaluate:
+    """An :data:`Evaluate` that quantises ``calibrated`` with the given layers also float and judges it on
+    ONNX Runtime against ``reference`` (the FP32 outputs of ``validation`` as ``comparator`` reads them)."""
+    def evaluate(keep: tuple[str, ...]) -> Outcome:
+        path = workdir / "search.int8.onnx"
+        calibrated.quantize(path, keep)
+        result = compare_runs(create_runner("onnxruntime", path), reference, validation.inputs(), comparator, gates)
+        return not result.gate_failures, result.figures
 
     return evaluate
-
-
-def single_layer_gain(layers: Sequence[str], evaluate: Evaluate) -> dict[str, float]:
-    """The mean-metric gain of keeping each layer alone in float (one quantisation per layer), by
-    name, largest first: slower than :func:`layer_sensitivity`, but on animevideov3 it is the ranking
-    that finds the layers worth keeping (``docs/int8_mixed_precision.md``)."""
-    base, _ = evaluate(())
-    gains = {name: evaluate((name,))[0] - base for name in layers}
-    return dict(sorted(gains.items(), key=lambda item: -item[1]))

@@ -1,5 +1,6 @@
 """ONNX Runtime static quantisation to a QDQ ONNX: the one adapter from :class:`SampleSet` to ORT's
-``CalibrationDataReader``, and :func:`quantize_qdq`.
+``CalibrationDataReader``, :class:`QdqCalibration` (calibrate once, quantise many variants) and
+:func:`quantize_qdq`.
 
 The QDQ model is built for every consumer at once (ONNX Runtime CPU, OpenVINO, TensorRT's explicit
 quantisation), so it follows TensorRT's rules, which are the strictest:
@@ -29,9 +30,9 @@ import io
 import logging
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import onnx
@@ -45,7 +46,7 @@ from onnxruntime.quantization import (
 )
 
 from kvqe.calibration.contract import SampleSet
-from kvqe.calibration.policy import QuantPolicy, float_mac_fraction, float_nodes
+from kvqe.calibration.policy import QuantPolicy, conv_macs, float_nodes, mac_share
 from kvqe.calibration.smoothing import smooth_conv_inputs
 from kvqe.errors import BadInputError
 from kvqe.files import atomic_output_file
@@ -115,6 +116,109 @@ def quantized_node_counts(model: onnx.ModelProto, op_types: tuple[str, ...]) -> 
     return dict(sorted(counts.items()))
 
 
+class QdqCalibration:
+    """One model calibrated once: the FP32 ONNX as the quantiser sees it (the inputs of the policy's int8 Convs
+    smoothed when the policy says so) and its activation ranges on ``calibration``. :meth:`quantize` then
+    writes QDQ models with more layers kept float without calibrating again (ORT's calibration cache), so
+    an accuracy search tries many variants at the cost of one calibration. A variant is the model
+    :func:`quantize_qdq` would write with the same ``exclude``, except that smoothing always follows the
+    policy (a smoothed Conv left float computes the same function).
+
+    Holds a temporary directory: use it as a context manager. Not to be shared between threads.
+    """
+
+    def __init__(self, fp32_onnx: Path, calibration: SampleSet, policy: QuantPolicy, *, method: str = "minmax",
+                 per_channel: bool = True) -> None:
+        if method not in METHODS:
+            raise BadInputError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+        if len(calibration) == 0:
+            raise BadInputError("the calibration set is empty")
+        self.fp32_onnx, self.calibration, self.policy = fp32_onnx, calibration, policy
+        self.method, self.per_channel = method, per_channel
+        model = onnx.load(str(fp32_onnx))
+        self.input_name = graph_input_name(model)
+        self.policy_float = tuple(sorted(float_nodes(model, policy)))
+        # the layers a search may keep float on top of the policy's: every node the policy gives int8
+        self.candidates = tuple(n.name for n in model.graph.node
+                                if n.op_type in policy.quantize_ops and n.name not in self.policy_float)
+        int8_convs = [n.name for n in model.graph.node if n.op_type == "Conv" and n.name not in self.policy_float]
+        try:
+            self._macs: dict[str, int] | None = conv_macs(model)
+        except BadInputError:
+            self._macs = None
+        del model
+        self._tmp = tempfile.TemporaryDirectory(prefix="kvqe-quant-")
+        self.source = Path(self._tmp.name) / "model.fp32.onnx"  # ORT writes "<input>-inferred.onnx" beside it
+        self._cache = Path(self._tmp.name) / "ranges.json"
+        self.smoothing = None
+        if policy.conv_smoothing is not None and "Conv" in policy.quantize_ops:
+            self.smoothing = smooth_conv_inputs(fp32_onnx, self.source, calibration, policy.conv_smoothing,
+                                                int8_convs)
+        else:
+            shutil.copyfile(fp32_onnx, self.source)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def quantize(self, out_onnx: Path, exclude: Sequence[str] = ()) -> dict[str, Any]:
+        """Write the symmetric int8 QDQ model to ``out_onnx`` with ``exclude`` (node names) kept float on top
+        of the policy's float nodes; returns the calibration record for the manifest. The first call
+        calibrates; later ones reuse its ranges."""
+        unknown = sorted(set(exclude) - set(self.candidates))
+        if unknown:
+            raise BadInputError(f"cannot keep {', '.join(unknown[:5])} float: not among the layers policy "
+                                f"{self.policy.name!r} quantises in {self.fp32_onnx.name}")
+        policy = self.policy
+        keep_float = sorted({*self.policy_float, *exclude})
+        with tempfile.TemporaryDirectory(prefix="kvqe-qdq-") as tmp:
+            staged = Path(tmp) / "model.qdq.onnx"
+            with _quiet_ort_logging(), contextlib.redirect_stdout(io.StringIO()):  # its progress print()s
+                quantize_static(
+                    self.source, staged, SampleSetReader(self.calibration, self.input_name),
+                    quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=list(policy.quantize_ops),
+                    per_channel=self.per_channel,
+                    reduce_range=False,
+                    activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8,
+                    nodes_to_exclude=keep_float,
+                    calibrate_method=METHODS[self.method],
+                    extra_options=_extra_options(policy, self.method, len(self.calibration)),
+                    calibration_cache_path=self._cache,
+                )
+            quantized = onnx.load(str(staged))
+            with atomic_output_file(out_onnx) as partial:
+                shutil.copyfile(staged, partial)
+        counts = quantized_node_counts(quantized, policy.quantize_ops)
+        if not counts:
+            raise BadInputError(f"{self.fp32_onnx.name}: policy {policy.name!r} quantised no node "
+                                f"(op types {list(policy.quantize_ops)})")
+        return {
+            "quantizer": "onnxruntime",
+            "onnxruntime": ort.__version__,
+            "format": "QDQ",
+            "method": self.method,
+            "per_channel": self.per_channel,
+            "activations": "int8 symmetric per-tensor, "
+                           + ("inputs and outputs of quantised ops" if _quantize_outputs(policy)
+                              else "inputs of quantised ops only"),
+            "weights": "int8 symmetric " + ("per-channel" if self.per_channel else "per-tensor"),
+            "bias": "float",
+            "policy": policy.name,
+            "samples": len(self.calibration),
+            "quantized_nodes": counts,
+            "float_nodes": keep_float,
+            "float_conv_mac_fraction": None if self._macs is None else mac_share(self._macs, keep_float),
+            "smoothing": self.smoothing,
+        }
+
+
 def quantize_qdq(
     fp32_onnx: Path,
     out_onnx: Path,
@@ -128,68 +232,13 @@ def quantize_qdq(
     """Calibrate ``fp32_onnx`` on ``calibration`` and write the symmetric int8 QDQ model to ``out_onnx``.
 
     ``exclude``: more node names to keep in float, on top of the policy's (the sensitivity analysis uses
-    it). With the policy's ``conv_smoothing``, the inputs of the Convs that get int8 are smoothed first
+    it). With the policy's ``conv_smoothing``, the inputs of the policy's int8 Convs are smoothed first
     (:func:`~kvqe.calibration.smoothing.smooth_conv_inputs`, same FP32 function, one float Mul per Conv).
     Returns the calibration record for the manifest. The output bytes are the same for the same
     inputs (ORT's calibration and quantiser are deterministic on CPU; a test holds it to that).
     """
-    if method not in METHODS:
-        raise BadInputError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
-    if len(calibration) == 0:
-        raise BadInputError("the calibration set is empty")
-    model = onnx.load(str(fp32_onnx))
-    input_name = graph_input_name(model)
-    keep_float = sorted({*float_nodes(model, policy), *exclude})
-    float_share = float_mac_fraction(model, keep_float)
-    quantised_convs = [n.name for n in model.graph.node if n.op_type == "Conv" and n.name not in keep_float]
-    del model
-    smoothing = None
-    with tempfile.TemporaryDirectory(prefix="kvqe-quant-") as tmp:
-        # ORT writes "<input>-inferred.onnx" beside its input: give it a copy inside the temp dir
-        source = Path(tmp) / "model.fp32.onnx"
-        if policy.conv_smoothing is not None and "Conv" in policy.quantize_ops:
-            smoothing = smooth_conv_inputs(fp32_onnx, source, calibration, policy.conv_smoothing, quantised_convs)
-        else:
-            shutil.copyfile(fp32_onnx, source)
-        staged = Path(tmp) / "model.qdq.onnx"
-        with _quiet_ort_logging(), contextlib.redirect_stdout(io.StringIO()):  # its progress print()s
-            quantize_static(
-                source, staged, SampleSetReader(calibration, input_name),
-                quant_format=QuantFormat.QDQ,
-                op_types_to_quantize=list(policy.quantize_ops),
-                per_channel=per_channel,
-                reduce_range=False,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                nodes_to_exclude=keep_float,
-                calibrate_method=METHODS[method],
-                extra_options=_extra_options(policy, method, len(calibration)),
-            )
-        quantized = onnx.load(str(staged))
-        with atomic_output_file(out_onnx) as partial:
-            shutil.copyfile(staged, partial)
-    counts = quantized_node_counts(quantized, policy.quantize_ops)
-    if not counts:
-        raise BadInputError(f"{fp32_onnx.name}: policy {policy.name!r} quantised no node "
-                            f"(op types {list(policy.quantize_ops)})")
-    return {
-        "quantizer": "onnxruntime",
-        "onnxruntime": ort.__version__,
-        "format": "QDQ",
-        "method": method,
-        "per_channel": per_channel,
-        "activations": "int8 symmetric per-tensor, "
-                       + ("inputs and outputs of quantised ops" if _quantize_outputs(policy)
-                          else "inputs of quantised ops only"),
-        "weights": "int8 symmetric " + ("per-channel" if per_channel else "per-tensor"),
-        "bias": "float",
-        "policy": policy.name,
-        "samples": len(calibration),
-        "quantized_nodes": counts,
-        "float_nodes": keep_float,
-        "float_conv_mac_fraction": float_share,
-        "smoothing": smoothing,
-    }
+    with QdqCalibration(fp32_onnx, calibration, policy, method=method, per_channel=per_channel) as calibrated:
+        return calibrated.quantize(out_onnx, exclude)
 
 
 def _extra_options(policy: QuantPolicy, method: str, samples: int) -> dict[str, Any]:

@@ -144,12 +144,17 @@ def conv_macs(model: onnx.ModelProto, height: int = 64, width: int = 64) -> dict
     return macs
 
 
+def mac_share(macs: dict[str, int], float_convs: list[str]) -> float:
+    """Share of the Conv multiply-adds ``macs`` (by node name) done by ``float_convs``, rounded to 4 places
+    (0.0 for a model without Convs)."""
+    total = sum(macs.values())
+    return round(sum(macs.get(name, 0) for name in set(float_convs)) / total, 4) if total else 0.0
+
+
 def float_mac_fraction(model: onnx.ModelProto, float_convs: list[str]) -> float | None:
     """Share of the model's Conv multiply-adds done by ``float_convs`` (the rest run in int8), rounded to
     4 places; None when shape inference cannot size every Conv, 0.0 for a model without Convs."""
     try:
-        macs = conv_macs(model)
+        return mac_share(conv_macs(model), float_convs)
     except BadInputError:
         return None
-    total = sum(macs.values())
-    return round(sum(macs.get(name, 0) for name in set(float_convs)) / total, 4) if total else 0.0

@@ -8,9 +8,9 @@ TensorRT) or an FP16-compressed IR (OpenVINO, executed at an explicit precision)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.policy import QuantPolicy
@@ -18,12 +18,17 @@ from kvqe.calibration.tasks import task_named
 from kvqe.errors import BadInputError
 from kvqe.models.registry import ModelCard
 
+if TYPE_CHECKING:
+    from kvqe.calibration.ort_quant import QdqCalibration
+
 FORMATS = ("onnx", "onnxruntime-int8", "openvino", "tensorrt")
 
 
 @dataclass
 class BuildContext:
-    """What builders share: the card, staging dir, FP32 ONNX, calibration set, policy, options."""
+    """What builders share: the card, staging dir, FP32 ONNX, calibration set, policy, options, and the layers
+    the INT8 search keeps float on top of the policy's (``float_layers``, the same for every INT8 artifact).
+    Owns the calibrated model once made: :meth:`close` it."""
 
     card: ModelCard
     stage: Path
@@ -36,11 +41,33 @@ class BuildContext:
     prefix: str = "model"  # file name stem: "model", or the stage of a pipeline bundle ("denoiser")
     built: dict[str, Path] = field(default_factory=dict)  # intermediate ONNX files by precision
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
+    float_layers: tuple[str, ...] = ()
+    calibrated: QdqCalibration | None = None
 
     def require_calibration(self) -> SampleSet:
         if self.calibration is None:
             raise BadInputError("INT8 needs calibration data: pass --calib DIR (videos and/or images)")
         return self.calibration
+
+    def qdq_calibration(self) -> QdqCalibration:
+        """The FP32 ONNX calibrated for ONNX Runtime's quantiser, once (every QDQ variant reuses it)."""
+        if self.calibrated is None:
+            from kvqe.calibration.ort_quant import QdqCalibration
+
+            self.calibrated = QdqCalibration(self.fp32_onnx, self.require_calibration(), self.policy,
+                                             method=self.calib_method, per_channel=self.per_channel)
+        return self.calibrated
+
+    def int8_policy(self) -> QuantPolicy:
+        """The policy with the search's float layers added to the nodes it keeps float."""
+        if not self.float_layers:
+            return self.policy
+        return replace(self.policy, exclude_nodes=(*self.policy.exclude_nodes, *self.float_layers))
+
+    def close(self) -> None:
+        if self.calibrated is not None:
+            self.calibrated.close()
+            self.calibrated = None
 
     def onnx_for(self, precision: str) -> Path:
         """The ONNX graph of a precision (FP16 ONNX, QDQ INT8 ONNX), built once and shared."""
@@ -53,10 +80,7 @@ class BuildContext:
 
                 self.records[precision] = convert_fp16(self.fp32_onnx, path)
             else:
-                from kvqe.calibration.ort_quant import quantize_qdq
-
-                self.records[precision] = quantize_qdq(self.fp32_onnx, path, self.require_calibration(), self.policy,
-                                                       method=self.calib_method, per_channel=self.per_channel)
+                self.records[precision] = self.qdq_calibration().quantize(path, self.float_layers)
             self.built[precision] = path
         return self.built[precision]
 
@@ -86,7 +110,7 @@ def _openvino(ctx: BuildContext, precision: str) -> BuiltArtifact:
     if precision == "int8" and ctx.policy.openvino_from_qdq:  # the QDQ ONNX ONNX Runtime runs, converted
         record = openvino_export.ir_from_qdq(ctx.onnx_for("int8"), xml, ctx.records["int8"])
     elif precision == "int8":
-        record = openvino_export.quantize_int8_ir(ctx.fp32_onnx, xml, ctx.require_calibration(), ctx.policy)
+        record = openvino_export.quantize_int8_ir(ctx.fp32_onnx, xml, ctx.require_calibration(), ctx.int8_policy())
     else:
         openvino_export.convert_to_ir(ctx.fp32_onnx, xml, compress_to_fp16=precision == "fp16")
         record = {"converter": "openvino.convert_model", "compress_to_fp16": precision == "fp16"}

@@ -12,8 +12,11 @@ A gate that fails keeps its artifact with ``deployable: false``; a backend that 
 """
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,8 @@ from kvqe.calibration.comparison import reference_outputs
 from kvqe.calibration.policy import POLICIES
 from kvqe.errors import BackendUnavailableError
 from kvqe.export.artifacts import BUILDERS, BuildContext, BuiltArtifact
+from kvqe.export.int8_search import search_stage
+from kvqe.export.latency import INPUTS, compare_latency
 from kvqe.export.onnx_export import export_onnx, torch_reference, validate_onnx
 from kvqe.export.records import (
     accuracy_record,
@@ -51,6 +56,7 @@ class _Export:
         self.built: dict[tuple[str, str, str], BuiltArtifact] = {}
         self.configured: set[tuple[str, str]] = set()
         self.contexts: dict[str, BuildContext] = {}
+        self.search: dict[str, dict[str, Any]] = {}  # the INT8 search record by stage
 
     def export_references(self) -> None:
         """Every stage to FP32 ONNX, validated against torch on its real inputs; then the plan's own graphs."""
@@ -84,6 +90,37 @@ class _Export:
             policy = POLICIES[self.plan.policies.get(stage, prepared.card.quant_policy)]
             self.contexts[stage] = BuildContext(prepared.card, self.out, self.fp32[stage], calibration, policy,
                                                 request.calib_method, request.per_channel, request.tile, prefix=stage)
+
+    def search_int8(self, comparator: Any, reference: list[Any]) -> None:
+        """The INT8 search of a single-graph model (a pipeline's stages are gated together, not searched)."""
+        if self.plan.kind is not None or self.prepared.calib_set is None or \
+                not any(p == "int8" for _, p in self.prepared.pairs):
+            return
+        context = self.contexts[next(iter(self.plan.stages))]
+        gates = self.prepared.task.gates("int8", self.prepared.user_gates)
+        self.search[context.prefix] = search_stage(context, self.prepared.valid_set, comparator, reference, gates,
+                                                   self.request.search_budget, self.progress)
+
+    def fp32_runner(self, fmt: str, tmp: Path) -> Runner:
+        """The FP32 configuration of ``fmt`` (its artifacts, or ones built into ``tmp`` when not requested)."""
+        runners = {}
+        for stage in self.fp32:
+            built = self.built.get((fmt, "fp32", stage))
+            if fmt == "onnx" or stage in self.plan.fixed_stages:
+                runners[stage] = create_runner("onnxruntime", self.fp32[stage])
+                continue
+            if built is None:
+                context = replace(self.contexts[stage], stage=tmp, built={}, records={})
+                built = self.plan.adapt(stage, BUILDERS[fmt](context, "fp32"))
+            runners[stage] = create_runner(built.backend, built.files[0], **built.runtime)
+        return self.plan.compose(runners)
+
+    def latency(self, fmt: str, runner: Runner) -> dict[str, Any]:
+        """The INT8 configuration ``runner`` timed against the FP32 one of the same backend."""
+        self.progress(f"timing {fmt} int8 against {fmt} fp32")
+        inputs = list(self.prepared.valid_set.inputs())[:INPUTS]
+        with tempfile.TemporaryDirectory(prefix="kvqe-fp32-") as tmp:
+            return compare_latency(runner, self.fp32_runner(fmt, Path(tmp)), inputs)
 
     def build_configuration(self, fmt: str, precision: str, comparator: Any, reference: list[Any]) -> None:
         """Build the stages of one (format, precision) configuration, gate it as one model, record it."""
@@ -120,16 +157,25 @@ class _Export:
         gates = prepared.task.gates(precision, prepared.user_gates)
         accuracy, executed = accuracy_record(runner, wanted.pop() if len(wanted) == 1 else None, prepared.valid_set,
                                              comparator, reference, gates, scope)
+        latency = self.latency(fmt, runner) if precision == "int8" else None
         seconds = round((time.perf_counter() - t0) / max(len(new), 1), 2)
         for artifact in new:
             stage = next(s for s, b in chosen.items() if b is artifact)
-            self.artifacts.append(plan.tagged(stage, built_entry(artifact, fmt, accuracy, executed, self.contexts[stage],
-                                                                 prepared.calib_record)))
+            entry = built_entry(artifact, fmt, accuracy, executed, self.contexts[stage], prepared.calib_record)
+            if artifact.precision == "int8":
+                entry["mixed_precision"] = self.search.get(stage)
+                entry["latency"] = latency
+            self.artifacts.append(plan.tagged(stage, entry))
             self.seconds[artifact.files[0].name] = seconds
         self.configurations.append({
             "backend": backend, "precision": precision, "deployable": accuracy["passed"],
             "stages": {s: (b.files[0].name if b is not None else self.fp32[s].name) for s, b in chosen.items()},
             "metrics": accuracy["metrics"], "failures": accuracy["failures"]})
+
+    def close(self) -> None:
+        """Release what the build contexts hold (calibrated models in temporary directories)."""
+        for context in self.contexts.values():
+            context.close()
 
     def remove_leftovers(self) -> None:
         """Delete intermediate graphs no artifact entry refers to."""
@@ -150,8 +196,9 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
     plan = plan_for(prepared.card, prepared.module, prepared.output_spec)
     precisions = {precision: {s: p for s, p in plan.stage_precisions(precision).items() if p != precision}
                   for precision in dict.fromkeys(p for _, p in prepared.pairs if p != "fp32")}
-    with atomic_output_dir(request.out) as out:
+    with atomic_output_dir(request.out) as out, contextlib.ExitStack() as cleanup:
         job = _Export(request, prepared, plan, out, progress)
+        cleanup.callback(job.close)
         job.export_references()
         comparator = prepared.task.comparator(prepared.valid_set, prepared.output_spec)
         reference_runner = plan.compose({s: create_runner("onnxruntime", path) for s, path in job.fp32.items()})
@@ -160,6 +207,7 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
                 progress("running the ONNX Runtime FP32 pipeline on the validation crops (the reference)")
             reference = reference_outputs(reference_runner, prepared.valid_set.inputs(), comparator)
             job.make_contexts(reference_runner)
+            job.search_int8(comparator, reference)
             for fmt, precision in plan.build_order(prepared.pairs):
                 if (fmt, precision) == ("onnx", "fp32"):
                     job.configured.add((fmt, precision))

@@ -67,6 +67,12 @@ def _table(summary: dict[str, Any]) -> str:
         name = a["backend"] + "/" + a["precision"] + (f" {a['stage']}" if "stage" in a else "")
         lines.append(f"  {name:18s} {a['bytes'] / 1e6:8.2f} MB  {state:14s} {_figures(a['metrics'])}")
         lines += [f"      gate failed: {failure}" for failure in a["failures"]]
+        if a.get("float_layers"):
+            lines.append(f"      kept float by the INT8 search: {len(a['float_layers'])} layer(s): "
+                         + ", ".join(a["float_layers"][:8]) + (" ..." if len(a["float_layers"]) > 8 else ""))
+        if a.get("latency"):
+            lines.append(f"      latency {a['latency']['ms']:.1f} ms vs {a['latency']['fp32_ms']:.1f} ms at fp32 "
+                         f"({a['latency']['ratio']:.2f}x)")
     for c in summary.get("pipeline", []):
         state = "deployable" if c["deployable"] else "NOT DEPLOYABLE"
         lines.append(f"  pipeline {c['backend'] + '/' + c['precision']:18s} {state:14s} {_figures(c['metrics'])}")
@@ -89,6 +95,11 @@ def _table(summary: dict[str, Any]) -> str:
               help="Comma-separated: fp32, fp16, int8.")
 @click.option("--calib", type=click.Path(path_type=Path), default=None,
               help="Videos and/or images (a directory or a list file) for calibration and validation.")
+@click.option("--val", type=click.Path(path_type=Path), default=None,
+              help="Held-out videos and/or images to validate on (default: a share of --calib's sources).")
+@click.option("--search-budget", type=click.FloatRange(min=0), default=900, show_default=True, metavar="SECONDS",
+              help="INT8: time the search for layers to keep float may take when the policy misses a gate "
+                   "(0: no search).")
 @click.option("--gate", "gates", multiple=True, metavar="EXPR",
               help="Accuracy gate overriding the defaults, e.g. srcc>=0.99 or int8:psnr>=35.")
 @click.option("--calib-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="percentile",
@@ -106,7 +117,7 @@ def _table(summary: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line on stdout.")
 @handle_errors
 def main(model: str, out: Path | None, weights: tuple[str, ...], arch: str | None, formats: str,
-         precisions: str, calib: Path | None, gates: tuple[str, ...], calib_method: str, per_channel: bool,
+         precisions: str, calib: Path | None, val: Path | None, search_budget: float, gates: tuple[str, ...], calib_method: str, per_channel: bool,
          calib_size: int, seed: int, tile: int, score_range: str | None, out_scale: int | None,
          as_json: bool) -> None:
     """Export registered MODEL (or `list` the registry) into a verified bundle at --out.
@@ -127,7 +138,7 @@ def main(model: str, out: Path | None, weights: tuple[str, ...], arch: str | Non
     name, parts = _parse_weights(weights, model, arch)
     request = ExportRequest(name, out, parts, _split(formats), _split(precisions), _parse_range(score_range),
                             calib, gates, calib_method, per_channel, SampleSettings(calib_size=calib_size, seed=seed),
-                            tile=tile, out_scale=out_scale)
+                            tile=tile, out_scale=out_scale, val=val, search_budget=search_budget)
     summary = build_bundle(request, progress=lambda step: click.echo(f"kvqe-export: {step}", err=True))
     emit(summary, as_json, _table(summary))
     code = exit_code(summary)

@@ -102,13 +102,23 @@ def write_bundle_files(stage: Path, request: ExportRequest, prepared: Prepared, 
                        "deployable": a["deployable"],
                        "metrics": a["accuracy"]["metrics"] if "metrics" in a["accuracy"]
                        else {"max_abs_diff_vs_torch": a["accuracy"]["max_abs_diff"]},
-                       "failures": a["accuracy"].get("failures", [])} for a in artifacts],
-        "unavailable": unavailable, "warnings": (prepared.calib_record or {}).get("warnings", []),
+                       "failures": a["accuracy"].get("failures", []),
+                       **({"float_layers": a["mixed_precision"]["float_layers"]} if a.get("mixed_precision") else {}),
+                       **({"latency": a["latency"]} if a.get("latency") else {})} for a in artifacts],
+        "unavailable": unavailable,
+        "warnings": (prepared.calib_record or {}).get("warnings", []) + _speed_warnings(artifacts),
     }
     if pipeline is not None:
         report["pipeline"] = pipeline.get("configurations", [])
     (stage / REPORT_FILE).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return report
+
+
+def _speed_warnings(artifacts: list[dict[str, Any]]) -> list[str]:
+    """An INT8 artifact no faster than FP32 on its backend is worth saying: its point is speed."""
+    return [f"{a['backend']} int8 ({a['file']}) is no faster than fp32: {a['latency']['ms']:.1f} ms against "
+            f"{a['latency']['fp32_ms']:.1f} ms ({a['latency']['ratio']:.2f}x)"
+            for a in artifacts if a.get("latency") and not a["latency"]["faster_than_fp32"]]
 
 
 def summarise(report: dict[str, Any], build_seconds: dict[str, float], request: ExportRequest,

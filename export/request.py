@@ -15,6 +15,7 @@ from kvqe.calibration.gates import Gate
 from kvqe.calibration.tasks import Task, task_named
 from kvqe.errors import BadInputError
 from kvqe.export.artifacts import requested_artifacts
+from kvqe.export.int8_search import DEFAULT_BUDGET_S
 from kvqe.models.registry import ModelCard, get_model, list_models
 from kvqe.specs import OutputSpec
 
@@ -25,7 +26,9 @@ class ExportRequest:
 
     ``out_scale``: a pipeline bundle's output scale (``--out-scale``; None: the card's). ``factory``:
     Python API only, builds the torch module instead of the registered factory (tests export a reduced
-    config with it); the weights still load through the model's own loader.
+    config with it); the weights still load through the model's own loader. ``val``: held-out validation
+    media (``--val``; None: validation is split from ``calib`` by source). ``search_budget``: seconds the
+    INT8 search may take (``--search-budget``; 0: no search).
     """
 
     model: str
@@ -41,6 +44,8 @@ class ExportRequest:
     samples: SampleSettings = field(default_factory=SampleSettings)
     tile: int = 256
     out_scale: int | None = None
+    val: Path | None = None
+    search_budget: float = DEFAULT_BUDGET_S
     factory: Callable[[], torch.nn.Module] | None = field(default=None, repr=False)
 
 
@@ -95,6 +100,10 @@ def prepare(request: ExportRequest, progress: Callable[[str], None]) -> Prepared
         task.gates(precision, user_gates)  # a gate that does not fit the task fails now
     if any(p == "int8" for _, p in pairs) and request.calib is None:
         raise BadInputError("INT8 needs calibration data: pass --calib DIR (videos and/or images)")
+    if request.val is not None and request.calib is None:
+        raise BadInputError("--val holds validation data for calibrated artifacts: pass --calib DIR as well")
+    if request.search_budget < 0:
+        raise BadInputError(f"--search-budget must be 0 (no search) or more seconds, got {request.search_budget:g}")
     if entry.check_weights is not None:
         entry.check_weights(request.weights)  # e.g. every checkpoint of a multi-part model, before building it
     progress(f"building {card.name}")
@@ -107,7 +116,8 @@ def prepare(request: ExportRequest, progress: Callable[[str], None]) -> Prepared
     calib_record: dict[str, Any] | None = None
     if request.calib is not None:
         progress(f"sampling calibration and validation data from {request.calib}")
-        calib_set, valid_set, calib_record = build_sample_sets(request.calib, task, card.input, request.samples)
+        calib_set, valid_set, calib_record = build_sample_sets(request.calib, task, card.input, request.samples,
+                                                               request.val)
     else:
         valid_set = task.builtin_set(card.input)
     return Prepared(card, output_spec, pairs, user_gates, module, provenance, calib_set, valid_set, calib_record)
