@@ -26,20 +26,23 @@ import onnxruntime as ort
 import openvino as ov
 from _common import interleaved, print_machine, table  # bench/ is on sys.path when a script of it runs
 
+from kvqe.calibration.accuracy import SrImages
+from kvqe.calibration.comparison import reference_outputs
 from kvqe.calibration.contract import SampleSet
+from kvqe.calibration.gates import Gate
 from kvqe.calibration.mixed_precision import (
-    layer_sensitivity,
     qdq_evaluator,
     search_float_layers,
     single_layer_gain,
 )
-from kvqe.calibration.ort_quant import quantize_qdq
+from kvqe.calibration.ort_quant import QdqCalibration, quantize_qdq
 from kvqe.calibration.policy import POLICIES
 from kvqe.calibration.sensitivity import image_psnr, run_onnx
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx
 from kvqe.export.openvino_accuracy_control import quantize_ir_with_accuracy_control
 from kvqe.export.openvino_export import quantize_int8_ir
 from kvqe.models.registry import get_model
+from kvqe.runtimes import create_runner
 
 MODEL = "realesr-animevideov3"
 CALIBRATION = ("rocket", "astronaut", "coffee")  # 4 crops each
@@ -115,23 +118,29 @@ def main() -> None:
         quantize_int8_ir(fp32, plain_ir, calibration, policy)
         plain_ort = scores(ort_ref["search"], run_onnx(plain_qdq, search))
         gate, gate_min = plain_ort[0] + 1.5, plain_ort[1] + 1.0
-        ranking = layer_sensitivity(fp32, plain_qdq, calibration, policy)  # its keys: the int8 candidates
-        candidates = len(ranking)
+        calibrated = QdqCalibration(fp32, calibration, policy)
+        candidates = len(calibrated.candidates)
         for name, path, backend, ref, run in (
                 ("plain conv-sr (ORT QDQ)", plain_qdq, "onnxruntime", ort_ref, run_onnx),
                 ("plain conv-sr (OpenVINO NNCF)", plain_ir, "openvino", ov_ref, ov_outputs)):
             s, t = scores(ref["search"], run(path, search)), scores(ref["test"], run(path, test))
             rows.append([name, f"0/{candidates}", *s, *t, "-", latency_ratio(fp32, path, backend, args.rounds)])
 
-        # (a) kvqe's search
-        began = time.monotonic()  # the ranking above (one NSR pass, about a second) is not counted
-        evaluate = qdq_evaluator(fp32, calibration, search, policy, image_psnr((0.0, 1.0)), work)
-        gains = single_layer_gain(list(ranking), evaluate)
-        result = search_float_layers(list(gains), evaluate, gate, gate_min, budget_s=600.0)
+        # (a) kvqe's search: ranges calibrated once, every layer's gain measured, then bisection
+        began = time.monotonic()
+        comparator = SrImages(search, entry.card.output)
+        with create_runner("onnxruntime", fp32) as runner:
+            reference = reference_outputs(runner, search.inputs(), comparator)
+        gates = (Gate("psnr", ">=", gate), Gate("psnr_min", ">=", gate_min))
+        evaluate = qdq_evaluator(calibrated, search, comparator, reference, gates, work)
+        baseline = evaluate(())
+        gains = single_layer_gain(calibrated.candidates, evaluate, "psnr", baseline)
+        result = search_float_layers(list(gains), evaluate, 600.0, baseline=baseline)
         searched = time.monotonic() - began
         keep = result.float_layers or ()
         chosen = work / "search.qdq.onnx"
-        quantize_qdq(fp32, chosen, calibration, policy, exclude=keep)
+        calibrated.quantize(chosen, keep)
+        calibrated.close()
         rows.append(["(a) kvqe search (ORT QDQ)", f"{len(keep)}/{candidates}",
                      *scores(ort_ref["search"], run_onnx(chosen, search)),
                      *scores(ort_ref["test"], run_onnx(chosen, test)), round(searched, 1),
@@ -157,7 +166,7 @@ def main() -> None:
               ["method", "float layers", "search mean dB", "search worst dB", "test mean dB", "test worst dB",
                "seconds", "int8/fp32 latency"], rows)
         print(f"\n(a) float: {', '.join(keep) or '-'}; steps: "
-              f"{[(s['float_layers'], round(s['metric'], 2), s['passed']) for s in result.steps]}")
+              f"{[(s['float_layers'], s['figures']['psnr'], s['passed']) for s in result.steps]}")
         for label, record in records.items():
             reverted = record["reverted_onnx_nodes"]
             print(f"(b) {label}: float {', '.join(reverted) or '-'}; passed {record['passed']}; "
