@@ -46,7 +46,7 @@ from onnxruntime.quantization import (
 )
 
 from kvqe.calibration.contract import SampleSet
-from kvqe.calibration.policy import QuantPolicy, conv_macs, float_nodes, mac_share
+from kvqe.calibration.policy import QuantPolicy, conv_macs, float_nodes, int8_layers, mac_share
 from kvqe.calibration.smoothing import smooth_conv_inputs
 from kvqe.errors import BadInputError
 from kvqe.files import atomic_output_file
@@ -138,9 +138,7 @@ class QdqCalibration:
         model = onnx.load(str(fp32_onnx))
         self.input_name = graph_input_name(model)
         self.policy_float = tuple(sorted(float_nodes(model, policy)))
-        # the layers a search may keep float on top of the policy's: every node the policy gives int8
-        self.candidates = tuple(n.name for n in model.graph.node
-                                if n.op_type in policy.quantize_ops and n.name not in self.policy_float)
+        self.candidates = tuple(int8_layers(model, policy))
         int8_convs = [n.name for n in model.graph.node if n.op_type == "Conv" and n.name not in self.policy_float]
         try:
             self._macs: dict[str, int] | None = conv_macs(model)

@@ -118,6 +118,12 @@ def float_nodes(model: onnx.ModelProto, policy: QuantPolicy) -> list[str]:
     return names
 
 
+def int8_layers(model: onnx.ModelProto, policy: QuantPolicy) -> list[str]:
+    """Names of the nodes the policy gives int8: the layers a search may keep float on top of the policy's."""
+    keep = set(float_nodes(model, policy))
+    return [n.name for n in model.graph.node if n.op_type in policy.quantize_ops and n.name not in keep]
+
+
 def conv_macs(model: onnx.ModelProto, height: int = 64, width: int = 64) -> dict[str, int]:
     """Multiply-adds of every Conv (by node name) for one ``height`` x ``width`` input (batch 1), from ONNX
     shape inference. For a fully convolutional net their shares do not depend on the input size."""

@@ -27,8 +27,9 @@ FORMATS = ("onnx", "onnxruntime-int8", "openvino", "tensorrt")
 @dataclass
 class BuildContext:
     """What builders share: the card, staging dir, FP32 ONNX, calibration set, policy, options, and the layers
-    the INT8 search keeps float on top of the policy's (``float_layers``, the same for every INT8 artifact).
-    Owns the calibrated model once made: :meth:`close` it."""
+    the INT8 search keeps float on top of the policy's (``float_layers``, by INT8 source: every artifact made
+    from the QDQ ONNX shares one choice, NNCF's OpenVINO INT8 has its own). Owns the calibrated model once
+    made: :meth:`close` it."""
 
     card: ModelCard
     stage: Path
@@ -41,7 +42,7 @@ class BuildContext:
     prefix: str = "model"  # file name stem: "model", or the stage of a pipeline bundle ("denoiser")
     built: dict[str, Path] = field(default_factory=dict)  # intermediate ONNX files by precision
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
-    float_layers: tuple[str, ...] = ()
+    float_layers: dict[str, tuple[str, ...]] = field(default_factory=dict)
     calibrated: QdqCalibration | None = None
 
     def require_calibration(self) -> SampleSet:
@@ -58,11 +59,15 @@ class BuildContext:
                                              method=self.calib_method, per_channel=self.per_channel)
         return self.calibrated
 
-    def int8_policy(self) -> QuantPolicy:
-        """The policy with the search's float layers added to the nodes it keeps float."""
-        if not self.float_layers:
-            return self.policy
-        return replace(self.policy, exclude_nodes=(*self.policy.exclude_nodes, *self.float_layers))
+    def int8_source(self, fmt: str) -> str:
+        """Where ``fmt``'s INT8 comes from: ``qdq`` (ONNX Runtime's QDQ ONNX, also converted for TensorRT and,
+        with ``openvino_from_qdq``, OpenVINO) or ``nncf`` (OpenVINO quantised by NNCF)."""
+        return "nncf" if fmt == "openvino" and not self.policy.openvino_from_qdq else "qdq"
+
+    def nncf_policy(self) -> QuantPolicy:
+        """The policy with the layers the search chose for NNCF's INT8 added to the nodes it keeps float."""
+        extra = self.float_layers.get("nncf", ())
+        return replace(self.policy, exclude_nodes=(*self.policy.exclude_nodes, *extra)) if extra else self.policy
 
     def close(self) -> None:
         if self.calibrated is not None:
@@ -80,7 +85,7 @@ class BuildContext:
 
                 self.records[precision] = convert_fp16(self.fp32_onnx, path)
             else:
-                self.records[precision] = self.qdq_calibration().quantize(path, self.float_layers)
+                self.records[precision] = self.qdq_calibration().quantize(path, self.float_layers.get("qdq", ()))
             self.built[precision] = path
         return self.built[precision]
 
@@ -110,7 +115,7 @@ def _openvino(ctx: BuildContext, precision: str) -> BuiltArtifact:
     if precision == "int8" and ctx.policy.openvino_from_qdq:  # the QDQ ONNX ONNX Runtime runs, converted
         record = openvino_export.ir_from_qdq(ctx.onnx_for("int8"), xml, ctx.records["int8"])
     elif precision == "int8":
-        record = openvino_export.quantize_int8_ir(ctx.fp32_onnx, xml, ctx.require_calibration(), ctx.int8_policy())
+        record = openvino_export.quantize_int8_ir(ctx.fp32_onnx, xml, ctx.require_calibration(), ctx.nncf_policy())
     else:
         openvino_export.convert_to_ir(ctx.fp32_onnx, xml, compress_to_fp16=precision == "fp16")
         record = {"converter": "openvino.convert_model", "compress_to_fp16": precision == "fp16"}

@@ -24,7 +24,7 @@ from kvqe.calibration.comparison import reference_outputs
 from kvqe.calibration.policy import POLICIES
 from kvqe.errors import BackendUnavailableError
 from kvqe.export.artifacts import BUILDERS, BuildContext, BuiltArtifact
-from kvqe.export.int8_search import search_stage
+from kvqe.export.int8_search import search_int8
 from kvqe.export.latency import INPUTS, compare_latency
 from kvqe.export.onnx_export import export_onnx, torch_reference, validate_onnx
 from kvqe.export.records import (
@@ -56,7 +56,7 @@ class _Export:
         self.built: dict[tuple[str, str, str], BuiltArtifact] = {}
         self.configured: set[tuple[str, str]] = set()
         self.contexts: dict[str, BuildContext] = {}
-        self.search: dict[str, dict[str, Any]] = {}  # the INT8 search record by stage
+        self.search: dict[str, dict[str, Any]] = {}  # the INT8 search record by INT8 source
 
     def export_references(self) -> None:
         """Every stage to FP32 ONNX, validated against torch on its real inputs; then the plan's own graphs."""
@@ -91,15 +91,20 @@ class _Export:
             self.contexts[stage] = BuildContext(prepared.card, self.out, self.fp32[stage], calibration, policy,
                                                 request.calib_method, request.per_channel, request.tile, prefix=stage)
 
-    def search_int8(self, comparator: Any, reference: list[Any]) -> None:
-        """The INT8 search of a single-graph model (a pipeline's stages are gated together, not searched)."""
-        if self.plan.kind is not None or self.prepared.calib_set is None or \
-                not any(p == "int8" for _, p in self.prepared.pairs):
+    def search_int8(self, fmt: str, comparator: Any, reference: list[Any]) -> None:
+        """The INT8 search for ``fmt``'s INT8 source, once per source, within what is left of the budget. A
+        single-graph model only: a pipeline's stages are gated together, not searched."""
+        if self.plan.kind is not None or self.prepared.calib_set is None:
             return
-        context = self.contexts[next(iter(self.plan.stages))]
+        stage = next(iter(self.plan.stages))
+        context = self.contexts[stage]
+        source = context.int8_source(fmt)
+        if source in self.search:
+            return
         gates = self.prepared.task.gates("int8", self.prepared.user_gates)
-        self.search[context.prefix] = search_stage(context, self.prepared.valid_set, comparator, reference, gates,
-                                                   self.request.search_budget, self.progress)
+        budget = max(0.0, self.request.search_budget - sum(r["seconds"] for r in self.search.values()))
+        self.search[source] = search_int8(context, fmt, lambda variant: BUILDERS[fmt](variant, "int8"),
+                                          self.prepared.valid_set, comparator, reference, gates, budget, self.progress)
 
     def fp32_runner(self, fmt: str, tmp: Path) -> Runner:
         """The FP32 configuration of ``fmt`` (its artifacts, or ones built into ``tmp`` when not requested)."""
@@ -132,10 +137,12 @@ class _Export:
                                      "error": f"its {fmt} fp32 stages could not be built here"})
             return
         mixed = "" if plan.kind is None else f" ({', '.join(f'{s} {p}' for s, p in per_stage.items())})"
-        self.progress(f"building {fmt} {precision}{mixed}")
         t0 = time.perf_counter()
         new: list[BuiltArtifact] = []
         try:
+            if precision == "int8":
+                self.search_int8(fmt, comparator, reference)
+            self.progress(f"building {fmt} {precision}{mixed}")
             for stage, stage_precision in per_stage.items():
                 key = (fmt, stage_precision, stage)
                 if (fmt, stage_precision) != ("onnx", "fp32") and key not in self.built:
@@ -163,7 +170,7 @@ class _Export:
             stage = next(s for s, b in chosen.items() if b is artifact)
             entry = built_entry(artifact, fmt, accuracy, executed, self.contexts[stage], prepared.calib_record)
             if artifact.precision == "int8":
-                entry["mixed_precision"] = self.search.get(stage)
+                entry["mixed_precision"] = self.search.get(self.contexts[stage].int8_source(fmt))
                 entry["latency"] = latency
             self.artifacts.append(plan.tagged(stage, entry))
             self.seconds[artifact.files[0].name] = seconds
@@ -207,7 +214,6 @@ def build_bundle(request: ExportRequest, progress: Callable[[str], None] = lambd
                 progress("running the ONNX Runtime FP32 pipeline on the validation crops (the reference)")
             reference = reference_outputs(reference_runner, prepared.valid_set.inputs(), comparator)
             job.make_contexts(reference_runner)
-            job.search_int8(comparator, reference)
             for fmt, precision in plan.build_order(prepared.pairs):
                 if (fmt, precision) == ("onnx", "fp32"):
                     job.configured.add((fmt, precision))
