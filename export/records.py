@@ -117,7 +117,7 @@ def write_bundle_files(stage: Path, request: ExportRequest, prepared: Prepared, 
 def _speed_warnings(artifacts: list[dict[str, Any]]) -> list[str]:
     """An INT8 artifact no faster than FP32 on its backend is worth saying: its point is speed."""
     return [f"{a['backend']} int8 ({a['file']}) is no faster than fp32: {a['latency']['ms']:.1f} ms against "
-            f"{a['latency']['fp32_ms']:.1f} ms ({a['latency']['ratio']:.2f}x)"
+            f"{a['latency']['fp32_ms']:.1f} ms ({a['latency']['ratio']:.2f}x; under 5% is timing noise)"
             for a in artifacts if a.get("latency") and not a["latency"]["faster_than_fp32"]]
 
 
