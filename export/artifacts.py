@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from kvqe.calibration.ort_quant import QdqCalibration
 
 FORMATS = ("onnx", "onnxruntime-int8", "openvino", "tensorrt")
+BACKENDS = {"onnx": "onnxruntime", "openvino": "openvino", "tensorrt": "tensorrt"}  # what runs each built format
 
 
 @dataclass

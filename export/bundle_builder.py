@@ -13,6 +13,7 @@ A gate that fails keeps its artifact with ``deployable: false``; a backend that 
 from __future__ import annotations
 
 import contextlib
+import functools
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,8 +24,8 @@ from typing import Any
 from kvqe.calibration.comparison import reference_outputs
 from kvqe.calibration.policy import POLICIES
 from kvqe.errors import BackendUnavailableError
-from kvqe.export.artifacts import BUILDERS, BuildContext, BuiltArtifact
-from kvqe.export.int8_search import search_int8
+from kvqe.export.artifacts import BACKENDS, BUILDERS, BuildContext, BuiltArtifact
+from kvqe.export.int8_search import Build, search_int8
 from kvqe.export.latency import INPUTS, compare_latency
 from kvqe.export.onnx_export import export_onnx, torch_reference, validate_onnx
 from kvqe.export.records import (
@@ -37,9 +38,13 @@ from kvqe.export.records import (
 from kvqe.export.request import ExportRequest, Prepared, prepare
 from kvqe.export.stage_plan import Progress, StagePlan, plan_for
 from kvqe.files import atomic_output_dir
-from kvqe.runtimes import Runner, create_runner
+from kvqe.runtimes import Runner, create_runner, is_available
 
 __all__ = ["ExportRequest", "build_bundle", "exit_code", "prepare"]
+
+
+def _build_int8(fmt: str, context: BuildContext) -> BuiltArtifact:
+    return BUILDERS[fmt](context, "int8")
 
 
 class _Export:
@@ -92,19 +97,22 @@ class _Export:
                                                 request.calib_method, request.per_channel, request.tile, prefix=stage)
 
     def search_int8(self, fmt: str, comparator: Any, reference: list[Any]) -> None:
-        """The INT8 search for ``fmt``'s INT8 source, once per source, within what is left of the budget. A
-        single-graph model only: a pipeline's stages are gated together, not searched."""
+        """The INT8 search for ``fmt``'s INT8 source, once per source, on every requested format made from it
+        whose backend runs here, within what is left of the budget. A single-graph model only: a pipeline's
+        stages are gated together, not searched."""
         if self.plan.kind is not None or self.prepared.calib_set is None:
             return
-        stage = next(iter(self.plan.stages))
-        context = self.contexts[stage]
+        context = self.contexts[next(iter(self.plan.stages))]
         source = context.int8_source(fmt)
         if source in self.search:
             return
+        group = [f for f in dict.fromkeys(f for f, p in self.prepared.pairs if p == "int8")
+                 if context.int8_source(f) == source and is_available(BACKENDS[f])]
+        builds: dict[str, Build] = {f: functools.partial(_build_int8, f) for f in group or [fmt]}
         gates = self.prepared.task.gates("int8", self.prepared.user_gates)
         budget = max(0.0, self.request.search_budget - sum(r["seconds"] for r in self.search.values()))
-        self.search[source] = search_int8(context, fmt, lambda variant: BUILDERS[fmt](variant, "int8"),
-                                          self.prepared.valid_set, comparator, reference, gates, budget, self.progress)
+        self.search[source] = search_int8(context, builds, self.prepared.valid_set, comparator, reference, gates,
+                                          budget, self.progress)
 
     def fp32_runner(self, fmt: str, tmp: Path) -> Runner:
         """The FP32 configuration of ``fmt`` (its artifacts, or ones built into ``tmp`` when not requested)."""

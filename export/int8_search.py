@@ -2,16 +2,18 @@
 the fewest layers float that make it pass (:mod:`kvqe.calibration.mixed_precision`), within
 ``--search-budget`` seconds.
 
-It runs once per INT8 source of a graph, before that source's artifacts are built, on the backend of the
-first artifact that needs it: the QDQ ONNX (ONNX Runtime, and the TensorRT engine and, where the policy
-says so, the OpenVINO IR made from it, which then keep the same layers float) and NNCF's OpenVINO INT8
-(its own calibration, so its own choice). Each artifact is still gated on its own backend afterwards. Up
+It runs once per INT8 source of a graph, before that source's artifacts are built, on the backends of the
+requested artifacts made from it that run here (a choice passes when every one of them passes): the QDQ
+ONNX (ONNX Runtime, and the TensorRT engine and, where the policy says so, the OpenVINO IR made from it,
+which all keep the same layers float) and NNCF's OpenVINO INT8 (its own calibration, so its own choice).
+Each artifact is still gated on its own backend afterwards. Up
 to :data:`GAIN_RANKING_MAX_LAYERS` candidate layers are ranked by measuring each one's gain; more are
 ranked by the noise each adds in the QDQ model (one FP32 and one int8 run), which a model with hundreds of
 layers can afford.
 """
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -45,16 +47,29 @@ def _figures(figures: dict[str, Any]) -> str:
     return " ".join(f"{k}={v:.4g}" for k, v in sorted(figures.items()) if isinstance(v, float))
 
 
-def artifact_evaluator(ctx: BuildContext, source: str, build: Build, validation: SampleSet, comparator: Comparator,
-                       reference: list[Any], gates: Sequence[Gate], workdir: Path) -> Evaluate:
-    """An :data:`Evaluate` that builds the INT8 artifact into ``workdir`` with the given layers also float
-    (for the INT8 ``source``) and judges it on its backend against ``reference``."""
+def _margin(gate: Gate, figures: dict[str, Any]) -> float:
+    value = float(figures.get(gate.metric, float("nan")))
+    margin = value - gate.threshold if gate.op in (">=", ">") else gate.threshold - value
+    return float("-inf") if math.isnan(margin) else margin  # an undefined figure binds
+
+
+def artifact_evaluator(ctx: BuildContext, source: str, builds: dict[str, Build], validation: SampleSet,
+                       comparator: Comparator, reference: list[Any], gates: Sequence[Gate], workdir: Path) -> Evaluate:
+    """An :data:`Evaluate` that builds the INT8 artifact of every format in ``builds`` (they share the INT8
+    ``source``) into ``workdir`` with the given layers also float, and judges each on its backend against
+    ``reference``: a choice passes when all pass; the figures are those of the backend with the least
+    margin on the first gate (named under ``backend`` when there are several)."""
     def evaluate(keep: tuple[str, ...]) -> Outcome:
         variant = replace(ctx, stage=workdir, built={}, records={}, float_layers={**ctx.float_layers, source: keep})
-        built = build(variant)
-        runner = create_runner(built.backend, built.files[0], **built.runtime)
-        result = compare_runs(runner, reference, validation.inputs(), comparator, gates)
-        return not result.gate_failures, result.figures
+        outcomes: dict[str, Outcome] = {}
+        for fmt, build in builds.items():
+            built = build(variant)
+            runner = create_runner(built.backend, built.files[0], **built.runtime)
+            result = compare_runs(runner, reference, validation.inputs(), comparator, gates)
+            outcomes[fmt] = not result.gate_failures, result.figures
+        binding = min(outcomes, key=lambda fmt: _margin(gates[0], outcomes[fmt][1]))
+        figures = outcomes[binding][1] if len(outcomes) == 1 else {**outcomes[binding][1], "backend": binding}
+        return all(passed for passed, _ in outcomes.values()), figures
 
     return evaluate
 
@@ -77,15 +92,16 @@ def _ranking(ctx: BuildContext, candidates: Sequence[str], evaluate: Evaluate, m
     return f"noise added in the QDQ model (NSR dB, {count} calibration samples)", scores, list(scores)
 
 
-def search_int8(ctx: BuildContext, fmt: str, build: Build, validation: SampleSet, comparator: Comparator,
+def search_int8(ctx: BuildContext, builds: dict[str, Build], validation: SampleSet, comparator: Comparator,
                 reference: list[Any], gates: Sequence[Gate], budget_s: float,
                 progress: Callable[[str], None]) -> dict[str, Any]:
-    """Decide ``ctx.float_layers`` for ``fmt``'s INT8 source (set when a passing choice is found) and return
-    the manifest record: the policy's own figures, the ranking, the layers kept float with their scores,
-    every step tried, and the time spent."""
+    """Decide ``ctx.float_layers`` for the INT8 source the formats of ``builds`` share (set when a passing
+    choice is found) and return the manifest record: the policy's own figures, the ranking, the layers kept
+    float with their scores, every step tried, and the time spent."""
     started = time.monotonic()
     deadline = started + budget_s
-    source = ctx.int8_source(fmt)
+    fmt = ", ".join(builds)
+    source = ctx.int8_source(next(iter(builds)))
     if source == "qdq":
         ctx.qdq_calibration()  # calibrated once here, shared by every variant
     candidates = int8_layers(onnx.load(str(ctx.fp32_onnx), load_external_data=False), ctx.policy)
@@ -93,7 +109,7 @@ def search_int8(ctx: BuildContext, fmt: str, build: Build, validation: SampleSet
         "int8_source": source, "runs_on": fmt, "search_set": f"validation set, {len(validation)} samples",
         "gates": [str(g) for g in gates], "budget_s": budget_s, "candidates": len(candidates)}
     with tempfile.TemporaryDirectory(prefix="kvqe-search-") as tmp:
-        evaluate = artifact_evaluator(ctx, source, build, validation, comparator, reference, gates, Path(tmp))
+        evaluate = artifact_evaluator(ctx, source, builds, validation, comparator, reference, gates, Path(tmp))
         progress(f"int8 search ({source}): the {ctx.policy.name} policy's INT8 on {fmt}, {len(validation)} "
                  "validation samples")
         baseline = evaluate(())
