@@ -40,6 +40,7 @@ from kvqe.runtimes import create_runner
 GAIN_RANKING_MAX_LAYERS = 32
 NSR_RANKING_SAMPLES = 8  # calibration samples the noise ranking runs on
 DEFAULT_BUDGET_S = 900.0
+POLICY_QDQ = "policy.qdq.onnx"  # the policy's own QDQ model, in the search's work folder
 Build = Callable[[BuildContext], BuiltArtifact]  # the INT8 artifact of a build context
 
 
@@ -82,8 +83,9 @@ def _ranking(ctx: BuildContext, candidates: Sequence[str], evaluate: Evaluate, m
         return (f"single-layer gain in {metric}", gains,
                 [*gains, *(name for name in candidates if name not in gains)])
     calibrated = ctx.qdq_calibration()
-    qdq = workdir / "policy.qdq.onnx"
-    calibrated.quantize(qdq)
+    qdq = workdir / POLICY_QDQ
+    if not qdq.is_file():
+        calibrated.quantize(qdq)
     samples = ctx.require_calibration()
     count = min(len(samples), NSR_RANKING_SAMPLES)
     subset = SampleSet(samples.images[:count], samples.groups[:count], samples.sources, samples.input_spec,
@@ -97,18 +99,19 @@ def search_int8(ctx: BuildContext, builds: dict[str, Build], validation: SampleS
                 progress: Callable[[str], None]) -> dict[str, Any]:
     """Decide ``ctx.float_layers`` for the INT8 source the formats of ``builds`` share (set when a passing
     choice is found) and return the manifest record: the policy's own figures, the ranking, the layers kept
-    float with their scores, every step tried, and the time spent."""
-    started = time.monotonic()
-    deadline = started + budget_s
+    float with their scores, every step tried, and the time spent (the calibration every INT8 artifact needs
+    anyway is not counted)."""
     fmt = ", ".join(builds)
     source = ctx.int8_source(next(iter(builds)))
-    if source == "qdq":
-        ctx.qdq_calibration()  # calibrated once here, shared by every variant
     candidates = int8_layers(onnx.load(str(ctx.fp32_onnx), load_external_data=False), ctx.policy)
     record: dict[str, Any] = {
         "int8_source": source, "runs_on": fmt, "search_set": f"validation set, {len(validation)} samples",
         "gates": [str(g) for g in gates], "budget_s": budget_s, "candidates": len(candidates)}
     with tempfile.TemporaryDirectory(prefix="kvqe-search-") as tmp:
+        if source == "qdq":  # calibrated once, before the clock starts: every variant reuses the ranges
+            ctx.qdq_calibration().quantize(Path(tmp) / POLICY_QDQ)
+        started = time.monotonic()
+        deadline = started + budget_s
         evaluate = artifact_evaluator(ctx, source, builds, validation, comparator, reference, gates, Path(tmp))
         progress(f"int8 search ({source}): the {ctx.policy.name} policy's INT8 on {fmt}, {len(validation)} "
                  "validation samples")
