@@ -92,16 +92,16 @@ def search_float_layers(ranked: Sequence[str], evaluate: Evaluate, budget_s: flo
 
 
 def single_layer_gain(layers: Sequence[str], evaluate: Evaluate, metric: str, baseline: Outcome,
-                      deadline: float = float("inf")) -> dict[str, float]:
+                      deadline: float = float("inf"), *, higher_is_better: bool = True) -> dict[str, float]:
     """How much ``metric`` improves over ``baseline`` when each layer alone is kept float (one
-    evaluation per layer), by name, largest first. Layers not reached before ``deadline``
-    (``time.monotonic()``) are left out."""
-    base = float(baseline[1][metric])
+    evaluation per layer; a drop counts as the gain when lower is better, e.g. ``max_abs``), by name,
+    largest first. Layers not reached before ``deadline`` (``time.monotonic()``) are left out."""
+    base, sign = float(baseline[1][metric]), 1.0 if higher_is_better else -1.0
     gains: dict[str, float] = {}
     for name in layers:
         if time.monotonic() > deadline:
             break
-        gains[name] = float(evaluate((name,))[1][metric]) - base
+        gains[name] = sign * (float(evaluate((name,))[1][metric]) - base)
     return dict(sorted(gains.items(), key=lambda item: -item[1]))
 
 

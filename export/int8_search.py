@@ -75,11 +75,13 @@ def artifact_evaluator(ctx: BuildContext, source: str, builds: dict[str, Build],
     return evaluate
 
 
-def _ranking(ctx: BuildContext, candidates: Sequence[str], evaluate: Evaluate, metric: str, baseline: Outcome,
+def _ranking(ctx: BuildContext, candidates: Sequence[str], evaluate: Evaluate, gate: Gate, baseline: Outcome,
              deadline: float, workdir: Path) -> tuple[str, dict[str, float], list[str]]:
     """(how the layers were ranked, their scores, the ranked names: layers the budget left unscored last)."""
     if len(candidates) <= GAIN_RANKING_MAX_LAYERS:
-        gains = single_layer_gain(candidates, evaluate, metric, baseline, deadline)
+        metric = gate.metric
+        gains = single_layer_gain(candidates, evaluate, metric, baseline, deadline,
+                                  higher_is_better=gate.op in (">=", ">"))
         return (f"single-layer gain in {metric}", gains,
                 [*gains, *(name for name in candidates if name not in gains)])
     calibrated = ctx.qdq_calibration()
@@ -122,9 +124,10 @@ def search_int8(ctx: BuildContext, builds: dict[str, Build], validation: SampleS
                      f"({_figures(baseline[1])}); no layer kept float")
             return {**record, "searched": False, "float_layers": [], "passed": baseline[0],
                     "seconds": round(time.monotonic() - started, 1)}
+        missed = next((gate for gate in gates if not gate(baseline[1])), gates[0])  # the gate ranking serves
         progress(f"int8 search ({source}): the policy misses its gates ({_figures(baseline[1])}); ranking "
                  f"{len(candidates)} int8 layers")
-        method, scores, ranked = _ranking(ctx, candidates, evaluate, gates[0].metric, baseline, deadline, Path(tmp))
+        method, scores, ranked = _ranking(ctx, candidates, evaluate, missed, baseline, deadline, Path(tmp))
         result = search_float_layers(ranked, evaluate, max(0.0, deadline - time.monotonic()), baseline=baseline)
     if result.float_layers is not None:
         ctx.float_layers[source] = result.float_layers

@@ -134,6 +134,15 @@ def video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="module")
+def held_out_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Six more clips of the same videos at other x264 qualities: a held-out VQA validation set (``--val``)."""
+    folder = tmp_path_factory.mktemp("val_vqa")
+    for i, (source, size) in enumerate([(BIKES, (320, 136)), (BUNNY, (320, 180)), (CARPHONE, (176, 144))] * 2):
+        make_clip(folder, source, frames=30, size=size, fps=15, name=f"val{i:02d}.mp4", crf=(23, 33)[i // 3])
+    return folder
+
+
 @needs_ffmpeg
 @pytest.mark.slow
 def test_vqa_student_all_formats_pass_default_gates(video_dir: Path, student_checkpoint: Path, tmp_path: Path) -> None:
@@ -149,16 +158,19 @@ def test_vqa_student_all_formats_pass_default_gates(video_dir: Path, student_che
 
 @needs_ffmpeg
 @pytest.mark.slow
-def test_distilled_student_all_formats_pass_default_gates(video_dir: Path, tmp_path: Path) -> None:
+def test_distilled_student_all_formats_pass_default_gates(video_dir: Path, held_out_clips: Path,
+                                                          tmp_path: Path) -> None:
     """The shipped vqa-student (committed checkpoint): ORT INT8 and OpenVINO FP16/INT8 pass the default VQA
     gates on real clips, and every artifact scores a real video within a point of FP32 (its policy nss-head
     keeps the statistics and the frozen backbone float, the MLP heads int8). OpenVINO INT8 is the QDQ model
     of ONNX Runtime converted, so the two INT8 artifacts agree (NNCF's own quantisation scored real videos up
-    to 5 points off FP32)."""
+    to 5 points off FP32). All twelve clips calibrate and six others validate (``--val``): calibrated on six
+    of the twelve, the heads' INT8 scored some videos 4-6 points off FP32 while SROCC and PLCC still
+    passed (docs/int8_mixed_precision.md)."""
     checkpoint = Path(__file__).resolve().parents[1] / "assets" / "vqa-student.pth"
     out = tmp_path / "student-all"
     (summary,) = lines(cli("kvqe-export", "vqa-student", "--weights", f"model={checkpoint}", "--out", str(out), *ALL,
-                           "--calib", str(video_dir), "--json", check_code=0))
+                           "--calib", str(video_dir), "--val", str(held_out_clips), "--json", check_code=0))
     built = {(a["backend"], a["precision"]): a for a in summary["artifacts"]}
     assert set(built) == {(b, p) for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
     assert all(a["deployable"] for a in built.values()), summary

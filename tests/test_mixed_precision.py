@@ -77,6 +77,10 @@ def test_search_finds_the_smallest_passing_prefix() -> None:
     gains = single_layer_gain(ranked[:8], judge(33.0, 31.0), "psnr", base)
     assert list(gains)[:5] == sorted(ranked[:5]) and gains["conv0"] == 1.0 and gains["conv7"] == 0.0
     assert single_layer_gain(ranked, judge(33.0, 31.0), "psnr", base, deadline=0.0) == {}
+    # a metric where lower is better (max_abs): a drop is the gain
+    errors = single_layer_gain(ranked[:8], lambda keep: (False, {"max_abs": 5.0 - len(keep) * (keep[0] == "conv3")}),
+                               "max_abs", (False, {"max_abs": 5.0}), higher_is_better=False)
+    assert next(iter(errors)) == "conv3" and errors["conv3"] == 1.0
 
 
 @pytest.mark.e2e
