@@ -117,9 +117,9 @@ def _table(summary: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line on stdout.")
 @handle_errors
 def main(model: str, out: Path | None, weights: tuple[str, ...], arch: str | None, formats: str,
-         precisions: str, calib: Path | None, val: Path | None, search_budget: float, gates: tuple[str, ...], calib_method: str, per_channel: bool,
-         calib_size: int, seed: int, tile: int, score_range: str | None, out_scale: int | None,
-         as_json: bool) -> None:
+         precisions: str, calib: Path | None, val: Path | None, search_budget: float, gates: tuple[str, ...],
+         calib_method: str, per_channel: bool, calib_size: int, seed: int, tile: int, score_range: str | None,
+         out_scale: int | None, as_json: bool) -> None:
     """Export registered MODEL (or `list` the registry) into a verified bundle at --out.
 
     Exit codes: 0 ok, 2 bad input, 3 an accuracy gate failed (the artifact is kept, marked not
