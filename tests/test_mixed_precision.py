@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import photo_crops
 
 from kvqe.calibration.accuracy import SrImages
 from kvqe.calibration.comparison import reference_outputs
@@ -30,18 +31,7 @@ SR = "realesr-animevideov3"
 
 
 def _crops(names: list[str], per_image: int, seed: int, size: int = 64) -> SampleSet:
-    import skimage.data
-
-    rng = np.random.default_rng(seed)
-    images, sources = [], []
-    for name in names:
-        photo = getattr(skimage.data, name)()
-        photo = np.stack([photo] * 3, -1) if photo.ndim == 2 else photo[..., :3]
-        for _ in range(per_image):
-            top, left = (int(rng.integers(0, photo.shape[i] - size)) for i in (0, 1))
-            images.append(photo[top:top + size, left:left + size])
-            sources.append(f"{name}@{top},{left}")
-    return SampleSet(np.stack(images), np.arange(len(images)), tuple(sources), get_model(SR).card.input)
+    return photo_crops(names, per_image, seed, size, SR)
 
 
 def test_search_finds_the_smallest_passing_prefix() -> None:

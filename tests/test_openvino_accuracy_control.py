@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 import pytest
+from support import photo_crops
 
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.policy import POLICIES
@@ -23,18 +24,7 @@ F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
 def _crops(names: list[str], per_image: int, seed: int, size: int = 48) -> SampleSet:
-    import skimage.data
-
-    rng = np.random.default_rng(seed)
-    images, sources = [], []
-    for name in names:
-        photo = getattr(skimage.data, name)()
-        photo = np.stack([photo] * 3, -1) if photo.ndim == 2 else photo[..., :3]
-        for _ in range(per_image):
-            top, left = (int(rng.integers(0, photo.shape[i] - size)) for i in (0, 1))
-            images.append(photo[top:top + size, left:left + size])
-            sources.append(f"{name}@{top},{left}")
-    return SampleSet(np.stack(images), np.arange(len(images)), tuple(sources), get_model(SR).card.input)
+    return photo_crops(names, per_image, seed, size, SR)
 
 
 def _outputs(xml_or_onnx: Path, samples: SampleSet) -> list[np.ndarray]:
