@@ -31,6 +31,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
+        # the tier, for .ci/durations.py's per-tier times (JUnit XML records it as a property)
+        tier = "slow" if item.get_closest_marker("slow") else "e2e" if item.get_closest_marker("e2e") else "fast"
+        item.user_properties.append(("tier", tier))
 
 
 @pytest.fixture(scope="session")
