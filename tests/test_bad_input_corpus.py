@@ -29,6 +29,7 @@ from kvqe.sdk.loader import embedded_bundle_path
 SAMPLES = Path(__file__).resolve().parents[1] / "kvqe" / "samples"
 VIDEO = SAMPLES / "astronaut_pan.mp4"
 PHOTO = SAMPLES / "astronaut.png"
+SIGNAL_GRACE_S = 600  # a hang guard, not a speed claim: how soon a signal ends the command is issue #34's to bound
 
 
 @dataclass(frozen=True)
@@ -335,12 +336,12 @@ def test_a_signal_during_enhance_video_leaves_nothing_behind(tmp_path: Path, sig
                     "-preset", "ultrafast", str(long)], check=True)
     out = tmp_path / "up.mp4"
     process = _kvqe("enhance", str(long), "-o", str(out), stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while not any(p.name.startswith(".up.") for p in tmp_path.iterdir()):  # wait until it is writing
-        assert time.monotonic() < deadline and process.poll() is None, "enhance never started writing"
+    # wait for the event (its temporary output appearing), however long a loaded machine takes to get there
+    while not any(p.name.startswith(".up.") for p in tmp_path.iterdir()):
+        assert process.poll() is None, f"enhance exited with {process.returncode} before writing"
         time.sleep(0.1)
     process.send_signal(signum)
-    _, stderr = process.communicate(timeout=60)
+    _, stderr = process.communicate(timeout=SIGNAL_GRACE_S)
     assert process.returncode == code, stderr
     assert b"Traceback" not in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
