@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Set up a venv with every extra CI can install (export, openvino, dev), then lint, type-check (TensorRT code
-# against tensorrt-stubs) and run the tests.
-# Without arguments it runs the default suite (the `slow` tests deselected); arguments go to pytest instead,
-# e.g. `bash scripts/test.sh -m slow` or `bash scripts/test.sh tests/test_sources.py`.
+# against tensorrt-stubs) and run the tests on both cores (pytest-xdist, `-n 2 --dist loadgroup`: tests that
+# share a heavy in-memory fixture carry an `xdist_group` mark and run in one worker; exported full-size bundles
+# are built once per run and shared by both workers, tests/artifacts.py).
+# Without arguments it runs the default suite (the `slow` tests deselected). `--all` runs every tier in one
+# pytest run, as CI does; further arguments go to pytest. Any other arguments go to pytest instead of the
+# defaults, e.g. `bash scripts/test.sh -m slow` or `bash scripts/test.sh tests/test_sources.py`.
 # The default suite is the fast tier plus the `e2e` tests (full-size models, kvqe-export in subprocesses).
 # The fast tier alone, for an edit-test loop: `bash scripts/test.sh -n 2 -m "not slow and not e2e"`, or without
 # the setup, lint and type-check above it: `.venv/bin/python -m pytest -n 2 -m "not slow and not e2e"`.
@@ -25,5 +28,16 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --no-deps tensorrt-stubs  # its dependencies would pull the TensorRT wheel
 .venv/bin/python -m ruff check .
 PYTHON="$PWD/.venv/bin/python" bash scripts/typecheck.sh
-[ "$#" -gt 0 ] || set -- -m "not slow"
+PARALLEL=(-n 2 --dist loadgroup)
+if [ "$#" -eq 0 ] || [ "$1" = "--all" ]; then
+    # two workers on two cores: one OpenMP/BLAS thread each (torch, numpy), so they do not fight over the cores
+    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
+    export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
+fi
+if [ "$#" -eq 0 ]; then
+    set -- "${PARALLEL[@]}" -m "not slow"
+elif [ "$1" = "--all" ]; then
+    shift
+    set -- "${PARALLEL[@]}" "$@"
+fi
 exec .venv/bin/python -m pytest "$@"

@@ -8,22 +8,36 @@ accident. ``any_vqa`` and ``any_rrdb`` run a test on the tiny bundle (fast tier)
 export (``e2e``)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pytest
+from artifacts import SharedArtifacts, file_sha256
 from support import Exported, cli, export_in_process, seeded_checkpoint, tiny_rrdb_net, tiny_vqa_net
 
 if TYPE_CHECKING:
     import torch
 
 E2E_FIXTURES = frozenset({
-    "vqa_bundle", "x4plus_bundle",  # below: kvqe-export in a subprocess, full-size Swin-T and RRDBNet
+    "vqa_bundle", "vqa_export", "x4plus_bundle",  # below: kvqe-export in a subprocess, full-size Swin-T and RRDBNet
     "sinsr_bundle",  # below: the reduced SinSR's stages exported at FP32 and FP16, gated
     "small_onnx",  # test_sinsr: the reduced SinSR's three stages exported to ONNX
 })
+
+
+# Modules whose tests share a heavy module fixture (a training set built with ffmpeg and VMAF, Swin-T in torch, the
+# OpenVINO IRs and QDQ models of full-size nets): under pytest-xdist's `--dist loadgroup` each runs in one worker,
+# so the fixture is built once. Modules with `slow` tests stay ungrouped, so their long tests run side by side.
+ONE_WORKER_MODULES = frozenset({"test_training_data", "test_swin", "test_sharpmind", "test_openvino",
+                                "test_quantization", "test_video_out", "test_vqa_default"})
+TIER_ORDER = {"slow": 0, "e2e": 1, "fast": 2}
+
+
+def _tier(item: pytest.Item) -> str:
+    return "slow" if item.get_closest_marker("slow") else "e2e" if item.get_closest_marker("e2e") else "fast"
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects
@@ -31,9 +45,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
-        # the tier, for .ci/durations.py's per-tier times (JUnit XML records it as a property)
-        tier = "slow" if item.get_closest_marker("slow") else "e2e" if item.get_closest_marker("e2e") else "fast"
-        item.user_properties.append(("tier", tier))
+        module = item.module.__name__ if isinstance(item, pytest.Function) else ""
+        if module in ONE_WORKER_MODULES:
+            item.add_marker(pytest.mark.xdist_group(module))
+        item.user_properties.append(("tier", _tier(item)))  # for .ci/durations.py (JUnit XML records it)
+    # The longest tests first, so that two workers are not left with one long test each at the end; a module's
+    # tests stay together (in their own order), so its module fixtures are built once per worker.
+    rank: dict[str, int] = {}
+    for item in items:
+        rank[item.nodeid.split("::")[0]] = min(rank.get(item.nodeid.split("::")[0], 2), TIER_ORDER[_tier(item)])
+    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
 
 
 @pytest.fixture(scope="session")
@@ -51,33 +72,55 @@ def coffee_bgr() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def student_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> SharedArtifacts:
+    """Full-size exports and checkpoints built once per pytest run and shared by the xdist workers."""
+    return SharedArtifacts.for_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def student_checkpoint(artifacts: SharedArtifacts) -> Path:
     """A state_dict of the vqa-sharpmind-swint layout (seeded random init, as a user checkpoint)."""
-    import torch
+    def build(folder: Path) -> None:
+        import torch
 
-    from kvqe.models.registry import create_model
+        from kvqe.models.registry import create_model
 
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "student.pth"
-    torch.save(create_model("vqa-sharpmind-swint").state_dict(), path)
-    return path
+        torch.manual_seed(0)
+        torch.save(create_model("vqa-sharpmind-swint").state_dict(), folder / "student.pth")
 
-
-@pytest.fixture(scope="session")
-def vqa_bundle(tmp_path_factory: pytest.TempPathFactory, student_checkpoint: Path) -> Path:
-    """``kvqe-export vqa-sharpmind-swint --weights CKPT`` built once per session (wide score range, so
-    untrained scores are not clipped)."""
-    out = tmp_path_factory.mktemp("bundles") / "vqa"
-    cli("kvqe-export", "vqa-sharpmind-swint", "--weights", f"model={student_checkpoint}", "--out", str(out),
-        "--score-range=-1000,1000", "--json", check_code=0)
-    return out
+    return artifacts.get("swint-checkpoint", {"model": "vqa-sharpmind-swint", "seed": 0}, build) / "student.pth"
 
 
 @pytest.fixture(scope="session")
-def x4plus_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("bundles") / "x4plus"
-    cli("kvqe-export", "realesrgan-x4plus", "--out", str(out), "--formats", "onnx", "--json", check_code=0)
-    return out
+def vqa_export(artifacts: SharedArtifacts, student_checkpoint: Path) -> tuple[Path, dict]:
+    """``kvqe-export CKPT --arch vqa-sharpmind-swint`` (the full-size Swin-T, ONNX FP32) built once per run, and
+    its ``--json`` summary. A wide score range, so untrained scores are not clipped."""
+    def build(folder: Path) -> None:
+        result = cli("kvqe-export", str(student_checkpoint), "--arch", "vqa-sharpmind-swint", "--out",
+                     str(folder / "vqa"), "--score-range=-1000,1000", "--json", check_code=0)
+        (folder / "summary.json").write_bytes(result.stdout)
+
+    key = {"model": "vqa-sharpmind-swint", "weights": file_sha256(student_checkpoint), "formats": "default",
+           "precisions": "default", "score_range": [-1000, 1000], "calibration": None}
+    folder = artifacts.get("swint-bundle", key, build)
+    return folder / "vqa", json.loads((folder / "summary.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def vqa_bundle(vqa_export: tuple[Path, dict]) -> Path:
+    return vqa_export[0]
+
+
+@pytest.fixture(scope="session")
+def x4plus_bundle(artifacts: SharedArtifacts) -> Path:
+    """``kvqe-export realesrgan-x4plus --formats onnx`` (official weights) built once per run."""
+    def build(folder: Path) -> None:
+        cli("kvqe-export", "realesrgan-x4plus", "--out", str(folder / "x4plus"), "--formats", "onnx", "--json",
+            check_code=0)
+
+    key = {"model": "realesrgan-x4plus", "weights": "official", "formats": "onnx", "precisions": "default",
+           "calibration": None}
+    return artifacts.get("x4plus-bundle", key, build) / "x4plus"
 
 
 def _sharpmind() -> torch.nn.Module:
@@ -133,22 +176,31 @@ def sinsr_small() -> torch.nn.Module:
 
 
 @pytest.fixture(scope="session")
-def sinsr_checkpoints(sinsr_small: torch.nn.Module, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def sinsr_checkpoints(sinsr_small: torch.nn.Module, artifacts: SharedArtifacts) -> dict[str, Path]:
     """The reduced nets saved under the official checkpoint names, as a user would pass them."""
-    import torch
+    names = {"unet": "SinSR_v1.pth", "vq": "autoencoder_vq_f4.pth"}
 
-    out = tmp_path_factory.mktemp("sinsr_ckpt")
-    paths = {"unet": out / "SinSR_v1.pth", "vq": out / "autoencoder_vq_f4.pth"}
-    torch.save({"state_dict": sinsr_small.unet.state_dict()}, paths["unet"])
-    torch.save(sinsr_small.vq.state_dict(), paths["vq"])
-    return paths
+    def build(folder: Path) -> None:
+        import torch
+
+        torch.save({"state_dict": sinsr_small.unet.state_dict()}, folder / names["unet"])
+        torch.save(sinsr_small.vq.state_dict(), folder / names["vq"])
+
+    folder = artifacts.get("sinsr-small-checkpoints", {"model": "sinsr", "weights": "fixtures seed 0"}, build)
+    return {part: folder / name for part, name in names.items()}
 
 
 @pytest.fixture(scope="session")
-def sinsr_bundle(sinsr_checkpoints: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    """``sinsr`` exported end to end through the Python API: ONNX FP32 (the reference) and FP16 per stage."""
+def sinsr_bundle(sinsr_checkpoints: dict[str, Path], artifacts: SharedArtifacts) -> tuple[Path, dict]:
+    """``sinsr`` exported end to end through the Python API: ONNX FP32 (the reference) and FP16 per stage, built
+    once per run; with the export's summary."""
     from sinsr_fixtures import export_small
 
-    out = tmp_path_factory.mktemp("bundles") / "sinsr"
-    return out, export_small("sinsr", out, sinsr_checkpoints, precisions=("fp32", "fp16"))
+    def build(folder: Path) -> None:
+        summary = export_small("sinsr", folder / "sinsr", sinsr_checkpoints, precisions=("fp32", "fp16"))
+        (folder / "summary.json").write_text(json.dumps(summary))
 
+    key = {"model": "sinsr", "weights": {part: file_sha256(path) for part, path in sinsr_checkpoints.items()},
+           "formats": "default", "precisions": ["fp32", "fp16"], "calibration": None}
+    folder = artifacts.get("sinsr-bundle", key, build)
+    return folder / "sinsr", json.loads((folder / "summary.json").read_text())

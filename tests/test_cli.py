@@ -48,13 +48,13 @@ def test_x4plus_bundle_info_enhance_and_tamper(any_rrdb: Path, tmp_path: Path) -
     assert b"model.fp32.onnx" in result.stderr and not (tmp_path / "y.png").exists()
 
 
-def test_vqa_bundle_scores_each_source_and_reports_bad_ones(any_vqa: Exported, tmp_path: Path) -> None:
+def test_vqa_bundle_scores_each_source_and_reports_bad_ones(tiny_vqa: Exported, tmp_path: Path) -> None:
     grey = tmp_path / "grey.png"
     cv2.imwrite(str(grey), np.full((64, 64), 128, np.uint8))
     text = tmp_path / "notes.mp4"
     text.write_text("hello")
     sources = [str(CARPHONE), str(tmp_path / "missing.mp4"), str(text), str(grey), str(BIKES)]
-    records = lines(cli("kvqe", "score", *sources, "--bundle", str(any_vqa.bundle), "--json", check_code=2))
+    records = lines(cli("kvqe", "score", *sources, "--bundle", str(tiny_vqa.bundle), "--json", check_code=2))
     assert [r["source"] for r in records] == sources
     good = [records[0], records[4]]
     for record in good:
@@ -73,26 +73,26 @@ def test_vqa_bundle_scores_each_source_and_reports_bad_ones(any_vqa: Exported, t
     assert "cannot open" in records[2]["error"]
     assert "grey" in records[3]["error"].lower()
 
-    bad = tampered_copy(any_vqa.bundle, tmp_path)
+    bad = tampered_copy(tiny_vqa.bundle, tmp_path)
     result = cli("kvqe", "score", str(CARPHONE), "--bundle", str(bad), "--json", check_code=2)
     assert b"model.fp32.onnx" in result.stderr
 
 
 @needs_ffmpeg
-def test_raw_frames_on_stdin_score_like_the_file(any_vqa: Exported) -> None:
+def test_raw_frames_on_stdin_score_like_the_file(tiny_vqa: Exported) -> None:
     raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
                          capture_output=True, check=True).stdout
     (piped,) = lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", str(30000 / 1001), "--bundle",
-                         str(any_vqa.bundle), "--json", stdin=raw, check_code=0))
-    (filed,) = lines(cli("kvqe", "score", str(CARPHONE), "--bundle", str(any_vqa.bundle), "--json", check_code=0))
+                         str(tiny_vqa.bundle), "--json", stdin=raw, check_code=0))
+    (filed,) = lines(cli("kvqe", "score", str(CARPHONE), "--bundle", str(tiny_vqa.bundle), "--json", check_code=0))
     assert piped["frames"] == filed["frames"] == 4
     assert piped["score"] == pytest.approx(filed["score"], abs=1e-4)
     assert piped["frame_times"] == pytest.approx(filed["frame_times"], abs=1e-3)
-    (not_y4m,) = lines(cli("kvqe", "score", "-", "--bundle", str(any_vqa.bundle), "--json", stdin=raw, check_code=2))
+    (not_y4m,) = lines(cli("kvqe", "score", "-", "--bundle", str(tiny_vqa.bundle), "--json", stdin=raw, check_code=2))
     assert "not a YUV4MPEG2 stream" in not_y4m["error"] and "--raw WxH --fps F" in not_y4m["error"]
-    result = cli("kvqe", "score", "-", "--raw", "176x144", "--bundle", str(any_vqa.bundle), stdin=raw, check_code=2)
+    result = cli("kvqe", "score", "-", "--raw", "176x144", "--bundle", str(tiny_vqa.bundle), stdin=raw, check_code=2)
     assert b"needs --fps" in result.stderr and not result.stdout  # refused before reading: never 30 assumed
-    (cut,) = lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", "30", "--bundle", str(any_vqa.bundle), "--json",
+    (cut,) = lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", "30", "--bundle", str(tiny_vqa.bundle), "--json",
                        stdin=raw[: 176 * 144 * 3 * 20 + 100], check_code=2))
     assert "middle of a frame" in cut["error"]
 
@@ -213,13 +213,11 @@ def test_export_cli_errors(student_checkpoint: Path, tmp_path: Path) -> None:
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.e2e  # kvqe-export in subprocesses (each imports torch); the full-size Swin-T
-def test_export_from_checkpoint_path_with_arch(student_checkpoint: Path, tmp_path: Path) -> None:
-    out = tmp_path / "b"
-    (summary,) = lines(cli("kvqe-export", str(student_checkpoint), "--arch", "vqa-sharpmind-swint", "--out", str(out),
-                           "--json", check_code=0))
+def test_export_from_checkpoint_path_with_arch(vqa_export: tuple[Path, dict]) -> None:
+    """``kvqe-export CKPT --arch NAME`` (the shared full-size Swin-T export is made this way)."""
+    bundle, summary = vqa_export
     assert summary["model"] == "vqa-sharpmind-swint" and summary["artifacts"][0]["metrics"]["max_abs_diff_vs_torch"] <= 1e-4
-    (info,) = lines(cli("kvqe", "info", str(out), "--json", check_code=0))
+    (info,) = lines(cli("kvqe", "info", str(bundle), "--json", check_code=0))
     assert info["weights"]["files"]["model"]["name"] == "student.pth"
 
 

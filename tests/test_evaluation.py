@@ -186,7 +186,7 @@ def lines(result: subprocess.CompletedProcess) -> list[dict]:
 
 
 @needs_ffmpeg
-def test_kvqe_eval_matches_evaluate_on_kvqe_score(any_vqa: Exported, tmp_path: Path) -> None:
+def test_kvqe_eval_matches_evaluate_on_kvqe_score(tiny_vqa: Exported, tmp_path: Path) -> None:
     videos = tmp_path / "videos"
     videos.mkdir()
     clips = [make_clip(videos, source, frames=30, size=(160, 128), fps=15, name=f"{source.stem}.mp4")
@@ -196,13 +196,13 @@ def test_kvqe_eval_matches_evaluate_on_kvqe_score(any_vqa: Exported, tmp_path: P
         f"kvq/{name},{value}\n" for name, value in zip(names, (3.0, 4.5, 2.0), strict=True)))
     pairs_csv = write(tmp_path / "pairs.csv", f"video1,video2,rank,kind\n{names[0]},{names[1]},2,homologous\n"
                                               f"{names[2]},{names[1]},1,nonhomologous\n")
-    records = lines(cli("kvqe", "eval", "--bundle", str(any_vqa.bundle), "--labels", str(labels_csv), "--pairs",
+    records = lines(cli("kvqe", "eval", "--bundle", str(tiny_vqa.bundle), "--labels", str(labels_csv), "--pairs",
                         str(pairs_csv), "--videos", str(videos), "--json", check_code=0))
     *per_video, summary = records
     assert [Path(r["source"]).name for r in per_video] == names
     assert [r["label"] for r in per_video] == [3.0, 4.5, 2.0]
 
-    scored = lines(cli("kvqe", "score", *map(str, clips), "--bundle", str(any_vqa.bundle), "--json",
+    scored = lines(cli("kvqe", "score", *map(str, clips), "--bundle", str(tiny_vqa.bundle), "--json",
                        check_code=0))
     predictions = {Path(r["source"]).name: r["score"] for r in scored}
     assert {Path(r["source"]).name: r["score"] for r in per_video} == pytest.approx(predictions)
@@ -213,7 +213,7 @@ def test_kvqe_eval_matches_evaluate_on_kvqe_score(any_vqa: Exported, tmp_path: P
 
     # a labelled video that is missing: an error line, the others evaluated, exit 2
     write(labels_csv, labels_csv.read_text() + "gone.mp4,1.0\n")
-    result = cli("kvqe", "eval", "--bundle", str(any_vqa.bundle), "--labels", str(labels_csv),
+    result = cli("kvqe", "eval", "--bundle", str(tiny_vqa.bundle), "--labels", str(labels_csv),
                  "--videos", str(videos), check_code=2)
     text = result.stdout.decode()
     assert "gone.mp4: error: no such file" in text and "videos 3 (failed 1)" in text

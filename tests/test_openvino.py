@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -15,7 +16,6 @@ ov = pytest.importorskip("openvino", reason="openvino is not installed (pip inst
 pytest.importorskip("nncf", reason="nncf is not installed (pip install 'kvqe[export]')")
 
 import skimage.data
-import torch
 from support import psnr
 
 from kvqe.calibration.contract import SampleSet
@@ -25,7 +25,7 @@ from kvqe.errors import BackendUnavailableError, BadInputError, BundleError
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx
 from kvqe.export.openvino_export import convert_to_ir, fake_quantize_consumers, ir_from_qdq, quantize_int8_ir
 from kvqe.files import ModelFiles
-from kvqe.models.registry import create_model, get_model
+from kvqe.models.registry import get_model
 from kvqe.runtimes import registry
 from kvqe.runtimes.onnxruntime import OnnxRuntimeRunner
 from kvqe.runtimes.openvino import OpenVinoRunner
@@ -97,11 +97,10 @@ def sr_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def vqa_onnx(tmp_path_factory: pytest.TempPathFactory, vqa_frames: np.ndarray) -> Path:
-    torch.manual_seed(0)
-    module = create_model(VQA)
+def vqa_onnx(tmp_path_factory: pytest.TempPathFactory, vqa_bundle: Path) -> Path:
+    """The full-size Swin-T student's FP32 ONNX as ``kvqe-export`` wrote it (copied: the IRs are written beside it)."""
     path = tmp_path_factory.mktemp("ov_vqa") / "vqa.onnx"
-    export_onnx(module, OnnxExportSpec.from_card(VQA_CARD), normalise(vqa_frames[0], VQA_CARD.input)[None], path)
+    shutil.copyfile(vqa_bundle / "model.fp32.onnx", path)
     return path
 
 

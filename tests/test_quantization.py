@@ -8,6 +8,7 @@ black frame; FP16 ~70 dB. Swin student QDQ SROCC vs FP32 ~0.99; FP16 max abs sco
 from __future__ import annotations
 
 import hashlib
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from kvqe.calibration.smoothing import smooth_conv_inputs, smoothing_scales
 from kvqe.export.fp16 import convert_fp16
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx
 from kvqe.metrics import srocc
-from kvqe.models.registry import create_model, get_model
+from kvqe.models.registry import get_model
 from kvqe.sdk.preprocess import resize_short_side_and_crop
 from kvqe.specs import InputSpec
 
@@ -279,10 +280,10 @@ def test_sr_fp16(sr_onnx: Path, sr_sets, sr_reference, tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def swin(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleSet, SampleSet, np.ndarray]:
-    torch.manual_seed(0)
-    module = create_model(SWIN)
-    path = _export(SWIN, module, tmp_path_factory.mktemp("swin") / "model.fp32.onnx", (2, 3, 224, 224))
+def swin(tmp_path_factory: pytest.TempPathFactory, vqa_bundle: Path) -> tuple[Path, SampleSet, SampleSet, np.ndarray]:
+    """The full-size Swin-T student's FP32 ONNX, the one ``kvqe-export`` wrote (copied: the tests write beside it)."""
+    path = tmp_path_factory.mktemp("swin") / "model.fp32.onnx"
+    shutil.copyfile(vqa_bundle / "model.fp32.onnx", path)
     calibration = _vqa_crops(["astronaut", "rocket", "stereo_motorcycle", "immunohistochemistry"], 2, seed=0)
     validation = _vqa_crops(["coffee", "chelsea", "retina", "hubble_deep_field", "colorwheel", "camera"], 2, seed=1)
     return path, calibration, validation, _scores(run_onnx(path, validation))

@@ -27,13 +27,9 @@ def sr():
 
 
 @pytest.fixture(scope="module")
-def vqa(any_vqa: Exported):
-    return kvqe.load(any_vqa.bundle)
-
-
-@pytest.fixture(scope="module")
-def student(any_vqa: Exported) -> torch.nn.Module:
-    return any_vqa.torch_module()
+def vqa(tiny_vqa: Exported):
+    """The tiny VQA bundle: the behaviour tests below hold for any bundle of the student's card."""
+    return kvqe.load(tiny_vqa.bundle)
 
 
 def test_tasks_are_not_mixed(sr, vqa, astronaut_bgr) -> None:
@@ -159,7 +155,9 @@ def test_enhance_video_failure_leaves_no_output(sr, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.mp4"]
 
 
-def test_score_equals_the_torch_student_on_keyframes(vqa, student) -> None:
+def test_score_equals_the_torch_student_on_keyframes(any_vqa: Exported) -> None:
+    """Parity with torch through the whole runtime path, on the tiny bundle and on the full-size Swin-T."""
+    vqa, student = kvqe.load(any_vqa.bundle), any_vqa.torch_module()
     result = vqa.score(CARPHONE)  # 120 frames at 29.97 fps: keyframes 14, 44, 74, 104
     capture = cv2.VideoCapture(str(CARPHONE))
     frames = [capture.read()[1] for _ in range(105)]
