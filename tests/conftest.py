@@ -49,12 +49,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if module in ONE_WORKER_MODULES:
             item.add_marker(pytest.mark.xdist_group(module))
         item.user_properties.append(("tier", _tier(item)))  # for .ci/durations.py (JUnit XML records it)
-    # The longest tests first, so that two workers are not left with one long test each at the end; a module's
-    # tests stay together (in their own order), so its module fixtures are built once per worker.
-    rank: dict[str, int] = {}
-    for item in items:
-        rank[item.nodeid.split("::")[0]] = min(rank.get(item.nodeid.split("::")[0], 2), TIER_ORDER[_tier(item)])
-    items.sort(key=lambda item: rank[item.nodeid.split("::")[0]])
+    # The longest tests first (slow, then e2e), so that neither worker is left with a long test at the end; a
+    # module's tests stay together, so its module fixtures are built once per worker.
+    rank: dict[str, tuple[int, int]] = {}
+    for position, item in enumerate(items):
+        module = item.nodeid.split("::")[0]
+        first = rank.get(module, (2, position))
+        rank[module] = (min(first[0], TIER_ORDER[_tier(item)]), first[1])
+    items.sort(key=lambda item: (*rank[item.nodeid.split("::")[0]], TIER_ORDER[_tier(item)]))
 
 
 @pytest.fixture(scope="session")
