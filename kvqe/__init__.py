@@ -54,7 +54,7 @@ def scale(sources: list[str], bundle: str = "vqa", *, actors: int = 2, address: 
     from kvqe.sdk.loader import load as load_bundle
 
     paths = expand_catalogue([str(source) for source in sources])
-    limits = {"timeout": DEFAULT_TIMEOUT_S, "max_pixels": DEFAULT_MAX_PIXELS, "protocols": []}
+    limits = {"timeout": DEFAULT_TIMEOUT_S, "max_pixels": DEFAULT_MAX_PIXELS, "protocols": [], "demuxers": []}
     job = functools.partial(score_job, per_second=per_second, max_frames=max_frames, fps=None, limits=limits)
     finished = list(scaleout.run(paths, job, load=load_bundle, bundle=bundle, options=options, actors=actors,
                                  address=address, retries=retries))

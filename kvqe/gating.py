@@ -98,7 +98,7 @@ def gate_segments(source: Any, threshold: float, *, scorer: Model | str = "vqa",
                   **options: Any) -> Iterator[SegmentDecision]:
     """Decide each ``window_s`` window of ``source`` as soon as it is scored: a live stream (a URL, a pipe, an
     iterable of BGR frames; ``fps`` for one without a rate) is gated while it plays, with bounded memory.
-    ``options``: ``fps``, ``timeout``, ``max_pixels``, ``protocols`` as for :meth:`Model.stream`.
+    ``options``: ``fps``, ``timeout``, ``max_pixels``, ``protocols``, ``demuxers`` as for :meth:`Model.stream`.
 
     Thread safety: as :meth:`Model.stream`; one generator per thread."""
     vqa = _as_model(scorer, "vqa")
@@ -118,7 +118,8 @@ def gate(source: str | os.PathLike[str], *, min_score: float | None = None, poli
     when ``enhancer`` is None); ``output``: where a kept enhancement goes (required with an enhancer);
     ``segment_seconds``: also decide each window of that length (``Model.stream``), as a live stream would
     be gated; ``max_gain``: the largest score gain an enhancement may show and still be kept (None: no
-    ceiling). ``limits``: ``timeout``, ``max_pixels``, ``protocols`` as for :meth:`Model.score`.
+    ceiling). ``limits``: ``timeout``, ``max_pixels``, ``protocols``, ``demuxers`` as for
+    :meth:`Model.score`.
 
     Thread safety: safe to call from several threads with shared models, given distinct outputs.
     """

@@ -1,10 +1,11 @@
-"""What reading one source may cost (:class:`Limits`): the frame size cap, the wait for each frame, and the
-URL schemes read.
+"""What reading one source may cost (:class:`Limits`): the frame size cap, the wait for each frame, the
+URL schemes read and the container formats opened.
 
 A frame larger than ``max_pixels`` is refused from its header before it is decoded, no source blocks its
 reader longer than ``timeout`` seconds between frames, and a string reads as a URL only for the network
 schemes of :data:`NETWORK_SCHEMES` (FFmpeg's other protocols, ``file:``, ``concat:``, ``subfile:``,
-``pipe:``, ``data:``, ... only when the caller lists them in ``protocols``).
+``pipe:``, ``data:``, ... only when the caller lists them in ``protocols``), and only the demuxers of single
+media files open it (playlists and manifests only when listed in ``demuxers``: see :mod:`kvqe.sdk.demuxers`).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kvqe.errors import BadInputError
+from kvqe.sdk.demuxers import demuxer_names, format_whitelist
 from kvqe.sdk.ffmpeg_decode import check_pixels
 from kvqe.sdk.frames import check_frame
 
@@ -50,16 +52,18 @@ class Limits:
 
     ``timeout``: seconds a reader may wait for the next frame, and the decoders' open and read timeouts
     (None: wait as long as the decoders do); ``max_pixels``: the largest frame (width x height), checked from
-    headers before decoding (None: no cap); ``protocols``: URL schemes allowed beyond :data:`NETWORK_SCHEMES`.
+    headers before decoding (None: no cap); ``protocols``: URL schemes allowed beyond :data:`NETWORK_SCHEMES`;
+    ``demuxers``: FFmpeg demuxers allowed beyond those of single media files (e.g. ``hls``).
     """
 
     timeout: float | None = DEFAULT_TIMEOUT_S
     max_pixels: int | None = DEFAULT_MAX_PIXELS
     protocols: frozenset[str] = frozenset()
+    demuxers: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, timeout: float | None = DEFAULT_TIMEOUT_S, max_pixels: int | None = DEFAULT_MAX_PIXELS,
-           protocols: Iterable[str] | str = ()) -> Limits:
+           protocols: Iterable[str] | str = (), demuxers: Iterable[str] | str = ()) -> Limits:
         """Limits from the API's keywords, checked (BadInputError naming the bad one)."""
         if max_pixels is not None and not (isinstance(max_pixels, int) and not isinstance(max_pixels, bool)
                                            and max_pixels > 0):
@@ -67,7 +71,13 @@ class Limits:
         names = [protocols] if isinstance(protocols, str) else list(protocols)
         if not all(isinstance(n, str) and _SCHEME.fullmatch(f"{n.rstrip(':/')}:") for n in names):
             raise BadInputError(f"protocols must be URL scheme names such as ['file'], got {protocols!r}")
-        return cls(positive(timeout, "timeout"), max_pixels, frozenset(n.rstrip(":/").lower() for n in names))
+        return cls(positive(timeout, "timeout"), max_pixels, frozenset(n.rstrip(":/").lower() for n in names),
+                   demuxer_names(demuxers))
+
+    @property
+    def format_whitelist(self) -> str:
+        """FFmpeg's ``format_whitelist`` for a source read under these limits."""
+        return format_whitelist(self.demuxers)
 
     def check(self, name: str, width: int, height: int) -> None:
         """FrameTooLargeError if a ``width`` x ``height`` frame is over the cap."""

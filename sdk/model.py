@@ -1,6 +1,6 @@
 """The runtime face of a bundle: ``score()`` / ``stream()`` for VQA, ``enhance()`` / ``enhance_video()`` for SR.
 
-Every call bounds what its source may cost (``timeout``, ``max_pixels``, ``protocols``: see
+Every call bounds what its source may cost (``timeout``, ``max_pixels``, ``protocols``, ``demuxers``: see
 :class:`kvqe.sdk.limits.Limits`), decodes through a short queue, and refuses a model output that is not
 finite (a broken or tampered model) instead of turning it into a score or an image.
 """
@@ -50,12 +50,12 @@ _QUEUE_SIZE = 2  # decoded frames waiting for the model: the decoder only needs 
 
 
 def _open(source: Any, fps: float | None, timeout: float | None, max_pixels: int | None,
-          protocols: Iterable[str] | str) -> FrameSource:
+          protocols: Iterable[str] | str, demuxers: Iterable[str] | str) -> FrameSource:
     """An already-open FrameSource (e.g. a raw pipe) as is, anything else through ``open_source``."""
     if isinstance(source, FrameSource):
         return source
     return open_source(source, fps=fps, queue_size=_QUEUE_SIZE, timeout=timeout, max_pixels=max_pixels,
-                       protocols=protocols)
+                       protocols=protocols, demuxers=demuxers)
 
 
 _CALLS = {"vqa": "score()/stream()", "sr": "enhance()/enhance_video()"}  # what each task's model offers
@@ -153,7 +153,8 @@ class Model:
 
     def score(self, source: Any, *, fps: float | None = None, per_second: float | None = None,
               max_frames: int | None = None, timeout: float | None = DEFAULT_TIMEOUT_S,
-              max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = ()) -> ScoreResult:
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = (),
+              demuxers: Iterable[str] | str = ()) -> ScoreResult:
         """Score a video (path, URL, ``cv2.VideoCapture``, iterable of BGR frames) or one image.
 
         Keyframes cover the whole video: the middle frame of each ``1 / per_second`` seconds, or, for a video
@@ -166,11 +167,12 @@ class Model:
 
         ``fps`` overrides the source's frame rate; sources that have none assume 30. ``timeout``: seconds to
         wait for the source to open and for each frame; ``max_pixels``: largest frame, refused before it is
-        decoded; ``protocols``: URL schemes allowed beyond the network ones (see :func:`open_source`).
+        decoded; ``protocols``: URL schemes allowed beyond the network ones; ``demuxers``: container formats
+        allowed beyond single media files, e.g. ``["hls"]`` (see :func:`open_source`).
         """
         self._require("vqa", "score()")
         sampling = sampling_spec(self.input_spec.sampling, per_second, max_frames)
-        with _open(source, fps, timeout, max_pixels, protocols) as frames:
+        with _open(source, fps, timeout, max_pixels, protocols, demuxers) as frames:
             rate = frames.fps or ASSUMED_FPS
             name = frames.name
             if frames.seekable and frames.frame_count:
@@ -193,15 +195,16 @@ class Model:
 
     def stream(self, source: Any, *, window_s: float = 1.0, fps: float | None = None,
                per_second: float | None = None, timeout: float | None = DEFAULT_TIMEOUT_S,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = ()) -> Iterator[Segment]:
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = (),
+               demuxers: Iterable[str] | str = ()) -> Iterator[Segment]:
         """Score a live or long source window by window with bounded memory, yielding as it goes: each
         window's keyframes at ``per_second`` (default: the bundle's rate) are scored and averaged
-        (``timeout``, ``max_pixels``, ``protocols`` as for :meth:`score`)."""
+        (``timeout``, ``max_pixels``, ``protocols``, ``demuxers`` as for :meth:`score`)."""
         self._require("vqa", "stream()")
         if not (isinstance(window_s, (int, float)) and window_s > 0):
             raise BadInputError(f"window_s must be positive, got {window_s}")
         rate_spec = sampling_spec(self.input_spec.sampling, per_second)
-        with _open(source, fps, timeout, max_pixels, protocols) as frames:
+        with _open(source, fps, timeout, max_pixels, protocols, demuxers) as frames:
             rate = frames.fps or ASSUMED_FPS
             reduce = self._reducer(frames.name)
             for window in windowed_keyframes(frames, rate, window_s, rate_spec.per_second, reduce=reduce):
@@ -261,7 +264,8 @@ class Model:
                       chroma: str = "444", format: str | None = None,
                       progress: Callable[[int, int | None], None] | None = None,
                       memory_budget_mb: float = SR_MEMORY_BUDGET_MB, timeout: float | None = DEFAULT_TIMEOUT_S,
-                      max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = ()) -> VideoResult:
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = (),
+                      demuxers: Iterable[str] | str = ()) -> VideoResult:
         """Enhance a video frame by frame into ``output``, encoded by the ``ffmpeg`` command, keeping its
         exact frame rate (30000/1001 stays 30000/1001), frame count, colour description, audio and subtitles.
 
@@ -276,13 +280,13 @@ class Model:
         The file appears at ``output`` only when every frame is written and ffmpeg succeeded; an output that
         cannot be written there, or that is the input itself, is refused before any frame is decoded.
         ``progress(done, total)`` is called after each frame (``total`` is the container's frame count, or
-        None). ``timeout``, ``max_pixels`` and ``protocols`` as for :meth:`score`.
+        None). ``timeout``, ``max_pixels``, ``protocols`` and ``demuxers`` as for :meth:`score`.
         """
         self._require("sr", "enhance_video()")
         out = VideoOutput.of(output, codec, crf, chroma, format)
         if out.path is not None:
             check_output_path(out.path, source=source if isinstance(source, (str, os.PathLike)) else None)
         settings = self.tile_settings(tile, memory_budget_mb=memory_budget_mb)
-        with _open(source, fps, timeout, max_pixels, protocols) as frames:
+        with _open(source, fps, timeout, max_pixels, protocols, demuxers) as frames:
             return write_video(frames, lambda image: self._enhance(image, settings), out, source=source, fps=fps,
                                timeout=timeout, progress=progress)

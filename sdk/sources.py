@@ -28,6 +28,7 @@ def open_source(
     timeout: float | None = DEFAULT_TIMEOUT_S,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     protocols: Iterable[str] | str = (),
+    demuxers: Iterable[str] | str = (),
 ) -> FrameSource:
     """Open a video/image path, URL, ``cv2.VideoCapture``, HxWx3 uint8 BGR array or iterable of them.
 
@@ -35,10 +36,11 @@ def open_source(
     current position and is not released on close (the caller owns it); so are iterators.
     ``timeout``: seconds to wait for the source to open and for each frame (None: no kvqe timeout);
     ``max_pixels``: largest frame accepted, checked before decoding (None: no cap); ``protocols``: URL
-    schemes to read beyond :data:`NETWORK_SCHEMES` (e.g. ``["file"]`` for ``file://`` URLs).
+    schemes to read beyond :data:`NETWORK_SCHEMES` (e.g. ``["file"]`` for ``file://`` URLs); ``demuxers``:
+    FFmpeg demuxers to open beyond those of single media files (e.g. ``["hls"]`` for a playlist you trust).
     """
     fps = positive(fps, "fps")
-    limits = Limits.of(timeout, max_pixels, protocols)
+    limits = Limits.of(timeout, max_pixels, protocols, demuxers)
     if isinstance(source, (str, os.PathLike)):
         target = resolve_target(source, limits)
         if target.path is not None and target.path.suffix.lower() in IMAGE_SUFFIXES:

@@ -162,6 +162,10 @@ def _protocol_names(name: str) -> Callable[[Path], tuple[list[str], bytes | None
     return make
 
 
+HLS = f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{VIDEO.as_uri()}\n#EXT-X-ENDLIST\n".encode()
+FFCONCAT = f"ffconcat version 1.0\nfile '{VIDEO}'\n".encode()
+DASH = b'<?xml version="1.0"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static"></MPD>\n'
+SDP = b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nm=video 5004 RTP/AVP 96\r\n"
 RAW = np.zeros((16, 16, 3), np.uint8).tobytes()
 GREY = np.full((64, 64), 128, np.uint8)
 RGBA = np.full((64, 64, 4), 128, np.uint8)
@@ -192,6 +196,18 @@ CASES = [
     Case("subfile protocol", _args("score", "subfile:,start,0,end,0,:/etc/passwd"), 2, "subfile"),
     Case("url nobody answers", _args("score", "http://127.0.0.1:9/clip.mp4", "--timeout", "3"), 2, "127.0.0.1:9"),
     Case("name too long", _args("score", "{tmp}/" + "a" * 300 + ".mp4"), 2, "too long"),
+    Case("hls playlist naming a local file", _file("upload.m3u8", HLS, "score", "{file}"), 2, "--demuxers hls"),
+    Case("hls playlist named .mp4", _file("upload.mp4", HLS, "score", "{file}"), 2, "--demuxers hls"),
+    Case("hls playlist to enhance", _file("upload.m3u8", HLS, "enhance", "{file}", "-o", "{tmp}/up.mp4"), 2,
+         "--demuxers hls"),
+    Case("hls playlist to gate", _file("upload.m3u8", HLS, "gate", "{file}", "--min-score", "50"), 2,
+         "--demuxers hls"),
+    Case("hls playlist as a file url", _file("upload.m3u8", HLS, "score", "file://{file}", "--protocols", "file"), 2,
+         "demuxers="),
+    Case("ffconcat list", _file("list.txt.mp4", FFCONCAT, "score", "{file}"), 2, "--demuxers concat"),
+    Case("dash manifest", _file("upload.mpd", DASH, "score", "{file}"), 2, "--demuxers dash"),
+    Case("sdp description", _file("upload.sdp", SDP, "score", "{file}"), 2, "--demuxers sdp"),
+    Case("demuxer name not a name", _args("score", str(VIDEO), "--demuxers", "hls;rm"), 2, "demuxer names"),
     Case("fps zero", _args("score", str(VIDEO), "--fps", "0"), 2, "fps"),
     Case("fps not a number", _args("score", str(VIDEO), "--fps", "nan"), 2, "fps"),
     # raw frames on stdin

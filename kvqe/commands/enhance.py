@@ -16,6 +16,7 @@ from kvqe.clitools import emit, handle_errors, progress_bar
 from kvqe.commands.engine import run_on_ray, with_engine_options
 from kvqe.commands.options import (
     backend_option,
+    demuxers_option,
     json_option,
     max_pixels_option,
     precision_option,
@@ -135,19 +136,20 @@ def _video_summary(facts: dict[str, Any]) -> str:
 @with_engine_options
 @timeout_option
 @max_pixels_option
+@demuxers_option
 @undeployable_option
 @json_option
 @handle_errors
 def enhance(input_path: str, output_path: str, bundle: str, backend: str, precision: str | None, threads: int,
             tile: int | None, codec: str | None, crf: int | None, chroma: str | None, pipe_format: str | None,
             engine: str, address: str | None, actors: int, retries: int, timeout: float, max_pixels: int,
-            allow_undeployable: bool, as_json: bool) -> None:
+            demuxers: str, allow_undeployable: bool, as_json: bool) -> None:
     """Super-resolve INPUT (image or video) into OUTPUT (a file, or '-' for video frames on stdout); with
     --engine ray, every image and video of INPUT (a folder or a glob) into the directory OUTPUT."""
     if engine == "ray":
         options = {"backend": backend, "precision": precision, "threads": threads,
                    "allow_undeployable": allow_undeployable}
-        return _enhance_on_ray(input_path, output_path, bundle, options, tile, source_limits(timeout, max_pixels),
+        return _enhance_on_ray(input_path, output_path, bundle, options, tile, source_limits(timeout, max_pixels, demuxers=demuxers),
                                {"address": address, "actors": actors, "retries": retries}, as_json)
     source, target = Path(input_path), Path(output_path)
     is_image = source.suffix.lower() in IMAGE_SUFFIXES
@@ -173,7 +175,7 @@ def enhance(input_path: str, output_path: str, bundle: str, backend: str, precis
     model = load(bundle, backend=backend, precision=precision, threads=threads,
                  allow_undeployable=allow_undeployable)
     require_task(model, "sr", "kvqe enhance")
-    limits = source_limits(timeout, max_pixels)
+    limits = source_limits(timeout, max_pixels, demuxers=demuxers)
     facts = enhance_image(model, source, target, tile, limits) if is_image else _enhance_video(
         model, input_path, output_path, tile, video, limits)
     seconds = round(time.perf_counter() - started, 3)

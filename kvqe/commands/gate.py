@@ -10,6 +10,7 @@ import click
 from kvqe.clitools import describe, emit, exit_code, handle_errors
 from kvqe.commands.options import (
     backend_option,
+    demuxers_option,
     json_option,
     max_pixels_option,
     precision_option,
@@ -58,6 +59,7 @@ def _text(result: GateResult) -> str:
 @timeout_option
 @max_pixels_option
 @protocols_option
+@demuxers_option
 @undeployable_option
 @json_option
 @handle_errors
@@ -65,7 +67,7 @@ def gate_command(sources: tuple[str, ...], min_score: float | None, policy_path:
                  enhancer: str | None, output_dir: Path | None, segment_seconds: float | None,
                  max_gain_check: bool, bundle: str,
                  backend: str, precision: str | None, threads: int, timeout: float, max_pixels: int,
-                 protocols: str, allow_undeployable: bool, as_json: bool) -> None:
+                 protocols: str, demuxers: str, allow_undeployable: bool, as_json: bool) -> None:
     """Gate each SOURCE (video file, image, folder or glob): pass when its score reaches the threshold;
     else, with --enhance, keep the enhanced version when it scores higher and reaches it; else reject.
     Exit 0 when all pass or were enhanced, 5 when any was rejected, 2/4/1 on errors."""
@@ -86,7 +88,7 @@ def gate_command(sources: tuple[str, ...], min_score: float | None, policy_path:
     sr = None if enhancer is None else load(enhancer, **options)
     if sr is not None:
         require_task(sr, "sr", "kvqe gate --enhance")
-    limits = source_limits(timeout, max_pixels, protocols)
+    limits = source_limits(timeout, max_pixels, protocols, demuxers)
     failure, rejected = 0, False
     targets: set[Path | None] = set()
     for given in sources:

@@ -9,6 +9,7 @@ import click
 from kvqe.bundle import PRECISIONS
 from kvqe.errors import BadInputError
 from kvqe.runtimes.registry import AUTO_ORDER
+from kvqe.sdk.demuxers import demuxer_names
 from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
 from kvqe.sdk.model import Model
 
@@ -30,14 +31,18 @@ max_pixels_option = click.option("--max-pixels", type=click.IntRange(min=0), def
                                  help="Largest frame (width x height), checked before decoding (0: none).")
 protocols_option = click.option("--protocols", default="", metavar="LIST",
                                 help="URL schemes to read beyond the network ones, e.g. file,concat (comma-separated).")
+demuxers_option = click.option("--demuxers", default="", metavar="LIST",
+                               help="Container formats to open beyond single media files, e.g. hls,dash "
+                                    "(comma-separated FFmpeg demuxer names; playlists read the files they list).")
 undeployable_option = click.option("--allow-undeployable", is_flag=True,
                                    help="Run an artifact that failed its accuracy gates (deployable: false).")
 
 
-def source_limits(timeout: float, max_pixels: int, protocols: str = "") -> dict[str, Any]:
-    """The API's source limits from the CLI's options (0: no limit)."""
+def source_limits(timeout: float, max_pixels: int, protocols: str = "", demuxers: str = "") -> dict[str, Any]:
+    """The API's source limits from the CLI's options (0: no limit); BadInputError for a bad demuxer name."""
     return {"timeout": timeout or None, "max_pixels": max_pixels or None,
-            "protocols": [p for p in protocols.split(",") if p.strip()]}
+            "protocols": [p for p in protocols.split(",") if p.strip()],
+            "demuxers": sorted(demuxer_names(demuxers))}
 
 
 def require_task(model: Model, task: str, command: str) -> None:

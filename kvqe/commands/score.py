@@ -18,6 +18,7 @@ from kvqe.clitools import describe, emit, exit_code, handle_errors
 from kvqe.commands.engine import run_on_ray, with_engine_options
 from kvqe.commands.options import (
     backend_option,
+    demuxers_option,
     json_option,
     max_pixels_option,
     precision_option,
@@ -173,13 +174,14 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @timeout_option
 @max_pixels_option
 @protocols_option
+@demuxers_option
 @undeployable_option
 @json_option
 @handle_errors
 def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | None, threads: int,
           per_second: float | None, max_frames: int | None, raw_size: str | None, pix_fmt: str, fps: float | None,
           csv_path: Path | None, parquet_path: Path | None, engine: str, address: str | None, actors: int,
-          retries: int, timeout: float, max_pixels: int, protocols: str, allow_undeployable: bool,
+          retries: int, timeout: float, max_pixels: int, protocols: str, demuxers: str, allow_undeployable: bool,
           as_json: bool) -> None:
     """Score each SOURCE: a video file, URL, image, folder (its videos and images, recursively), glob, or
     '-' for stdin (a YUV4MPEG2 stream, or raw frames with --raw WxH --fps F). A source that fails is reported
@@ -194,7 +196,7 @@ def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | 
     for path in (csv_path, parquet_path):
         if path is not None:
             check_output_path(path)
-    limits = source_limits(timeout, max_pixels, protocols)
+    limits = source_limits(timeout, max_pixels, protocols, demuxers)
     if engine == "ray":
         if "-" in sources:
             raise BadInputError("--engine ray reads files and URLs, not stdin ('-')")
