@@ -12,6 +12,7 @@ not trusted, not kept, and the source is rejected.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from typing import Any
 
 import cv2
 
+from kvqe.bounds import MAX_GAIN, SECONDS, Bound, checked
 from kvqe.errors import BadInputError
 from kvqe.files import atomic_output_file, check_output_path
 from kvqe.gate_policy import Policy
@@ -94,6 +96,19 @@ def _enhance_into(enhancer: Model, source: str, target: Path, limits: dict[str, 
         enhancer.enhance_video(source, target, chroma="420", **limits)
 
 
+def _check_against(vqa: Model, min_score: float | None, policy: Policy | None, max_gain: float | None) -> None:
+    """BadInputError unless every threshold lies in ``vqa``'s score range and ``max_gain`` within its width
+    (a threshold outside would pass or reject every source)."""
+    low, high = vqa.output_spec.score_range or (-math.inf, math.inf)
+    given = {"min_score": min_score} if min_score is not None else {} if policy is None else {
+        **{f"policy thresholds.{key!r}": value for key, value in policy.thresholds.items()},
+        **({} if policy.default is None else {"policy default": policy.default})}
+    for name, value in given.items():
+        checked(value, f"{name}, within the scorer's score range,", Bound(low, high))
+    if max_gain is not None:
+        checked(max_gain, "max_gain, within the width of the scorer's score range,", Bound(0, high - low, True))
+
+
 def gate_segments(source: Any, threshold: float, *, scorer: Model | str = "vqa", window_s: float = 1.0,
                   **options: Any) -> Iterator[SegmentDecision]:
     """Decide each ``window_s`` window of ``source`` as soon as it is scored: a live stream (a URL, a pipe, an
@@ -125,10 +140,10 @@ def gate(source: str | os.PathLike[str], *, min_score: float | None = None, poli
     """
     if min_score is None and policy is None:
         raise BadInputError("give a minimum score (min_score) or a policy")
-    if segment_seconds is not None and not segment_seconds > 0:
-        raise BadInputError(f"segment_seconds must be positive, got {segment_seconds}")
-    if max_gain is not None and not max_gain > 0:
-        raise BadInputError(f"max_gain must be positive, got {max_gain}")
+    if segment_seconds is not None:
+        checked(segment_seconds, "segment_seconds", SECONDS)
+    if max_gain is not None:
+        checked(max_gain, "max_gain", MAX_GAIN)
     name = os.fspath(source)
     enhancer = enhancer if enhancer is not None else (policy.enhance if policy else None)
     if enhancer is not None:
@@ -138,6 +153,7 @@ def gate(source: str | os.PathLike[str], *, min_score: float | None = None, poli
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     vqa = _as_model(scorer, "vqa")
+    _check_against(vqa, min_score, policy, max_gain)
     first = vqa.score(name, **limits)
     seconds["score"] = round(time.perf_counter() - started, 3)
     if min_score is not None:

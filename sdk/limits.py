@@ -9,7 +9,6 @@ media files open it (playlists and manifests only when listed in ``demuxers``: s
 """
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Iterable
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kvqe.bounds import FPS, MAX_PIXELS, TIMEOUT, checked_int, optional
 from kvqe.errors import BadInputError
 from kvqe.sdk.demuxers import demuxer_names, format_whitelist
 from kvqe.sdk.ffmpeg_decode import check_pixels
@@ -32,12 +32,9 @@ _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):")  # two characters at least: 
 _STALLED = 0.9  # a read that ends after this share of the timeout ended because it timed out
 
 
-def positive(value: float | None, what: str) -> float | None:
-    """``value`` as a float when it is a positive finite number, None for None; else BadInputError."""
-    if value is not None and not (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                  and math.isfinite(value) and value > 0):
-        raise BadInputError(f"{what} must be a positive number, got {value!r}")
-    return None if value is None else float(value)
+def imposed_fps(fps: float | None) -> float | None:
+    """A frame rate a caller imposes (None: the source's), checked (:data:`kvqe.bounds.FPS`)."""
+    return optional(fps, "fps", FPS)
 
 
 def url_scheme(source: str) -> str | None:
@@ -65,13 +62,12 @@ class Limits:
     def of(cls, timeout: float | None = DEFAULT_TIMEOUT_S, max_pixels: int | None = DEFAULT_MAX_PIXELS,
            protocols: Iterable[str] | str = (), demuxers: Iterable[str] | str = ()) -> Limits:
         """Limits from the API's keywords, checked (BadInputError naming the bad one)."""
-        if max_pixels is not None and not (isinstance(max_pixels, int) and not isinstance(max_pixels, bool)
-                                           and max_pixels > 0):
-            raise BadInputError(f"max_pixels must be a positive integer or None, got {max_pixels!r}")
+        if max_pixels is not None:
+            max_pixels = checked_int(max_pixels, "max_pixels", MAX_PIXELS)
         names = [protocols] if isinstance(protocols, str) else list(protocols)
         if not all(isinstance(n, str) and _SCHEME.fullmatch(f"{n.rstrip(':/')}:") for n in names):
             raise BadInputError(f"protocols must be URL scheme names such as ['file'], got {protocols!r}")
-        return cls(positive(timeout, "timeout"), max_pixels, frozenset(n.rstrip(":/").lower() for n in names),
+        return cls(optional(timeout, "timeout", TIMEOUT), max_pixels, frozenset(n.rstrip(":/").lower() for n in names),
                    demuxer_names(demuxers))
 
     @property

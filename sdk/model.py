@@ -15,6 +15,7 @@ from typing import Any, Self
 import cv2
 import numpy as np
 
+from kvqe.bounds import SECONDS, TILE, checked, checked_int
 from kvqe.bundle import Artifact, Bundle
 from kvqe.errors import BadInputError, BundleError
 from kvqe.files import check_output_path
@@ -201,8 +202,7 @@ class Model:
         window's keyframes at ``per_second`` (default: the bundle's rate) are scored and averaged
         (``timeout``, ``max_pixels``, ``protocols``, ``demuxers`` as for :meth:`score`)."""
         self._require("vqa", "stream()")
-        if not (isinstance(window_s, (int, float)) and window_s > 0):
-            raise BadInputError(f"window_s must be positive, got {window_s}")
+        window_s = checked(window_s, "window_s", SECONDS)
         rate_spec = sampling_spec(self.input_spec.sampling, per_second)
         with _open(source, fps, timeout, max_pixels, protocols, demuxers) as frames:
             rate = frames.fps or ASSUMED_FPS
@@ -220,6 +220,7 @@ class Model:
                       memory_budget_mb: float = SR_MEMORY_BUDGET_MB) -> TileSettings:
         """The bundle's tiling defaults, overridden by any argument given; a bundle that declares no tile
         size is tiled to fit ``memory_budget_mb`` (``tile=0`` runs whole images)."""
+        tile = None if tile is None else checked_int(tile, "tile", TILE)
         defaults = self.input_spec.tile or Tile(size=0, pad=10)
         max_tile = min((bound for a in self.stages.values() if (bound := a.record.get("export", {}).get("max_tile"))),
                        default=None)

@@ -15,7 +15,7 @@ import numpy as np
 from kvqe.errors import BadInputError
 from kvqe.sdk.frame_source import FrameSource
 from kvqe.sdk.images import IMAGE_SUFFIXES, read_image
-from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Limits, positive
+from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Limits, imposed_fps
 from kvqe.sdk.targets import resolve_target
 from kvqe.sdk.video_files import capture_source, open_video
 
@@ -39,7 +39,7 @@ def open_source(
     schemes to read beyond :data:`NETWORK_SCHEMES` (e.g. ``["file"]`` for ``file://`` URLs); ``demuxers``:
     FFmpeg demuxers to open beyond those of single media files (e.g. ``["hls"]`` for a playlist you trust).
     """
-    fps = positive(fps, "fps")
+    fps = imposed_fps(fps)
     limits = Limits.of(timeout, max_pixels, protocols, demuxers)
     if isinstance(source, (str, os.PathLike)):
         target = resolve_target(source, limits)

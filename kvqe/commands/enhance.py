@@ -16,6 +16,7 @@ from kvqe.clitools import emit, handle_errors, progress_bar
 from kvqe.commands.engine import run_on_ray, with_engine_options
 from kvqe.commands.options import (
     backend_option,
+    check_numbers,
     demuxers_option,
     json_option,
     max_pixels_option,
@@ -123,7 +124,7 @@ def _video_summary(facts: dict[str, Any]) -> str:
 @backend_option
 @precision_option
 @threads_option
-@click.option("--tile", type=click.IntRange(min=0), default=None,
+@click.option("--tile", type=int, default=None,
               help="Tile size in input pixels (0: none; default: the bundle's, else sized to a memory budget).")
 @click.option("--codec", type=click.Choice(sorted(CODECS)), default=None,
               help="Video codec (default: h264; vp9 for .webm).")
@@ -146,6 +147,7 @@ def enhance(input_path: str, output_path: str, bundle: str, backend: str, precis
             demuxers: str, allow_undeployable: bool, as_json: bool) -> None:
     """Super-resolve INPUT (image or video) into OUTPUT (a file, or '-' for video frames on stdout); with
     --engine ray, every image and video of INPUT (a folder or a glob) into the directory OUTPUT."""
+    check_numbers(threads=threads, tile=tile, timeout=timeout, max_pixels=max_pixels)
     if engine == "ray":
         options = {"backend": backend, "precision": precision, "threads": threads,
                    "allow_undeployable": allow_undeployable}

@@ -10,6 +10,7 @@ import click
 from kvqe.clitools import describe, emit, exit_code, handle_errors
 from kvqe.commands.options import (
     backend_option,
+    check_numbers,
     demuxers_option,
     json_option,
     max_pixels_option,
@@ -47,7 +48,7 @@ def _text(result: GateResult) -> str:
               help="Enhance a source below the threshold with this SR bundle (name or directory); needs -o.")
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for kept enhancements (each under its source's file name).")
-@click.option("--segment-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--segment-seconds", type=float, default=None,
               help="Also decide each window of this many seconds (as a live stream would be gated).")
 @click.option("--max-gain-check", is_flag=True,
               help="Do not keep an enhancement whose score gain exceeds the policy's max_gain (default: a quarter "
@@ -71,6 +72,8 @@ def gate_command(sources: tuple[str, ...], min_score: float | None, policy_path:
     """Gate each SOURCE (video file, image, folder or glob): pass when its score reaches the threshold;
     else, with --enhance, keep the enhanced version when it scores higher and reaches it; else reject.
     Exit 0 when all pass or were enhanced, 5 when any was rejected, 2/4/1 on errors."""
+    check_numbers(min_score=min_score, segment_seconds=segment_seconds, threads=threads, timeout=timeout,
+                  max_pixels=max_pixels)
     if min_score is None and policy_path is None:
         raise BadInputError("give --min-score X or --policy FILE")
     policy: Policy | None = load_policy(policy_path) if policy_path is not None else None

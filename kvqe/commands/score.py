@@ -18,6 +18,7 @@ from kvqe.clitools import describe, emit, exit_code, handle_errors
 from kvqe.commands.engine import run_on_ray, with_engine_options
 from kvqe.commands.options import (
     backend_option,
+    check_numbers,
     demuxers_option,
     json_option,
     max_pixels_option,
@@ -158,9 +159,9 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @backend_option
 @precision_option
 @threads_option
-@click.option("--per-second", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--per-second", type=float, default=None,
               help="Keyframes per second for videos short enough for --max-frames (default: the bundle's).")
-@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+@click.option("--max-frames", type=int, default=None,
               help="Most keyframes per video, spread over all of it (default: the bundle's).")
 @click.option("--raw", "raw_size", metavar="WxH", help="Frame size of raw video on stdin (SOURCE '-'; needs --fps).")
 @click.option("--pix-fmt", type=click.Choice(["bgr24", "rgb24"]), default="bgr24", show_default=True)
@@ -186,6 +187,8 @@ def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | 
     """Score each SOURCE: a video file, URL, image, folder (its videos and images, recursively), glob, or
     '-' for stdin (a YUV4MPEG2 stream, or raw frames with --raw WxH --fps F). A source that fails is reported
     and the others are still scored; the exit code is then the first failure's (2: bad input)."""
+    check_numbers(threads=threads, per_second=per_second, max_frames=max_frames, fps=fps, timeout=timeout,
+                  max_pixels=max_pixels)
     size = _parse_size(raw_size) if raw_size else None
     if sources.count("-") > 1:
         raise BadInputError("SOURCE '-' (stdin) can be given once")
