@@ -24,6 +24,12 @@ class BundleError(KvqeError):
     exit_code = 2
 
 
+class ModelClosedError(KvqeError):
+    """A model (or its runner) was used after ``close()`` (exit 2): load the bundle again."""
+
+    exit_code = 2
+
+
 class BackendUnavailableError(KvqeError):
     """A backend, optional dependency or device is not available on this machine (exit 4)."""
 

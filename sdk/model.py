@@ -17,7 +17,7 @@ import numpy as np
 
 from kvqe.bounds import SECONDS, TILE, checked, checked_int
 from kvqe.bundle import Artifact, Bundle
-from kvqe.errors import BadInputError, BundleError
+from kvqe.errors import BadInputError, BundleError, ModelClosedError
 from kvqe.files import check_output_path
 from kvqe.runtimes.base import Runner
 from kvqe.sdk.frame_source import FrameSource
@@ -78,6 +78,7 @@ class Model:
         self.artifact = artifact
         self.stages: dict[str, Artifact] = dict(stages) if stages else {artifact.stage: artifact}
         self.runner = runner.load()
+        self.closed = False
         self.input_spec = bundle.input_spec
         self.output_spec = bundle.output_spec
 
@@ -98,7 +99,9 @@ class Model:
         return self.artifact.precision
 
     def close(self) -> None:
+        """Release the backend's model; any later call raises ModelClosedError."""
         self.runner.close()
+        self.closed = True
 
     def __enter__(self) -> Self:
         return self
@@ -113,6 +116,8 @@ class Model:
 
     # -- VQA ---------------------------------------------------------------------------------------
     def _require(self, task: str, call: str) -> None:
+        if self.closed:
+            raise ModelClosedError(f"{self.name}: {call} on a closed model; load the bundle again with kvqe.load()")
         if self.task != task:
             raise BadInputError(f"{call} needs a {task} model, but {self.name!r} is a {self.task} model; "
                                 f"use {_CALLS[self.task]}")

@@ -29,17 +29,19 @@ def check_file(path: Path) -> None:
 @dataclass(frozen=True)
 class Target:
     """A video to open: ``name`` as the user gave it; a local file (read as that file by both decoders,
-    whatever its name holds) or a URL with its scheme."""
+    whatever its name holds) or a URL with its scheme, in lower case in ``url`` (FFmpeg's protocol names
+    are case-sensitive, URL schemes are not)."""
 
     name: str
     path: Path | None = None
     scheme: str = ""
+    url: str = ""
 
     @property
     def for_opencv(self) -> str:
         """The name OpenCV opens: an absolute path (FFmpeg takes a leading "name:" as a protocol, never a
         leading "/"), or the URL."""
-        return str(self.path.absolute()) if self.path is not None else self.name
+        return str(self.path.absolute()) if self.path is not None else self.url
 
     def for_ffmpeg(self, limits: Limits) -> list[str]:
         """ffmpeg's input options (the demuxers allowed, timeouts) and ``-i`` argument."""
@@ -47,10 +49,10 @@ class Target:
         if self.path is not None:
             return [*formats, *local_input(self.path)]
         if limits.timeout is None:
-            return [*formats, "-i", self.name]
+            return [*formats, "-i", self.url]
         microseconds = str(round(limits.timeout * 1e6))
         socket = ["-timeout", microseconds] if self.scheme in _FFMPEG_TIMEOUT_SCHEMES else []
-        return [*formats, "-rw_timeout", microseconds, *socket, "-i", self.name]
+        return [*formats, "-rw_timeout", microseconds, *socket, "-i", self.url]
 
 
 def resolve_target(source: str | os.PathLike[str], limits: Limits) -> Target:
@@ -71,4 +73,4 @@ def resolve_target(source: str | os.PathLike[str], limits: Limits) -> Target:
             f"reads {', '.join(sorted(NETWORK_SCHEMES))} URLs; to read this one, allow its scheme "
             f"explicitly: protocols=['{scheme}']"
         )
-    return Target(source, scheme=scheme)
+    return Target(source, scheme=scheme, url=scheme + source[len(scheme):])

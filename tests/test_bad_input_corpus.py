@@ -193,6 +193,7 @@ CASES = [
     Case("a file named file:ok.mp4", _protocol_names("file:ok.mp4"), 2, "file:ok.mp4"),
     Case("a file named concat:a.mp4|b.mp4", _protocol_names("concat:a.mp4|b.mp4"), 2, "concat:a.mp4|b.mp4"),
     Case("url scheme not allowed", _args("score", "ftp://127.0.0.1/clip.mp4"), 2, "ftp"),
+    Case("url scheme not allowed, in capitals", _args("score", "FTP://127.0.0.1/clip.mp4"), 2, "'ftp:' urls"),
     Case("subfile protocol", _args("score", "subfile:,start,0,end,0,:/etc/passwd"), 2, "subfile"),
     Case("url nobody answers", _args("score", "http://127.0.0.1:9/clip.mp4", "--timeout", "3"), 2, "127.0.0.1:9"),
     Case("name too long", _args("score", "{tmp}/" + "a" * 300 + ".mp4"), 2, "too long"),
@@ -248,6 +249,14 @@ CASES = [
     Case("bytes 1e999", _bundle(None, "score", str(VIDEO), "--bundle", "{bundle}", damage=lambda b: (
         b / "manifest.json").write_text((b / "manifest.json").read_text().replace(
             '"bytes": 4743241', '"bytes": 1e999'))), 2, "bytes"),
+    Case("bytes 10**18", _bundle(_set("artifacts.0.bytes", 10**18), "info", "{bundle}"), 2, "the manifest says"),
+    Case("bytes 10**18 to enhance", _bundle(_set("artifacts.0.bytes", 10**18), "enhance", str(PHOTO), "-o",
+                                            "{bundle}/../out.png", "--bundle", "{bundle}"), 2, "the manifest says"),
+    Case("manifest key given twice", _bundle(None, "score", str(VIDEO), "--bundle", "{bundle}", damage=lambda b: (
+        b / "manifest.json").write_text((b / "manifest.json").read_text().replace(
+            '"deployable": true', '"deployable": false, "deployable": true', 1))), 2, "appears twice"),
+    Case("pixel value range 1e300", _bundle(_set("input.value_range", [0, 1e300]), "score", str(VIDEO), "--bundle",
+                                            "{bundle}"), 2, "not a pixel value range"),
     Case("artifacts not a list", _bundle(_set("artifacts", 5), "score", str(VIDEO), "--bundle", "{bundle}"), 2,
          "artifacts"),
     Case("per_second zero", _bundle(_set("input.sampling.per_second", 0), "score", str(VIDEO), "--bundle",

@@ -143,6 +143,17 @@ def test_a_served_file_scores_as_the_local_file(vqa, complete: _Server, faststar
     assert _decoders_stopped(MARGIN)
 
 
+@needs_ffmpeg
+@pytest.mark.parametrize("decoder", ["opencv", "ffmpeg"])
+def test_a_url_scheme_reads_in_any_case(vqa, complete: _Server, decoder: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if decoder == "ffmpeg":
+        monkeypatch.setattr(sources.cv2, "VideoCapture", NoDecodeCapture)
+    lower = vqa.score(complete.url, timeout=TIMEOUT)
+    upper = vqa.score(complete.url.replace("http://", "HTTP://"), timeout=TIMEOUT)
+    assert upper.frames == lower.frames == 8 and upper.score == lower.score
+    assert upper.source.startswith("HTTP://")  # named as given
+
+
 # ---- names and schemes -----------------------------------------------------------------------------------
 
 
