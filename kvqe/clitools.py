@@ -42,9 +42,13 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
 
 
 def emit(record: dict[str, Any], as_json: bool, text: str) -> None:
-    """One result: a JSON object on its own line (a figure that is not finite, e.g. a correlation over
-    constant scores, as null: JSON has no NaN), or human text."""
-    click.echo(json.dumps(finite_or_null(record), sort_keys=True, allow_nan=False) if as_json else text)
+    """One result: a JSON object on its own line on stdout (a figure that is not finite, e.g. a correlation
+    over constant scores, as null: JSON has no NaN), or human text, on stderr for a record of an error (so
+    that stdout holds only results)."""
+    if as_json:
+        click.echo(json.dumps(finite_or_null(record), sort_keys=True, allow_nan=False))
+    else:
+        click.echo(text, err="error" in record)
 
 
 def fail(message: str, code: int, as_json: bool, stdout_is_data: bool = False) -> NoReturn:

@@ -396,3 +396,12 @@ def test_a_closed_stdout_ends_the_command_quietly(tmp_path: Path) -> None:
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 141
     assert stderr == b""
+
+
+def test_in_plain_text_a_bad_source_is_reported_on_stderr(tmp_path: Path) -> None:
+    (tmp_path / "noise.mp4").write_bytes(NOISE)
+    for command in (["score"], ["gate", "--min-score", "50"]):
+        result = CliRunner().invoke(main, [*command, str(PHOTO), str(tmp_path / "noise.mp4")])
+        assert result.exit_code == 2, result.output
+        assert result.stdout.splitlines()[0].startswith(str(PHOTO)) and "noise.mp4" not in result.stdout
+        assert "noise.mp4: error:" in result.stderr
