@@ -89,7 +89,9 @@ class Limits:
         """Whether a wait that began at ``started`` (time.monotonic) lasted until the timeout."""
         return self.timeout is not None and time.monotonic() - started >= _STALLED * self.timeout
 
-    def stalled_error(self, name: str, what: str) -> BadInputError:
-        """The error for a source that gave no ``what`` within the timeout."""
-        return BadInputError(f"{name}: {what} within the timeout of {self.timeout:g} s (the source stalled or "
-                             "is unreachable); pass timeout= to wait longer")
+    def stalled_error(self, name: str, what: str, received: str = "") -> BadInputError:
+        """The error for a source that gave no ``what`` within the timeout, after ``received`` (what it gave
+        before, e.g. "received 12 of the 250 frames it declares (0.5 of 10.0 s)")."""
+        before = f"{received}; " if received else ""
+        return BadInputError(f"{name}: {what} within the timeout of {self.timeout:g} s ({before}the source "
+                             "stalled or is unreachable); never scored as a shorter video; pass timeout= to wait longer")

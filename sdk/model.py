@@ -169,7 +169,8 @@ class Model:
         trained (the mean). A local file of known length is read by seeking to each keyframe far apart
         (``result.sampling.how``); other sources are decoded in order, and one of unknown length (a pipe, an
         iterator) keeps between ``(max_frames + 2) // 3`` and ``max_frames`` keyframes spread over it (see
-        :func:`kvqe.sdk.sampling.select_keyframes`).
+        :func:`kvqe.sdk.sampling.select_keyframes`); a URL that declares no length is read as a stream (``how``
+        is "stream"), one that ends short of the length it declares is an error.
 
         ``fps`` overrides the source's frame rate; sources that have none assume 30. ``timeout``: seconds to
         wait for the source to open and for each frame; ``max_pixels``: largest frame, refused before it is

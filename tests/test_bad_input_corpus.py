@@ -6,11 +6,13 @@ process and are tested at the end.
 """
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -162,6 +164,36 @@ def _protocol_names(name: str) -> Callable[[Path], tuple[list[str], bytes | None
     return make
 
 
+def _served_half(*command: str) -> Callable[[Path], tuple[list[str], bytes | None]]:
+    """A server on 127.0.0.1 that announces a whole faststart clip and closes after half of it; ``command``
+    names its URL as ``{url}``. The server (a daemon thread) closes every connection it answers."""
+
+    def make(tmp: Path) -> tuple[list[str], bytes | None]:
+        whole = tmp / "whole.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-c", "copy", "-movflags", "+faststart",
+                        str(whole)], check=True)
+        payload = whole.read_bytes()
+        whole.unlink()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload[: len(payload) // 2])
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd.daemon_threads = True
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/clip.mp4"
+        return [a.replace("{url}", url).replace("{tmp}", str(tmp)) for a in command], None
+
+    return make
+
+
 HLS = f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{VIDEO.as_uri()}\n#EXT-X-ENDLIST\n".encode()
 FFCONCAT = f"ffconcat version 1.0\nfile '{VIDEO}'\n".encode()
 DASH = b'<?xml version="1.0"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static"></MPD>\n'
@@ -195,6 +227,12 @@ CASES = [
     Case("url scheme not allowed", _args("score", "ftp://127.0.0.1/clip.mp4"), 2, "ftp"),
     Case("url scheme not allowed, in capitals", _args("score", "FTP://127.0.0.1/clip.mp4"), 2, "'ftp:' urls"),
     Case("subfile protocol", _args("score", "subfile:,start,0,end,0,:/etc/passwd"), 2, "subfile"),
+    Case("url closed after half the file", _served_half("score", "{url}", "--timeout", "10"), 2,
+         "of the 120 frames it declares"),
+    Case("url closed after half the file, to gate", _served_half("gate", "{url}", "--min-score", "50"), 2,
+         "of the 120 frames it declares"),
+    Case("url closed after half the file, to enhance", _served_half("enhance", "{url}", "-o", "{tmp}/up.mp4"), 2,
+         "of the 120 frames it declares"),
     Case("url nobody answers", _args("score", "http://127.0.0.1:9/clip.mp4", "--timeout", "3"), 2, "127.0.0.1:9"),
     Case("name too long", _args("score", "{tmp}/" + "a" * 300 + ".mp4"), 2, "too long"),
     Case("hls playlist naming a local file", _file("upload.m3u8", HLS, "score", "{file}"), 2, "--demuxers hls"),
@@ -321,9 +359,9 @@ def test_the_corpus_is_large_and_its_names_unique() -> None:
     assert len({case.name for case in CASES}) == len(CASES)
 
 
-# e2e: encoding 8192x8192 frames, and upscaling 704x576 frames until the truncation (the fast tier has test_limits'
+# e2e: encoding 8192x8192 frames, and upscaling frames until the truncation or the early close (the fast tier has test_limits'
 # 8K video and test_cli's truncated 48x32 clip)
-E2E_CASES = ("video over the pixel cap", "truncated video to enhance")
+E2E_CASES = ("video over the pixel cap", "truncated video to enhance", "url closed after half the file, to enhance")
 
 
 @needs_ffmpeg
