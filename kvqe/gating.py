@@ -1,6 +1,8 @@
 """Quality gating: score a source, enhance it when it falls short, keep the enhancement only when it helps.
 
-A source ``pass``-es when its score reaches the threshold. Below it, with an enhancer, the source is
+A source ``pass``-es when its score reaches the threshold; one below the scorer's minimum input (frames too
+small, a video too short: :class:`kvqe.errors.UnscorableError`) is rejected with reason ``unscorable`` and no
+score. Below the threshold, with an enhancer, the source is
 enhanced into a temporary file beside ``output`` and re-scored; the file becomes ``output`` only when the
 re-score is higher than the original AND reaches the threshold (``enhanced``), otherwise no file is left
 behind and the source is rejected (``reject``).
@@ -23,7 +25,7 @@ from typing import Any
 import cv2
 
 from kvqe.bounds import MAX_GAIN, SECONDS, Bound, checked
-from kvqe.errors import BadInputError
+from kvqe.errors import BadInputError, UnscorableError
 from kvqe.files import atomic_output_file, check_output_path
 from kvqe.gate_policy import Policy
 from kvqe.sdk.images import IMAGE_SUFFIXES
@@ -51,12 +53,13 @@ class GateResult:
 
     source: str
     decision: str
-    score: float
+    score: float | None  # None: unscorable
     threshold: float
     threshold_from: str
     enhanced_score: float | None = None
     max_gain: float | None = None
     reason: str = ""
+    detail: str = ""  # for an unscorable source: why (the error's message)
     output: str | None = None
     width: int = 0
     height: int = 0
@@ -109,6 +112,15 @@ def _check_against(vqa: Model, min_score: float | None, policy: Policy | None, m
         checked(max_gain, "max_gain, within the width of the scorer's score range,", Bound(0, high - low, True))
 
 
+def _threshold(min_score: float | None, policy: Policy | None, width: int, height: int) -> tuple[float, str]:
+    """The threshold for a ``width`` x ``height`` source and where it came from."""
+    if min_score is not None:
+        return float(min_score), "min_score"
+    assert policy is not None
+    threshold, origin = policy.threshold_for(width, height)
+    return threshold, f"policy:{origin}"
+
+
 def gate_segments(source: Any, threshold: float, *, scorer: Model | str = "vqa", window_s: float = 1.0,
                   **options: Any) -> Iterator[SegmentDecision]:
     """Decide each ``window_s`` window of ``source`` as soon as it is scored: a live stream (a URL, a pipe, an
@@ -154,14 +166,16 @@ def gate(source: str | os.PathLike[str], *, min_score: float | None = None, poli
     started = time.perf_counter()
     vqa = _as_model(scorer, "vqa")
     _check_against(vqa, min_score, policy, max_gain)
-    first = vqa.score(name, **limits)
+    try:
+        first = vqa.score(name, **limits)
+    except UnscorableError as exc:
+        threshold, origin = _threshold(min_score, policy, exc.width, exc.height)
+        return GateResult(name, "reject", None, threshold, origin, max_gain=max_gain, reason="unscorable",
+                          detail=str(exc), width=exc.width, height=exc.height,
+                          bundles={"scorer": bundle_facts(vqa)},
+                          seconds={"score": round(time.perf_counter() - started, 3)})
     seconds["score"] = round(time.perf_counter() - started, 3)
-    if min_score is not None:
-        threshold, origin = float(min_score), "min_score"
-    else:
-        assert policy is not None
-        threshold, origin = policy.threshold_for(first.width, first.height)
-        origin = f"policy:{origin}"
+    threshold, origin = _threshold(min_score, policy, first.width, first.height)
     result = GateResult(name, "pass", first.score, threshold, origin, max_gain=max_gain, width=first.width,
                         height=first.height, bundles={"scorer": bundle_facts(vqa)}, seconds=seconds)
     if segment_seconds is not None and first.duration_s is not None:

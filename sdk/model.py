@@ -17,16 +17,23 @@ import numpy as np
 
 from kvqe.bounds import SECONDS, TILE, checked, checked_int
 from kvqe.bundle import Artifact, Bundle
-from kvqe.errors import BadInputError, BundleError, ModelClosedError
+from kvqe.errors import BadInputError, BundleError, ModelClosedError, UnscorableError
 from kvqe.files import check_output_path
 from kvqe.runtimes.base import Runner
 from kvqe.sdk.frame_source import FrameSource
 from kvqe.sdk.frames import ASSUMED_FPS
 from kvqe.sdk.images import read_image
 from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Limits
-from kvqe.sdk.preprocess import normalise, postprocess_sr_output, preprocess_sr_image, vqa_geometry
+from kvqe.sdk.preprocess import (
+    check_scorable,
+    normalise,
+    postprocess_sr_output,
+    preprocess_sr_image,
+    vqa_geometry,
+)
 from kvqe.sdk.results import Sampling, ScoreResult, Segment, VideoResult
 from kvqe.sdk.sampling import (
+    keyframe_index,
     keyframe_plan,
     pad_to_max,
     sampling_spec,
@@ -133,9 +140,11 @@ class Model:
         return values
 
     def _reducer(self, name: str) -> Callable[[np.ndarray], np.ndarray]:
-        """A chosen frame -> the uint8 image the model sees (kept instead of the full frame)."""
+        """A chosen frame -> the uint8 image the model sees (kept instead of the full frame); UnscorableError
+        for a frame below the bundle's minimum."""
 
         def reduce(image: np.ndarray) -> np.ndarray:
+            check_scorable(image.shape[1], image.shape[0], self.input_spec, name)
             try:
                 return vqa_geometry(image, self.input_spec)
             except cv2.error as exc:
@@ -170,7 +179,9 @@ class Model:
         (``result.sampling.how``); other sources are decoded in order, and one of unknown length (a pipe, an
         iterator) keeps between ``(max_frames + 2) // 3`` and ``max_frames`` keyframes spread over it (see
         :func:`kvqe.sdk.sampling.select_keyframes`); a URL that declares no length is read as a stream (``how``
-        is "stream"), one that ends short of the length it declares is an error.
+        is "stream"), one that ends short of the length it declares is an error. Frames whose short side is
+        below the bundle's minimum (:func:`kvqe.sdk.preprocess.minimum_side`: 32 pixels for the embedded
+        student) or a video that ends before its first keyframe raise UnscorableError (a BadInputError).
 
         ``fps`` overrides the source's frame rate; sources that have none assume 30. ``timeout``: seconds to
         wait for the source to open and for each frame; ``max_pixels``: largest frame, refused before it is
@@ -190,6 +201,8 @@ class Model:
             width, height = frames.size or (0, 0)
             length = frames.frame_count or frames.frames_read
             duration = None if frames.is_image else length / rate
+            if not frames.is_image:
+                self._check_length(name, length, rate, sampling.per_second, width, height)
             how = Sampling(sampling.per_second, sampling.max_frames, frames.access)
             codec = frames.codec
         scores = self._frame_scores([frame.image for frame in keyframes], name)
@@ -199,6 +212,17 @@ class Model:
             frame_times=[frame.time_s for frame in keyframes], frame_indices=[frame.index for frame in keyframes],
             duration_s=duration, width=width, height=height, codec=codec, sampling=how,
         )
+
+    @staticmethod
+    def _check_length(name: str, length: int, rate: float, per_second: float, width: int, height: int) -> None:
+        """UnscorableError for a video that ends before its first keyframe (the middle of its first sampling
+        interval): it holds none of the frames the model is sampled on."""
+        first = keyframe_index(0, rate, per_second)
+        if length <= first:
+            raise UnscorableError(
+                f"{name}: {length} frames ({length / rate:.2f} s) end before the first keyframe (frame {first}, "
+                f"{first / rate:.2f} s at {per_second:g} keyframes a second); the shortest video this bundle scores "
+                f"is {first + 1} frames; unscorable", width, height)
 
     def stream(self, source: Any, *, window_s: float = 1.0, fps: float | None = None,
                per_second: float | None = None, timeout: float | None = DEFAULT_TIMEOUT_S,

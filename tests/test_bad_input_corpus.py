@@ -151,6 +151,17 @@ def _huge_video(tmp: Path) -> tuple[list[str], bytes | None]:
     return ["score", str(tmp / "huge.mp4")], None
 
 
+def _lavfi_video(name: str, size: str, seconds: float = 1.0) -> Callable[[Path], tuple[list[str], bytes | None]]:
+    """A lossless test-pattern video of ``size`` as ``{tmp}/name``, to score."""
+
+    def make(tmp: Path) -> tuple[list[str], bytes | None]:
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=s={size}:d={seconds}:r=25",
+                        "-c:v", "ffv1", str(tmp / name)], check=True)
+        return ["score", str(tmp / name)], None
+
+    return make
+
+
 def _protocol_names(name: str) -> Callable[[Path], tuple[list[str], bytes | None]]:
     """A random-bytes file whose name reads as an FFmpeg protocol, beside the real video it names."""
 
@@ -220,6 +231,12 @@ CASES = [
     Case("grey png", _image("grey.png", GREY, "score", "{file}"), 2, "colour"),
     Case("png with alpha", _image("rgba.png", RGBA, "score", "{file}"), 2, "alpha"),
     Case("16-bit png", _image("deep.png", DEEP, "score", "{file}"), 2, "8 bits"),
+    Case("1x1 video", _lavfi_video("one.mkv", "1x1"), 2, "unscorable"),
+    Case("16x16 video", _lavfi_video("sixteen.mkv", "16x16"), 2, "32 pixels a side"),
+    Case("1x1 image", _image("one.png", np.zeros((1, 1, 3), np.uint8), "score", "{file}"), 2, "unscorable"),
+    Case("16x16 image", _image("sixteen.png", np.zeros((16, 16, 3), np.uint8), "score", "{file}"), 2,
+         "unscorable"),
+    Case("video shorter than one keyframe", _lavfi_video("short.mkv", "64x64", 0.2), 2, "before the first keyframe"),
     Case("png over the pixel cap", _file("bomb.png", _png_of_size(16000, 16000), "score", "{file}"), 2, "pixels"),
     Case("video over the pixel cap", _huge_video, 2, "pixels"),
     Case("a file named file:ok.mp4", _protocol_names("file:ok.mp4"), 2, "file:ok.mp4"),

@@ -33,6 +33,8 @@ DEFAULT_MAX_GAIN_SHARE = 0.25  # --max-gain-check without a policy ceiling: a qu
 
 
 def _text(result: GateResult) -> str:
+    if result.score is None:
+        return f"{result.source}\t{result.decision}\t{result.reason}: {result.detail}"
     enhanced = "" if result.enhanced_score is None else f" -> {result.enhanced_score:.2f}"
     kept = f" -> {result.output}" if result.output else ""
     return (f"{result.source}\t{result.decision}\t{result.score:.2f}{enhanced} "
