@@ -79,6 +79,7 @@ class FrameSource:
         self.live = live  # a network source: one without a declared length is read as a stream
         self.limits = limits or Limits()
         self.codec = codec  # the codec's name ("h264", "hevc", "vp9", ...), "" when unknown
+        self.conversion = ""  # an image file's conversion to 8-bit BGR ("grey to BGR", ...), "" for none
         self.size: tuple[int, int] | None = None  # (width, height) of the frames, once one was read
         self.frames_read = 0  # frames delivered to the reader so far
         self._frames = frames

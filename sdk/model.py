@@ -204,13 +204,13 @@ class Model:
             if not frames.is_image:
                 self._check_length(name, length, rate, sampling.per_second, width, height)
             how = Sampling(sampling.per_second, sampling.max_frames, frames.access)
-            codec = frames.codec
+            codec, conversion = frames.codec, frames.conversion
         scores = self._frame_scores([frame.image for frame in keyframes], name)
         pooled = pad_to_max(scores, sampling)
         return ScoreResult(
             score=self._clip(float(np.mean(pooled))), frame_scores=scores, frames=len(scores), source=name, fps=rate,
             frame_times=[frame.time_s for frame in keyframes], frame_indices=[frame.index for frame in keyframes],
-            duration_s=duration, width=width, height=height, codec=codec, sampling=how,
+            duration_s=duration, width=width, height=height, codec=codec, sampling=how, conversion=conversion,
         )
 
     @staticmethod

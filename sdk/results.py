@@ -40,6 +40,7 @@ class ScoreResult:
     height: int = 0
     codec: str = ""
     sampling: Sampling | None = None
+    conversion: str = ""  # an image file's conversion to 8-bit BGR ("grey to BGR", "CMYK to BGR", ...)
 
 
 @dataclass(frozen=True)

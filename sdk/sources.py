@@ -14,7 +14,7 @@ import numpy as np
 
 from kvqe.errors import BadInputError
 from kvqe.sdk.frame_source import FrameSource
-from kvqe.sdk.images import IMAGE_SUFFIXES, read_image
+from kvqe.sdk.images import IMAGE_SUFFIXES, decode_image
 from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Limits, imposed_fps
 from kvqe.sdk.targets import resolve_target
 from kvqe.sdk.video_files import capture_source, open_video
@@ -44,9 +44,11 @@ def open_source(
     if isinstance(source, (str, os.PathLike)):
         target = resolve_target(source, limits)
         if target.path is not None and target.path.suffix.lower() in IMAGE_SUFFIXES:
-            image = read_image(target.path, max_pixels=limits.max_pixels)
-            return FrameSource(target.name, iter([image]), fps=fps, frame_count=1, is_image=True,
-                               queue_size=queue_size, limits=limits)
+            image, conversion = decode_image(target.path, max_pixels=limits.max_pixels)
+            source = FrameSource(target.name, iter([image]), fps=fps, frame_count=1, is_image=True,
+                                 queue_size=queue_size, limits=limits)
+            source.conversion = conversion
+            return source
         return open_video(target, fps, queue_size, limits)
     if isinstance(source, cv2.VideoCapture):
         if not source.isOpened():

@@ -30,7 +30,7 @@ from kvqe.commands.options import (
 from kvqe.errors import BadInputError
 from kvqe.files import atomic_output_file, check_output_path
 from kvqe.sdk.encoders import CHROMAS, CODECS
-from kvqe.sdk.images import IMAGE_SUFFIXES, read_image
+from kvqe.sdk.images import IMAGE_SUFFIXES, decode_image
 from kvqe.sdk.loader import load
 from kvqe.sdk.model import Model
 from kvqe.sdk.video_files import VIDEO_SUFFIXES
@@ -40,13 +40,13 @@ from kvqe.sdk.video_out import PIPE_FORMATS, STDOUT, VideoOutput
 def enhance_image(model: Model, source: Path, target: Path, tile: int | None,
                    limits: dict[str, Any]) -> dict[str, Any]:
     """Enhance the image ``source`` into ``target`` (atomically); the facts the command reports."""
-    image = read_image(source, max_pixels=limits["max_pixels"])
+    image, conversion = decode_image(source, max_pixels=limits["max_pixels"])
     result = model.enhance(image, tile=tile, max_pixels=limits["max_pixels"])
     with atomic_output_file(target) as tmp:
         if not cv2.imwrite(str(tmp), result):
             raise BadInputError(f"{target}: OpenCV cannot write this image format")
     return {"frames": 1, "width": image.shape[1], "height": image.shape[0],
-            "out_width": result.shape[1], "out_height": result.shape[0]}
+            "out_width": result.shape[1], "out_height": result.shape[0], **({"conversion": conversion} if conversion else {})}
 
 
 def enhance_job(model: Model, source: str, out_dir: str, tile: int | None, limits: dict[str, Any]) -> dict[str, Any]:

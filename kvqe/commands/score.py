@@ -108,13 +108,15 @@ def _stdin_source(size: tuple[int, int] | None, pix_fmt: str, fps: float | None,
 def score_record(source: str, result: ScoreResult, model: Model, seconds: float) -> dict[str, Any]:
     """One scored source as ``--json`` prints it."""
     sampling = result.sampling
+    converted = {"conversion": result.conversion} if result.conversion else {}
     return {"source": source, "score": result.score, "frames": result.frames, "backend": model.backend,
             "precision": model.precision, "seconds": seconds, "frame_scores": result.frame_scores,
             "frame_times": result.frame_times, "frame_indices": result.frame_indices,
             "duration_s": result.duration_s, "width": result.width, "height": result.height,
             "fps": None if result.duration_s is None else result.fps, "codec": result.codec or None,
             "sampling": None if sampling is None else {"per_second": sampling.per_second,
-                                                       "max_frames": sampling.max_frames, "how": sampling.how}}
+                                                       "max_frames": sampling.max_frames, "how": sampling.how},
+            **converted}
 
 
 def score_job(model: Model, source: str, per_second: float | None, max_frames: int | None,
