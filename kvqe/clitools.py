@@ -2,6 +2,7 @@
 clean end on SIGTERM, SIGINT or a closed stdout."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -18,6 +19,7 @@ import click
 from tqdm import tqdm
 
 from kvqe.errors import KvqeError
+from kvqe.interrupt import abandoned
 from kvqe.manifest import finite_or_null
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,13 +55,19 @@ def emit(record: dict[str, Any], as_json: bool, text: str) -> None:
 
 def fail(message: str, code: int, as_json: bool, stdout_is_data: bool = False) -> NoReturn:
     """Report a fatal error (stderr, plus a JSON line in --json mode: on stdout, or on stderr when stdout
-    carries the command's data, e.g. video frames for ``-o -``) and exit."""
+    carries the command's data, e.g. video frames for ``-o -``) and exit; at once, past the interpreter's
+    shutdown, when a signal left a model call running (every cleanup has run by then)."""
     click.echo(f"error: {message}", err=True)
     if as_json:
         try:
             click.echo(json.dumps({"error": message}), err=stdout_is_data)
         except BrokenPipeError:
             _quiet_exit(code)
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) and abandoned():
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 

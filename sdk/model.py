@@ -19,6 +19,7 @@ from kvqe.bounds import SECONDS, TILE, checked, checked_int
 from kvqe.bundle import Artifact, Bundle
 from kvqe.errors import BadInputError, BundleError, ModelClosedError, UnscorableError
 from kvqe.files import check_output_path
+from kvqe.interrupt import interruptible
 from kvqe.runtimes.base import Runner
 from kvqe.sdk.frame_source import FrameSource
 from kvqe.sdk.frames import ASSUMED_FPS
@@ -282,11 +283,16 @@ class Model:
         return self._enhance(Limits.of(max_pixels=max_pixels).frame(image, "image"), settings)
 
     def _enhance(self, bgr: np.ndarray, settings: TileSettings) -> np.ndarray:
+        """Each tile runs through :func:`interruptible`: a signal ends the call within moments, not after the
+        tile in progress."""
         chw = preprocess_sr_image(bgr, self.input_spec)
+        runner = self.runner
+        positioned = runner if isinstance(runner, PositionedRunner) else None
         return enhance_tiled(
-            chw, self.runner.run_single, self.scale, settings,
+            chw, lambda patch: interruptible(lambda: runner.run_single(patch)), self.scale, settings,
             lambda out: postprocess_sr_output(self._finite(out, "a tile"), self.input_spec, self.output_spec),
-            run_at=self.runner.run_at if isinstance(self.runner, PositionedRunner) else None,
+            run_at=None if positioned is None else (
+                lambda patch, origin: interruptible(lambda: positioned.run_at(patch, origin))),
             exact=self.runner if isinstance(self.runner, ExactTiler) else None,
         )
 

@@ -31,7 +31,7 @@ from kvqe.sdk.loader import embedded_bundle_path
 SAMPLES = Path(__file__).resolve().parents[1] / "kvqe" / "samples"
 VIDEO = SAMPLES / "astronaut_pan.mp4"
 PHOTO = SAMPLES / "astronaut.png"
-SIGNAL_GRACE_S = 600  # a hang guard, not a speed claim: how soon a signal ends the command is issue #34's to bound
+SIGNAL_GRACE_S = 600  # a hang guard, not a speed claim (the machine may be loaded)
 
 
 @dataclass(frozen=True)
@@ -426,14 +426,18 @@ def test_a_signal_during_enhance_video_leaves_nothing_behind(tmp_path: Path, sig
     long = tmp_path / "long.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "20", "-i", str(VIDEO), "-c:v", "libx264",
                     "-preset", "ultrafast", str(long)], check=True)
-    out = tmp_path / "up.mp4"
-    process = _kvqe("enhance", str(long), "-o", str(out), stderr=subprocess.PIPE)
+    made = tmp_path / "new"  # a folder the command makes for -o, removed with its temporary output
+    process = _kvqe("enhance", str(long), "-o", str(made / "up.mp4"), stderr=subprocess.PIPE)
     # wait for the event (its temporary output appearing), however long a loaded machine takes to get there
-    while not any(p.name.startswith(".up.") for p in tmp_path.iterdir()):
+    while not (made.is_dir() and any(p.name.startswith(".up.") for p in made.iterdir())):
         assert process.poll() is None, f"enhance exited with {process.returncode} before writing"
         time.sleep(0.1)
     process.send_signal(signum)
+    signalled = time.monotonic()
     _, stderr = process.communicate(timeout=SIGNAL_GRACE_S)
+    # issue #34 asks for 2 s (a tile in progress no longer holds the signal up); printed, not asserted, as the
+    # machine may be loaded
+    print(f"enhance ended {time.monotonic() - signalled:.2f} s after signal {signum}")
     assert process.returncode == code, stderr
     assert b"Traceback" not in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
