@@ -49,12 +49,16 @@ def scale(sources: list[str], bundle: str = "vqa", *, actors: int = 2, address: 
     from pathlib import Path
 
     from kvqe import scaleout
+    from kvqe.bounds import MAX_FRAMES, PER_SECOND, checked_int, optional
     from kvqe.commands.score import expand_catalogue, parquet_columns, score_job
     from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S
     from kvqe.sdk.loader import load as load_bundle
 
+    optional(per_second, "per_second", PER_SECOND)
+    if max_frames is not None:
+        checked_int(max_frames, "max_frames", MAX_FRAMES)
     paths = expand_catalogue([str(source) for source in sources])
-    limits = {"timeout": DEFAULT_TIMEOUT_S, "max_pixels": DEFAULT_MAX_PIXELS, "protocols": []}
+    limits = {"timeout": DEFAULT_TIMEOUT_S, "max_pixels": DEFAULT_MAX_PIXELS, "protocols": [], "demuxers": []}
     job = functools.partial(score_job, per_second=per_second, max_frames=max_frames, fps=None, limits=limits)
     finished = list(scaleout.run(paths, job, load=load_bundle, bundle=bundle, options=options, actors=actors,
                                  address=address, retries=retries))

@@ -186,12 +186,14 @@ class Bundle:
         path = self._existing(name)
         try:
             with open(path, "rb") as handle:
+                on_disk = os.fstat(handle.fileno()).st_size
+                if on_disk != size:  # before reading: the size read is the file's, never the manifest's claim
+                    raise BundleError(_size_message(path, on_disk, size))
                 data = handle.read(size + 1)
-                actual_size = len(data) if len(data) <= size else os.fstat(handle.fileno()).st_size
         except OSError as exc:
             raise BundleError(f"{path}: cannot be read ({exc.strerror}); {_REEXPORT}") from None
-        if len(data) != size:
-            raise BundleError(_size_message(path, actual_size, size))
+        if len(data) != size:  # it changed while being read
+            raise BundleError(_size_message(path, len(data), size))
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
             raise BundleError(_hash_message(path, sha256, actual))

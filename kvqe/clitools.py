@@ -2,6 +2,7 @@
 clean end on SIGTERM, SIGINT or a closed stdout."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import json
@@ -18,6 +19,7 @@ import click
 from tqdm import tqdm
 
 from kvqe.errors import KvqeError
+from kvqe.interrupt import abandoned
 from kvqe.manifest import finite_or_null
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,20 +44,30 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
 
 
 def emit(record: dict[str, Any], as_json: bool, text: str) -> None:
-    """One result: a JSON object on its own line (a figure that is not finite, e.g. a correlation over
-    constant scores, as null: JSON has no NaN), or human text."""
-    click.echo(json.dumps(finite_or_null(record), sort_keys=True, allow_nan=False) if as_json else text)
+    """One result: a JSON object on its own line on stdout (a figure that is not finite, e.g. a correlation
+    over constant scores, as null: JSON has no NaN), or human text, on stderr for a record of an error (so
+    that stdout holds only results)."""
+    if as_json:
+        click.echo(json.dumps(finite_or_null(record), sort_keys=True, allow_nan=False))
+    else:
+        click.echo(text, err="error" in record)
 
 
 def fail(message: str, code: int, as_json: bool, stdout_is_data: bool = False) -> NoReturn:
     """Report a fatal error (stderr, plus a JSON line in --json mode: on stdout, or on stderr when stdout
-    carries the command's data, e.g. video frames for ``-o -``) and exit."""
+    carries the command's data, e.g. video frames for ``-o -``) and exit; at once, past the interpreter's
+    shutdown, when a signal left a model call running (every cleanup has run by then)."""
     click.echo(f"error: {message}", err=True)
     if as_json:
         try:
             click.echo(json.dumps({"error": message}), err=stdout_is_data)
         except BrokenPipeError:
             _quiet_exit(code)
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED) and abandoned():
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 

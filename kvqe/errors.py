@@ -18,8 +18,23 @@ class BadInputError(KvqeError):
     exit_code = 2
 
 
+class UnscorableError(BadInputError):
+    """An input below the smallest a bundle can score (frames too small, a video too short) (exit 2);
+    ``kvqe gate`` rejects it with reason ``unscorable``. ``width`` and ``height``: its frame size, 0 if unknown."""
+
+    def __init__(self, message: str, width: int = 0, height: int = 0) -> None:
+        super().__init__(message)
+        self.width, self.height = width, height
+
+
 class BundleError(KvqeError):
     """A bundle is missing, malformed, tampered with, or lacks the requested artifact (exit 2)."""
+
+    exit_code = 2
+
+
+class ModelClosedError(KvqeError):
+    """A model (or its runner) was used after ``close()`` (exit 2): load the bundle again."""
 
     exit_code = 2
 

@@ -101,45 +101,69 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
+def _parent_folders(folder: Path) -> Iterator[None]:
+    """Create ``folder`` and its missing ancestors; remove those it created (deepest first, while empty) when
+    the block fails or is stopped (an error, a signal, KeyboardInterrupt), so a failed command leaves no
+    empty folders behind."""
+    created = []
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        created.append(probe)
+        probe = probe.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        for made in created:
+            try:
+                made.rmdir()
+            except OSError:  # something else was written there meanwhile: keep it, and what holds it
+                break
+        raise
+
+
+@contextlib.contextmanager
 def atomic_output_file(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds.
+    """Yield a temporary path beside ``path``; it replaces ``path`` only if the block succeeds (else the
+    folders made for it are removed too).
 
     ``suffix`` defaults to the target's own, so writers that pick a format from the name still work.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=_temp_prefix(target), suffix=suffix if suffix is not None else target.suffix, dir=target.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; the output gets the usual permissions
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _parent_folders(target.parent):
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=_temp_prefix(target), suffix=suffix if suffix is not None else target.suffix, dir=target.parent
+        )
+        os.close(fd)
+        tmp = Path(tmp_name)
+        tmp.chmod(0o666 & ~_umask())  # mkstemp makes it private; the output gets the usual permissions
+        try:
+            yield tmp
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
 def atomic_output_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a fresh staging directory beside ``path``; it becomes ``path`` only if the block succeeds.
+    """Yield a fresh staging directory beside ``path``; it becomes ``path`` only if the block succeeds (else
+    the folders made for it are removed too).
 
     An existing directory at ``path`` is replaced as a whole (it is moved aside first, then removed).
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging.", dir=target.parent))
-    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the bundle gets the usual permissions
-    try:
-        yield staging
-        if target.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, retired / target.name)
-            os.replace(staging, target)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    with _parent_folders(target.parent):
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging.", dir=target.parent))
+        staging.chmod(0o777 & ~_umask())  # mkdtemp makes it private; the bundle gets the usual permissions
+        try:
+            yield staging
+            if target.exists():
+                retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+                os.replace(target, retired / target.name)
+                os.replace(staging, target)
+                shutil.rmtree(retired, ignore_errors=True)
+            else:
+                os.replace(staging, target)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)

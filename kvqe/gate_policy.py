@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
-from typing import Any
 
+from kvqe.bounds import MAX_GAIN, THRESHOLD, checked
 from kvqe.errors import BadInputError
 
 RESOLUTION_CLASSES = ("<=540p", "720p", ">=1080p")
@@ -34,12 +34,25 @@ def resolution_class(width: int, height: int) -> str:
 @dataclass(frozen=True)
 class Policy:
     """Minimum scores per resolution class, a fallback ``default``, an optional ``enhance`` bundle and the
-    ``max_gain`` ceiling of the max-gain check. Immutable: may be shared by threads."""
+    ``max_gain`` ceiling of the max-gain check, each checked (:mod:`kvqe.bounds`). Immutable: may be shared
+    by threads."""
 
     thresholds: dict[str, float] = field(default_factory=dict)
     default: float | None = None
     enhance: str | None = None
     max_gain: float | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.thresholds) - set(RESOLUTION_CLASSES))
+        if unknown:
+            raise BadInputError(f"unknown resolution class thresholds.{unknown[0]!r} "
+                                f"(known: {', '.join(RESOLUTION_CLASSES)})")
+        thresholds = {key: checked(value, f"thresholds.{key!r}", THRESHOLD) for key, value in self.thresholds.items()}
+        object.__setattr__(self, "thresholds", thresholds)
+        if self.default is not None:
+            object.__setattr__(self, "default", checked(self.default, "default", THRESHOLD))
+        if self.max_gain is not None:
+            object.__setattr__(self, "max_gain", checked(self.max_gain, "max_gain", MAX_GAIN))
 
     def threshold_for(self, width: int, height: int) -> tuple[float, str]:
         """(minimum score, where it came from: the class name or "default"); BadInputError when the
@@ -50,12 +63,6 @@ class Policy:
         if self.default is None:
             raise BadInputError(f"the policy has no threshold for {name} ({width}x{height}) and no default")
         return self.default, "default"
-
-
-def _number(value: Any, key: str, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadInputError(f"{path}: {key} must be a number, got {value!r}")
-    return float(value)
 
 
 def load_policy(path: str | os.PathLike[str]) -> Policy:
@@ -74,19 +81,12 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     table = data.get("thresholds", {})
     if not isinstance(table, dict):
         raise BadInputError(f"{name}: thresholds must be a table of resolution class = score")
-    thresholds = {}
-    for key, value in table.items():
-        if key not in RESOLUTION_CLASSES:
-            raise BadInputError(f"{name}: unknown resolution class thresholds.{key!r} "
-                                f"(known: {', '.join(RESOLUTION_CLASSES)})")
-        thresholds[key] = _number(value, f"thresholds.{key!r}", name)
-    default = None if "default" not in data else _number(data["default"], "default", name)
-    max_gain = None if "max_gain" not in data else _number(data["max_gain"], "max_gain", name)
-    if max_gain is not None and not max_gain > 0:
-        raise BadInputError(f"{name}: max_gain must be positive, got {max_gain:g}")
     enhance = data.get("enhance")
     if enhance is not None and not (isinstance(enhance, str) and enhance):
         raise BadInputError(f"{name}: enhance must be a bundle name or directory, got {enhance!r}")
-    if not thresholds and default is None:
+    if not table and "default" not in data:
         raise BadInputError(f"{name}: the policy sets no threshold (give [thresholds] or default)")
-    return Policy(thresholds, default, enhance, max_gain)
+    try:
+        return Policy(table, data.get("default"), enhance, data.get("max_gain"))
+    except BadInputError as exc:
+        raise BadInputError(f"{name}: {exc}") from None

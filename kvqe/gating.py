@@ -1,6 +1,8 @@
 """Quality gating: score a source, enhance it when it falls short, keep the enhancement only when it helps.
 
-A source ``pass``-es when its score reaches the threshold. Below it, with an enhancer, the source is
+A source ``pass``-es when its score reaches the threshold; one below the scorer's minimum input (frames too
+small, a video too short: :class:`kvqe.errors.UnscorableError`) is rejected with reason ``unscorable`` and no
+score. Below the threshold, with an enhancer, the source is
 enhanced into a temporary file beside ``output`` and re-scored; the file becomes ``output`` only when the
 re-score is higher than the original AND reaches the threshold (``enhanced``), otherwise no file is left
 behind and the source is rejected (``reject``).
@@ -12,6 +14,7 @@ not trusted, not kept, and the source is rejected.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -21,7 +24,8 @@ from typing import Any
 
 import cv2
 
-from kvqe.errors import BadInputError
+from kvqe.bounds import MAX_GAIN, SECONDS, Bound, checked
+from kvqe.errors import BadInputError, UnscorableError
 from kvqe.files import atomic_output_file, check_output_path
 from kvqe.gate_policy import Policy
 from kvqe.sdk.images import IMAGE_SUFFIXES
@@ -49,12 +53,13 @@ class GateResult:
 
     source: str
     decision: str
-    score: float
+    score: float | None  # None: unscorable
     threshold: float
     threshold_from: str
     enhanced_score: float | None = None
     max_gain: float | None = None
     reason: str = ""
+    detail: str = ""  # for an unscorable source: why (the error's message)
     output: str | None = None
     width: int = 0
     height: int = 0
@@ -94,11 +99,33 @@ def _enhance_into(enhancer: Model, source: str, target: Path, limits: dict[str, 
         enhancer.enhance_video(source, target, chroma="420", **limits)
 
 
+def _check_against(vqa: Model, min_score: float | None, policy: Policy | None, max_gain: float | None) -> None:
+    """BadInputError unless every threshold lies in ``vqa``'s score range and ``max_gain`` within its width
+    (a threshold outside would pass or reject every source)."""
+    low, high = vqa.output_spec.score_range or (-math.inf, math.inf)
+    given = {"min_score": min_score} if min_score is not None else {} if policy is None else {
+        **{f"policy thresholds.{key!r}": value for key, value in policy.thresholds.items()},
+        **({} if policy.default is None else {"policy default": policy.default})}
+    for name, value in given.items():
+        checked(value, f"{name}, within the scorer's score range,", Bound(low, high))
+    if max_gain is not None:
+        checked(max_gain, "max_gain, within the width of the scorer's score range,", Bound(0, high - low, True))
+
+
+def _threshold(min_score: float | None, policy: Policy | None, width: int, height: int) -> tuple[float, str]:
+    """The threshold for a ``width`` x ``height`` source and where it came from."""
+    if min_score is not None:
+        return float(min_score), "min_score"
+    assert policy is not None
+    threshold, origin = policy.threshold_for(width, height)
+    return threshold, f"policy:{origin}"
+
+
 def gate_segments(source: Any, threshold: float, *, scorer: Model | str = "vqa", window_s: float = 1.0,
                   **options: Any) -> Iterator[SegmentDecision]:
     """Decide each ``window_s`` window of ``source`` as soon as it is scored: a live stream (a URL, a pipe, an
     iterable of BGR frames; ``fps`` for one without a rate) is gated while it plays, with bounded memory.
-    ``options``: ``fps``, ``timeout``, ``max_pixels``, ``protocols`` as for :meth:`Model.stream`.
+    ``options``: ``fps``, ``timeout``, ``max_pixels``, ``protocols``, ``demuxers`` as for :meth:`Model.stream`.
 
     Thread safety: as :meth:`Model.stream`; one generator per thread."""
     vqa = _as_model(scorer, "vqa")
@@ -118,16 +145,17 @@ def gate(source: str | os.PathLike[str], *, min_score: float | None = None, poli
     when ``enhancer`` is None); ``output``: where a kept enhancement goes (required with an enhancer);
     ``segment_seconds``: also decide each window of that length (``Model.stream``), as a live stream would
     be gated; ``max_gain``: the largest score gain an enhancement may show and still be kept (None: no
-    ceiling). ``limits``: ``timeout``, ``max_pixels``, ``protocols`` as for :meth:`Model.score`.
+    ceiling). ``limits``: ``timeout``, ``max_pixels``, ``protocols``, ``demuxers`` as for
+    :meth:`Model.score`.
 
     Thread safety: safe to call from several threads with shared models, given distinct outputs.
     """
     if min_score is None and policy is None:
         raise BadInputError("give a minimum score (min_score) or a policy")
-    if segment_seconds is not None and not segment_seconds > 0:
-        raise BadInputError(f"segment_seconds must be positive, got {segment_seconds}")
-    if max_gain is not None and not max_gain > 0:
-        raise BadInputError(f"max_gain must be positive, got {max_gain}")
+    if segment_seconds is not None:
+        checked(segment_seconds, "segment_seconds", SECONDS)
+    if max_gain is not None:
+        checked(max_gain, "max_gain", MAX_GAIN)
     name = os.fspath(source)
     enhancer = enhancer if enhancer is not None else (policy.enhance if policy else None)
     if enhancer is not None:
@@ -137,14 +165,17 @@ def gate(source: str | os.PathLike[str], *, min_score: float | None = None, poli
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     vqa = _as_model(scorer, "vqa")
-    first = vqa.score(name, **limits)
+    _check_against(vqa, min_score, policy, max_gain)
+    try:
+        first = vqa.score(name, **limits)
+    except UnscorableError as exc:
+        threshold, origin = _threshold(min_score, policy, exc.width, exc.height)
+        return GateResult(name, "reject", None, threshold, origin, max_gain=max_gain, reason="unscorable",
+                          detail=str(exc), width=exc.width, height=exc.height,
+                          bundles={"scorer": bundle_facts(vqa)},
+                          seconds={"score": round(time.perf_counter() - started, 3)})
     seconds["score"] = round(time.perf_counter() - started, 3)
-    if min_score is not None:
-        threshold, origin = float(min_score), "min_score"
-    else:
-        assert policy is not None
-        threshold, origin = policy.threshold_for(first.width, first.height)
-        origin = f"policy:{origin}"
+    threshold, origin = _threshold(min_score, policy, first.width, first.height)
     result = GateResult(name, "pass", first.score, threshold, origin, max_gain=max_gain, width=first.width,
                         height=first.height, bundles={"scorer": bundle_facts(vqa)}, seconds=seconds)
     if segment_seconds is not None and first.duration_s is not None:

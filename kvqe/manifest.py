@@ -2,7 +2,8 @@
 
 The manifest is validated as a whole when it is read: against the published JSON Schema
 (``kvqe/schemas/manifest-v1.schema.json``, Draft 2020-12; integers without a fraction, no NaN or Infinity)
-and then for what a schema cannot say (ranges increasing, one hash per file name, stages declared). A
+and then for what a schema cannot say (no key twice in one object, ranges increasing and pixel ranges of a
+plausible size, one hash per file name, stages declared). A
 malformed manifest is a :class:`BundleError` naming the field's JSON path; after validation, reading the
 typed fields cannot fail. The bundle around it (artifacts, verified files) is :mod:`kvqe.bundle`.
 """
@@ -35,6 +36,9 @@ MODEL_STAGE = "model"  # the stage of every artifact of a single-graph bundle
 MAX_DEPTH = 64  # nesting levels a manifest may have (the exporter's reach 7)
 _REPORTED_ERRORS = 3
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# the ends of a pixel value range (input and output of a model): 16-bit code values at most, and a span of
+# at least this, so that pixels neither vanish into a huge range nor blow up from a tiny one
+PIXEL_RANGE_END, PIXEL_RANGE_SPAN = 65535.0, 1e-3
 
 JsonPath = Sequence["str | int"]
 
@@ -44,7 +48,11 @@ JsonPath = Sequence["str | int"]
 def parse_manifest(raw: bytes, where: Path | str = MANIFEST) -> dict[str, Any]:
     """The manifest in ``raw`` (UTF-8 JSON), validated by :func:`check_manifest`."""
     try:
-        manifest = json.loads(raw.decode("utf-8"), parse_float=_number, parse_constant=_NonFinite)
+        manifest = json.loads(raw.decode("utf-8"), parse_float=_number, parse_constant=_NonFinite,
+                              object_pairs_hook=_unique_keys)
+    except _DuplicateKeyError as exc:
+        raise BundleError(f"{where}: the key {exc.key!r} appears twice in one object (JSON readers disagree on "
+                          "which value counts); fix the manifest or re-export the bundle") from None
     except UnicodeDecodeError as exc:
         raise BundleError(f"{where} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
@@ -109,6 +117,24 @@ class _NonFinite(float):
         value = super().__new__(cls, literal)
         value.literal = literal
         return value
+
+
+class _DuplicateKeyError(ValueError):
+    """A key given twice in one JSON object."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object's pairs as a dict; _DuplicateKeyError for a key given twice."""
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKeyError(key)
+        result[key] = value
+    return result
 
 
 def _number(literal: str) -> float:
@@ -179,6 +205,11 @@ def _meaning_problems(manifest: dict[str, Any]) -> list[str]:
         value = manifest[section].get(key)
         if value is not None and not value[0] < value[1]:
             problems.append(_at([section, key], f"{value} must be increasing (low < high)"))
+        elif value is not None and key == "value_range" and not (
+                max(abs(value[0]), abs(value[1])) <= PIXEL_RANGE_END and value[1] - value[0] >= PIXEL_RANGE_SPAN):
+            problems.append(_at([section, key], f"{value} is not a pixel value range (its ends within "
+                                                f"±{PIXEL_RANGE_END:.0f}, at least {PIXEL_RANGE_SPAN:g} apart, "
+                                                "e.g. [0, 1] or [0, 255])"))
     if len(manifest["input"]["mean"]) != len(manifest["input"]["std"]):
         problems.append(_at(["input", "std"], f"{len(manifest['input']['std'])} values for "
                                               f"{len(manifest['input']['mean'])} means; give one per channel"))

@@ -21,7 +21,7 @@ from typing import Generic, Self, TypeVar
 
 import numpy as np
 
-from kvqe.errors import BadInputError
+from kvqe.errors import BadInputError, ModelClosedError
 from kvqe.files import ModelFiles
 
 
@@ -90,8 +90,9 @@ class Runner(abc.ABC):
 
     Memory: a runner made from a model's bytes (:class:`kvqe.files.ModelFiles`, what a bundle hands out)
     drops them once ``load()`` has succeeded, so a big model is not held twice (the bytes and the
-    backend's parsed copy). Such a runner loads once: ``load()`` after ``close()`` raises RuntimeError
-    ("closed; load the bundle again"). A runner made from a path reads the file again at each load.
+    backend's parsed copy). Such a runner loads once: ``load()`` after ``close()`` raises ModelClosedError
+    ("closed; load the bundle again"), as does any call after ``close()``. A runner made from a path reads
+    the file again at each load.
     """
 
     name: str = "runner"
@@ -100,15 +101,16 @@ class Runner(abc.ABC):
     def __init__(self) -> None:
         self._loaded = False
         self._spent = False  # the model's bytes were dropped after a load: it cannot load again
+        self._closed = False  # closed after a load (and not loaded again)
         self._specs: tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]] | None = None  # cached once loaded
 
     def load(self) -> Self:
         if not self._loaded:
             if self._spent:
-                raise RuntimeError(f"{self.name}: closed; load the bundle again (a runner made from a model's "
-                                   "bytes drops them once loaded, so it cannot load a second time)")
+                raise ModelClosedError(f"{self.name}: closed; load the bundle again (a runner made from a model's "
+                                       "bytes drops them once loaded, so it cannot load a second time)")
             self._load()
-            self._loaded = True
+            self._loaded, self._closed = True, False
             self._spent = self._drop_model_bytes()
         return self
 
@@ -165,7 +167,7 @@ class Runner(abc.ABC):
     def close(self) -> None:
         if self._loaded:
             self._close()
-            self._loaded = False
+            self._loaded, self._closed = False, True
             self._specs = None
 
     def __enter__(self) -> Self:
@@ -177,6 +179,8 @@ class Runner(abc.ABC):
         self.close()
 
     def _require_loaded(self) -> None:
+        if self._closed:
+            raise ModelClosedError(f"{self.name}: closed; load the bundle again to use it")
         if not self._loaded:
             raise RuntimeError(f"{self.name}: call load() before using the runner")
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -56,5 +57,11 @@ def create_runner(backend: str, model: ModelFiles | Path, **options: Any) -> Run
         if extra is None:
             raise BackendUnavailableError(f"{requirement} is not installed; reinstall kvqe") from None
         raise missing_extra(requirement, extra) from None
-    runner: Runner = getattr(module, class_name)(model, **options)
+    runner_class = getattr(module, class_name)
+    accepted = [p.name for p in inspect.signature(runner_class).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise BadInputError(f"the {backend} backend has no option {unknown[0]!r} (its options: {', '.join(accepted)}); "
+                            "pass it only with a backend that takes it")
+    runner: Runner = runner_class(model, **options)
     return runner

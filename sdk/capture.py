@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import cv2
 
 from kvqe.errors import BadInputError
+from kvqe.sdk.demuxers import opencv_options
 from kvqe.sdk.frames import ASSUMED_FPS, Frame, check_frame
 from kvqe.sdk.images import IMAGE_SUFFIXES
 from kvqe.sdk.limits import Limits
@@ -105,10 +106,12 @@ def _opencv_params(limits: Limits) -> list[int]:
 
 
 def open_capture(target: Target, limits: Limits) -> cv2.VideoCapture:
-    """OpenCV's capture of ``target``, open; BadInputError if it cannot be opened in time."""
+    """OpenCV's capture of ``target``, open, by the demuxers ``limits`` allows; BadInputError if it cannot be
+    opened in time."""
     started = time.monotonic()
     try:
-        capture = cv2.VideoCapture(target.for_opencv, cv2.CAP_FFMPEG, _opencv_params(limits))
+        with opencv_options.set(limits.format_whitelist):
+            capture = cv2.VideoCapture(target.for_opencv, cv2.CAP_FFMPEG, _opencv_params(limits))
     except cv2.error as exc:
         raise BadInputError(f"cannot open {target.name} as a video: OpenCV: {exc.err or exc}") from exc
     if capture.isOpened():
@@ -116,6 +119,7 @@ def open_capture(target: Target, limits: Limits) -> cv2.VideoCapture:
     if target.path is None and limits.stalled(started):
         raise limits.stalled_error(target.name, "it did not open")
     raise BadInputError(
-        f"cannot open {target.name} as a video (corrupt, unsupported or unreachable); check it with ffprobe; "
+        f"cannot open {target.name} as a video (corrupt, unsupported or unreachable, or a playlist or manifest "
+        "such as HLS or DASH, opened only when asked: demuxers=['hls']); check it with ffprobe; "
         f"images are recognised by their suffix: {', '.join(sorted(IMAGE_SUFFIXES))}"
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ from kvqe.errors import BadInputError
 
 _STDERR_TAIL_LINES = 3
 _PPM_FIELD_BYTES = 32  # a PPM header line is a few digits; anything longer is not ffmpeg's output
+_DECODER_CAP = re.compile(r"Picture size (\d+)x(\d+) exceeds specified max pixel count")  # libavutil's refusal
 
 
 class FrameTooLargeError(BadInputError):
@@ -209,18 +211,32 @@ class FfmpegDecode(FfmpegProcess):
     """An ``ffmpeg`` process decoding the first video stream of its input to BGR frames.
 
     ``inputs``: the input options and ``-i`` argument (e.g. ``["-rw_timeout", "30000000", "-i", url]``);
-    frames over ``max_pixels`` are refused from their header.
+    frames over ``max_pixels`` are refused from their header, and by the decoder itself (its ``max_pixels``
+    option), so a stream that grows mid-way is refused before a large frame is allocated.
     """
 
     def __init__(self, executable: str, inputs: list[str], name: str, max_pixels: int | None = None) -> None:
-        super().__init__(executable, [*inputs, "-map", "0:v:0", "-f", "image2pipe", "-c:v", "ppm",
+        capped = [] if max_pixels is None else ["-max_pixels", str(max_pixels)]
+        super().__init__(executable, [*capped, *inputs, "-map", "0:v:0", "-f", "image2pipe", "-c:v", "ppm",
                                       "-pix_fmt", "rgb24"], name)
         self.max_pixels = max_pixels
 
     def frames(self) -> Iterator[np.ndarray]:
-        """The decoded frames, HxWx3 uint8 BGR; BadInputError if ffmpeg fails or yields none."""
+        """The decoded frames, HxWx3 uint8 BGR; BadInputError if ffmpeg fails or yields none, FrameTooLargeError
+        if its decoder refused a frame over the cap (skipped by ffmpeg, never a shorter video here)."""
         count = 0
         while (image := _read_ppm(self.stdout, self.name, self.max_pixels)) is not None:
             yield image
             count += 1
+        self._check_refused(count)
         self.finish(count)
+
+    def _check_refused(self, count: int) -> None:
+        self._stderr.seek(0)
+        refused = _DECODER_CAP.search(self._stderr.read().decode(errors="replace"))
+        if refused is not None:
+            width, height = int(refused.group(1)), int(refused.group(2))
+            raise FrameTooLargeError(
+                f"{self.name}: after {count} frames the stream changes to {width}x{height}, {width * height:,} "
+                f"pixels, over the cap of {self.max_pixels:,} pixels; refused by the decoder before decoding; "
+                "pass max_pixels= to raise the cap")

@@ -65,6 +65,7 @@ class FrameSource:
         interrupt: Callable[[], None] | None = None,
         empty_message: str = "yielded no frames",
         check_length: bool = False,
+        live: bool = False,
         limits: Limits | None = None,
         codec: str = "",
         seeker: Seeker | None = None,
@@ -75,8 +76,10 @@ class FrameSource:
         self.fps = fps
         self.frame_count = frame_count
         self.is_image = is_image
+        self.live = live  # a network source: one without a declared length is read as a stream
         self.limits = limits or Limits()
         self.codec = codec  # the codec's name ("h264", "hevc", "vp9", ...), "" when unknown
+        self.conversion = ""  # an image file's conversion to 8-bit BGR ("grey to BGR", ...), "" for none
         self.size: tuple[int, int] | None = None  # (width, height) of the frames, once one was read
         self.frames_read = 0  # frames delivered to the reader so far
         self._frames = frames
@@ -117,9 +120,21 @@ class FrameSource:
 
     @property
     def access(self) -> str:
-        """How the frames were read: "seek" (only the frames asked for, by seeking) or "sequential"."""
+        """How the frames were read: "seek" (only the frames asked for, by seeking), "stream" (a network source
+        that declares no length: scored over what it delivered until it ended) or "sequential"."""
+        if self.live and self.frame_count is None:
+            return "stream"
         sought = self._sought and self._seeker is not None and not self._seeker.fell_back
         return "seek" if sought else "sequential"
+
+    def received(self, count: int) -> str:
+        """What ``count`` frames are of the whole, for an error: "12 of the 250 frames it declares (0.5 of
+        10.0 s)", or without a declared length "12 frames (0.5 s)"."""
+        rate = self.fps or ASSUMED_FPS
+        if self.frame_count is None:
+            return f"{count} frames ({count / rate:.1f} s)"
+        return (f"{count} of the {self.frame_count} frames it declares "
+                f"({count / rate:.1f} of {self.frame_count / rate:.1f} s)")
 
     def _consume(self) -> Iterator[Frame]:
         # the thread starts on the first next(), so an iterator dropped unstarted leaves nothing running
@@ -133,7 +148,8 @@ class FrameSource:
                     item = self._queue.get(timeout=self.limits.timeout)
                 except queue.Empty:
                     join_s = 0.0  # the decoder is stuck: interrupted, it ends on its own; the caller goes now
-                    raise self.limits.stalled_error(self.name, f"frame {received} did not arrive") from None
+                    raise self.limits.stalled_error(self.name, f"frame {received} did not arrive",
+                                                    f"received {self.received(received)}") from None
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
@@ -162,7 +178,8 @@ class FrameSource:
                 image = next(self._frames, None)
                 if image is None:
                     if self.limits.stalled(started):
-                        raise self.limits.stalled_error(self.name, f"frame {index} was not decoded")
+                        raise self.limits.stalled_error(self.name, f"frame {index} was not decoded",
+                                                        f"decoded {self.received(index)}")
                     break
                 pixels = image.image if isinstance(image, Frame) else image
                 if shape is None:
@@ -181,10 +198,10 @@ class FrameSource:
             if index == 0:
                 raise BadInputError(f"{self.name}: {self._empty_message}")
             if self._check_length and self._ends_short(index):
-                raise BadInputError(
-                    f"{self.name}: the decode stopped after {index} of the {self.frame_count} frames its container "
-                    "declares (the file is truncated or its stream is damaged); check it with ffprobe"
-                )
+                cause = ("the connection closed early or stalled" if self.live
+                         else "the file is truncated or its stream is damaged")
+                raise BadInputError(f"{self.name}: the decode stopped after {self.received(index)}: {cause}; "
+                                    "never scored as a shorter video; check it with ffprobe")
             self._put(_END)
         except KvqeError as exc:
             self._put(exc)

@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from kvqe.bounds import THREADS, checked_int
 from kvqe.bundle import MODEL_STAGE, PRECISIONS, Artifact, Bundle, read_bundle
 from kvqe.errors import BackendUnavailableError, BundleError
 from kvqe.runtimes import Runner
@@ -113,6 +114,7 @@ def load(
     Every artifact used is verified against its sha256 first. A pipeline bundle loads one artifact per
     stage on the same backend and runs them as one model (its kind: :mod:`kvqe.sdk.pipelines`).
     """
+    threads = checked_int(threads, "threads", THREADS)
     bundle = resolve_bundle(name_or_path)
     _, chosen, stages = choose_artifacts(bundle, backend, precision, allow_undeployable)
     runner = create_bundle_runner(bundle, stages, threads=threads, **runner_options)

@@ -1,6 +1,6 @@
 """The runtime face of a bundle: ``score()`` / ``stream()`` for VQA, ``enhance()`` / ``enhance_video()`` for SR.
 
-Every call bounds what its source may cost (``timeout``, ``max_pixels``, ``protocols``: see
+Every call bounds what its source may cost (``timeout``, ``max_pixels``, ``protocols``, ``demuxers``: see
 :class:`kvqe.sdk.limits.Limits`), decodes through a short queue, and refuses a model output that is not
 finite (a broken or tampered model) instead of turning it into a score or an image.
 """
@@ -15,17 +15,26 @@ from typing import Any, Self
 import cv2
 import numpy as np
 
+from kvqe.bounds import SECONDS, TILE, checked, checked_int
 from kvqe.bundle import Artifact, Bundle
-from kvqe.errors import BadInputError, BundleError
+from kvqe.errors import BadInputError, BundleError, ModelClosedError, UnscorableError
 from kvqe.files import check_output_path
+from kvqe.interrupt import interruptible
 from kvqe.runtimes.base import Runner
 from kvqe.sdk.frame_source import FrameSource
 from kvqe.sdk.frames import ASSUMED_FPS
 from kvqe.sdk.images import read_image
 from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Limits
-from kvqe.sdk.preprocess import normalise, postprocess_sr_output, preprocess_sr_image, vqa_geometry
+from kvqe.sdk.preprocess import (
+    check_scorable,
+    normalise,
+    postprocess_sr_output,
+    preprocess_sr_image,
+    vqa_geometry,
+)
 from kvqe.sdk.results import Sampling, ScoreResult, Segment, VideoResult
 from kvqe.sdk.sampling import (
+    keyframe_index,
     keyframe_plan,
     pad_to_max,
     sampling_spec,
@@ -50,12 +59,12 @@ _QUEUE_SIZE = 2  # decoded frames waiting for the model: the decoder only needs 
 
 
 def _open(source: Any, fps: float | None, timeout: float | None, max_pixels: int | None,
-          protocols: Iterable[str] | str) -> FrameSource:
+          protocols: Iterable[str] | str, demuxers: Iterable[str] | str) -> FrameSource:
     """An already-open FrameSource (e.g. a raw pipe) as is, anything else through ``open_source``."""
     if isinstance(source, FrameSource):
         return source
     return open_source(source, fps=fps, queue_size=_QUEUE_SIZE, timeout=timeout, max_pixels=max_pixels,
-                       protocols=protocols)
+                       protocols=protocols, demuxers=demuxers)
 
 
 _CALLS = {"vqa": "score()/stream()", "sr": "enhance()/enhance_video()"}  # what each task's model offers
@@ -77,6 +86,7 @@ class Model:
         self.artifact = artifact
         self.stages: dict[str, Artifact] = dict(stages) if stages else {artifact.stage: artifact}
         self.runner = runner.load()
+        self.closed = False
         self.input_spec = bundle.input_spec
         self.output_spec = bundle.output_spec
 
@@ -97,7 +107,9 @@ class Model:
         return self.artifact.precision
 
     def close(self) -> None:
+        """Release the backend's model; any later call raises ModelClosedError."""
         self.runner.close()
+        self.closed = True
 
     def __enter__(self) -> Self:
         return self
@@ -112,6 +124,8 @@ class Model:
 
     # -- VQA ---------------------------------------------------------------------------------------
     def _require(self, task: str, call: str) -> None:
+        if self.closed:
+            raise ModelClosedError(f"{self.name}: {call} on a closed model; load the bundle again with kvqe.load()")
         if self.task != task:
             raise BadInputError(f"{call} needs a {task} model, but {self.name!r} is a {self.task} model; "
                                 f"use {_CALLS[self.task]}")
@@ -127,9 +141,11 @@ class Model:
         return values
 
     def _reducer(self, name: str) -> Callable[[np.ndarray], np.ndarray]:
-        """A chosen frame -> the uint8 image the model sees (kept instead of the full frame)."""
+        """A chosen frame -> the uint8 image the model sees (kept instead of the full frame); UnscorableError
+        for a frame below the bundle's minimum."""
 
         def reduce(image: np.ndarray) -> np.ndarray:
+            check_scorable(image.shape[1], image.shape[0], self.input_spec, name)
             try:
                 return vqa_geometry(image, self.input_spec)
             except cv2.error as exc:
@@ -153,7 +169,8 @@ class Model:
 
     def score(self, source: Any, *, fps: float | None = None, per_second: float | None = None,
               max_frames: int | None = None, timeout: float | None = DEFAULT_TIMEOUT_S,
-              max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = ()) -> ScoreResult:
+              max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = (),
+              demuxers: Iterable[str] | str = ()) -> ScoreResult:
         """Score a video (path, URL, ``cv2.VideoCapture``, iterable of BGR frames) or one image.
 
         Keyframes cover the whole video: the middle frame of each ``1 / per_second`` seconds, or, for a video
@@ -162,15 +179,19 @@ class Model:
         trained (the mean). A local file of known length is read by seeking to each keyframe far apart
         (``result.sampling.how``); other sources are decoded in order, and one of unknown length (a pipe, an
         iterator) keeps between ``(max_frames + 2) // 3`` and ``max_frames`` keyframes spread over it (see
-        :func:`kvqe.sdk.sampling.select_keyframes`).
+        :func:`kvqe.sdk.sampling.select_keyframes`); a URL that declares no length is read as a stream (``how``
+        is "stream"), one that ends short of the length it declares is an error. Frames whose short side is
+        below the bundle's minimum (:func:`kvqe.sdk.preprocess.minimum_side`: 32 pixels for the embedded
+        student) or a video that ends before its first keyframe raise UnscorableError (a BadInputError).
 
         ``fps`` overrides the source's frame rate; sources that have none assume 30. ``timeout``: seconds to
         wait for the source to open and for each frame; ``max_pixels``: largest frame, refused before it is
-        decoded; ``protocols``: URL schemes allowed beyond the network ones (see :func:`open_source`).
+        decoded; ``protocols``: URL schemes allowed beyond the network ones; ``demuxers``: container formats
+        allowed beyond single media files, e.g. ``["hls"]`` (see :func:`open_source`).
         """
         self._require("vqa", "score()")
         sampling = sampling_spec(self.input_spec.sampling, per_second, max_frames)
-        with _open(source, fps, timeout, max_pixels, protocols) as frames:
+        with _open(source, fps, timeout, max_pixels, protocols, demuxers) as frames:
             rate = frames.fps or ASSUMED_FPS
             name = frames.name
             if frames.seekable and frames.frame_count:
@@ -181,27 +202,40 @@ class Model:
             width, height = frames.size or (0, 0)
             length = frames.frame_count or frames.frames_read
             duration = None if frames.is_image else length / rate
+            if not frames.is_image:
+                self._check_length(name, length, rate, sampling.per_second, width, height)
             how = Sampling(sampling.per_second, sampling.max_frames, frames.access)
-            codec = frames.codec
+            codec, conversion = frames.codec, frames.conversion
         scores = self._frame_scores([frame.image for frame in keyframes], name)
         pooled = pad_to_max(scores, sampling)
         return ScoreResult(
             score=self._clip(float(np.mean(pooled))), frame_scores=scores, frames=len(scores), source=name, fps=rate,
             frame_times=[frame.time_s for frame in keyframes], frame_indices=[frame.index for frame in keyframes],
-            duration_s=duration, width=width, height=height, codec=codec, sampling=how,
+            duration_s=duration, width=width, height=height, codec=codec, sampling=how, conversion=conversion,
         )
+
+    @staticmethod
+    def _check_length(name: str, length: int, rate: float, per_second: float, width: int, height: int) -> None:
+        """UnscorableError for a video that ends before its first keyframe (the middle of its first sampling
+        interval): it holds none of the frames the model is sampled on."""
+        first = keyframe_index(0, rate, per_second)
+        if length <= first:
+            raise UnscorableError(
+                f"{name}: {length} frames ({length / rate:.2f} s) end before the first keyframe (frame {first}, "
+                f"{first / rate:.2f} s at {per_second:g} keyframes a second); the shortest video this bundle scores "
+                f"is {first + 1} frames; unscorable", width, height)
 
     def stream(self, source: Any, *, window_s: float = 1.0, fps: float | None = None,
                per_second: float | None = None, timeout: float | None = DEFAULT_TIMEOUT_S,
-               max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = ()) -> Iterator[Segment]:
+               max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = (),
+               demuxers: Iterable[str] | str = ()) -> Iterator[Segment]:
         """Score a live or long source window by window with bounded memory, yielding as it goes: each
         window's keyframes at ``per_second`` (default: the bundle's rate) are scored and averaged
-        (``timeout``, ``max_pixels``, ``protocols`` as for :meth:`score`)."""
+        (``timeout``, ``max_pixels``, ``protocols``, ``demuxers`` as for :meth:`score`)."""
         self._require("vqa", "stream()")
-        if not (isinstance(window_s, (int, float)) and window_s > 0):
-            raise BadInputError(f"window_s must be positive, got {window_s}")
+        window_s = checked(window_s, "window_s", SECONDS)
         rate_spec = sampling_spec(self.input_spec.sampling, per_second)
-        with _open(source, fps, timeout, max_pixels, protocols) as frames:
+        with _open(source, fps, timeout, max_pixels, protocols, demuxers) as frames:
             rate = frames.fps or ASSUMED_FPS
             reduce = self._reducer(frames.name)
             for window in windowed_keyframes(frames, rate, window_s, rate_spec.per_second, reduce=reduce):
@@ -217,6 +251,7 @@ class Model:
                       memory_budget_mb: float = SR_MEMORY_BUDGET_MB) -> TileSettings:
         """The bundle's tiling defaults, overridden by any argument given; a bundle that declares no tile
         size is tiled to fit ``memory_budget_mb`` (``tile=0`` runs whole images)."""
+        tile = None if tile is None else checked_int(tile, "tile", TILE)
         defaults = self.input_spec.tile or Tile(size=0, pad=10)
         max_tile = min((bound for a in self.stages.values() if (bound := a.record.get("export", {}).get("max_tile"))),
                        default=None)
@@ -248,11 +283,16 @@ class Model:
         return self._enhance(Limits.of(max_pixels=max_pixels).frame(image, "image"), settings)
 
     def _enhance(self, bgr: np.ndarray, settings: TileSettings) -> np.ndarray:
+        """Each tile runs through :func:`interruptible`: a signal ends the call within moments, not after the
+        tile in progress."""
         chw = preprocess_sr_image(bgr, self.input_spec)
+        runner = self.runner
+        positioned = runner if isinstance(runner, PositionedRunner) else None
         return enhance_tiled(
-            chw, self.runner.run_single, self.scale, settings,
+            chw, lambda patch: interruptible(lambda: runner.run_single(patch)), self.scale, settings,
             lambda out: postprocess_sr_output(self._finite(out, "a tile"), self.input_spec, self.output_spec),
-            run_at=self.runner.run_at if isinstance(self.runner, PositionedRunner) else None,
+            run_at=None if positioned is None else (
+                lambda patch, origin: interruptible(lambda: positioned.run_at(patch, origin))),
             exact=self.runner if isinstance(self.runner, ExactTiler) else None,
         )
 
@@ -261,7 +301,8 @@ class Model:
                       chroma: str = "444", format: str | None = None,
                       progress: Callable[[int, int | None], None] | None = None,
                       memory_budget_mb: float = SR_MEMORY_BUDGET_MB, timeout: float | None = DEFAULT_TIMEOUT_S,
-                      max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = ()) -> VideoResult:
+                      max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = (),
+                      demuxers: Iterable[str] | str = ()) -> VideoResult:
         """Enhance a video frame by frame into ``output``, encoded by the ``ffmpeg`` command, keeping its
         exact frame rate (30000/1001 stays 30000/1001), frame count, colour description, audio and subtitles.
 
@@ -276,13 +317,13 @@ class Model:
         The file appears at ``output`` only when every frame is written and ffmpeg succeeded; an output that
         cannot be written there, or that is the input itself, is refused before any frame is decoded.
         ``progress(done, total)`` is called after each frame (``total`` is the container's frame count, or
-        None). ``timeout``, ``max_pixels`` and ``protocols`` as for :meth:`score`.
+        None). ``timeout``, ``max_pixels``, ``protocols`` and ``demuxers`` as for :meth:`score`.
         """
         self._require("sr", "enhance_video()")
         out = VideoOutput.of(output, codec, crf, chroma, format)
         if out.path is not None:
             check_output_path(out.path, source=source if isinstance(source, (str, os.PathLike)) else None)
         settings = self.tile_settings(tile, memory_budget_mb=memory_budget_mb)
-        with _open(source, fps, timeout, max_pixels, protocols) as frames:
+        with _open(source, fps, timeout, max_pixels, protocols, demuxers) as frames:
             return write_video(frames, lambda image: self._enhance(image, settings), out, source=source, fps=fps,
                                timeout=timeout, progress=progress)

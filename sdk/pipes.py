@@ -12,7 +12,7 @@ import numpy as np
 
 from kvqe.errors import BadInputError
 from kvqe.sdk.frame_source import FrameSource
-from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Limits, positive
+from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Limits, imposed_fps
 
 RAW_PIX_FMTS = {"bgr24": None, "rgb24": cv2.COLOR_RGB2BGR}
 
@@ -70,7 +70,7 @@ def open_raw_pipe(
     return FrameSource(
         "-",
         _raw_frames(stream, "-", width, height, pix_fmt),
-        fps=positive(fps, "fps"),
+        fps=imposed_fps(fps),
         queue_size=queue_size,
         empty_message=f"yielded no frames (expected raw {width}x{height} {pix_fmt} frames)",
         limits=limits,
@@ -186,7 +186,7 @@ def open_y4m_pipe(
     frame is read. The stream is not closed here.
     """
     limits = Limits.of(timeout, max_pixels)
-    rate = positive(fps, "fps")
+    rate = imposed_fps(fps)
     _wait_readable(stream, limits, name)
     header = Y4mHeader.parse(stream.readline(_Y4M_LINE_BYTES), name)
     limits.check(name, header.width, header.height)

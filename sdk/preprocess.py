@@ -5,9 +5,12 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from kvqe.errors import BadInputError
+from kvqe.errors import BadInputError, UnscorableError
 from kvqe.specs import InputSpec, OutputSpec
 
+# a resize-and-crop model reads a frame enlarged at most this much: beyond it each source pixel fills a block
+# of the model's input larger than its smallest features, and the score says more about the enlargement
+_MAX_UPSCALE = 8
 _INTERPOLATION = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}
 
 
@@ -87,6 +90,25 @@ def fragments_and_global(rgb: np.ndarray, spec: InputSpec, rng: np.random.Genera
                 rgb[top:top + patch, left:left + patch]
     context = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
     return np.concatenate([mosaic, context], axis=2)
+
+
+def minimum_side(spec: InputSpec) -> int:
+    """The shortest frame side a VQA bundle scores, from its preprocessing: a fragment model's ``patch`` (a
+    smaller frame has no native-resolution patch to show it; it would be enlarged, its detail invented), a
+    resize-and-crop model's ``short_side / 8`` (enlarged at most 8x)."""
+    if spec.fragments is not None:
+        return spec.fragments.patch
+    if spec.resize is None:
+        raise BadInputError("the bundle's input spec has neither fragments nor resize and crop")
+    return -(-spec.resize.short_side // _MAX_UPSCALE)
+
+
+def check_scorable(width: int, height: int, spec: InputSpec, name: str) -> None:
+    """UnscorableError if a ``width`` x ``height`` frame is below :func:`minimum_side`."""
+    least = minimum_side(spec)
+    if min(width, height) < least:
+        raise UnscorableError(f"{name}: {width}x{height} frames are below the smallest this bundle scores "
+                              f"({least} pixels a side, from its preprocessing); unscorable", width, height)
 
 
 def vqa_geometry(bgr: np.ndarray, spec: InputSpec, rng: np.random.Generator | None = None) -> np.ndarray:

@@ -10,7 +10,9 @@ class Sampling:
 
     per_second: float  # the keyframe rate for videos short enough for the budget
     max_frames: int  # the budget: at most this many keyframes, spread over the whole video
-    how: str  # "seek" (only the keyframes were decoded) or "sequential" (the video was decoded in order)
+    # "seek" (only the keyframes were decoded), "sequential" (the video was decoded in order) or "stream" (a
+    # network source that declares no length, scored over what it delivered)
+    how: str
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class ScoreResult:
     height: int = 0
     codec: str = ""
     sampling: Sampling | None = None
+    conversion: str = ""  # an image file's conversion to 8-bit BGR ("grey to BGR", "CMYK to BGR", ...)
 
 
 @dataclass(frozen=True)

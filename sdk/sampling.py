@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kvqe.bounds import MAX_FRAMES, PER_SECOND, checked_int, optional
 from kvqe.errors import BadInputError
 from kvqe.sdk.frames import Frame
 from kvqe.sdk.seeking import SEEK_GAP_S
@@ -31,12 +32,8 @@ def sampling_spec(spec: Sampling | None, per_second: float | None = None,
                   max_frames: int | None = None) -> Sampling:
     """The bundle's sampling ``spec`` with the caller's ``per_second`` / ``max_frames`` (None: the
     bundle's), checked (BadInputError naming the bad one)."""
-    if per_second is not None and not (isinstance(per_second, (int, float)) and not isinstance(per_second, bool)
-                                       and math.isfinite(per_second) and per_second > 0):
-        raise BadInputError(f"per_second must be a positive number, got {per_second!r}")
-    if max_frames is not None and not (isinstance(max_frames, int) and not isinstance(max_frames, bool)
-                                       and max_frames > 0):
-        raise BadInputError(f"max_frames must be a positive integer, got {max_frames!r}")
+    per_second = optional(per_second, "per_second", PER_SECOND)
+    max_frames = None if max_frames is None else checked_int(max_frames, "max_frames", MAX_FRAMES)
     if spec is None:
         raise BadInputError("the bundle's input spec has no frame sampling (is it a VQA bundle?)")
     return replace(spec, per_second=float(spec.per_second if per_second is None else per_second),

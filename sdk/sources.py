@@ -14,8 +14,8 @@ import numpy as np
 
 from kvqe.errors import BadInputError
 from kvqe.sdk.frame_source import FrameSource
-from kvqe.sdk.images import IMAGE_SUFFIXES, read_image
-from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Limits, positive
+from kvqe.sdk.images import IMAGE_SUFFIXES, decode_image
+from kvqe.sdk.limits import DEFAULT_MAX_PIXELS, DEFAULT_TIMEOUT_S, Limits, imposed_fps
 from kvqe.sdk.targets import resolve_target
 from kvqe.sdk.video_files import capture_source, open_video
 
@@ -28,6 +28,7 @@ def open_source(
     timeout: float | None = DEFAULT_TIMEOUT_S,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     protocols: Iterable[str] | str = (),
+    demuxers: Iterable[str] | str = (),
 ) -> FrameSource:
     """Open a video/image path, URL, ``cv2.VideoCapture``, HxWx3 uint8 BGR array or iterable of them.
 
@@ -35,16 +36,19 @@ def open_source(
     current position and is not released on close (the caller owns it); so are iterators.
     ``timeout``: seconds to wait for the source to open and for each frame (None: no kvqe timeout);
     ``max_pixels``: largest frame accepted, checked before decoding (None: no cap); ``protocols``: URL
-    schemes to read beyond :data:`NETWORK_SCHEMES` (e.g. ``["file"]`` for ``file://`` URLs).
+    schemes to read beyond :data:`NETWORK_SCHEMES` (e.g. ``["file"]`` for ``file://`` URLs); ``demuxers``:
+    FFmpeg demuxers to open beyond those of single media files (e.g. ``["hls"]`` for a playlist you trust).
     """
-    fps = positive(fps, "fps")
-    limits = Limits.of(timeout, max_pixels, protocols)
+    fps = imposed_fps(fps)
+    limits = Limits.of(timeout, max_pixels, protocols, demuxers)
     if isinstance(source, (str, os.PathLike)):
         target = resolve_target(source, limits)
         if target.path is not None and target.path.suffix.lower() in IMAGE_SUFFIXES:
-            image = read_image(target.path, max_pixels=limits.max_pixels)
-            return FrameSource(target.name, iter([image]), fps=fps, frame_count=1, is_image=True,
-                               queue_size=queue_size, limits=limits)
+            image, conversion = decode_image(target.path, max_pixels=limits.max_pixels)
+            source = FrameSource(target.name, iter([image]), fps=fps, frame_count=1, is_image=True,
+                                 queue_size=queue_size, limits=limits)
+            source.conversion = conversion
+            return source
         return open_video(target, fps, queue_size, limits)
     if isinstance(source, cv2.VideoCapture):
         if not source.isOpened():

@@ -1,6 +1,7 @@
 """Video files and URLs as :class:`FrameSource`: decoded by OpenCV or, when OpenCV opens a stream but decodes
-none of it (e.g. AV1 with the opencv-python 4.x wheels), by the ``ffmpeg`` command; a local file's decode is
-checked against the length its container declares."""
+none of it (e.g. AV1 with the opencv-python 4.x wheels), by the ``ffmpeg`` command; a local file's or URL's
+decode is checked against the length its container declares (a stall or an early close is an error, never a
+shorter video)."""
 from __future__ import annotations
 
 import shlex
@@ -28,11 +29,13 @@ def capture_source(
 ) -> FrameSource:
     """A FrameSource over ``capture`` (``first``: frame 0, already read from it); a local file's (``target``
     with a path) decode is checked against its declared length (streams and URLs may not know theirs; a
-    caller's capture may not start at frame 0), and it may seek when its length and frame rate are known."""
+    caller's capture may not start at frame 0), and it may seek when its length and frame rate are known. A
+    URL's decode is checked against the length it declares; one that declares none is read as a stream."""
     container = ContainerInfo.of(capture)
     limits.check(name, container.width, container.height)
     rate = fps or container.fps
     local_file = target is not None and target.path is not None
+    network = target is not None and target.path is None
     seeker = None  # OpenCV seeks by the container's rate: not when the caller overrides it
     if local_file and owned and first is not None and fps is None and container.fps and container.frame_count:
         assert target is not None
@@ -45,7 +48,8 @@ def capture_source(
         queue_size=queue_size,
         release=(seeker.release if seeker else capture.release) if owned else None,
         empty_message="no decodable frames (the file may be truncated or corrupt); check it with ffprobe",
-        check_length=local_file,
+        check_length=local_file or network,
+        live=network,
         limits=limits,
         codec=container.codec_name,
         seeker=seeker,
@@ -121,7 +125,8 @@ def _ffmpeg_source(executable: str, target: Target, stream: str, container: Cont
         queue_size=queue_size,
         release=decode.close,
         interrupt=decode.interrupt,
-        check_length=target.path is not None,
+        check_length=True,
+        live=target.path is None,
         limits=limits,
         codec=container.codec_name,
     )

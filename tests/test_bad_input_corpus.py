@@ -6,11 +6,13 @@ process and are tested at the end.
 """
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -29,7 +31,7 @@ from kvqe.sdk.loader import embedded_bundle_path
 SAMPLES = Path(__file__).resolve().parents[1] / "kvqe" / "samples"
 VIDEO = SAMPLES / "astronaut_pan.mp4"
 PHOTO = SAMPLES / "astronaut.png"
-SIGNAL_GRACE_S = 600  # a hang guard, not a speed claim: how soon a signal ends the command is issue #34's to bound
+SIGNAL_GRACE_S = 600  # a hang guard, not a speed claim (the machine may be loaded)
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,17 @@ def _huge_video(tmp: Path) -> tuple[list[str], bytes | None]:
     return ["score", str(tmp / "huge.mp4")], None
 
 
+def _lavfi_video(name: str, size: str, seconds: float = 1.0) -> Callable[[Path], tuple[list[str], bytes | None]]:
+    """A lossless test-pattern video of ``size`` as ``{tmp}/name``, to score."""
+
+    def make(tmp: Path) -> tuple[list[str], bytes | None]:
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=s={size}:d={seconds}:r=25",
+                        "-c:v", "ffv1", str(tmp / name)], check=True)
+        return ["score", str(tmp / name)], None
+
+    return make
+
+
 def _protocol_names(name: str) -> Callable[[Path], tuple[list[str], bytes | None]]:
     """A random-bytes file whose name reads as an FFmpeg protocol, beside the real video it names."""
 
@@ -162,10 +175,42 @@ def _protocol_names(name: str) -> Callable[[Path], tuple[list[str], bytes | None
     return make
 
 
+def _served_half(*command: str) -> Callable[[Path], tuple[list[str], bytes | None]]:
+    """A server on 127.0.0.1 that announces a whole faststart clip and closes after half of it; ``command``
+    names its URL as ``{url}``. The server (a daemon thread) closes every connection it answers."""
+
+    def make(tmp: Path) -> tuple[list[str], bytes | None]:
+        whole = tmp / "whole.mp4"
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-c", "copy", "-movflags", "+faststart",
+                        str(whole)], check=True)
+        payload = whole.read_bytes()
+        whole.unlink()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload[: len(payload) // 2])
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        httpd.daemon_threads = True
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/clip.mp4"
+        return [a.replace("{url}", url).replace("{tmp}", str(tmp)) for a in command], None
+
+    return make
+
+
+HLS = f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\n{VIDEO.as_uri()}\n#EXT-X-ENDLIST\n".encode()
+FFCONCAT = f"ffconcat version 1.0\nfile '{VIDEO}'\n".encode()
+DASH = b'<?xml version="1.0"?>\n<MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static"></MPD>\n'
+SDP = b"v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=x\r\nc=IN IP4 127.0.0.1\r\nm=video 5004 RTP/AVP 96\r\n"
 RAW = np.zeros((16, 16, 3), np.uint8).tobytes()
-GREY = np.full((64, 64), 128, np.uint8)
 RGBA = np.full((64, 64, 4), 128, np.uint8)
-DEEP = np.full((64, 64, 3), 40000, np.uint16)
 NOISE = np.random.default_rng(1).bytes(10_000)
 
 CASES = [
@@ -181,19 +226,59 @@ CASES = [
     Case("audio only", _audio_only, 2, "audio.mp4"),
     Case("random bytes named .png", _file("noise.png", NOISE, "score", "{file}"), 2, "cannot read"),
     Case("png header only", _file("head.png", _png_of_size(64, 64)[:40], "score", "{file}"), 2, "head.png"),
-    Case("grey png", _image("grey.png", GREY, "score", "{file}"), 2, "colour"),
     Case("png with alpha", _image("rgba.png", RGBA, "score", "{file}"), 2, "alpha"),
-    Case("16-bit png", _image("deep.png", DEEP, "score", "{file}"), 2, "8 bits"),
+    Case("grey 1x1 png (converted, then too small)", _image("grey1.png", np.zeros((1, 1), np.uint8), "score",
+                                                            "{file}"), 2, "unscorable"),
+    Case("1x1 video", _lavfi_video("one.mkv", "1x1"), 2, "unscorable"),
+    Case("16x16 video", _lavfi_video("sixteen.mkv", "16x16"), 2, "32 pixels a side"),
+    Case("1x1 image", _image("one.png", np.zeros((1, 1, 3), np.uint8), "score", "{file}"), 2, "unscorable"),
+    Case("16x16 image", _image("sixteen.png", np.zeros((16, 16, 3), np.uint8), "score", "{file}"), 2,
+         "unscorable"),
+    Case("video shorter than one keyframe", _lavfi_video("short.mkv", "64x64", 0.2), 2, "before the first keyframe"),
     Case("png over the pixel cap", _file("bomb.png", _png_of_size(16000, 16000), "score", "{file}"), 2, "pixels"),
     Case("video over the pixel cap", _huge_video, 2, "pixels"),
     Case("a file named file:ok.mp4", _protocol_names("file:ok.mp4"), 2, "file:ok.mp4"),
     Case("a file named concat:a.mp4|b.mp4", _protocol_names("concat:a.mp4|b.mp4"), 2, "concat:a.mp4|b.mp4"),
     Case("url scheme not allowed", _args("score", "ftp://127.0.0.1/clip.mp4"), 2, "ftp"),
+    Case("url scheme not allowed, in capitals", _args("score", "FTP://127.0.0.1/clip.mp4"), 2, "'ftp:' urls"),
     Case("subfile protocol", _args("score", "subfile:,start,0,end,0,:/etc/passwd"), 2, "subfile"),
+    Case("url closed after half the file", _served_half("score", "{url}", "--timeout", "10"), 2,
+         "of the 120 frames it declares"),
+    Case("url closed after half the file, to gate", _served_half("gate", "{url}", "--min-score", "50"), 2,
+         "of the 120 frames it declares"),
+    Case("url closed after half the file, to enhance", _served_half("enhance", "{url}", "-o", "{tmp}/up.mp4"), 2,
+         "of the 120 frames it declares"),
     Case("url nobody answers", _args("score", "http://127.0.0.1:9/clip.mp4", "--timeout", "3"), 2, "127.0.0.1:9"),
     Case("name too long", _args("score", "{tmp}/" + "a" * 300 + ".mp4"), 2, "too long"),
+    Case("hls playlist naming a local file", _file("upload.m3u8", HLS, "score", "{file}"), 2, "--demuxers hls"),
+    Case("hls playlist named .mp4", _file("upload.mp4", HLS, "score", "{file}"), 2, "--demuxers hls"),
+    Case("hls playlist to enhance", _file("upload.m3u8", HLS, "enhance", "{file}", "-o", "{tmp}/up.mp4"), 2,
+         "--demuxers hls"),
+    Case("hls playlist to gate", _file("upload.m3u8", HLS, "gate", "{file}", "--min-score", "50"), 2,
+         "--demuxers hls"),
+    Case("hls playlist as a file url", _file("upload.m3u8", HLS, "score", "file://{file}", "--protocols", "file"), 2,
+         "demuxers="),
+    Case("ffconcat list", _file("list.txt.mp4", FFCONCAT, "score", "{file}"), 2, "--demuxers concat"),
+    Case("dash manifest", _file("upload.mpd", DASH, "score", "{file}"), 2, "--demuxers dash"),
+    Case("sdp description", _file("upload.sdp", SDP, "score", "{file}"), 2, "--demuxers sdp"),
+    Case("demuxer name not a name", _args("score", str(VIDEO), "--demuxers", "hls;rm"), 2, "demuxer names"),
     Case("fps zero", _args("score", str(VIDEO), "--fps", "0"), 2, "fps"),
     Case("fps not a number", _args("score", str(VIDEO), "--fps", "nan"), 2, "fps"),
+    Case("per-second infinite", _args("score", str(VIDEO), "--per-second", "inf"), 2, "--per-second"),
+    Case("max-frames huge", _args("score", str(VIDEO), "--max-frames", "1000000000"), 2, "--max-frames"),
+    Case("timeout not a number", _args("score", str(VIDEO), "--timeout", "nan"), 2, "--timeout"),
+    Case("max-pixels negative", _args("score", str(VIDEO), "--max-pixels", "-1"), 2, "--max-pixels"),
+    Case("threads negative", _args("score", str(VIDEO), "--threads", "-1"), 2, "--threads"),
+    Case("min-score not a number", _args("gate", str(VIDEO), "--min-score", "nan"), 2, "--min-score"),
+    Case("min-score out of the score range", _args("gate", str(VIDEO), "--min-score", "1000"), 2, "min_score"),
+    Case("segment-seconds zero", _args("gate", str(VIDEO), "--min-score", "50", "--segment-seconds", "0"), 2,
+         "--segment-seconds"),
+    Case("policy default infinite", _file("policy.toml", b"default = inf\n", "gate", str(VIDEO), "--policy",
+                                          "{file}"), 2, "default must be"),
+    Case("policy threshold not a number", _file("policy.toml", b'[thresholds]\n"720p" = nan\n', "gate", str(VIDEO),
+                                                "--policy", "{file}"), 2, "thresholds.'720p' must be"),
+    Case("policy max_gain not a number", _file("policy.toml", b"default = 50\nmax_gain = nan\n", "gate", str(VIDEO),
+                                               "--policy", "{file}"), 2, "max_gain must be"),
     # raw frames on stdin
     Case("stdin without --raw", _args("score", "-", stdin=RAW), 2, "--raw"),
     Case("raw size malformed", _args("score", "-", "--raw", "16by16", stdin=RAW), 2, "WxH"),
@@ -217,6 +302,14 @@ CASES = [
     Case("bytes 1e999", _bundle(None, "score", str(VIDEO), "--bundle", "{bundle}", damage=lambda b: (
         b / "manifest.json").write_text((b / "manifest.json").read_text().replace(
             '"bytes": 4743241', '"bytes": 1e999'))), 2, "bytes"),
+    Case("bytes 10**18", _bundle(_set("artifacts.0.bytes", 10**18), "info", "{bundle}"), 2, "the manifest says"),
+    Case("bytes 10**18 to enhance", _bundle(_set("artifacts.0.bytes", 10**18), "enhance", str(PHOTO), "-o",
+                                            "{bundle}/../out.png", "--bundle", "{bundle}"), 2, "the manifest says"),
+    Case("manifest key given twice", _bundle(None, "score", str(VIDEO), "--bundle", "{bundle}", damage=lambda b: (
+        b / "manifest.json").write_text((b / "manifest.json").read_text().replace(
+            '"deployable": true', '"deployable": false, "deployable": true', 1))), 2, "appears twice"),
+    Case("pixel value range 1e300", _bundle(_set("input.value_range", [0, 1e300]), "score", str(VIDEO), "--bundle",
+                                            "{bundle}"), 2, "not a pixel value range"),
     Case("artifacts not a list", _bundle(_set("artifacts", 5), "score", str(VIDEO), "--bundle", "{bundle}"), 2,
          "artifacts"),
     Case("per_second zero", _bundle(_set("input.sampling.per_second", 0), "score", str(VIDEO), "--bundle",
@@ -249,9 +342,8 @@ CASES = [
     Case("image in, video out", _args("enhance", str(PHOTO), "-o", "{tmp}/out.mp4"), 2, "image output name"),
     Case("video in, image out", _args("enhance", str(VIDEO), "-o", "{tmp}/out.png"), 2, "video output name"),
     Case("truncated video to enhance", _truncated("enhance", "{file}", "-o", "{tmp}/up.mp4"), 2, "truncated"),
-    Case("grey image to enhance", _image("grey.png", GREY, "enhance", "{file}", "-o", "{tmp}/out.png"), 2, "colour"),
-    Case("negative tile", _args("enhance", str(PHOTO), "-o", "{tmp}/out.png", "--tile", "-1"), 2, "--tile",
-         usage=True),
+    Case("negative tile", _args("enhance", str(PHOTO), "-o", "{tmp}/out.png", "--tile", "-1"), 2, "--tile"),
+    Case("tile below 16 pixels", _args("enhance", str(PHOTO), "-o", "{tmp}/out.png", "--tile", "1"), 2, "--tile"),
     Case("h264 into webm", _args("enhance", str(VIDEO), "-o", "{tmp}/out.webm", "--codec", "h264"), 2,
          "takes vp9 or av1 video"),
     Case("unknown video container", _args("enhance", str(VIDEO), "-o", "{tmp}/out.avi"), 2, "unsupported video container"),
@@ -281,9 +373,9 @@ def test_the_corpus_is_large_and_its_names_unique() -> None:
     assert len({case.name for case in CASES}) == len(CASES)
 
 
-# e2e: encoding 8192x8192 frames, and upscaling 704x576 frames until the truncation (the fast tier has test_limits'
+# e2e: encoding 8192x8192 frames, and upscaling frames until the truncation or the early close (the fast tier has test_limits'
 # 8K video and test_cli's truncated 48x32 clip)
-E2E_CASES = ("video over the pixel cap", "truncated video to enhance")
+E2E_CASES = ("video over the pixel cap", "truncated video to enhance", "url closed after half the file, to enhance")
 
 
 @needs_ffmpeg
@@ -334,14 +426,18 @@ def test_a_signal_during_enhance_video_leaves_nothing_behind(tmp_path: Path, sig
     long = tmp_path / "long.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "20", "-i", str(VIDEO), "-c:v", "libx264",
                     "-preset", "ultrafast", str(long)], check=True)
-    out = tmp_path / "up.mp4"
-    process = _kvqe("enhance", str(long), "-o", str(out), stderr=subprocess.PIPE)
+    made = tmp_path / "new"  # a folder the command makes for -o, removed with its temporary output
+    process = _kvqe("enhance", str(long), "-o", str(made / "up.mp4"), stderr=subprocess.PIPE)
     # wait for the event (its temporary output appearing), however long a loaded machine takes to get there
-    while not any(p.name.startswith(".up.") for p in tmp_path.iterdir()):
+    while not (made.is_dir() and any(p.name.startswith(".up.") for p in made.iterdir())):
         assert process.poll() is None, f"enhance exited with {process.returncode} before writing"
         time.sleep(0.1)
     process.send_signal(signum)
+    signalled = time.monotonic()
     _, stderr = process.communicate(timeout=SIGNAL_GRACE_S)
+    # issue #34 asks for 2 s (a tile in progress no longer holds the signal up); printed, not asserted, as the
+    # machine may be loaded
+    print(f"enhance ended {time.monotonic() - signalled:.2f} s after signal {signum}")
     assert process.returncode == code, stderr
     assert b"Traceback" not in stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mp4"]
@@ -356,3 +452,12 @@ def test_a_closed_stdout_ends_the_command_quietly(tmp_path: Path) -> None:
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 141
     assert stderr == b""
+
+
+def test_in_plain_text_a_bad_source_is_reported_on_stderr(tmp_path: Path) -> None:
+    (tmp_path / "noise.mp4").write_bytes(NOISE)
+    for command in (["score"], ["gate", "--min-score", "50"]):
+        result = CliRunner().invoke(main, [*command, str(PHOTO), str(tmp_path / "noise.mp4")])
+        assert result.exit_code == 2, result.output
+        assert result.stdout.splitlines()[0].startswith(str(PHOTO)) and "noise.mp4" not in result.stdout
+        assert "noise.mp4: error:" in result.stderr

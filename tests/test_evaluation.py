@@ -216,7 +216,7 @@ def test_kvqe_eval_matches_evaluate_on_kvqe_score(tiny_vqa: Exported, tmp_path: 
     result = cli("kvqe", "eval", "--bundle", str(tiny_vqa.bundle), "--labels", str(labels_csv),
                  "--videos", str(videos), check_code=2)
     text = result.stdout.decode()
-    assert "gone.mp4: error: no such file" in text and "videos 3 (failed 1)" in text
+    assert "gone.mp4: error: no such file" in result.stderr.decode() and "videos 3 (failed 1)" in text
     assert f"SROCC  {expected['srocc']:.4f}" in text and "final  n/a" in text
 
 

@@ -106,7 +106,7 @@ def test_the_max_gain_check_refuses_an_enhancement_that_gains_more_than_the_ceil
     assert record["decision"] == "reject" and record["max_gain"] == 10.0 and "more than max_gain 10" in record["reason"]
     assert record["enhanced_score"] - record["score"] == pytest.approx(16.6, abs=0.5)
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
-    with pytest.raises(BadInputError, match="max_gain must be positive"):
+    with pytest.raises(BadInputError, match="max_gain must be a finite number above 0"):
         kvqe.gate(IMAGE, min_score=90, max_gain=0)
 
 
@@ -149,7 +149,7 @@ def test_policy_picks_the_threshold_by_resolution_class(tmp_path: Path) -> None:
     ('minimum = 50\n', "'minimum'"),
     ('[thresholds\n', "not valid TOML"),
     ('enhance = "sr"\n', "sets no threshold"),
-    ('default = 50\nmax_gain = -1\n', "max_gain must be positive"),
+    ('default = 50\nmax_gain = -1\n', "max_gain must be a finite number above 0"),
 ])
 def test_bad_policy_is_refused_naming_the_problem(tmp_path: Path, text: str, named: str) -> None:
     policy = tmp_path / "bad.toml"

@@ -149,7 +149,7 @@ def test_raw_pipes_arrays_and_iterables_are_checked_by_shape() -> None:
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, "8K", True])
 def test_bad_max_pixels(value: object) -> None:
-    with pytest.raises(BadInputError, match="max_pixels must be a positive integer or None"):
+    with pytest.raises(BadInputError, match="max_pixels must be an integer from 1"):
         open_source(np.zeros((4, 4, 3), np.uint8), max_pixels=value)  # type: ignore[arg-type]
 
 

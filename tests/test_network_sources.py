@@ -25,29 +25,40 @@ MARGIN = 1.5  # seconds past the timeout: thread hand-over, process teardown, a 
 
 class _Server:
     """An HTTP server on 127.0.0.1 serving one file: whole (with byte ranges), or its first ``stall_after``
-    bytes under headers announcing all of it, after which the connection stalls until the server stops."""
+    bytes under headers announcing all of it, after which the connection stalls until the server stops
+    (``close_early``: closes instead). ``trickle``: (bytes, seconds) sends the body that many bytes at a time,
+    waiting between them; ``length=False`` announces no length (a live stream). ``sent`` is set once the
+    server has sent all it will before stalling or closing."""
 
-    def __init__(self, payload: bytes, stall_after: int | None = None) -> None:
+    def __init__(self, payload: bytes, stall_after: int | None = None, *, close_early: bool = False,
+                 trickle: tuple[int, float] | None = None, length: bool = True, kind: str = "video/mp4") -> None:
         self.released = threading.Event()
+        self.sent = threading.Event()
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 start = int(self.headers.get("Range", "bytes=0-")[6:].split("-")[0] or 0)
                 self.send_response(206 if start else 200)
-                self.send_header("Content-Type", "video/mp4")
-                self.send_header("Accept-Ranges", "bytes")
-                self.send_header("Content-Length", str(len(payload) - start))
-                if start:
+                self.send_header("Content-Type", kind)
+                if length:
+                    self.send_header("Accept-Ranges", "bytes")
+                    self.send_header("Content-Length", str(len(payload) - start))
+                if start and length:
                     self.send_header("Content-Range", f"bytes {start}-{len(payload) - 1}/{len(payload)}")
                 self.end_headers()
                 end = len(payload) if stall_after is None else max(start, stall_after)
+                step, pause = trickle or (end - start, 0.0)
                 try:
-                    self.wfile.write(payload[start:end])
-                    self.wfile.flush()
+                    for offset in range(start, end, max(1, step)):
+                        self.wfile.write(payload[offset:min(end, offset + step)])
+                        self.wfile.flush()
+                        if pause and server.released.wait(pause):
+                            return
                 except OSError:  # the client went away
                     return
-                if end < len(payload):
+                server.sent.set()
+                if end < len(payload) and not close_early:
                     server.released.wait(60)  # the stall: valid headers, part of the body, then nothing
 
             def log_message(self, *args: object) -> None:
@@ -74,8 +85,8 @@ def faststart(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _serve(payload: bytes, stall_after: int | None = None) -> Iterator[_Server]:
-    server = _Server(payload, stall_after)
+def _serve(payload: bytes, stall_after: int | None = None, **options: object) -> Iterator[_Server]:
+    server = _Server(payload, stall_after, **options)  # type: ignore[arg-type]
     yield server
     server.stop()
 
@@ -109,7 +120,9 @@ def _decoders_stopped(within_s: float) -> bool:
 
 def _stalls(vqa: kvqe.sdk.model.Model, url: str) -> float:
     started = time.monotonic()
-    with pytest.raises(BadInputError, match=rf"within the timeout of {TIMEOUT:g} s.*timeout="):
+    # what arrived, against what the file declares (BIKES: 250 frames, 10 s)
+    declared = r"(received|decoded) \d+ of the 250 frames it declares \(\d+\.\d of 10\.0 s\)"
+    with pytest.raises(BadInputError, match=rf"within the timeout of {TIMEOUT:g} s \({declared}.*timeout="):
         vqa.score(url, timeout=TIMEOUT)
     return time.monotonic() - started
 
@@ -141,6 +154,80 @@ def test_a_served_file_scores_as_the_local_file(vqa, complete: _Server, faststar
     via_ffmpeg = vqa.score(complete.url, timeout=TIMEOUT)
     assert via_ffmpeg.score == pytest.approx(local.score, abs=0.25)  # ffmpeg's colour conversion rounds apart
     assert _decoders_stopped(MARGIN)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("decoder", ["opencv", "ffmpeg"])
+def test_a_url_scheme_reads_in_any_case(vqa, complete: _Server, decoder: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if decoder == "ffmpeg":
+        monkeypatch.setattr(sources.cv2, "VideoCapture", NoDecodeCapture)
+    lower = vqa.score(complete.url, timeout=TIMEOUT)
+    upper = vqa.score(complete.url.replace("http://", "HTTP://"), timeout=TIMEOUT)
+    assert upper.frames == lower.frames == 8 and upper.score == lower.score
+    assert upper.source.startswith("HTTP://")  # named as given
+
+
+# ---- a network source that ends early is an error, never a shorter video (issue #34) ------------------------
+
+
+@pytest.fixture(scope="module")
+def live_ts(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """BIKES as MPEG-TS, which declares no length when served without one (as a live stream is)."""
+    out = tmp_path_factory.mktemp("served") / "bikes.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(BIKES), "-c", "copy", "-f", "mpegts", str(out)], check=True)
+    return out.read_bytes()
+
+
+def _decoder(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if name == "ffmpeg":
+        monkeypatch.setattr(sources.cv2, "VideoCapture", NoDecodeCapture)
+
+
+def _short(vqa: kvqe.sdk.model.Model, url: str) -> str:
+    """The error of scoring ``url``, which must name what arrived against the 250 frames (10 s) declared."""
+    started = time.monotonic()
+    with pytest.raises(BadInputError, match=r"\d+ of the 250 frames it declares \(\d+\.\d of 10\.0 s\)") as info:
+        vqa.score(url, timeout=TIMEOUT)
+    elapsed = time.monotonic() - started
+    print(f"refused in {elapsed:.2f} s")  # a hang guard follows, not a speed claim
+    assert elapsed < 60 and _decoders_stopped(MARGIN)
+    return str(info.value)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("decoder", ["opencv", "ffmpeg"])
+def test_a_server_that_closes_after_half_a_file_is_an_error(vqa, faststart: Path, decoder: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    _decoder(decoder, monkeypatch)
+    payload = faststart.read_bytes()
+    for server in _serve(payload, stall_after=len(payload) // 2, close_early=True):
+        assert "decode stopped" in _short(vqa, server.url)
+        assert server.sent.is_set()
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("decoder", ["opencv", "ffmpeg"])
+def test_a_server_that_stalls_after_half_a_file_is_an_error(vqa, faststart: Path, decoder: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    _decoder(decoder, monkeypatch)
+    payload = faststart.read_bytes()
+    for server in _serve(payload, stall_after=len(payload) // 2):
+        assert "within the timeout" in _short(vqa, server.url)
+
+
+@needs_ffmpeg
+def test_a_server_that_trickles_bytes_is_an_error(vqa, faststart: Path) -> None:
+    # a few kB every 0.4 s: the index arrives, then each frame takes longer than the decoders wait for
+    for server in _serve(faststart.read_bytes(), trickle=(3000, 0.4)):
+        _short(vqa, server.url)
+
+
+@needs_ffmpeg
+def test_a_live_source_without_a_length_is_scored_as_a_stream(vqa, live_ts: bytes) -> None:
+    for server in _serve(live_ts, length=False, kind="video/mp2t"):
+        result = vqa.score(server.url, timeout=TIMEOUT)
+    assert result.sampling is not None and result.sampling.how == "stream"
+    assert result.duration_s == pytest.approx(10.0, abs=0.1) and 3 <= result.frames <= 8
 
 
 # ---- names and schemes -----------------------------------------------------------------------------------

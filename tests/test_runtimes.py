@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from kvqe.errors import BackendUnavailableError, BadInputError, BundleError
+from kvqe.errors import BackendUnavailableError, BadInputError, BundleError, ModelClosedError
 from kvqe.runtimes import create_runner, is_available
 from kvqe.sdk.loader import embedded_bundle_path
 
@@ -97,7 +97,7 @@ def test_a_runner_checks_its_state_and_inputs_before_the_backend_runs() -> None:
         np.testing.assert_array_equal(runner.run_single(np.ones((1, 2), np.float32)), [[2.0, 2.0]])
         with pytest.raises(BadInputError, match="shape"):
             runner.infer({"x": np.ones((1, 3), np.float32)})
-    with pytest.raises(RuntimeError, match="load"):
+    with pytest.raises(ModelClosedError, match="closed"):
         runner.outputs()
 
 
@@ -160,7 +160,7 @@ def test_runner_from_bytes_drops_them_once_loaded(backend: str) -> None:
     with runner:
         assert runner.run_single(batch).shape == (1, 3, 32, 32)
         assert runner.model is None  # type: ignore[attr-defined]
-    with pytest.raises(RuntimeError, match="closed; load the bundle again"):
+    with pytest.raises(ModelClosedError, match="closed; load the bundle again"):
         runner.load()
     runner = create_runner(backend, bundle.path / artifact.file, threads=1)
     for _ in range(2):

@@ -204,9 +204,9 @@ def test_score_bad_sources(vqa, tmp_path: Path) -> None:
         vqa.score([])
     with pytest.raises(BadInputError, match="window_s"):
         next(vqa.stream(CARPHONE, window_s=0))
-    with pytest.raises(BadInputError, match="max_frames must be a positive integer"):
+    with pytest.raises(BadInputError, match="max_frames must be an integer from 1"):
         vqa.score(CARPHONE, max_frames=0)
-    with pytest.raises(BadInputError, match="per_second must be a positive number"):
+    with pytest.raises(BadInputError, match="per_second must be a finite number above 0"):
         next(vqa.stream(CARPHONE, per_second=-1))
 
 

@@ -183,7 +183,7 @@ def test_bad_arrays_and_iterables(source: object, match: str) -> None:
 
 
 def test_bad_fps_and_queue_size() -> None:
-    with pytest.raises(BadInputError, match="fps must be a positive number"):
+    with pytest.raises(BadInputError, match="fps must be a finite number above 0"):
         open_source(CARPHONE, fps=float("nan"))
     with pytest.raises(BadInputError, match="queue_size"):
         open_source([], queue_size=0)

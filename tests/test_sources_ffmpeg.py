@@ -171,3 +171,19 @@ def test_without_ffmpeg_the_error_names_the_codec_and_the_pipe(
                                             r"of its (h264|avc1) stream .*install ffmpeg.* "
                                             r"\| kvqe score - --raw 176x144 --fps 29.97"):
         open_source(CARPHONE)
+
+
+@needs_ffmpeg
+def test_a_stream_that_grows_past_the_cap_is_refused_by_the_decoder(tmp_path: Path, opencv_cannot_decode) -> None:
+    # issue #34: an MPEG-TS of a 160x120 segment, then a 640x480 one; the header shows only the first size
+    segments = []
+    for size in ("160x120", "640x480"):
+        segment = tmp_path / f"{size}.ts"
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=s={size}:d=1:r=25", "-c:v", "libx264",
+                        "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "mpegts", str(segment)], check=True)
+        segments.append(segment.read_bytes())
+    switch = tmp_path / "switch.ts"
+    switch.write_bytes(b"".join(segments))
+    with pytest.raises(BadInputError, match=r"after \d+ frames the stream changes to 640x480.*over the cap of 100,000"):
+        kvqe.load("vqa").score(switch, max_pixels=100_000)
+    assert wait_no_decoder()

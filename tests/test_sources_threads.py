@@ -98,8 +98,8 @@ def test_a_slow_consumer_is_not_a_stall() -> None:
 
 
 @pytest.mark.parametrize(("options", "match"), [
-    ({"timeout": 0}, "timeout must be a positive number"),
-    ({"timeout": float("nan")}, "timeout must be a positive number"),
+    ({"timeout": 0}, "timeout must be a finite number above 0"),
+    ({"timeout": float("nan")}, "timeout must be a finite number above 0"),
     ({"protocols": ["file", 3]}, "protocols must be URL scheme names"),
     ({"protocols": ["not a scheme"]}, "protocols must be URL scheme names"),
 ])

@@ -16,6 +16,8 @@ from kvqe.clitools import emit, handle_errors, progress_bar
 from kvqe.commands.engine import run_on_ray, with_engine_options
 from kvqe.commands.options import (
     backend_option,
+    check_numbers,
+    demuxers_option,
     json_option,
     max_pixels_option,
     precision_option,
@@ -28,7 +30,7 @@ from kvqe.commands.options import (
 from kvqe.errors import BadInputError
 from kvqe.files import atomic_output_file, check_output_path
 from kvqe.sdk.encoders import CHROMAS, CODECS
-from kvqe.sdk.images import IMAGE_SUFFIXES, read_image
+from kvqe.sdk.images import IMAGE_SUFFIXES, decode_image
 from kvqe.sdk.loader import load
 from kvqe.sdk.model import Model
 from kvqe.sdk.video_files import VIDEO_SUFFIXES
@@ -38,13 +40,13 @@ from kvqe.sdk.video_out import PIPE_FORMATS, STDOUT, VideoOutput
 def enhance_image(model: Model, source: Path, target: Path, tile: int | None,
                    limits: dict[str, Any]) -> dict[str, Any]:
     """Enhance the image ``source`` into ``target`` (atomically); the facts the command reports."""
-    image = read_image(source, max_pixels=limits["max_pixels"])
+    image, conversion = decode_image(source, max_pixels=limits["max_pixels"])
     result = model.enhance(image, tile=tile, max_pixels=limits["max_pixels"])
     with atomic_output_file(target) as tmp:
         if not cv2.imwrite(str(tmp), result):
             raise BadInputError(f"{target}: OpenCV cannot write this image format")
     return {"frames": 1, "width": image.shape[1], "height": image.shape[0],
-            "out_width": result.shape[1], "out_height": result.shape[0]}
+            "out_width": result.shape[1], "out_height": result.shape[0], **({"conversion": conversion} if conversion else {})}
 
 
 def enhance_job(model: Model, source: str, out_dir: str, tile: int | None, limits: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +124,7 @@ def _video_summary(facts: dict[str, Any]) -> str:
 @backend_option
 @precision_option
 @threads_option
-@click.option("--tile", type=click.IntRange(min=0), default=None,
+@click.option("--tile", type=int, default=None,
               help="Tile size in input pixels (0: none; default: the bundle's, else sized to a memory budget).")
 @click.option("--codec", type=click.Choice(sorted(CODECS)), default=None,
               help="Video codec (default: h264; vp9 for .webm).")
@@ -135,19 +137,21 @@ def _video_summary(facts: dict[str, Any]) -> str:
 @with_engine_options
 @timeout_option
 @max_pixels_option
+@demuxers_option
 @undeployable_option
 @json_option
 @handle_errors
 def enhance(input_path: str, output_path: str, bundle: str, backend: str, precision: str | None, threads: int,
             tile: int | None, codec: str | None, crf: int | None, chroma: str | None, pipe_format: str | None,
             engine: str, address: str | None, actors: int, retries: int, timeout: float, max_pixels: int,
-            allow_undeployable: bool, as_json: bool) -> None:
+            demuxers: str, allow_undeployable: bool, as_json: bool) -> None:
     """Super-resolve INPUT (image or video) into OUTPUT (a file, or '-' for video frames on stdout); with
     --engine ray, every image and video of INPUT (a folder or a glob) into the directory OUTPUT."""
+    check_numbers(threads=threads, tile=tile, timeout=timeout, max_pixels=max_pixels)
     if engine == "ray":
         options = {"backend": backend, "precision": precision, "threads": threads,
                    "allow_undeployable": allow_undeployable}
-        return _enhance_on_ray(input_path, output_path, bundle, options, tile, source_limits(timeout, max_pixels),
+        return _enhance_on_ray(input_path, output_path, bundle, options, tile, source_limits(timeout, max_pixels, demuxers=demuxers),
                                {"address": address, "actors": actors, "retries": retries}, as_json)
     source, target = Path(input_path), Path(output_path)
     is_image = source.suffix.lower() in IMAGE_SUFFIXES
@@ -173,7 +177,7 @@ def enhance(input_path: str, output_path: str, bundle: str, backend: str, precis
     model = load(bundle, backend=backend, precision=precision, threads=threads,
                  allow_undeployable=allow_undeployable)
     require_task(model, "sr", "kvqe enhance")
-    limits = source_limits(timeout, max_pixels)
+    limits = source_limits(timeout, max_pixels, demuxers=demuxers)
     facts = enhance_image(model, source, target, tile, limits) if is_image else _enhance_video(
         model, input_path, output_path, tile, video, limits)
     seconds = round(time.perf_counter() - started, 3)

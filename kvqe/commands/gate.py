@@ -10,6 +10,8 @@ import click
 from kvqe.clitools import describe, emit, exit_code, handle_errors
 from kvqe.commands.options import (
     backend_option,
+    check_numbers,
+    demuxers_option,
     json_option,
     max_pixels_option,
     precision_option,
@@ -31,6 +33,8 @@ DEFAULT_MAX_GAIN_SHARE = 0.25  # --max-gain-check without a policy ceiling: a qu
 
 
 def _text(result: GateResult) -> str:
+    if result.score is None:
+        return f"{result.source}\t{result.decision}\t{result.reason}: {result.detail}"
     enhanced = "" if result.enhanced_score is None else f" -> {result.enhanced_score:.2f}"
     kept = f" -> {result.output}" if result.output else ""
     return (f"{result.source}\t{result.decision}\t{result.score:.2f}{enhanced} "
@@ -46,7 +50,7 @@ def _text(result: GateResult) -> str:
               help="Enhance a source below the threshold with this SR bundle (name or directory); needs -o.")
 @click.option("-o", "--output", "output_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for kept enhancements (each under its source's file name).")
-@click.option("--segment-seconds", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--segment-seconds", type=float, default=None,
               help="Also decide each window of this many seconds (as a live stream would be gated).")
 @click.option("--max-gain-check", is_flag=True,
               help="Do not keep an enhancement whose score gain exceeds the policy's max_gain (default: a quarter "
@@ -58,6 +62,7 @@ def _text(result: GateResult) -> str:
 @timeout_option
 @max_pixels_option
 @protocols_option
+@demuxers_option
 @undeployable_option
 @json_option
 @handle_errors
@@ -65,10 +70,12 @@ def gate_command(sources: tuple[str, ...], min_score: float | None, policy_path:
                  enhancer: str | None, output_dir: Path | None, segment_seconds: float | None,
                  max_gain_check: bool, bundle: str,
                  backend: str, precision: str | None, threads: int, timeout: float, max_pixels: int,
-                 protocols: str, allow_undeployable: bool, as_json: bool) -> None:
+                 protocols: str, demuxers: str, allow_undeployable: bool, as_json: bool) -> None:
     """Gate each SOURCE (video file, image, folder or glob): pass when its score reaches the threshold;
     else, with --enhance, keep the enhanced version when it scores higher and reaches it; else reject.
     Exit 0 when all pass or were enhanced, 5 when any was rejected, 2/4/1 on errors."""
+    check_numbers(min_score=min_score, segment_seconds=segment_seconds, threads=threads, timeout=timeout,
+                  max_pixels=max_pixels)
     if min_score is None and policy_path is None:
         raise BadInputError("give --min-score X or --policy FILE")
     policy: Policy | None = load_policy(policy_path) if policy_path is not None else None
@@ -86,7 +93,7 @@ def gate_command(sources: tuple[str, ...], min_score: float | None, policy_path:
     sr = None if enhancer is None else load(enhancer, **options)
     if sr is not None:
         require_task(sr, "sr", "kvqe gate --enhance")
-    limits = source_limits(timeout, max_pixels, protocols)
+    limits = source_limits(timeout, max_pixels, protocols, demuxers)
     failure, rejected = 0, False
     targets: set[Path | None] = set()
     for given in sources:

@@ -18,6 +18,8 @@ from kvqe.clitools import describe, emit, exit_code, handle_errors
 from kvqe.commands.engine import run_on_ray, with_engine_options
 from kvqe.commands.options import (
     backend_option,
+    check_numbers,
+    demuxers_option,
     json_option,
     max_pixels_option,
     precision_option,
@@ -106,13 +108,15 @@ def _stdin_source(size: tuple[int, int] | None, pix_fmt: str, fps: float | None,
 def score_record(source: str, result: ScoreResult, model: Model, seconds: float) -> dict[str, Any]:
     """One scored source as ``--json`` prints it."""
     sampling = result.sampling
+    converted = {"conversion": result.conversion} if result.conversion else {}
     return {"source": source, "score": result.score, "frames": result.frames, "backend": model.backend,
             "precision": model.precision, "seconds": seconds, "frame_scores": result.frame_scores,
             "frame_times": result.frame_times, "frame_indices": result.frame_indices,
             "duration_s": result.duration_s, "width": result.width, "height": result.height,
             "fps": None if result.duration_s is None else result.fps, "codec": result.codec or None,
             "sampling": None if sampling is None else {"per_second": sampling.per_second,
-                                                       "max_frames": sampling.max_frames, "how": sampling.how}}
+                                                       "max_frames": sampling.max_frames, "how": sampling.how},
+            **converted}
 
 
 def score_job(model: Model, source: str, per_second: float | None, max_frames: int | None,
@@ -157,9 +161,9 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @backend_option
 @precision_option
 @threads_option
-@click.option("--per-second", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--per-second", type=float, default=None,
               help="Keyframes per second for videos short enough for --max-frames (default: the bundle's).")
-@click.option("--max-frames", type=click.IntRange(min=1), default=None,
+@click.option("--max-frames", type=int, default=None,
               help="Most keyframes per video, spread over all of it (default: the bundle's).")
 @click.option("--raw", "raw_size", metavar="WxH", help="Frame size of raw video on stdin (SOURCE '-'; needs --fps).")
 @click.option("--pix-fmt", type=click.Choice(["bgr24", "rgb24"]), default="bgr24", show_default=True)
@@ -173,17 +177,20 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @timeout_option
 @max_pixels_option
 @protocols_option
+@demuxers_option
 @undeployable_option
 @json_option
 @handle_errors
 def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | None, threads: int,
           per_second: float | None, max_frames: int | None, raw_size: str | None, pix_fmt: str, fps: float | None,
           csv_path: Path | None, parquet_path: Path | None, engine: str, address: str | None, actors: int,
-          retries: int, timeout: float, max_pixels: int, protocols: str, allow_undeployable: bool,
+          retries: int, timeout: float, max_pixels: int, protocols: str, demuxers: str, allow_undeployable: bool,
           as_json: bool) -> None:
     """Score each SOURCE: a video file, URL, image, folder (its videos and images, recursively), glob, or
     '-' for stdin (a YUV4MPEG2 stream, or raw frames with --raw WxH --fps F). A source that fails is reported
     and the others are still scored; the exit code is then the first failure's (2: bad input)."""
+    check_numbers(threads=threads, per_second=per_second, max_frames=max_frames, fps=fps, timeout=timeout,
+                  max_pixels=max_pixels)
     size = _parse_size(raw_size) if raw_size else None
     if sources.count("-") > 1:
         raise BadInputError("SOURCE '-' (stdin) can be given once")
@@ -194,7 +201,7 @@ def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | 
     for path in (csv_path, parquet_path):
         if path is not None:
             check_output_path(path)
-    limits = source_limits(timeout, max_pixels, protocols)
+    limits = source_limits(timeout, max_pixels, protocols, demuxers)
     if engine == "ray":
         if "-" in sources:
             raise BadInputError("--engine ray reads files and URLs, not stdin ('-')")
