@@ -92,7 +92,8 @@ def _ranking(ctx: BuildContext, candidates: Sequence[str], evaluate: Evaluate, g
     count = min(len(samples), NSR_RANKING_SAMPLES)
     subset = SampleSet(samples.images[:count], samples.groups[:count], samples.sources, samples.input_spec,
                        samples.feed)
-    scores = layer_sensitivity(calibrated, qdq, subset)
+    wanted = set(candidates)  # the QDQ model ranks all its int8 layers; the source may offer fewer
+    scores = {name: noise for name, noise in layer_sensitivity(calibrated, qdq, subset).items() if name in wanted}
     return f"noise added in the QDQ model (NSR dB, {count} calibration samples)", scores, list(scores)
 
 
@@ -106,6 +107,11 @@ def search_int8(ctx: BuildContext, builds: dict[str, Build], validation: SampleS
     fmt = ", ".join(builds)
     source = ctx.int8_source(next(iter(builds)))
     candidates = int8_layers(onnx.load(str(ctx.fp32_onnx), load_external_data=False), ctx.policy)
+    if source == "nncf":  # only the layers NNCF still sees as such after OpenVINO's conversion can be kept float
+        from kvqe.export.openvino_export import quantisable_names
+
+        present = quantisable_names(ctx.fp32_onnx, ctx.policy)
+        candidates = [name for name in candidates if name in present]
     record: dict[str, Any] = {
         "int8_source": source, "runs_on": fmt, "search_set": f"validation set, {len(validation)} samples",
         "gates": [str(g) for g in gates], "budget_s": budget_s, "candidates": len(candidates)}

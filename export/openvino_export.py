@@ -1,18 +1,16 @@
 """OpenVINO IR from the validated FP32 ONNX: FP32 or FP16-compressed IR, and INT8 IR quantised by NNCF.
 
-- :func:`convert_to_ir`: ``openvino.convert_model`` then ``openvino.save_model``; dynamic axes survive
-  (``?`` dimensions in the IR). Names OpenVINO generates from a process-wide counter (``Constant_9350``)
-  are renumbered by graph position first, so the same ONNX always gives the same IR bytes, whatever was
-  converted before in the process.
+- :func:`convert_to_ir`: ``openvino.convert_model`` then ``openvino.save_model``; dynamic axes survive. Names
+  OpenVINO generates from a process-wide counter (``Constant_9350``) are renumbered by graph position first,
+  so the same ONNX always gives the same IR bytes, whatever was converted before in the process.
 - :func:`quantize_int8_ir`: ``nncf.quantize`` with the one adapter from :class:`SampleSet` to
   ``nncf.Dataset`` and the model's :class:`QuantPolicy` translated to NNCF's ``IgnoredScope``.
 - :func:`ir_from_qdq`: for a policy with ``openvino_from_qdq``, the QDQ ONNX ONNX Runtime runs, converted.
 
-The policy names ONNX op types; NNCF matches OpenVINO op types. :data:`ONNX_TO_OPENVINO` maps what a
-policy may quantise, and every other op type NNCF would quantise on CPU (:data:`NNCF_QUANTISABLE`) goes
-into the ignored scope, so only the policy's ops get FakeQuantize inputs. An IR is always *executed* at
-an explicit precision (see :mod:`kvqe.runtimes.openvino`); FakeQuantize'd ops run in int8 on CPU.
-"""
+The policy names ONNX op types; NNCF matches OpenVINO op types. :data:`ONNX_TO_OPENVINO` maps what a policy
+may quantise, and every other op type NNCF would quantise on CPU (:data:`NNCF_QUANTISABLE`) goes into the
+ignored scope, so only the policy's ops get FakeQuantize inputs. An IR is always *executed* at an explicit
+precision (see :mod:`kvqe.runtimes.openvino`); FakeQuantize'd ops run in int8 on CPU."""
 from __future__ import annotations
 
 import collections
@@ -236,6 +234,14 @@ def ignored_scope(model: ov.Model, policy: QuantPolicy) -> tuple[list[str], list
         convs = [op.get_friendly_name() for op in ops if op.get_type_name() in ("Convolution", "GroupConvolution")]
         names += [convs[0], *convs[-policy.float_tail_convs:]] if convs else []
     return types, sorted(set(names))
+
+
+def quantisable_names(onnx_path: Path, policy: QuantPolicy) -> set[str]:
+    """ONNX node names still of a type the policy quantises after OpenVINO's conversion, which fuses some (an
+    attention's MatMuls become ScaledDotProductAttention): the nodes NNCF's ignored scope can name."""
+    quantised = {ov_type for op in policy.quantize_ops for ov_type in ONNX_TO_OPENVINO.get(op, ())}
+    return {op.get_friendly_name().split("/")[0] for op in _convert(onnx_path).get_ordered_ops()
+            if op.get_type_name() in quantised}
 
 
 def fake_quantize_consumers(model: ov.Model) -> collections.Counter[str]:

@@ -29,11 +29,6 @@ python3 -m venv .venv
 .venv/bin/python -m ruff check .
 PYTHON="$PWD/.venv/bin/python" bash scripts/typecheck.sh
 PARALLEL=(-n 2 --dist loadgroup)
-if [ "$#" -eq 0 ] || [ "$1" = "--all" ]; then
-    # two workers on two cores: one OpenMP/BLAS thread each (torch, numpy), so they do not fight over the cores
-    export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" MKL_NUM_THREADS="${MKL_NUM_THREADS:-1}"
-    export OPENBLAS_NUM_THREADS="${OPENBLAS_NUM_THREADS:-1}"
-fi
 if [ "$#" -eq 0 ]; then
     set -- "${PARALLEL[@]}" -m "not slow"
 elif [ "$1" = "--all" ]; then

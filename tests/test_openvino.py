@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 ov = pytest.importorskip("openvino", reason="openvino is not installed (pip install 'kvqe[openvino]')")
@@ -20,10 +21,17 @@ from support import psnr
 
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.ort_quant import quantize_qdq
-from kvqe.calibration.policy import POLICIES
+from kvqe.calibration.policy import POLICIES, int8_layers
 from kvqe.errors import BackendUnavailableError, BadInputError, BundleError
 from kvqe.export.onnx_export import OnnxExportSpec, export_onnx
-from kvqe.export.openvino_export import convert_to_ir, fake_quantize_consumers, ir_from_qdq, quantize_int8_ir
+from kvqe.export.openvino_export import (
+    convert_to_ir,
+    fake_quantize_consumers,
+    ignored_scope,
+    ir_from_qdq,
+    quantisable_names,
+    quantize_int8_ir,
+)
 from kvqe.files import ModelFiles
 from kvqe.models.registry import get_model
 from kvqe.runtimes import registry
@@ -356,3 +364,22 @@ def test_int8_swin_keeps_norms_softmax_gelu_adds_float(vqa_onnx: Path, vqa_irs: 
 
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.e2e  # the full-size Swin-T student's ONNX (shared export)
+def test_the_int8_search_offers_nncf_only_layers_openvino_keeps(vqa_onnx: Path) -> None:
+    """OpenVINO fuses each attention's two MatMuls into ScaledDotProductAttention, which NNCF does not quantise:
+    those ONNX names are not layers the search can keep float for NNCF's INT8 (the linear MatMuls are)."""
+    policy = POLICIES["swin-matmul-only"]
+    layers = int8_layers(onnx.load(str(vqa_onnx), load_external_data=False), policy)
+    present = quantisable_names(vqa_onnx, policy)
+    kept = [name for name in layers if name in present]
+    assert len(layers) == 78 and 0 < len(kept) < len(layers)
+    converted = ov.convert_model(str(vqa_onnx))
+    types = {op.get_friendly_name(): op.get_type_name() for op in converted.get_ordered_ops()}
+    fused = [name for name in layers if name not in present]
+    assert {types.get(name) for name in fused} == {"ScaledDotProductAttention", None}  # fused, or merged away
+    _, names = ignored_scope(converted, replace(policy, exclude_nodes=tuple(kept)))  # every offered name resolves
+    assert {name.split("/")[0] for name in names} == set(kept)
+    with pytest.raises(BadInputError, match="not in the model"):
+        ignored_scope(converted, replace(policy, exclude_nodes=(fused[0],)))
