@@ -4,8 +4,9 @@ Two tiers (issue #24): ``e2e`` tests export full-size models through ``kvqe-expo
 them in-process (Swin-T, RRDBNet x4plus); the fast tier, ``pytest -m "not slow and not e2e"``, runs tiny models
 exported in this process. A test that requests a fixture of ``E2E_FIXTURES`` (``vqa_bundle``, ``x4plus_bundle``:
 the CLI exports below; SinSR's exported stages) is marked ``e2e`` here, so it cannot land in the fast tier by
-accident. ``any_vqa`` and ``any_rrdb`` run a test on the tiny bundle (fast tier) and again on the full-size CLI
-export (``e2e``)."""
+accident. ``any_vqa`` and ``any_rrdb`` run a parity test on the tiny bundle (fast tier) and again on the full-size
+CLI export (``e2e``). Full-size exports are built once per pytest run and shared by the xdist workers
+(``tests/artifacts.py``)."""
 from __future__ import annotations
 
 import json
