@@ -107,11 +107,6 @@ def search_int8(ctx: BuildContext, builds: dict[str, Build], validation: SampleS
     fmt = ", ".join(builds)
     source = ctx.int8_source(next(iter(builds)))
     candidates = int8_layers(onnx.load(str(ctx.fp32_onnx), load_external_data=False), ctx.policy)
-    if source == "nncf":  # only the layers NNCF still sees as such after OpenVINO's conversion can be kept float
-        from kvqe.export.openvino_export import quantisable_names
-
-        present = quantisable_names(ctx.fp32_onnx, ctx.policy)
-        candidates = [name for name in candidates if name in present]
     record: dict[str, Any] = {
         "int8_source": source, "runs_on": fmt, "search_set": f"validation set, {len(validation)} samples",
         "gates": [str(g) for g in gates], "budget_s": budget_s, "candidates": len(candidates)}
@@ -130,6 +125,12 @@ def search_int8(ctx: BuildContext, builds: dict[str, Build], validation: SampleS
                      f"({_figures(baseline[1])}); no layer kept float")
             return {**record, "searched": False, "float_layers": [], "passed": baseline[0],
                     "seconds": round(time.monotonic() - started, 1)}
+        if source == "nncf":  # only layers OpenVINO's conversion keeps as such are NNCF's to keep float
+            from kvqe.export.openvino_export import quantisable_names
+
+            present = quantisable_names(ctx.fp32_onnx, ctx.policy)
+            candidates = [name for name in candidates if name in present]
+            record["candidates"] = len(candidates)
         missed = next((gate for gate in gates if not gate(baseline[1])), gates[0])  # the gate ranking serves
         progress(f"int8 search ({source}): the policy misses its gates ({_figures(baseline[1])}); ranking "
                  f"{len(candidates)} int8 layers")
