@@ -84,6 +84,17 @@ def make_clip(tmp: Path, source: Path, frames: int, size: Sequence[int], fps: in
     return out
 
 
+def truncated_clip(tmp: Path) -> tuple[Path, Path]:
+    """A 2 s faststart carphone clip (48x32, 60 frames) and a copy cut to two thirds of its bytes, as an
+    interrupted upload leaves it: (clip, cut)."""
+    clip = tmp / "clip.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-t", "2", "-vf", "scale=48:32", "-c:v", "libx264",
+                    "-movflags", "+faststart", str(clip)], check=True)
+    cut = tmp / "cut.mp4"
+    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 2 // 3])
+    return clip, cut
+
+
 def child_processes() -> list[str]:
     """Commands of this process's live child processes (from /proc)."""
     pids = " ".join(p.read_text() for p in Path(f"/proc/{os.getpid()}/task").glob("*/children")).split()

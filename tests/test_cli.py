@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support import BIKES, CARPHONE, Exported, cli, needs_ffmpeg
+from support import BIKES, CARPHONE, Exported, cli, needs_ffmpeg, truncated_clip
 
 SAMPLE = Path(__file__).resolve().parents[1] / "kvqe" / "samples" / "astronaut.png"
 
@@ -182,11 +182,7 @@ def test_enhance_cli_with_embedded_bundle_and_bad_inputs(tmp_path: Path) -> None
 
 @needs_ffmpeg
 def test_a_truncated_video_is_refused_and_leaves_no_output(tmp_path: Path) -> None:
-    clip = tmp_path / "clip.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-t", "2", "-vf", "scale=48:32", "-c:v", "libx264",
-                    "-movflags", "+faststart", str(clip)], check=True)
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 2 // 3])
+    clip, cut = truncated_clip(tmp_path)
     records = lines(cli("kvqe", "score", str(cut), str(clip), "--json", check_code=2))
     assert "truncated" in records[0]["error"] and records[1]["frames"] == 2
     result = cli("kvqe", "enhance", str(cut), "-o", str(tmp_path / "up.mp4"), check_code=2)

@@ -3,7 +3,6 @@ up SIGTERM or SIGINT (tiles run on a worker while the main thread, where Python 
 from __future__ import annotations
 
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from support import CARPHONE, needs_ffmpeg
+from support import needs_ffmpeg, truncated_clip
 
 import kvqe
 from kvqe.cli import main
@@ -42,11 +41,7 @@ def test_folders_made_for_an_output_are_removed_when_it_fails(tmp_path: Path) ->
 
 @needs_ffmpeg
 def test_a_failed_enhance_removes_the_folders_it_made_for_o(tmp_path: Path) -> None:
-    clip = tmp_path / "clip.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-t", "2", "-vf", "scale=48:32", "-c:v", "libx264",
-                    "-movflags", "+faststart", str(clip)], check=True)
-    cut = tmp_path / "cut.mp4"
-    cut.write_bytes(clip.read_bytes()[: clip.stat().st_size * 2 // 3])
+    _, cut = truncated_clip(tmp_path)
     result = CliRunner().invoke(main, ["enhance", str(cut), "-o", str(tmp_path / "new" / "deeper" / "up.mp4")])
     assert result.exit_code == 2 and "decode stopped" in result.output, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "cut.mp4"]
