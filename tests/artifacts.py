@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
+from support import cli
 
 from kvqe.version import __version__
 
@@ -68,3 +69,14 @@ class SharedArtifacts:
             partial.rename(target)
             done.write_text(json.dumps(record, sort_keys=True, default=str))
         return target
+
+    def cli_export(self, name: str, key: Mapping[str, object], bundle: str, *args: str) -> tuple[Path, dict]:
+        """``kvqe-export ARGS --out FOLDER/BUNDLE --json`` built once per run (see :meth:`get`): the bundle's path
+        and the export's JSON summary."""
+        def build(folder: Path) -> None:
+            result = cli("kvqe-export", *args, "--out", str(folder / bundle), "--json", check_code=0)
+            (folder / "summary.json").write_bytes(result.stdout)
+
+        folder = self.get(name, key, build)
+        (summary,) = (json.loads(line) for line in (folder / "summary.json").read_text().splitlines() if line.strip())
+        return folder / bundle, summary

@@ -41,16 +41,10 @@ def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def sr_bundle(artifacts: SharedArtifacts, photo_dir: Path) -> tuple[Path, dict]:
     """animevideov3 in every format and precision, calibrated on ``photo_dir``: built once per run."""
-    def build(folder: Path) -> None:
-        result = cli("kvqe-export", "realesr-animevideov3", "--out", str(folder / "anime-all"), *ALL, "--calib",
-                     str(photo_dir), "--calib-size", "24", "--json", check_code=0)
-        (folder / "summary.json").write_bytes(result.stdout)
-
     key = {"model": "realesr-animevideov3", "weights": "official", "formats": ALL,
            "calibration": {path.name: file_sha256(path) for path in sorted(photo_dir.iterdir())}, "calib_size": 24}
-    folder = artifacts.get("animevideov3-all-formats", key, build)
-    (summary,) = (json.loads(line) for line in (folder / "summary.json").read_text().splitlines() if line.strip())
-    return folder / "anime-all", summary
+    return artifacts.cli_export("animevideov3-all-formats", key, "anime-all", "realesr-animevideov3", *ALL,
+                                "--calib", str(photo_dir), "--calib-size", "24")
 
 
 def test_one_command_builds_every_artifact_and_all_pass_their_gates(sr_bundle) -> None:
