@@ -1,52 +1,86 @@
-"""Prints what a CI run spent its time on, from the JUnit XML files pytest wrote (``--junitxml``).
+"""Prints what a CI run spent its time on, from the run log tests/conftest.py writes (``KVQE_TEST_LOG``).
 
-Usage: ``python .ci/durations.py REPORT.xml [...] [--top N]``. Each test's time is setup + call + teardown
-(pytest's ``junit_duration_report=total``), so a session fixture's cost lands on the first test that builds it.
-The tier of each test (``fast``, ``e2e``, ``slow``) comes from the ``tier`` property tests/conftest.py records.
+Usage: ``python .ci/durations.py RUN_LOG.jsonl [--top N]``. The log is written line by line as tests start and
+finish, so a run killed by CI's time limit is summarised too: the slowest tests so far, the failures, and the
+tests that were still running. A test's time is setup + call + teardown, so a session fixture's cost lands on
+the first test that builds it. The tier (``fast``, ``e2e``, ``slow``) comes from the ``tier`` property
+tests/conftest.py records.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-import xml.etree.ElementTree as ET
+import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
-def _cases(report: Path) -> list[tuple[str, str, float, str]]:
-    rows = []
-    for case in ET.parse(report).getroot().iter("testcase"):
-        name = f"{case.get('classname', '')}::{case.get('name', '')}"
-        tier = next((p.get("value", "?") for p in case.iter("property") if p.get("name") == "tier"), "?")
-        outcome = "passed"
-        for child in case:
-            if child.tag in ("failure", "error"):
-                outcome = "failed"
-            elif child.tag == "skipped":
-                outcome = "skipped"
-        rows.append((name, tier, float(case.get("time") or 0.0), outcome))
-    return rows
+@dataclass
+class TestRecord:
+    started: float
+    tier: str = "?"
+    seconds: float = 0.0
+    outcome: str = "passed"
+    phases: set[str] = field(default_factory=set)
+
+
+def read_log(path: Path) -> tuple[dict[str, TestRecord], float]:
+    """Each test's record, and the time of the log's last line."""
+    tests: dict[str, TestRecord] = {}
+    last = 0.0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        last = max(last, event["time"])
+        record = tests.setdefault(event["test"], TestRecord(started=event["time"]))
+        if event["event"] == "start":
+            continue
+        record.phases.add(event["event"])
+        record.tier, record.seconds = event["tier"], record.seconds + event["seconds"]
+        if event["outcome"] == "failed":
+            record.outcome = "failed" if event["event"] == "call" else "error"
+        elif event["outcome"] == "skipped" and record.outcome == "passed":
+            record.outcome = "skipped"
+    return tests, last
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("reports", nargs="+", type=Path)
+    parser.add_argument("log", type=Path)
     parser.add_argument("--top", type=int, default=25)
     args = parser.parse_args(argv)
-    rows = [row for report in args.reports if report.is_file() for row in _cases(report)]
-    if not rows:
-        print("no JUnit test cases found in " + ", ".join(map(str, args.reports)))
+    if not args.log.is_file():
+        print(f"no run log at {args.log}")
         return 0
+    tests, last = read_log(args.log)
+    finished = {name: t for name, t in tests.items() if "teardown" in t.phases}
+    running = {name: t for name, t in tests.items() if "teardown" not in t.phases}
     print(f"== the {args.top} slowest tests (setup + call + teardown, seconds)")
-    for name, tier, seconds, outcome in sorted(rows, key=lambda r: -r[2])[:args.top]:
-        print(f"{seconds:8.1f}  {tier:<5} {outcome:<7} {name}")
+    for name, test in sorted(finished.items(), key=lambda item: -item[1].seconds)[:args.top]:
+        print(f"{test.seconds:8.1f}  {test.tier:<5} {test.outcome:<7} {name}")
+    failed = [name for name, test in finished.items() if test.outcome in ("failed", "error")]
+    if failed:
+        print(f"== {len(failed)} failed")
+        print("\n".join(f"          {name}" for name in failed))
+    if running:
+        now = time.time()
+        print(f"== {len(running)} still running when the run ended (seconds since each started)")
+        for name, test in sorted(running.items(), key=lambda item: item[1].started):
+            print(f"{now - test.started:8.1f}  {name}")
     per_tier: dict[str, list[float]] = defaultdict(list)
-    for _, tier, seconds, _ in rows:
-        per_tier[tier].append(seconds)
-    print("== per tier: tests, summed test time (worker-seconds; with -n 2 the wall time is about half)")
+    for test in finished.values():
+        per_tier[test.tier].append(test.seconds)
+    print("== per tier: tests finished, summed test time (worker time; with -n 2 the wall time is about half)")
     for tier in sorted(per_tier):
         times = per_tier[tier]
         print(f"{tier:<5} {len(times):5d} tests {sum(times) / 60:7.1f} min")
+    if tests:
+        first = min(test.started for test in tests.values())
+        print(f"pytest, first test to last result: {(last - first) / 60:.1f} min")
     return 0
 
 

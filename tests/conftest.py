@@ -10,6 +10,8 @@ CLI export (``e2e``). Full-size exports are built once per pytest run and shared
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,7 +50,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         module = item.module.__name__ if isinstance(item, pytest.Function) else ""
         if module in ONE_WORKER_MODULES:
             item.add_marker(pytest.mark.xdist_group(module))
-        item.user_properties.append(("tier", _tier(item)))  # for .ci/durations.py (JUnit XML records it)
+        item.user_properties.append(("tier", _tier(item)))  # the run log and the JUnit XML record it
     # The longest tests first (slow, then e2e), so that neither worker is left with a long test at the end; a
     # module's tests stay together, so its module fixtures are built once per worker.
     rank: dict[str, tuple[int, int]] = {}
@@ -57,6 +59,34 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         first = rank.get(module, (2, position))
         rank[module] = (min(first[0], TIER_ORDER[_tier(item)]), first[1])
     items.sort(key=lambda item: (*rank[item.nodeid.split("::")[0]], TIER_ORDER[_tier(item)]))
+
+
+# --- the run log .ci/durations.py reads --------------------------------------------------------------------------
+# With KVQE_TEST_LOG set, the controlling process (pytest itself, or xdist's controller, which receives every
+# worker's events) appends a JSON line when a test starts and one per phase (setup, call, teardown), flushed at
+# once: a run that is killed (CI's time limit) still shows what finished, what each test took and what was running.
+_TEST_LOG = os.environ.get("KVQE_TEST_LOG")
+_IS_CONTROLLER: list[bool] = []
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _IS_CONTROLLER.append(not hasattr(config, "workerinput"))
+
+
+def _log(record: dict) -> None:
+    if _TEST_LOG and _IS_CONTROLLER and _IS_CONTROLLER[0]:
+        with open(_TEST_LOG, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+
+
+def pytest_runtest_logstart(nodeid: str) -> None:
+    _log({"event": "start", "test": nodeid})
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    outcome = "failed" if report.failed else "skipped" if report.skipped else "passed"
+    _log({"event": report.when, "test": report.nodeid, "tier": dict(report.user_properties).get("tier", "?"),
+          "seconds": round(report.duration, 3), "outcome": outcome})
 
 
 @pytest.fixture(scope="session")
