@@ -62,6 +62,29 @@ def _listing_format(head: bytes) -> tuple[str, str] | None:
     return None
 
 
+def _indexless_format(head: bytes) -> str | None:
+    """The container's name when ``head`` starts one without a frame index, else None."""
+    if len(head) > 376 and head[0] == head[188] == head[376] == 0x47:
+        return "MPEG-TS"
+    if len(head) > 388 and head[4] == head[196] == head[388] == 0x47:
+        return "MPEG-TS (M2TS)"
+    if head.startswith(b"\x00\x00\x01\xba"):
+        return "MPEG-PS"
+    if head.startswith(b"FLV\x01"):
+        return "FLV"
+    if head.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01")):
+        return "an elementary stream"
+    return None
+
+
+def indexless_format(path: Path) -> str | None:
+    """The container of the local file at ``path`` when it carries no frame index (MPEG-TS, MPEG-PS, FLV, an
+    elementary stream), else None. Its frame count is an estimate, not a declaration, and its pictures may
+    change size mid-stream (a new sequence header): such a file is read to its end as a stream."""
+    with path.open("rb") as handle:
+        return _indexless_format(handle.read(_HEAD_BYTES))
+
+
 def check_local_file(path: Path, name: str, allowed: frozenset[str]) -> None:
     """BadInputError if the file at ``path`` is a playlist or manifest whose demuxer is not ``allowed``."""
     with path.open("rb") as handle:

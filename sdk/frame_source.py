@@ -76,7 +76,7 @@ class FrameSource:
         self.fps = fps
         self.frame_count = frame_count
         self.is_image = is_image
-        self.live = live  # a network source: one without a declared length is read as a stream
+        self.live = live  # a network source or a file without a frame index: read as a stream without a length
         self.limits = limits or Limits()
         self.codec = codec  # the codec's name ("h264", "hevc", "vp9", ...), "" when unknown
         self.conversion = ""  # an image file's conversion to 8-bit BGR ("grey to BGR", ...), "" for none
@@ -121,7 +121,8 @@ class FrameSource:
     @property
     def access(self) -> str:
         """How the frames were read: "seek" (only the frames asked for, by seeking), "stream" (a network source
-        that declares no length: scored over what it delivered until it ended) or "sequential"."""
+        that declares no length, or a file without a frame index: scored over what it delivered until it
+        ended) or "sequential"."""
         if self.live and self.frame_count is None:
             return "stream"
         sought = self._sought and self._seeker is not None and not self._seeker.fell_back

@@ -1,7 +1,13 @@
 """Video files and URLs as :class:`FrameSource`: decoded by OpenCV or, when OpenCV opens a stream but decodes
 none of it (e.g. AV1 with the opencv-python 4.x wheels), by the ``ffmpeg`` command; a local file's or URL's
 decode is checked against the length its container declares (a stall or an early close is an error, never a
-shorter video)."""
+shorter video).
+
+A local file whose container has no frame index (MPEG-TS, MPEG-PS, FLV, an elementary stream) declares no
+length, only OpenCV's estimate, and its pictures may change size mid-stream, which OpenCV's decode hides (it
+scales every picture to the first one's size, after its decoder allocated the larger ones). Such a file is read
+to its end as a stream, by the ``ffmpeg`` command where it is installed: each picture arrives at its own size,
+checked against ``max_pixels`` before its pixels are read, and a size change is refused (:class:`FrameSource`)."""
 from __future__ import annotations
 
 import shlex
@@ -13,6 +19,7 @@ import numpy as np
 
 from kvqe.errors import BadInputError
 from kvqe.sdk.capture import ContainerInfo, capture_frames, open_capture, timestamp
+from kvqe.sdk.demuxers import indexless_format
 from kvqe.sdk.ffmpeg_decode import FfmpegDecode, FrameTooLargeError, find_ffmpeg
 from kvqe.sdk.frame_source import FrameSource
 from kvqe.sdk.frames import Frame, check_frame
@@ -25,31 +32,33 @@ VIDEO_SUFFIXES = frozenset({".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".y
 
 def capture_source(
     capture: cv2.VideoCapture, name: str, fps: float | None, queue_size: int, owned: bool, limits: Limits,
-    target: Target | None = None, first: Frame | None = None,
+    target: Target | None = None, first: Frame | None = None, indexed: bool = True,
 ) -> FrameSource:
     """A FrameSource over ``capture`` (``first``: frame 0, already read from it); a local file's (``target``
     with a path) decode is checked against its declared length (streams and URLs may not know theirs; a
     caller's capture may not start at frame 0), and it may seek when its length and frame rate are known. A
-    URL's decode is checked against the length it declares; one that declares none is read as a stream."""
+    URL's decode is checked against the length it declares; one that declares none is read as a stream, and
+    so is a local file whose container has no frame index (``indexed`` False: its count is an estimate)."""
     container = ContainerInfo.of(capture)
     limits.check(name, container.width, container.height)
     rate = fps or container.fps
     local_file = target is not None and target.path is not None
     network = target is not None and target.path is None
+    frame_count = container.frame_count if indexed else None
     seeker = None  # OpenCV seeks by the container's rate: not when the caller overrides it
-    if local_file and owned and first is not None and fps is None and container.fps and container.frame_count:
+    if local_file and owned and first is not None and fps is None and container.fps and frame_count:
         assert target is not None
         seeker = CaptureSeeker(capture, target, limits, first, container.fps, container.frame_count)
     return FrameSource(
         name,
         capture_frames(capture, name, rate, first, timed=fps is None),
         fps=rate,
-        frame_count=container.frame_count,
+        frame_count=frame_count,
         queue_size=queue_size,
         release=(seeker.release if seeker else capture.release) if owned else None,
         empty_message="no decodable frames (the file may be truncated or corrupt); check it with ffprobe",
         check_length=local_file or network,
-        live=network,
+        live=network or not indexed,
         limits=limits,
         codec=container.codec_name,
         seeker=seeker,
@@ -58,13 +67,20 @@ def capture_source(
 
 def open_video(target: Target, fps: float | None, queue_size: int, limits: Limits) -> FrameSource:
     """A video file or URL decoded by OpenCV or, when OpenCV opens it but decodes no frame (e.g. AV1 with the
-    opencv-python 4.x wheels), by the ``ffmpeg`` command if it is installed. Its size is checked against the
-    cap from the container before the first frame is decoded."""
+    opencv-python 4.x wheels) or it is a local file without a frame index (see the module doc), by the
+    ``ffmpeg`` command if it is installed. Its size is checked against the cap from the container before the
+    first frame is decoded."""
     name = target.name
+    indexless = indexless_format(target.path) if target.path is not None else None
     capture = open_capture(target, limits)
     try:
         container = ContainerInfo.of(capture)
         limits.check(name, container.width, container.height)
+        executable = find_ffmpeg() if indexless else None
+        if executable is not None:
+            capture.release()
+            return _ffmpeg_source(executable, target, f"its {indexless} stream", container, fps, queue_size,
+                                  limits, indexed=False)
         started = time.monotonic()
         ok, image = capture.read()
         time_s = timestamp(capture, 0, container.fps) if fps is None else 0.0
@@ -77,7 +93,7 @@ def open_video(target: Target, fps: float | None, queue_size: int, limits: Limit
         raise
     if first is not None:
         return capture_source(capture, name, fps, queue_size, owned=True, limits=limits, target=target,
-                               first=first)
+                               first=first, indexed=indexless is None)
     capture.release()
     if limits.stalled(started):
         raise limits.stalled_error(name, "frame 0 did not arrive")
@@ -92,13 +108,13 @@ def open_video(target: Target, fps: float | None, queue_size: int, limits: Limit
             f"ffmpeg -i {shlex.quote(shown)} -f rawvideo -pix_fmt bgr24 - | "
             f"kvqe score - --raw {container.size or 'WxH'}" + (f" --fps {container.fps:g}" if container.fps else "")
         )
-    return _ffmpeg_source(executable, target, stream, container, fps, queue_size, limits)
+    return _ffmpeg_source(executable, target, stream, container, fps, queue_size, limits, indexed=indexless is None)
 
 
 def _ffmpeg_source(executable: str, target: Target, stream: str, container: ContainerInfo, fps: float | None,
-                   queue_size: int, limits: Limits) -> FrameSource:
+                   queue_size: int, limits: Limits, indexed: bool) -> FrameSource:
     """The ffmpeg command's decode of ``target``, its first frame read here (within the timeout) so that a
-    stream neither decoder can read fails at once."""
+    stream neither decoder can read fails at once; read as a stream unless ``indexed``."""
     name = target.name
     decode = FfmpegDecode(executable, target.for_ffmpeg(limits), name, limits.max_pixels)
     if limits.timeout is not None and not decode.readable_within(limits.timeout):
@@ -121,12 +137,12 @@ def _ffmpeg_source(executable: str, target: Target, stream: str, container: Cont
         name,
         _chain_first(first, frames),
         fps=fps or container.fps,
-        frame_count=container.frame_count,
+        frame_count=container.frame_count if indexed else None,
         queue_size=queue_size,
         release=decode.close,
         interrupt=decode.interrupt,
         check_length=True,
-        live=target.path is None,
+        live=target.path is None or not indexed,
         limits=limits,
         codec=container.codec_name,
     )

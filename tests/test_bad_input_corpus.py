@@ -151,6 +151,17 @@ def _huge_video(tmp: Path) -> tuple[list[str], bytes | None]:
     return ["score", str(tmp / "huge.mp4")], None
 
 
+def _growing_ts(tmp: Path) -> tuple[list[str], bytes | None]:
+    """An MPEG-TS whose pictures grow from 160x120 to 640x480 after a second, scored under a 100,000-pixel cap."""
+    segments = []
+    for size in ("160x120", "640x480"):
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=s={size}:d=1:r=25", "-c:v", "libx264",
+                        "-preset", "ultrafast", "-f", "mpegts", str(tmp / f"{size}.ts")], check=True)
+        segments.append((tmp / f"{size}.ts").read_bytes())
+    (tmp / "grows.ts").write_bytes(b"".join(segments))
+    return ["score", str(tmp / "grows.ts"), "--max-pixels", "100000"], None
+
+
 def _lavfi_video(name: str, size: str, seconds: float = 1.0) -> Callable[[Path], tuple[list[str], bytes | None]]:
     """A lossless test-pattern video of ``size`` as ``{tmp}/name``, to score."""
 
@@ -231,6 +242,7 @@ CASES = [
                                                             "{file}"), 2, "unscorable"),
     Case("1x1 video", _lavfi_video("one.mkv", "1x1"), 2, "unscorable"),
     Case("16x16 video", _lavfi_video("sixteen.mkv", "16x16"), 2, "32 pixels a side"),
+    Case("MPEG-TS growing past the pixel cap mid-stream", _growing_ts, 2, "stream changes to 640x480"),
     Case("1x1 image", _image("one.png", np.zeros((1, 1, 3), np.uint8), "score", "{file}"), 2, "unscorable"),
     Case("16x16 image", _image("sixteen.png", np.zeros((16, 16, 3), np.uint8), "score", "{file}"), 2,
          "unscorable"),

@@ -16,7 +16,7 @@ from support import needs_ffmpeg
 from kvqe.cli import main
 from kvqe.errors import BadInputError
 from kvqe.sdk import targets
-from kvqe.sdk.demuxers import demuxer_names
+from kvqe.sdk.demuxers import demuxer_names, indexless_format
 from kvqe.sdk.sources import open_source
 
 SAMPLE = Path(__file__).resolve().parents[1] / "kvqe" / "samples" / "astronaut_pan.mp4"
@@ -141,3 +141,22 @@ def test_a_demuxer_name_is_a_plain_name(bad: object) -> None:
     with pytest.raises(BadInputError, match="demuxers must be FFmpeg demuxer names"):
         demuxer_names(bad)  # type: ignore[arg-type]
     assert demuxer_names("HLS, dash") == {"hls", "dash"}
+
+
+@needs_ffmpeg
+def test_containers_without_a_frame_index_are_recognised_by_their_bytes(tmp_path: Path) -> None:
+    """MPEG-TS, M2TS, MPEG-PS, FLV and elementary streams are read as streams (their frame count is an estimate
+    and their pictures may change size); the indexed containers are not, whatever their name says."""
+    expected = {"mpegts": "MPEG-TS", "mpeg": "MPEG-PS", "flv": "FLV", "h264": "an elementary stream",
+                "mp4": None, "matroska": None, "avi": None, "ivf": None}
+    for muxer, name in expected.items():
+        path = tmp_path / f"clip-{muxer}.mp4"  # the suffix lies: the bytes decide
+        codec = "libvpx" if muxer == "ivf" else "mpeg2video" if muxer == "mpeg" else "libx264"
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=s=64x48:d=0.2:r=25", "-c:v", codec,
+                        "-f", muxer, str(path)], check=True)
+        assert indexless_format(path) == name, muxer
+    m2ts = tmp_path / "clip.m2ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=s=64x48:d=0.2:r=25", "-c:v", "libx264",
+                    "-mpegts_m2ts_mode", "1", "-f", "mpegts", str(m2ts)], check=True)
+    assert indexless_format(m2ts) == "MPEG-TS (M2TS)"
+    assert indexless_format(SAMPLE) is None

@@ -173,9 +173,10 @@ def test_without_ffmpeg_the_error_names_the_codec_and_the_pipe(
         open_source(CARPHONE)
 
 
-@needs_ffmpeg
-def test_a_stream_that_grows_past_the_cap_is_refused_by_the_decoder(tmp_path: Path, opencv_cannot_decode) -> None:
-    # issue #34: an MPEG-TS of a 160x120 segment, then a 640x480 one; the header shows only the first size
+@pytest.fixture
+def switching_ts(tmp_path: Path) -> Path:
+    """An MPEG-TS of a 1 s 160x120 segment, then a 1 s 640x480 one: the header shows only the first size, and
+    OpenCV's frame count, estimated from the first segment's rate, says 1 s."""
     segments = []
     for size in ("160x120", "640x480"):
         segment = tmp_path / f"{size}.ts"
@@ -184,6 +185,30 @@ def test_a_stream_that_grows_past_the_cap_is_refused_by_the_decoder(tmp_path: Pa
         segments.append(segment.read_bytes())
     switch = tmp_path / "switch.ts"
     switch.write_bytes(b"".join(segments))
+    return switch
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("decoder", ["ffmpeg", "opencv"])
+def test_a_file_without_a_frame_index_is_read_to_its_end(switching_ts: Path, decoder: str,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue #34: scored over its first second only, as if the upload were 1 s long
+    if decoder == "opencv":
+        monkeypatch.setattr(video_files, "find_ffmpeg", lambda: None)
+    result = kvqe.load("vqa").score(switching_ts)
+    assert result.sampling is not None and result.sampling.how == "stream"
+    assert result.duration_s == pytest.approx(2.0, abs=0.05) and result.frames == 2
+    assert result.frame_indices[-1] >= 25 and (result.width, result.height) == (160, 120)  # past the first second
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("forced", [False, True])
+def test_a_stream_that_grows_past_the_cap_is_refused_by_the_decoder(switching_ts: Path, forced: bool,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # issue #34: OpenCV decoded the 640x480 pictures past the cap, read from the 160x120 header; the ffmpeg
+    # command decodes a file without a frame index (forced: also one OpenCV cannot decode)
+    if forced:
+        monkeypatch.setattr(cv2, "VideoCapture", NoDecodeCapture)
     with pytest.raises(BadInputError, match=r"after \d+ frames the stream changes to 640x480.*over the cap of 100,000"):
-        kvqe.load("vqa").score(switch, max_pixels=100_000)
+        kvqe.load("vqa").score(switching_ts, max_pixels=100_000)
     assert wait_no_decoder()
