@@ -1,11 +1,13 @@
-"""Quality and agreement metrics: rank/linear correlations (scipy), KVQ rank accuracy, PSNR and SSIM."""
+"""Quality and agreement metrics: rank/linear correlations (scipy), KVQ rank accuracy, PSNR and SSIM.
+
+scipy.stats is imported by the correlations that use it, not with the module: it takes about 1.5 s, and every
+``kvqe`` command imports this module (reports' PSNR) whether it correlates anything or not."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
-from scipy import stats
 
 
 def _pair(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -22,18 +24,24 @@ def _defined(x: np.ndarray, y: np.ndarray) -> bool:
 def srocc(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
     """Spearman rank-order correlation (NaN when undefined: fewer than 2 items or a constant side)."""
     x, y = _pair(a, b)
+    from scipy import stats
+
     return float(stats.spearmanr(x, y).statistic) if _defined(x, y) else float("nan")
 
 
 def plcc(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
     """Pearson linear correlation (NaN when undefined)."""
     x, y = _pair(a, b)
+    from scipy import stats
+
     return float(stats.pearsonr(x, y).statistic) if _defined(x, y) else float("nan")
 
 
 def krocc(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray) -> float:
     """Kendall rank-order correlation (tau-b; NaN when undefined)."""
     x, y = _pair(a, b)
+    from scipy import stats
+
     return float(stats.kendalltau(x, y).statistic) if _defined(x, y) else float("nan")
 
 

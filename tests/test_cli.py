@@ -5,6 +5,7 @@ import csv
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -223,3 +224,11 @@ def test_export_list() -> None:
     assert {"vqa-sharpmind-swint", "realesrgan-x4plus", "realesr-animevideov3", "realesr-general-x4v3"} <= set(names)
     assert names["realesrgan-x4plus"]["params"] == 16_697_987 and names["realesr-animevideov3"]["params"] == 621_424
     assert all({"task", "params", "gflops", "weights_source", "licence"} <= set(r) for r in records)
+
+
+def test_the_cli_starts_without_importing_what_only_some_commands_use() -> None:
+    """Every ``kvqe`` call pays for what the CLI imports: scipy.stats (about 1.5 s) only where a correlation
+    is computed, torch never."""
+    probe = "import sys, kvqe.cli; print(sorted({'scipy.stats', 'torch'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
