@@ -27,6 +27,11 @@ def resolve_bundle(name_or_path: str | os.PathLike[str]) -> Bundle:
     """A bundle from an embedded default name or a directory path."""
     if isinstance(name_or_path, str) and name_or_path in EMBEDDED:
         return read_bundle(embedded_bundle_path(name_or_path))
+    if not Path(name_or_path).is_dir():
+        raise BundleError(
+            f"no bundle directory at {name_or_path} (looked for {Path(name_or_path).absolute()}); a bundle is "
+            f"a directory kvqe-export wrote, or an embedded name: {', '.join(sorted(EMBEDDED))}"
+        )
     return read_bundle(name_or_path)
 
 

@@ -229,3 +229,20 @@ def test_a_tampered_manifest_is_refused(templates: dict[str, Path], tmp_path: Pa
     for command in ("info", "verify"):
         result, records = _invoke(command, str(bundle))
         assert result.exit_code == 2 and message in records[-1]["error"], (command, result.output)
+
+
+def test_info_counts_every_file_of_an_artifact(templates: dict[str, Path]) -> None:
+    """An OpenVINO artifact is its .xml and its .bin: ``kvqe info`` shows the two together and their sum."""
+    bundle = templates["openvino"]
+    xml, weights = (bundle / name for name in BUNDLES["openvino"][1])
+    result = CliRunner().invoke(main, ["info", str(bundle)])
+    (line,) = [line for line in result.output.splitlines() if line.startswith("artifact openvino/")]
+    assert f"{xml.name} + {weights.name}  {xml.stat().st_size + weights.stat().st_size:,} bytes" in line, line
+
+
+def test_an_unknown_bundle_names_where_it_looked_and_the_embedded_names(tmp_path: Path) -> None:
+    result, records = _invoke("info", str(tmp_path / "nosuch"))
+    assert result.exit_code == 2
+    assert str(tmp_path / "nosuch") in records[-1]["error"] and "embedded name: sr, vqa" in records[-1]["error"]
+    with pytest.raises(BundleError, match="embedded name: sr, vqa"):
+        kvqe.load("vqa-default")

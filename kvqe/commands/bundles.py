@@ -48,8 +48,10 @@ def info(bundle_path: str, as_json: bool) -> None:
              f"output   {manifest['output']}"]
     for a in artifacts:
         state = "ok" if a["verified"] else f"FAILED: {a['error']}"
-        companions = "".join(f" + {e['file']}" for e in a.get("extra_files", []))
-        lines.append(f"artifact {a['backend']}/{a['precision']}  {a['file']}{companions}  {a['bytes']} bytes  "
+        companions = a.get("extra_files", [])
+        files = a["file"] + "".join(f" + {e['file']}" for e in companions)
+        size = a["bytes"] + sum(e["bytes"] for e in companions)  # an OpenVINO .xml is little without its .bin
+        lines.append(f"artifact {a['backend']}/{a['precision']}  {files}  {size:,} bytes  "
                      f"deployable={a['deployable']}  sha256 {state}")
     others = {name: message for name, message in checks.items()
               if not any(name == a["file"] or name in {e["file"] for e in a.get("extra_files", [])}
