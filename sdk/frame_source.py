@@ -118,6 +118,13 @@ class FrameSource:
         self._check_length = False  # the seeker checks it
         self._sought = True
 
+    def declare_length(self, frame_count: int) -> None:
+        """Take ``frame_count`` as the length of a source that declares none (a pipe, an iterator, a live
+        stream), before iterating: keyframes are planned over it, and a decode that ends short is an error."""
+        if self._iterated or self.frame_count is not None:
+            raise RuntimeError(f"{self.name}: a length is declared once, before iterating, for a source without one")
+        self.frame_count, self._check_length = frame_count, True
+
     @property
     def access(self) -> str:
         """How the frames were read: "seek" (only the frames asked for, by seeking), "stream" (a network source

@@ -170,7 +170,7 @@ class Model:
     def score(self, source: Any, *, fps: float | None = None, per_second: float | None = None,
               max_frames: int | None = None, timeout: float | None = DEFAULT_TIMEOUT_S,
               max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = (),
-              demuxers: Iterable[str] | str = ()) -> ScoreResult:
+              demuxers: Iterable[str] | str = (), duration: float | None = None) -> ScoreResult:
         """Score a video (path, URL, ``cv2.VideoCapture``, iterable of BGR frames) or one image.
 
         Keyframes cover the whole video: the middle frame of each ``1 / per_second`` seconds, or, for a video
@@ -187,13 +187,20 @@ class Model:
         ``fps`` overrides the source's frame rate; sources that have none assume 30. ``timeout``: seconds to
         wait for the source to open and for each frame; ``max_pixels``: largest frame, refused before it is
         decoded; ``protocols``: URL schemes allowed beyond the network ones; ``demuxers``: container formats
-        allowed beyond single media files, e.g. ``["hls"]`` (see :func:`open_source`).
+        allowed beyond single media files, e.g. ``["hls"]`` (see :func:`open_source`). ``duration``: the
+        seconds of a source that declares no length (a pipe, an iterator, a live stream), so that its keyframes
+        are those of the same video as a file; it must then deliver that many seconds (BadInputError if it
+        ends short, or if the source declares its own length).
         """
         self._require("vqa", "score()")
         sampling = sampling_spec(self.input_spec.sampling, per_second, max_frames)
+        if duration is not None:
+            duration = checked(duration, "duration", SECONDS)
         with _open(source, fps, timeout, max_pixels, protocols, demuxers) as frames:
             rate = frames.fps or ASSUMED_FPS
             name = frames.name
+            if duration is not None:
+                self._declare_duration(frames, duration, rate)
             if frames.seekable and frames.frame_count:
                 plan = keyframe_plan(frames.frame_count, rate, sampling)
                 if worth_seeking(plan, rate):
@@ -213,6 +220,15 @@ class Model:
             frame_times=[frame.time_s for frame in keyframes], frame_indices=[frame.index for frame in keyframes],
             duration_s=duration, width=width, height=height, codec=codec, sampling=how, conversion=conversion,
         )
+
+    @staticmethod
+    def _declare_duration(frames: FrameSource, duration: float, rate: float) -> None:
+        if frames.is_image or frames.frame_count is not None:
+            declared = "is an image" if frames.is_image else (
+                f"declares its own length, {frames.frame_count} frames ({frames.frame_count / rate:.2f} s)")
+            raise BadInputError(f"{frames.name}: duration= is for a source that declares no length (a pipe, an "
+                                f"iterator, a live stream); this one {declared}")
+        frames.declare_length(max(1, round(duration * rate)))
 
     @staticmethod
     def _check_length(name: str, length: int, rate: float, per_second: float, width: int, height: int) -> None:

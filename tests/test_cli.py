@@ -13,6 +13,9 @@ import numpy as np
 import pytest
 from support import BIKES, CARPHONE, Exported, cli, needs_ffmpeg, truncated_clip
 
+import kvqe
+from kvqe.errors import BadInputError
+
 SAMPLE = Path(__file__).resolve().parents[1] / "kvqe" / "samples" / "astronaut.png"
 
 
@@ -113,6 +116,24 @@ def test_y4m_on_stdin_scores_like_the_file(pix_fmt: str) -> None:
     assert piped["fps"] == pytest.approx(30000 / 1001) and piped["duration_s"] == pytest.approx(4.004)
     if pix_fmt != "gray":
         assert piped["score"] == pytest.approx(filed["score"], abs=1.0)
+
+
+def test_a_pipe_given_its_duration_is_sampled_as_the_file(tmp_path: Path) -> None:
+    """A pipe declares no length, so it keeps 3-8 keyframes as they arrive; told its duration (``--duration``),
+    it gets the file's 8, and a pipe that ends short of it is an error, never a shorter video."""
+    y4m = subprocess.run(["ffmpeg", "-v", "error", "-i", str(BIKES), "-f", "yuv4mpegpipe", "-"], capture_output=True,
+                         check=True).stdout  # 250 frames, 10 s
+    (filed,) = lines(cli("kvqe", "score", str(BIKES), "--json", check_code=0))
+    (unknown,) = lines(cli("kvqe", "score", "-", "--json", stdin=y4m, check_code=0))
+    (told,) = lines(cli("kvqe", "score", "-", "--duration", "10", "--json", stdin=y4m, check_code=0))
+    assert unknown["frames"] < filed["frames"] == 8
+    assert told["frame_indices"] == filed["frame_indices"] and told["duration_s"] == pytest.approx(10.0)
+    (short,) = lines(cli("kvqe", "score", "-", "--duration", "20", "--json", stdin=y4m, check_code=2))
+    assert "250 of the 500 frames it declares" in short["error"], short
+    for args in (["score", str(BIKES), "--duration", "10"], ["score", "-", "--duration", "nan"]):
+        assert "--duration" in cli("kvqe", *args, check_code=2).stderr.decode()
+    with pytest.raises(BadInputError, match="declares its own length, 250 frames"):
+        kvqe.load("vqa").score(BIKES, duration=10)
 
 
 def test_y4m_that_cannot_be_read_is_refused_plainly() -> None:

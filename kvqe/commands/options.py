@@ -43,7 +43,8 @@ undeployable_option = click.option("--allow-undeployable", is_flag=True,
 # take 0 for "no limit" besides
 _BOUNDS = {"threads": bounds.THREADS, "timeout": bounds.TIMEOUT, "max_pixels": bounds.MAX_PIXELS,
            "per_second": bounds.PER_SECOND, "max_frames": bounds.MAX_FRAMES, "fps": bounds.FPS,
-           "tile": bounds.TILE, "min_score": bounds.THRESHOLD, "segment_seconds": bounds.SECONDS}
+           "tile": bounds.TILE, "min_score": bounds.THRESHOLD, "segment_seconds": bounds.SECONDS,
+           "duration": bounds.SECONDS}
 _ZERO_IS_NONE = ("timeout", "max_pixels")
 
 

@@ -169,6 +169,9 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @click.option("--pix-fmt", type=click.Choice(["bgr24", "rgb24"]), default="bgr24", show_default=True)
 @click.option("--fps", type=float, default=None,
               help="Frame rate (overrides the container or the y4m header; required with --raw).")
+@click.option("--duration", type=float, default=None, metavar="SECONDS",
+              help="Seconds of video on stdin (SOURCE '-'), which declares no length: its keyframes are then "
+                   "those of the same video as a file, and a pipe that ends short is an error.")
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write one row per source to this CSV file (written when all are done).")
 @click.option("--parquet", "parquet_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -183,17 +186,20 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @handle_errors
 def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | None, threads: int,
           per_second: float | None, max_frames: int | None, raw_size: str | None, pix_fmt: str, fps: float | None,
-          csv_path: Path | None, parquet_path: Path | None, engine: str, address: str | None, actors: int,
+          duration: float | None, csv_path: Path | None, parquet_path: Path | None, engine: str, address: str | None, actors: int,
           retries: int, timeout: float, max_pixels: int, protocols: str, demuxers: str, allow_undeployable: bool,
           as_json: bool) -> None:
     """Score each SOURCE: a video file, URL, image, folder (its videos and images, recursively), glob, or
     '-' for stdin (a YUV4MPEG2 stream, or raw frames with --raw WxH --fps F). A source that fails is reported
     and the others are still scored; the exit code is then the first failure's (2: bad input)."""
     check_numbers(threads=threads, per_second=per_second, max_frames=max_frames, fps=fps, timeout=timeout,
-                  max_pixels=max_pixels)
+                  max_pixels=max_pixels, duration=duration)
     size = _parse_size(raw_size) if raw_size else None
     if sources.count("-") > 1:
         raise BadInputError("SOURCE '-' (stdin) can be given once")
+    if duration is not None and "-" not in sources:
+        raise BadInputError("--duration is for SOURCE '-' (stdin), which declares no length; files and URLs "
+                            "declare their own")
     if "-" in sources and size is not None and fps is None:
         raise BadInputError("SOURCE '-' with --raw needs --fps F: raw frames carry no frame rate, and keyframes "
                             "are chosen by time (ffprobe shows the rate; or pipe y4m, which carries it: "
@@ -238,7 +244,8 @@ def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | 
             started = time.perf_counter()
             try:
                 frames = _stdin_source(size, pix_fmt, fps, limits) if source == "-" else source
-                result = model.score(frames, fps=fps, per_second=per_second, max_frames=max_frames, **limits)
+                result = model.score(frames, fps=fps, per_second=per_second, max_frames=max_frames,
+                                     duration=duration if source == "-" else None, **limits)
             except BrokenPipeError:
                 raise
             except Exception as exc:  # noqa: BLE001 (one bad source must not stop the others)
