@@ -3,11 +3,13 @@ none of it (e.g. AV1 with the opencv-python 4.x wheels), by the ``ffmpeg`` comma
 decode is checked against the length its container declares (a stall or an early close is an error, never a
 shorter video).
 
-A local file whose container has no frame index (MPEG-TS, MPEG-PS, FLV, an elementary stream) declares no
-length, only OpenCV's estimate, and its pictures may change size mid-stream, which OpenCV's decode hides (it
-scales every picture to the first one's size, after its decoder allocated the larger ones). Such a file is read
-to its end as a stream, by the ``ffmpeg`` command where it is installed: each picture arrives at its own size,
-checked against ``max_pixels`` before its pixels are read, and a size change is refused (:class:`FrameSource`)."""
+Pictures may change size mid-stream (a new sequence header), which OpenCV's decode hides: it scales every
+picture to the first one's size after its decoder allocated the larger ones, so ``max_pixels`` would hold for
+the header only. Where the ``ffmpeg`` command is installed it decodes URLs and local files whose container has
+no frame index (MPEG-TS, MPEG-PS, FLV, an elementary stream), with the pixel cap given to its decoder, which
+refuses a larger picture before allocating it; pictures within the cap are delivered at the first size, as
+both decoders do. Such a local file declares no length, only OpenCV's estimate, so it is read to its end as a
+stream. OpenCV still opens every source first: it reads what the container declares (rate, length, codec)."""
 from __future__ import annotations
 
 import shlex
@@ -66,8 +68,8 @@ def capture_source(
 
 
 def open_video(target: Target, fps: float | None, queue_size: int, limits: Limits) -> FrameSource:
-    """A video file or URL decoded by OpenCV or, when OpenCV opens it but decodes no frame (e.g. AV1 with the
-    opencv-python 4.x wheels) or it is a local file without a frame index (see the module doc), by the
+    """A video file or URL decoded by OpenCV or, for a URL, a local file without a frame index (see the module
+    doc) or one OpenCV opens but decodes no frame of (e.g. AV1 with the opencv-python 4.x wheels), by the
     ``ffmpeg`` command if it is installed. Its size is checked against the cap from the container before the
     first frame is decoded."""
     name = target.name
@@ -76,11 +78,11 @@ def open_video(target: Target, fps: float | None, queue_size: int, limits: Limit
     try:
         container = ContainerInfo.of(capture)
         limits.check(name, container.width, container.height)
-        executable = find_ffmpeg() if indexless else None
+        executable = find_ffmpeg() if indexless or target.path is None else None
         if executable is not None:
             capture.release()
-            return _ffmpeg_source(executable, target, f"its {indexless} stream", container, fps, queue_size,
-                                  limits, indexed=False)
+            return _ffmpeg_source(executable, target, f"its {indexless or 'video'} stream", container, fps,
+                                  queue_size, limits, indexed=indexless is None)
         started = time.monotonic()
         ok, image = capture.read()
         time_s = timestamp(capture, 0, container.fps) if fps is None else 0.0

@@ -16,7 +16,7 @@ from support import BIKES, CARPHONE, NoDecodeCapture, child_processes, needs_ffm
 
 import kvqe
 from kvqe.errors import BadInputError
-from kvqe.sdk import sources
+from kvqe.sdk import sources, video_files
 from kvqe.sdk.sources import open_source
 
 TIMEOUT = 2.0
@@ -128,7 +128,9 @@ def _stalls(vqa: kvqe.sdk.model.Model, url: str) -> float:
 
 
 @needs_ffmpeg
-def test_a_stalling_server_times_out_on_the_opencv_path(vqa, stalling: _Server) -> None:
+def test_a_stalling_server_times_out_on_the_opencv_path(vqa, stalling: _Server,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    _decoder("opencv", monkeypatch)
     elapsed = _stalls(vqa, stalling.url)
     assert TIMEOUT * 0.9 <= elapsed <= TIMEOUT + MARGIN, elapsed
     assert _decoders_stopped(MARGIN)
@@ -147,20 +149,19 @@ def test_a_stalling_server_times_out_on_the_ffmpeg_path(vqa, stalling: _Server,
 def test_a_served_file_scores_as_the_local_file(vqa, complete: _Server, faststart: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     local = vqa.score(faststart)
-    served = vqa.score(complete.url, timeout=TIMEOUT)
-    assert served.frames == local.frames == 8
-    assert served.frame_scores == local.frame_scores and served.score == local.score
-    monkeypatch.setattr(sources.cv2, "VideoCapture", NoDecodeCapture)
-    via_ffmpeg = vqa.score(complete.url, timeout=TIMEOUT)
-    assert via_ffmpeg.score == pytest.approx(local.score, abs=0.25)  # ffmpeg's colour conversion rounds apart
+    via_ffmpeg = vqa.score(complete.url, timeout=TIMEOUT)  # the ffmpeg command decodes URLs where installed
+    _decoder("opencv", monkeypatch)
+    via_opencv = vqa.score(complete.url, timeout=TIMEOUT)
+    for served in (via_ffmpeg, via_opencv):
+        assert served.frames == local.frames == 8
+        assert served.frame_scores == local.frame_scores and served.score == local.score
     assert _decoders_stopped(MARGIN)
 
 
 @needs_ffmpeg
 @pytest.mark.parametrize("decoder", ["opencv", "ffmpeg"])
 def test_a_url_scheme_reads_in_any_case(vqa, complete: _Server, decoder: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    if decoder == "ffmpeg":
-        monkeypatch.setattr(sources.cv2, "VideoCapture", NoDecodeCapture)
+    _decoder(decoder, monkeypatch)
     lower = vqa.score(complete.url, timeout=TIMEOUT)
     upper = vqa.score(complete.url.replace("http://", "HTTP://"), timeout=TIMEOUT)
     assert upper.frames == lower.frames == 8 and upper.score == lower.score
@@ -179,8 +180,9 @@ def live_ts(tmp_path_factory: pytest.TempPathFactory) -> bytes:
 
 
 def _decoder(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    if name == "ffmpeg":
-        monkeypatch.setattr(sources.cv2, "VideoCapture", NoDecodeCapture)
+    """Decode URLs by OpenCV, as where the ffmpeg command is not installed; "ffmpeg" is the default where it is."""
+    if name == "opencv":
+        monkeypatch.setattr(video_files, "find_ffmpeg", lambda: None)
 
 
 def _short(vqa: kvqe.sdk.model.Model, url: str) -> str:
@@ -228,6 +230,22 @@ def test_a_live_source_without_a_length_is_scored_as_a_stream(vqa, live_ts: byte
         result = vqa.score(server.url, timeout=TIMEOUT)
     assert result.sampling is not None and result.sampling.how == "stream"
     assert result.duration_s == pytest.approx(10.0, abs=0.1) and 3 <= result.frames <= 8
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("length", [True, False])
+def test_a_served_stream_that_grows_past_the_cap_is_refused(vqa, tmp_path: Path, length: bool) -> None:
+    """An MPEG-TS of 160x120 that switches to 640x480 after a second, served with and without a length, under a
+    100,000-pixel cap: the ffmpeg command decodes URLs, and its decoder refuses the larger picture."""
+    segments = []
+    for size in ("160x120", "640x480"):
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=s={size}:d=1:r=25", "-c:v", "libx264",
+                        "-preset", "ultrafast", "-f", "mpegts", str(tmp_path / f"{size}.ts")], check=True)
+        segments.append((tmp_path / f"{size}.ts").read_bytes())
+    for server in _serve(b"".join(segments), length=length, kind="video/mp2t"):
+        with pytest.raises(BadInputError, match=r"stream changes to 640x480.*over the cap of 100,000 pixels"):
+            vqa.score(server.url, timeout=TIMEOUT, max_pixels=100_000)
+    assert _decoders_stopped(MARGIN)
 
 
 # ---- names and schemes -----------------------------------------------------------------------------------
