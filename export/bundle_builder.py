@@ -25,7 +25,7 @@ from kvqe.calibration.comparison import reference_outputs
 from kvqe.calibration.policy import POLICIES
 from kvqe.errors import BackendUnavailableError
 from kvqe.export.artifacts import BACKENDS, BUILDERS, BuildContext, BuiltArtifact
-from kvqe.export.int8_search import Build, search_int8
+from kvqe.export.int8_search import Build, Compared, artifact_key, search_int8
 from kvqe.export.latency import INPUTS, compare_latency
 from kvqe.export.onnx_export import export_onnx, torch_reference, validate_onnx
 from kvqe.export.records import (
@@ -62,6 +62,7 @@ class _Export:
         self.configured: set[tuple[str, str]] = set()
         self.contexts: dict[str, BuildContext] = {}
         self.search: dict[str, dict[str, Any]] = {}  # the INT8 search record by INT8 source
+        self.compared: Compared = {}  # the INT8 search's comparisons, reused when an artifact built is one it judged
 
     def export_references(self) -> None:
         """Every stage to FP32 ONNX, validated against torch on its real inputs; then the plan's own graphs."""
@@ -112,7 +113,7 @@ class _Export:
         gates = self.prepared.task.gates("int8", self.prepared.user_gates)
         budget = max(0.0, self.request.search_budget - sum(r["seconds"] for r in self.search.values()))
         self.search[source] = search_int8(context, builds, self.prepared.valid_set, comparator, reference, gates,
-                                          budget, self.progress)
+                                          budget, self.progress, self.compared)
 
     def fp32_runner(self, fmt: str, tmp: Path) -> Runner:
         """The FP32 configuration of ``fmt`` (its artifacts, or ones built into ``tmp`` when not requested)."""
@@ -170,8 +171,10 @@ class _Export:
         scope = None if plan.kind is None else (f"the whole {plan.kind} pipeline on {backend}{mixed} "
                                                 "vs the onnxruntime fp32 pipeline")
         gates = prepared.task.gates(precision, prepared.user_gates)
+        judged = [b for b in chosen.values() if b is not None]
+        compared = self.compared.get(artifact_key(judged[0].files)) if plan.kind is None and len(judged) == 1 else None
         accuracy, executed = accuracy_record(runner, wanted.pop() if len(wanted) == 1 else None, prepared.valid_set,
-                                             comparator, reference, gates, scope)
+                                             comparator, reference, gates, scope, compared)
         latency = self.latency(fmt, runner) if precision == "int8" else None
         seconds = round((time.perf_counter() - t0) / max(len(new), 1), 2)
         for artifact in new:

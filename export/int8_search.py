@@ -6,7 +6,8 @@ It runs once per INT8 source of a graph, before that source's artifacts are buil
 requested artifacts made from it that run here (a choice passes when every one of them passes): the QDQ
 ONNX (ONNX Runtime, and the TensorRT engine and, where the policy says so, the OpenVINO IR made from it,
 which all keep the same layers float) and NNCF's OpenVINO INT8 (its own calibration, so its own choice).
-Each artifact is still gated on its own backend afterwards. Up
+Each artifact is still gated on its own backend afterwards, on the comparison the search made when the
+artifact built is the one it judged, byte for byte (``compared``, keyed by :func:`artifact_key`). Up
 to :data:`GAIN_RANKING_MAX_LAYERS` candidate layers are ranked by measuring each one's gain; more are
 ranked by the noise each adds in the QDQ model (one FP32 and one int8 run), which a model with hundreds of
 layers can afford.
@@ -23,7 +24,7 @@ from typing import Any
 
 import onnx
 
-from kvqe.calibration.comparison import Comparator, compare_runs
+from kvqe.calibration.comparison import Comparator, RunComparison, compare_runs
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.gates import Gate
 from kvqe.calibration.mixed_precision import (
@@ -35,6 +36,7 @@ from kvqe.calibration.mixed_precision import (
 )
 from kvqe.calibration.policy import int8_layers
 from kvqe.export.artifacts import BuildContext, BuiltArtifact
+from kvqe.files import sha256_file
 from kvqe.runtimes import create_runner
 
 GAIN_RANKING_MAX_LAYERS = 32
@@ -42,6 +44,12 @@ NSR_RANKING_SAMPLES = 8  # calibration samples the noise ranking runs on
 DEFAULT_BUDGET_S = 900.0
 POLICY_QDQ = "policy.qdq.onnx"  # the policy's own QDQ model, in the search's work folder
 Build = Callable[[BuildContext], BuiltArtifact]  # the INT8 artifact of a build context
+Compared = dict[tuple[str, ...], RunComparison]  # comparisons made, by the artifact's content (artifact_key)
+
+
+def artifact_key(files: Sequence[Path]) -> tuple[str, ...]:
+    """An artifact's content: the sha256 of each of its files, in order (their names and folders aside)."""
+    return tuple(sha256_file(path) for path in files)
 
 
 def _figures(figures: dict[str, Any]) -> str:
@@ -55,11 +63,13 @@ def _margin(gate: Gate, figures: dict[str, Any]) -> float:
 
 
 def artifact_evaluator(ctx: BuildContext, source: str, builds: dict[str, Build], validation: SampleSet,
-                       comparator: Comparator, reference: list[Any], gates: Sequence[Gate], workdir: Path) -> Evaluate:
+                       comparator: Comparator, reference: list[Any], gates: Sequence[Gate], workdir: Path,
+                       compared: Compared | None = None) -> Evaluate:
     """An :data:`Evaluate` that builds the INT8 artifact of every format in ``builds`` (they share the INT8
     ``source``) into ``workdir`` with the given layers also float, and judges each on its backend against
     ``reference``: a choice passes when all pass; the figures are those of the backend with the least
-    margin on the first gate (named under ``backend`` when there are several)."""
+    margin on the first gate (named under ``backend`` when there are several). Each comparison is kept in
+    ``compared`` under the artifact's content."""
     def evaluate(keep: tuple[str, ...]) -> Outcome:
         variant = replace(ctx, stage=workdir, built={}, records={}, float_layers={**ctx.float_layers, source: keep})
         outcomes: dict[str, Outcome] = {}
@@ -67,6 +77,8 @@ def artifact_evaluator(ctx: BuildContext, source: str, builds: dict[str, Build],
             built = build(variant)
             runner = create_runner(built.backend, built.files[0], **built.runtime)
             result = compare_runs(runner, reference, validation.inputs(), comparator, gates)
+            if compared is not None:
+                compared[artifact_key(built.files)] = result
             outcomes[fmt] = not result.gate_failures, result.figures
         binding = min(outcomes, key=lambda fmt: _margin(gates[0], outcomes[fmt][1]))
         figures = outcomes[binding][1] if len(outcomes) == 1 else {**outcomes[binding][1], "backend": binding}
@@ -99,11 +111,11 @@ def _ranking(ctx: BuildContext, candidates: Sequence[str], evaluate: Evaluate, g
 
 def search_int8(ctx: BuildContext, builds: dict[str, Build], validation: SampleSet, comparator: Comparator,
                 reference: list[Any], gates: Sequence[Gate], budget_s: float,
-                progress: Callable[[str], None]) -> dict[str, Any]:
+                progress: Callable[[str], None], compared: Compared | None = None) -> dict[str, Any]:
     """Decide ``ctx.float_layers`` for the INT8 source the formats of ``builds`` share (set when a passing
     choice is found) and return the manifest record: the policy's own figures, the ranking, the layers kept
     float with their scores, every step tried, and the time spent (the calibration every INT8 artifact needs
-    anyway is not counted)."""
+    anyway is not counted). Every comparison made goes into ``compared`` (see :func:`artifact_evaluator`)."""
     fmt = ", ".join(builds)
     source = ctx.int8_source(next(iter(builds)))
     candidates = int8_layers(onnx.load(str(ctx.fp32_onnx), load_external_data=False), ctx.policy)
@@ -115,7 +127,8 @@ def search_int8(ctx: BuildContext, builds: dict[str, Build], validation: SampleS
             ctx.qdq_calibration().quantize(Path(tmp) / POLICY_QDQ)
         started = time.monotonic()
         deadline = started + budget_s
-        evaluate = artifact_evaluator(ctx, source, builds, validation, comparator, reference, gates, Path(tmp))
+        evaluate = artifact_evaluator(ctx, source, builds, validation, comparator, reference, gates, Path(tmp),
+                                      compared)
         progress(f"int8 search ({source}): the {ctx.policy.name} policy's INT8 on {fmt}, {len(validation)} "
                  "validation samples")
         baseline = evaluate(())

@@ -12,7 +12,7 @@ import onnxruntime
 import torch
 
 from kvqe.bundle import write_manifest
-from kvqe.calibration.comparison import Comparator, compare_runs
+from kvqe.calibration.comparison import Comparator, RunComparison, compare_runs
 from kvqe.calibration.contract import SampleSet
 from kvqe.calibration.gates import Gate
 from kvqe.export.artifacts import BuildContext, BuiltArtifact
@@ -47,10 +47,14 @@ def reference_entry(path: Path, export: dict[str, Any], accuracy: dict[str, Any]
 
 
 def accuracy_record(runner: Runner, wanted_precision: str | None, samples: SampleSet, comparator: Comparator,
-                    reference: list[Any], gates: tuple[Gate, ...], scope: str | None = None) -> tuple[dict[str, Any], str | None]:
+                    reference: list[Any], gates: tuple[Gate, ...], scope: str | None = None,
+                    compared: RunComparison | None = None) -> tuple[dict[str, Any], str | None]:
     """Accuracy record of one artifact, or of a pipeline configuration (``runner`` composes its stages), run
-    on the validation set against the reference outputs; and the precision it executed at (OpenVINO)."""
-    result = compare_runs(runner, reference, samples.inputs(), comparator, gates)
+    on the validation set against the reference outputs; and the precision it executed at (OpenVINO).
+    ``compared``: the same artifact's comparison on the same set and gates, already made (the INT8 search's),
+    used instead of running it again."""
+    result = compared if compared is not None else compare_runs(runner, reference, samples.inputs(), comparator,
+                                                                 gates)
     executed = result.executed_precision
     failures = result.gate_failures
     if executed is not None and wanted_precision and executed != wanted_precision:

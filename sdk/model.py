@@ -223,9 +223,10 @@ class Model:
 
     @staticmethod
     def _declare_duration(frames: FrameSource, duration: float, rate: float) -> None:
-        if frames.is_image or frames.frame_count is not None:
-            declared = "is an image" if frames.is_image else (
-                f"declares its own length, {frames.frame_count} frames ({frames.frame_count / rate:.2f} s)")
+        count = frames.frame_count
+        if frames.is_image or count is not None:
+            declared = ("is an image" if frames.is_image or count is None
+                        else f"declares its own length, {count} frames ({count / rate:.2f} s)")
             raise BadInputError(f"{frames.name}: duration= is for a source that declares no length (a pipe, an "
                                 f"iterator, a live stream); this one {declared}")
         frames.declare_length(max(1, round(duration * rate)))

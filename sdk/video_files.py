@@ -50,7 +50,7 @@ def capture_source(
     seeker = None  # OpenCV seeks by the container's rate: not when the caller overrides it
     if local_file and owned and first is not None and fps is None and container.fps and frame_count:
         assert target is not None
-        seeker = CaptureSeeker(capture, target, limits, first, container.fps, container.frame_count)
+        seeker = CaptureSeeker(capture, target, limits, first, container.fps, frame_count)
     return FrameSource(
         name,
         capture_frames(capture, name, rate, first, timed=fps is None),
