@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 from artifacts import SharedArtifacts, file_sha256
+from support import Exported, export_in_process, seeded_checkpoint, tiny_rrdb_net, tiny_vqa_net
 
 if TYPE_CHECKING:
     import torch
@@ -144,6 +145,49 @@ def x4plus_bundle(artifacts: SharedArtifacts) -> Path:
     key = {"model": "realesrgan-x4plus", "weights": "official", "formats": "onnx", "precisions": "default",
            "calibration": None}
     return artifacts.cli_export("x4plus-bundle", key, "x4plus", "realesrgan-x4plus", "--formats", "onnx")[0]
+
+
+def _sharpmind() -> torch.nn.Module:
+    from kvqe.models.registry import create_model
+
+    return create_model("vqa-sharpmind-swint")
+
+
+@pytest.fixture(scope="session")
+def tiny_vqa(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """A 1,553-parameter VQA net exported in this process as ``vqa-sharpmind-swint`` (the same card, input
+    geometry, sampling and score range as ``vqa_bundle``). The weights are scaled so that frames differ by
+    whole score units."""
+    root = tmp_path_factory.mktemp("tiny_vqa")
+    checkpoint = seeded_checkpoint(tiny_vqa_net, root / "tiny_vqa.pth", scale=8.0)
+    export_in_process("vqa-sharpmind-swint", root / "bundle", checkpoint, tiny_vqa_net, score_range=(-1000.0, 1000.0))
+    return Exported(root / "bundle", checkpoint, tiny_vqa_net)
+
+
+@pytest.fixture(scope="session")
+def tiny_rrdb(tmp_path_factory: pytest.TempPathFactory) -> Exported:
+    """RRDBNet with one 8-feature RRDB exported in this process as ``realesrgan-x4plus`` (ONNX FP32). Its
+    weights (seeded init times 2, the last bias 0.75) give textured output around mid-grey, most of it
+    unclamped."""
+    root = tmp_path_factory.mktemp("tiny_rrdb")
+    checkpoint = seeded_checkpoint(tiny_rrdb_net, root / "tiny_rrdb.pth", scale=2.0, offsets={"conv_last.bias": 0.75})
+    export_in_process("realesrgan-x4plus", root / "bundle", checkpoint, tiny_rrdb_net)
+    return Exported(root / "bundle", checkpoint, tiny_rrdb_net)
+
+
+@pytest.fixture(scope="session", params=["tiny", pytest.param("swint", marks=pytest.mark.e2e)])
+def any_vqa(request: pytest.FixtureRequest) -> Exported:
+    """The tiny VQA bundle (fast tier), then the full-size Swin-T student exported by the CLI (``e2e``)."""
+    if request.param == "tiny":
+        return request.getfixturevalue("tiny_vqa")
+    return Exported(request.getfixturevalue("vqa_bundle"), request.getfixturevalue("student_checkpoint"), _sharpmind)
+
+
+@pytest.fixture(scope="session", params=["tiny", pytest.param("x4plus", marks=pytest.mark.e2e)])
+def any_rrdb(request: pytest.FixtureRequest) -> Path:
+    """The tiny RRDBNet bundle (fast tier), then x4plus with its official weights exported by the CLI (``e2e``)."""
+    return request.getfixturevalue("tiny_rrdb").bundle if request.param == "tiny" else request.getfixturevalue(
+        "x4plus_bundle")
 
 
 # --- the reduced SinSR (test_sinsr_pipeline*.py) ---------------------------------------------------------------
