@@ -164,3 +164,33 @@ def test_latency_says_which_is_faster(tmp_path: Path) -> None:
     assert fast["faster_than_fp32"] and fast["ratio"] < 0.5
     assert not slow["faster_than_fp32"] and slow["ratio"] > 2.0
     assert fast["inputs"] == "2 validation sample(s) of shape [256, 256]" and fast["rounds"] == 3
+
+
+def test_an_int8_artifact_the_search_judged_is_not_validated_again(tiny_rrdb: Exported, photos: Path,
+                                                                    tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The policy passes: the search judged the very artifacts then built (same bytes) on the validation set,
+    so their accuracy records reuse those comparisons; only the configurations it did not judge are run."""
+    from kvqe.export import records
+
+    judged_again: list[str] = []
+    run = records.compare_runs
+
+    def counted(candidate, *args, **kwargs):
+        judged_again.append(candidate.name)
+        return run(candidate, *args, **kwargs)
+
+    monkeypatch.setattr(records, "compare_runs", counted)
+    out = tmp_path / "bundle"
+    summary = export_in_process("realesrgan-x4plus", out, tiny_rrdb.checkpoint, tiny_rrdb_net,
+                                formats=("onnxruntime-int8", "openvino"), precisions=("fp32", "int8"),
+                                calib=photos, samples=SETTINGS, gates=("int8:psnr>=20",))
+    assert exit_code(summary) == 0, summary
+    assert judged_again == ["openvino"]  # OpenVINO FP32; both INT8 artifacts reuse the search's comparisons
+    int8 = _manifest_int8(out)
+    for entry in int8.values():
+        search = entry["mixed_precision"]
+        assert search["passed"] and not search["searched"] and entry["deployable"]
+    figures = {backend: entry["accuracy"]["metrics"]["psnr"] for backend, entry in int8.items()}
+    binding = min(figures, key=figures.__getitem__)  # the search records the backend closer to failing
+    assert int8[binding]["mixed_precision"]["policy_figures"]["psnr"] == figures[binding]
