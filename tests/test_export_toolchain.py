@@ -145,20 +145,24 @@ def held_out_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-@pytest.mark.slow  # the longest test of the run: first in the file, so a worker starts on it at once
-def test_x4plus_every_format_is_built_and_gated(photo_dir: Path, unseen_photos: Path, tmp_path: Path) -> None:
-    """Every artifact passes its default gates on photos held out from calibration and from every policy's
-    tuning (``--val``), INT8 included (35 dB mean, 30 dB worst): policy rrdb-sr smooths the inputs of the 346
-    int8 trunk convs (SmoothQuant, alpha 0.5) and keeps the first conv and the image-space tail float (7.6%
-    of the conv multiply-adds); the INT8 search keeps more float only if that misses, and most of the trunk
-    stays int8 either way; OpenVINO INT8 is its QDQ ONNX converted. Both INT8 artifacts are faster than FP32
-    on their backend."""
-    out = tmp_path / "x4plus-all"
-    result = cli("kvqe-export", "realesrgan-x4plus", "--out", str(out), *ALL, "--calib", str(photo_dir),
-                 "--val", str(unseen_photos), "--calib-size", "16", "--json")
+@pytest.mark.slow  # the longest test of the run: first in the file, so it starts at once
+def test_x4plus_int8_on_both_backends_passes_its_default_gates(photo_dir: Path, unseen_photos: Path,
+                                                               tmp_path: Path) -> None:
+    """Both INT8 artifacts of the full-size x4plus pass their default gates on photos held out from calibration
+    and from every policy's tuning (``--val``: 35 dB mean, 30 dB worst): policy rrdb-sr smooths the inputs of
+    the 346 int8 trunk convs (SmoothQuant, alpha 0.5) and keeps the first conv and the image-space tail float
+    (7.6% of the conv multiply-adds); the INT8 search keeps more float only if that misses, and most of the
+    trunk stays int8 either way; OpenVINO INT8 is its QDQ ONNX converted. Both are faster than FP32 on their
+    backend. (Every format and precision of one command, FP16 included, is proven on animevideov3 and on the
+    tiny RRDBNet, whose FP16 runs on both backends; x4plus's FP16 and OpenVINO FP32 validations added 7 of this
+    test's minutes and no proof of its own.)"""
+    out = tmp_path / "x4plus-int8"
+    result = cli("kvqe-export", "realesrgan-x4plus", "--out", str(out), "--formats", "onnxruntime-int8,openvino",
+                 "--precision", "int8", "--calib", str(photo_dir), "--val", str(unseen_photos), "--calib-size", "16",
+                 "--json")
     (summary,) = lines(result)
     built = {(a["backend"], a["precision"]): a for a in summary["artifacts"]}
-    assert set(built) == {(b, p) for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
+    assert set(built) == {("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "int8")}
     assert all(a["deployable"] for a in built.values()), summary
     for backend in ("onnxruntime", "openvino"):
         metrics = built[(backend, "int8")]["metrics"]
