@@ -72,7 +72,8 @@ def _indexless_format(head: bytes) -> str | None:
         return "MPEG-PS"
     if head.startswith(b"FLV\x01"):
         return "FLV"
-    if head.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01")):
+    iso_box = head[4:8].isalpha()  # an MP4/MOV's first box: a 4-byte size (which may start 00 00 01), its type
+    if head.startswith((b"\x00\x00\x00\x01", b"\x00\x00\x01")) and not iso_box:
         return "an elementary stream"
     return None
 

@@ -160,3 +160,6 @@ def test_containers_without_a_frame_index_are_recognised_by_their_bytes(tmp_path
                     "-mpegts_m2ts_mode", "1", "-f", "mpegts", str(m2ts)], check=True)
     assert indexless_format(m2ts) == "MPEG-TS (M2TS)"
     assert indexless_format(SAMPLE) is None
+    large_ftyp = tmp_path / "large-ftyp.mp4"  # a first box of 256-511 bytes starts 00 00 01, as a start code does
+    large_ftyp.write_bytes(b"\x00\x00\x01\x10ftypisom" + bytes(264))
+    assert indexless_format(large_ftyp) is None

@@ -186,9 +186,9 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
 @handle_errors
 def score(sources: tuple[str, ...], bundle: str, backend: str, precision: str | None, threads: int,
           per_second: float | None, max_frames: int | None, raw_size: str | None, pix_fmt: str, fps: float | None,
-          duration: float | None, csv_path: Path | None, parquet_path: Path | None, engine: str, address: str | None, actors: int,
-          retries: int, timeout: float, max_pixels: int, protocols: str, demuxers: str, allow_undeployable: bool,
-          as_json: bool) -> None:
+          duration: float | None, csv_path: Path | None, parquet_path: Path | None, engine: str, address: str | None,
+          actors: int, retries: int, timeout: float, max_pixels: int, protocols: str, demuxers: str,
+          allow_undeployable: bool, as_json: bool) -> None:
     """Score each SOURCE: a video file, URL, image, folder (its videos and images, recursively), glob, or
     '-' for stdin (a YUV4MPEG2 stream, or raw frames with --raw WxH --fps F). A source that fails is reported
     and the others are still scored; the exit code is then the first failure's (2: bad input)."""
