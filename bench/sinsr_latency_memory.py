@@ -6,12 +6,15 @@ checkpoints are non-commercial and never needed here): the FULL config by defaul
 under a temporary directory in /tmp and deleted afterwards unless --keep), or --config small. The stages are
 exported with ``export_onnx`` and converted with ``convert_to_ir``; the restore stage is the embedded
 realesr-animevideov3 graph. Bench bundles are written without accuracy gates (``kvqe-export`` gates real ones).
+``--smoke``: the same steps on a one-level UNet and a one-block VQ (``--config tiny``: initialised weights, the
+fixtures hold no layout for it; exporting the small config takes minutes) and a 32x32 input, to check that the
+script runs (its figures mean nothing).
 Each configuration runs in a fresh process (peak RSS, ``ru_maxrss``, is per process; the export runs in
 another one, so the parent stays small: an exec'd child starts from its parent's ``ru_maxrss``); ratios are
 against SinSR on onnxruntime fp32 measured in the same run.
 
-Usage: python bench/sinsr_latency_memory.py [--config full|small] [--size 128] [--backends onnxruntime,openvino]
-       [--repeat 1] [--workdir DIR] [--keep]
+Usage: python bench/sinsr_latency_memory.py [--config full|small|tiny] [--size 128]
+       [--backends onnxruntime,openvino] [--repeat 1] [--workdir DIR] [--keep] [--smoke]
 """
 from __future__ import annotations
 
@@ -62,15 +65,26 @@ def _weights(net: Any, layout: str) -> None:
     net.load_state_dict({**net.state_dict(), **{k: torch.from_numpy(v) for k, v in state.items()}})
 
 
+def _configs(config: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The UNet and VQ constructor kwargs of ``config``; ``tiny``: the small nets cut to one UNet level (Swin in
+    its middle block only, depth 1) and one res block per VQ level."""
+    from kvqe.models.sinsr.configs import UNET_FULL, UNET_SMALL, VQ_FULL, VQ_SMALL
+
+    if config == "tiny":
+        return ({**UNET_SMALL, "channel_mult": [1], "num_res_blocks": [1], "attention_resolutions": [], "swin_depth": 1},
+                {**VQ_SMALL, "ddconfig": {**VQ_SMALL["ddconfig"], "num_res_blocks": 1}})
+    return (UNET_FULL, VQ_FULL) if config == "full" else (UNET_SMALL, VQ_SMALL)
+
+
 def export_stages(config: str, workdir: Path, backends: list[str]) -> dict[str, dict[str, list[Path]]]:
     """Stage graphs per backend: {stage: {backend: [main file, companions...]}}."""
     import numpy as np
+    import torch
 
     from kvqe.export.onnx_export import export_onnx, torch_reference
     from kvqe.export.stage_plan import card_stages
     from kvqe.models.registry import get_model
     from kvqe.models.sinsr import build_sinsr
-    from kvqe.models.sinsr.configs import UNET_FULL, UNET_SMALL, VQ_FULL, VQ_SMALL
     from kvqe.samples import sample_image_path
     from kvqe.sdk.images import read_image
     from kvqe.sdk.loader import embedded_bundle_path
@@ -78,10 +92,11 @@ def export_stages(config: str, workdir: Path, backends: list[str]) -> dict[str, 
     from kvqe.sdk.preprocess import preprocess_sr_image
 
     t0 = time.perf_counter()
-    full = config == "full"
-    model = build_sinsr(UNET_FULL if full else UNET_SMALL, VQ_FULL if full else VQ_SMALL)
-    _weights(model.unet, f"unet_{config}")
-    _weights(model.vq, f"vq_{config}")
+    torch.manual_seed(0)  # the tiny nets keep their initialised weights
+    model = build_sinsr(*_configs(config))
+    if config != "tiny":  # the fixtures hold the layouts of the full and small nets only
+        _weights(model.unet, f"unet_{config}")
+        _weights(model.vq, f"vq_{config}")
     card = get_model("sinsr").card
     stages = model.stages()
     specs = card_stages(card, list(stages))[0]
@@ -158,14 +173,17 @@ def main() -> None:
         print(json.dumps(export_and_write(sys.argv[3], Path(sys.argv[2]), sys.argv[4].split(","))))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", choices=("full", "small"), default="full")
+    parser.add_argument("--config", choices=("full", "small", "tiny"), default="full")
     parser.add_argument("--size", type=int, default=128, help="input edge in pixels (output is 4x)")
     parser.add_argument("--backends", default="onnxruntime,openvino")
     parser.add_argument("--repeat", type=int, default=1, help="enhancements per process (the first is reported "
                                                               "as 'first', the minimum as 'best')")
     parser.add_argument("--workdir", type=Path, default=None, help="where the graphs go (default: a temp dir in /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the exported graphs")
+    parser.add_argument("--smoke", action="store_true", help="the tiny config, a 32x32 input: does it run?")
     args = parser.parse_args()
+    if args.smoke:
+        args.config, args.size = "tiny", 32
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="kvqe-sinsr-bench-", dir="/tmp"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -179,7 +197,8 @@ def main() -> None:
                 print(f"measuring {kind} on {backend} ...", file=sys.stderr)
                 rows.append((kind, backend, measure(bundle, backend, args.size, args.repeat)))
         base = rows[0][2]
-        print(f"{args.size}x{args.size} -> {4 * args.size}x{4 * args.size}, {args.config} config (generated weights), "
+        print(f"{args.size}x{args.size} -> {4 * args.size}x{4 * args.size}, {args.config} config "
+              f"({'initialised' if args.config == 'tiny' else 'generated'} weights), "
               f"fp32, one tile, {os.cpu_count()} CPUs; ratios vs sinsr/onnxruntime")
         print(f"{'pipeline':18} {'backend':12} {'load s':>7} {'first s':>8} {'best s':>7} {'peak MiB':>9} "
               f"{'loaded MiB':>10} {'time ratio':>10} {'mem ratio':>9}")

@@ -1,14 +1,16 @@
 """Peak memory and time of SR enhancement, tiled vs untiled, measured in the same run.
 
 Each configuration runs in a fresh process (peak RSS is per process); ratios are against the untiled
-baseline. Usage: python bench/sr_tiling_memory.py [--size 512] [--tiles 128,256]
+baseline. ``--smoke``: a 128x128 input and one 64-pixel tile, to check that the script runs.
+Usage: python bench/sr_tiling_memory.py [--size 512] [--tiles 128,256] [--smoke]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
+
+from _common import run  # bench/ is on sys.path when a script of it runs
 
 _CHILD = """
 import json, resource, sys, time
@@ -27,16 +29,17 @@ print(json.dumps({"tile": tile, "seconds": seconds, "peak_mib": peak / 1024, "gr
 
 
 def measure(size: int, tile: int) -> dict[str, float]:
-    run = subprocess.run([sys.executable, "-c", _CHILD, str(size), str(tile)], capture_output=True, text=True,
-                         check=True)
-    return json.loads(run.stdout)
+    return json.loads(run([sys.executable, "-c", _CHILD, str(size), str(tile)], f"tile {tile}").stdout)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", type=int, default=512, help="input edge in pixels (output is 4x)")
     parser.add_argument("--tiles", default="128,256", help="comma-separated tile sizes to compare")
+    parser.add_argument("--smoke", action="store_true", help="a 128x128 input, one 64-pixel tile: does it run?")
     args = parser.parse_args()
+    if args.smoke:
+        args.size, args.tiles = 128, "64"
     baseline = measure(args.size, 0)
     print(f"{args.size}x{args.size} -> {4 * args.size}x{4 * args.size}, embedded realesr-animevideov3, onnxruntime")
     print(f"{'tile':>6} {'seconds':>8} {'mem growth MiB':>15} {'mem ratio':>10} {'time ratio':>10}")

