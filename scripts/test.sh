@@ -4,8 +4,8 @@
 # share a heavy in-memory fixture carry an `xdist_group` mark and run in one worker; exported full-size bundles
 # are built once per run and shared by both workers, tests/artifacts.py).
 # Without arguments it runs the default suite (the `slow` tests deselected). `--all` runs every tier in one
-# pytest process, as CI does (the slow tests' exports use both cores themselves; two workers running them side by
-# side were slower than one, docs/testing.md); further arguments go to pytest. Any other arguments go to pytest instead of the
+# pytest run, as CI does: one worker takes the `slow` tests in turn (they use both cores themselves), the other
+# the rest meanwhile (tests/conftest.py); further arguments go to pytest. Any other arguments go to pytest instead of the
 # defaults, e.g. `bash scripts/test.sh -m slow` or `bash scripts/test.sh tests/test_sources.py`.
 # The default suite is the fast tier plus the `e2e` tests (full-size models, kvqe-export in subprocesses).
 # The fast tier alone, for an edit-test loop: `bash scripts/test.sh -n 2 -m "not slow and not e2e"`, or without
@@ -34,6 +34,6 @@ if [ "$#" -eq 0 ]; then
     set -- "${PARALLEL[@]}" -m "not slow"
 elif [ "$1" = "--all" ]; then
     shift
-    set -- -n 0 "$@"
+    set -- "${PARALLEL[@]}" "$@"
 fi
 exec .venv/bin/python -m pytest "$@"
