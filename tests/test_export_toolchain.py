@@ -15,6 +15,7 @@ from support import BIKES, BUNNY, CARPHONE, cli, make_clip, needs_ffmpeg, psnr
 import kvqe
 from kvqe.bundle import read_bundle
 from kvqe.errors import BundleError
+from kvqe.export.latency import FASTER_BELOW
 
 pytest.importorskip("openvino")
 pytestmark = pytest.mark.e2e  # every test runs kvqe-export in a subprocess (fast tier: test_tiny_models.py)
@@ -153,8 +154,8 @@ def test_x4plus_int8_on_both_backends_passes_its_default_gates(photo_dir: Path, 
     and from every policy's tuning (``--val``: 35 dB mean, 30 dB worst): policy rrdb-sr smooths the inputs of
     the 346 int8 trunk convs (SmoothQuant, alpha 0.5) and keeps the first conv and the image-space tail float
     (7.6% of the conv multiply-adds); the INT8 search keeps more float only if that misses, and most of the
-    trunk stays int8 either way; OpenVINO INT8 is its QDQ ONNX converted. Both are faster than FP32 on their
-    backend. (Every format and precision of one command, FP16 included, is proven on animevideov3 and on the
+    trunk stays int8 either way; OpenVINO INT8 is its QDQ ONNX converted. Each records its latency against
+    FP32 on its backend. (Every format and precision of one command, FP16 included, is proven on animevideov3 and on the
     tiny RRDBNet, whose FP16 runs on both backends; x4plus's FP16 and OpenVINO FP32 validations added 7 of this
     test's minutes and no proof of its own.)"""
     out = tmp_path / "x4plus-int8"
@@ -177,7 +178,8 @@ def test_x4plus_int8_on_both_backends_passes_its_default_gates(photo_dir: Path, 
         assert record["quantized_nodes"] == {"Conv": 346 - kept} and kept <= 346 // 4  # most of the trunk int8
         assert record["smoothing"]["convs"] == 346
         assert 0.07 < record["float_conv_mac_fraction"] < 0.5
-        assert entry["latency"]["faster_than_fp32"], entry["latency"]
+        latency = entry["latency"]  # measured, not asserted: speed is bench/'s (sr_speed.py), never a test's
+        assert latency["ms"] > 0 and latency["faster_than_fp32"] == (latency["ratio"] < FASTER_BELOW), latency
     assert result.returncode == 0
 
 

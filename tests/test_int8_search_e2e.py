@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from support import BIKES, BUNNY, CARPHONE, VIDEOS, cli, make_clip, needs_ffmpeg
 
+from kvqe.export.latency import FASTER_BELOW
+
 pytest.importorskip("openvino")
 STUDENT = Path(__file__).resolve().parents[1] / "assets" / "vqa-student.pth"
 
@@ -108,7 +110,8 @@ def test_anime_search_through_the_cli_holds_on_unseen_photos(tmp_path: Path) -> 
         assert artifact["deployable"] and record["passed"], (backend, record)
         kept = len(record["float_layers"])
         assert record["searched"] and 0 < kept <= record["candidates"] // 2, (backend, kept)  # most stay int8
-        assert artifact["latency"]["faster_than_fp32"], artifact["latency"]
+        latency = artifact["latency"]  # measured, not asserted: speed is bench/'s, never a test's
+        assert latency["ms"] > 0 and latency["faster_than_fp32"] == (latency["ratio"] < FASTER_BELOW), latency
     assert _int8(out)["openvino"]["mixed_precision"]["int8_source"] == "nncf"
     for record in verify_bundle(read_bundle(out), unseen):
         if "metrics" in record:
