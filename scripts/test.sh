@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Set up a venv with every extra CI can install (export, openvino, dev), then lint, type-check (TensorRT code
-# against tensorrt-stubs) and run the tests on both cores (pytest-xdist, `-n 2 --dist loadgroup`: tests that
-# share a heavy in-memory fixture carry an `xdist_group` mark and run in one worker; exported full-size bundles
-# are built once per run and shared by both workers, tests/artifacts.py).
+# against tensorrt-stubs) and run the tests on both cores (pytest-xdist, `-n 2 --dist loadfile`: each test module
+# runs in one worker, so its module fixtures are built once; exported full-size bundles are built once per run and
+# shared by both workers, tests/artifacts.py). Not `--dist loadgroup`: with pytest 9, xdist 3.8's groups have no
+# effect (it renames `item._nodeid`, which pytest 9 no longer reads), so grouped tests were spread anyway.
 # Without arguments it runs the default suite (the `slow` tests deselected). `--all` runs every tier in one
-# pytest run, as CI does: one worker takes the `slow` tests in turn (they use both cores themselves), the other
-# the rest meanwhile (tests/conftest.py); further arguments go to pytest. Any other arguments go to pytest instead of the
+# pytest run, as CI does; further arguments go to pytest. Any other arguments go to pytest instead of the
 # defaults, e.g. `bash scripts/test.sh -m slow` or `bash scripts/test.sh tests/test_sources.py`.
 # The default suite is the fast tier plus the `e2e` tests (full-size models, kvqe-export in subprocesses).
 # The fast tier alone, for an edit-test loop: `bash scripts/test.sh -n 2 -m "not slow and not e2e"`, or without
@@ -29,7 +29,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --no-deps tensorrt-stubs  # its dependencies would pull the TensorRT wheel
 .venv/bin/python -m ruff check .
 PYTHON="$PWD/.venv/bin/python" bash scripts/typecheck.sh
-PARALLEL=(-n 2 --dist loadgroup)
+PARALLEL=(-n 2 --dist loadfile)
 if [ "$#" -eq 0 ]; then
     set -- "${PARALLEL[@]}" -m "not slow"
 elif [ "$1" = "--all" ]; then

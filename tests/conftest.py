@@ -31,12 +31,6 @@ E2E_FIXTURES = frozenset({
 })
 
 
-# Modules whose tests share a heavy module fixture (a training set built with ffmpeg and VMAF, Swin-T in torch, the
-# OpenVINO IRs and QDQ models of full-size nets): under pytest-xdist's `--dist loadgroup` each runs in one worker,
-# so the fixture is built once. The `slow` tests (full-size exports that use both cores themselves) are one group:
-# one worker runs them in turn while the other runs the rest; two of them side by side only waited on each other.
-ONE_WORKER_MODULES = frozenset({"test_training_data", "test_swin", "test_sharpmind", "test_openvino",
-                                "test_quantization", "test_video_out", "test_vqa_default"})
 TIER_ORDER = {"slow": 0, "e2e": 1, "fast": 2}
 
 
@@ -49,14 +43,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
-        module = item.module.__name__ if isinstance(item, pytest.Function) else ""
-        if _tier(item) == "slow":  # one worker runs them in turn; the other takes the rest meanwhile
-            item.add_marker(pytest.mark.xdist_group("slow"))
-        elif module in ONE_WORKER_MODULES:
-            item.add_marker(pytest.mark.xdist_group(module))
         item.user_properties.append(("tier", _tier(item)))  # the run log and the JUnit XML record it
-    # The longest tests first (slow, then e2e), so that neither worker is left with a long test at the end; a
-    # module's tests stay together, so its module fixtures are built once per worker.
+    # Modules with the longest tests first (slow, then e2e), so that neither worker is left with a long test at the
+    # end; a module's tests stay together (`--dist loadfile` gives each module to one worker).
     rank: dict[str, tuple[int, int]] = {}
     for position, item in enumerate(items):
         module = item.nodeid.split("::")[0]
