@@ -75,7 +75,7 @@ def test_vqa_bundle_scores_each_source_and_reports_bad_ones(tiny_vqa: Exported, 
     assert good[1]["sampling"] == {"per_second": 1.0, "max_frames": 8, "how": "sequential"}
     assert "no such file" in records[1]["error"]
     assert "cannot open" in records[2]["error"]
-    assert "grey" in records[3]["error"].lower()
+    assert records[3]["conversion"] == "grey to BGR" and "score" in records[3]  # grey images are converted (#34)
 
     bad = tampered_copy(tiny_vqa.bundle, tmp_path)
     result = cli("kvqe", "score", str(CARPHONE), "--bundle", str(bad), "--json", check_code=2)
