@@ -172,7 +172,8 @@ class _Export:
                                                 "vs the onnxruntime fp32 pipeline")
         gates = prepared.task.gates(precision, prepared.user_gates)
         judged = [b for b in chosen.values() if b is not None]
-        compared = self.compared.get(artifact_key(judged[0].files)) if plan.kind is None and len(judged) == 1 else None
+        reusable = self.compared and plan.kind is None and len(judged) == 1  # hash only when the search judged some
+        compared = self.compared.get(artifact_key(judged[0].files)) if reusable else None
         accuracy, executed = accuracy_record(runner, wanted.pop() if len(wanted) == 1 else None, prepared.valid_set,
                                              comparator, reference, gates, scope, compared)
         latency = self.latency(fmt, runner) if precision == "int8" else None

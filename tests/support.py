@@ -197,3 +197,16 @@ def photo_crops(names: Sequence[str], per_image: int, seed: int, size: int, mode
             sources.append(f"{name}@{top},{left}")
     return SampleSet(np.stack(images), np.arange(len(images)), tuple(sources), get_model(model).card.input)
 
+
+def growing_ts(folder: Path) -> Path:
+    """An MPEG-TS of a 1 s 160x120 segment, then a 1 s 640x480 one, as ``folder/grows.ts``: its header shows only
+    the first size, and OpenCV's frame count, estimated from the first segment's rate, says 1 s."""
+    segments = []
+    for size in ("160x120", "640x480"):
+        segment = folder / f"{size}.ts"
+        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=s={size}:d=1:r=25", "-c:v", "libx264",
+                        "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "mpegts", str(segment)], check=True)
+        segments.append(segment.read_bytes())
+    grows = folder / "grows.ts"
+    grows.write_bytes(b"".join(segments))
+    return grows

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from support import BIN, CARPHONE, child_processes, needs_ffmpeg
+from support import BIN, CARPHONE, child_processes, growing_ts, needs_ffmpeg
 
 from kvqe.cli import main
 from kvqe.sdk.loader import embedded_bundle_path
@@ -153,13 +153,7 @@ def _huge_video(tmp: Path) -> tuple[list[str], bytes | None]:
 
 def _growing_ts(tmp: Path) -> tuple[list[str], bytes | None]:
     """An MPEG-TS whose pictures grow from 160x120 to 640x480 after a second, scored under a 100,000-pixel cap."""
-    segments = []
-    for size in ("160x120", "640x480"):
-        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=s={size}:d=1:r=25", "-c:v", "libx264",
-                        "-preset", "ultrafast", "-f", "mpegts", str(tmp / f"{size}.ts")], check=True)
-        segments.append((tmp / f"{size}.ts").read_bytes())
-    (tmp / "grows.ts").write_bytes(b"".join(segments))
-    return ["score", str(tmp / "grows.ts"), "--max-pixels", "100000"], None
+    return ["score", str(growing_ts(tmp)), "--max-pixels", "100000"], None
 
 
 def _lavfi_video(name: str, size: str, seconds: float = 1.0) -> Callable[[Path], tuple[list[str], bytes | None]]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import BIKES, CARPHONE, NoDecodeCapture, child_processes, needs_ffmpeg
+from support import BIKES, CARPHONE, NoDecodeCapture, child_processes, growing_ts, needs_ffmpeg
 
 import kvqe
 from kvqe.errors import BadInputError
@@ -237,12 +237,7 @@ def test_a_live_source_without_a_length_is_scored_as_a_stream(vqa, live_ts: byte
 def test_a_served_stream_that_grows_past_the_cap_is_refused(vqa, tmp_path: Path, length: bool) -> None:
     """An MPEG-TS of 160x120 that switches to 640x480 after a second, served with and without a length, under a
     100,000-pixel cap: the ffmpeg command decodes URLs, and its decoder refuses the larger picture."""
-    segments = []
-    for size in ("160x120", "640x480"):
-        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=s={size}:d=1:r=25", "-c:v", "libx264",
-                        "-preset", "ultrafast", "-f", "mpegts", str(tmp_path / f"{size}.ts")], check=True)
-        segments.append((tmp_path / f"{size}.ts").read_bytes())
-    for server in _serve(b"".join(segments), length=length, kind="video/mp2t"):
+    for server in _serve(growing_ts(tmp_path).read_bytes(), length=length, kind="video/mp2t"):
         with pytest.raises(BadInputError, match=r"stream changes to 640x480.*over the cap of 100,000 pixels"):
             vqa.score(server.url, timeout=TIMEOUT, max_pixels=100_000)
     assert _decoders_stopped(MARGIN)

@@ -9,7 +9,16 @@ import cv2
 import numpy as np
 import pytest
 from source_helpers import cv2_frames, wait_no_decoder
-from support import BIKES, CARPHONE, NoDecodeCapture, child_processes, needs_ffmpeg, needs_ffprobe, psnr
+from support import (
+    BIKES,
+    CARPHONE,
+    NoDecodeCapture,
+    child_processes,
+    growing_ts,
+    needs_ffmpeg,
+    needs_ffprobe,
+    psnr,
+)
 
 import kvqe
 from kvqe.errors import BadInputError
@@ -175,17 +184,7 @@ def test_without_ffmpeg_the_error_names_the_codec_and_the_pipe(
 
 @pytest.fixture
 def switching_ts(tmp_path: Path) -> Path:
-    """An MPEG-TS of a 1 s 160x120 segment, then a 1 s 640x480 one: the header shows only the first size, and
-    OpenCV's frame count, estimated from the first segment's rate, says 1 s."""
-    segments = []
-    for size in ("160x120", "640x480"):
-        segment = tmp_path / f"{size}.ts"
-        subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"testsrc=s={size}:d=1:r=25", "-c:v", "libx264",
-                        "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "mpegts", str(segment)], check=True)
-        segments.append(segment.read_bytes())
-    switch = tmp_path / "switch.ts"
-    switch.write_bytes(b"".join(segments))
-    return switch
+    return growing_ts(tmp_path)
 
 
 @needs_ffmpeg
