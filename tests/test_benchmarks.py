@@ -39,7 +39,7 @@ BENCHES = {
          rf"^\(b\) NNCF accuracy control, own plain \+ 1\.5 dB {NUM} dB\s+\d+/\d+(\s+{NUM}){{6}}$")),
     "ray_scale": Bench(
         ("ray", "skvideo"), (),
-        (rf"^5 videos; local \(1 thread\): {NUM} videos/s$",
+        (rf"^2 videos; local \(1 thread\): {NUM} videos/s$",
          rf"^ray, 1 actor\(s\): {NUM} videos/s, {RATIO} local, 0 errors$",
          rf"^ray, 2 actor\(s\): {NUM} videos/s, {RATIO} local, 0 errors$")),
     "runtime_memory": Bench(

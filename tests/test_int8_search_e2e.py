@@ -95,7 +95,7 @@ def test_anime_search_through_the_cli_holds_on_unseen_photos(tmp_path: Path) -> 
     held_out = _photos(tmp_path / "val", ("brick", "grass", "gravel", "moon", "coins", "page", "cell", "clock"))
     unseen = _frames(tmp_path / "unseen", (BIKES, BUNNY))
     common = ["--formats", "onnxruntime-int8,openvino", "--precision", "int8", "--calib", str(calib),
-              "--val", str(held_out)]
+              "--calib-size", "16", "--val", str(held_out)]
     plain = tmp_path / "plain"
     cli("kvqe-export", "realesr-animevideov3", "--out", str(plain), *common, "--search-budget", "0", check_code=0)
     figures = {b: a["mixed_precision"]["policy_figures"] for b, a in _int8(plain).items()}

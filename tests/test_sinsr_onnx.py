@@ -2,7 +2,6 @@
 loader, the card, and the full-size configs."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,8 +54,11 @@ def _export(model: SinSR, golden: dict[str, np.ndarray], out: Path, names: tuple
 
 
 @pytest.fixture(scope="module")
-def small_onnx(small: SinSR, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]:
-    yield _export(small, load_golden("golden_small.npz"), tmp_path_factory.mktemp("sinsr_onnx"))
+def small_onnx(sinsr_bundle) -> dict[str, Path]:
+    """The three FP32 stage graphs of the reduced SinSR as ``kvqe-export`` writes them (``sinsr_bundle``: the
+    same nets and weights as ``small``), exported once per run."""
+    out, _ = sinsr_bundle
+    return {name: out / f"{name}.fp32.onnx" for name in STAGES}
 
 
 def _second_input(channels: int) -> np.ndarray:
