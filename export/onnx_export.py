@@ -10,6 +10,7 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,21 +71,29 @@ def export_onnx(module: torch.nn.Module, spec: OnnxExportSpec, example: np.ndarr
     dims = {axis: torch.export.Dim(name, min=1 if axis == 0 else 2) for axis, name in spec.dynamic_axes.items()}
     if example.shape[0] == 1 and 0 in dims:
         example = np.concatenate([example, example])  # a size-1 example would pin the batch axis to 1
+    with quiet_exporter():
+        torch.onnx.export(
+            module, (torch.from_numpy(example),), str(path), dynamo=True, opset_version=spec.opset,
+            input_names=[spec.input_name], output_names=[spec.output_name], dynamic_shapes=(dims,),
+            external_data=False, optimize=True, verbose=False,
+        )
+    _strip_trace_metadata(path)
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """torch's ONNX exporter without its progress lines on stdout (``--json`` owns stdout), its notices about
+    absent optional packages ("torchvision is not installed") or its internal deprecation warnings; no grad."""
     onnx_logger = logging.getLogger("torch.onnx")
     level = onnx_logger.level
-    onnx_logger.setLevel(logging.ERROR)  # e.g. "torchvision is not installed. Skipping torchvision::nms"
+    onnx_logger.setLevel(logging.ERROR)
     try:
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            # keep stdout clean for --json; torch's internal deprecation notices are not the user's concern
             warnings.simplefilter("ignore", FutureWarning)
-            torch.onnx.export(
-                module, (torch.from_numpy(example),), str(path), dynamo=True, opset_version=spec.opset,
-                input_names=[spec.input_name], output_names=[spec.output_name], dynamic_shapes=(dims,),
-                external_data=False, optimize=True, verbose=False,
-            )
+            warnings.simplefilter("ignore", UserWarning)
+            yield
     finally:
         onnx_logger.setLevel(level)
-    _strip_trace_metadata(path)
 
 
 def _strip_trace_metadata(path: Path) -> None:

@@ -4,6 +4,8 @@
 # runs in one worker, so its module fixtures are built once; exported full-size bundles are built once per run and
 # shared by both workers, tests/artifacts.py). Not `--dist loadgroup`: with pytest 9, xdist 3.8's groups have no
 # effect (it renames `item._nodeid`, which pytest 9 no longer reads), so grouped tests were spread anyway.
+# `--no-loadscope-reorder`: modules are handed out in conftest's order (the longest first), not xdist's default
+# of the most tests first, which started the run's longest export last.
 # Without arguments it runs the default suite (the `slow` tests deselected). `--all` runs every tier in one
 # pytest run, as CI does; further arguments go to pytest. Any other arguments go to pytest instead of the
 # defaults, e.g. `bash scripts/test.sh -m slow` or `bash scripts/test.sh tests/test_sources.py`.
@@ -29,7 +31,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install -q --no-deps tensorrt-stubs  # its dependencies would pull the TensorRT wheel
 .venv/bin/python -m ruff check .
 PYTHON="$PWD/.venv/bin/python" bash scripts/typecheck.sh
-PARALLEL=(-n 2 --dist loadfile)
+PARALLEL=(-n 2 --dist loadfile --no-loadscope-reorder)
 if [ "$#" -eq 0 ]; then
     set -- "${PARALLEL[@]}" -m "not slow"
 elif [ "$1" = "--all" ]; then

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 from artifacts import SharedArtifacts, file_sha256
-from support import Exported, export_in_process, seeded_checkpoint, tiny_rrdb_net, tiny_vqa_net
+from support import CARPHONE, Exported, export_in_process, seeded_checkpoint, tiny_rrdb_net, tiny_vqa_net
 
 if TYPE_CHECKING:
     import torch
@@ -32,6 +33,11 @@ E2E_FIXTURES = frozenset({
 
 
 TIER_ORDER = {"slow": 0, "e2e": 1, "fast": 2}
+# Modules by their measured time in CI, longest first (docs/testing.md): SinSR's pipeline exports, x4plus's INT8,
+# the VQA students in every format, SinSR's full-size graphs, the INT8 search, the export toolchain.
+LONGEST_MODULES = ("tests/test_sinsr_pipeline_export.py", "tests/test_sinsr_pipeline.py", "tests/test_export_x4plus.py",
+                   "tests/test_export_vqa.py", "tests/test_sinsr_onnx.py", "tests/test_int8_search_e2e.py",
+                   "tests/test_export_toolchain.py")
 
 
 def _tier(item: pytest.Item) -> str:
@@ -44,11 +50,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         if E2E_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
         item.user_properties.append(("tier", _tier(item)))  # the run log and the JUnit XML record it
-    # Modules with the longest tests first (slow, then e2e), so that neither worker is left with a long test at the
-    # end; a module's tests stay together (`--dist loadfile` gives each module to one worker).
+    # The longest modules first (LONGEST_MODULES, then modules with slow tests, then e2e), so that neither worker
+    # is left with a long test at the end; a module's tests stay together (`--dist loadfile` gives each module to
+    # one worker, `--no-loadscope-reorder` keeps this order).
     rank: dict[str, tuple[int, int]] = {}
     for position, item in enumerate(items):
         module = item.nodeid.split("::")[0]
+        if module in LONGEST_MODULES:
+            rank[module] = (-1, LONGEST_MODULES.index(module))
+            continue
         first = rank.get(module, (2, position))
         rank[module] = (min(first[0], TIER_ORDER[_tier(item)]), first[1])
     items.sort(key=lambda item: (*rank[item.nodeid.split("::")[0]], TIER_ORDER[_tier(item)]))
@@ -129,6 +139,20 @@ def vqa_export(artifacts: SharedArtifacts, student_checkpoint: Path) -> tuple[Pa
 @pytest.fixture(scope="session")
 def vqa_bundle(vqa_export: tuple[Path, dict]) -> Path:
     return vqa_export[0]
+
+
+@pytest.fixture(scope="session")
+def sr_photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real photos (scikit-image, 256x256 crops) plus one real clip: the full-size SR exports' calibration and
+    validation media."""
+    import skimage.data
+
+    folder = tmp_path_factory.mktemp("calib_sr")
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "cat"):
+        rgb = getattr(skimage.data, name)()
+        cv2.imwrite(str(folder / f"{name}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)[:256, :256])
+    shutil.copy(CARPHONE, folder / "carphone.mp4")
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -64,6 +65,11 @@ def cli(tool: str, *args: str, stdin: bytes | None = None, check_code: int | Non
         assert result.returncode == check_code, (result.returncode, result.stdout, result.stderr)
         assert b"Traceback" not in result.stderr, result.stderr
     return result
+
+
+def json_lines(result: subprocess.CompletedProcess) -> list[dict]:
+    """The JSON objects a ``--json`` command printed, one per line."""
+    return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

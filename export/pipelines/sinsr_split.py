@@ -18,7 +18,13 @@ from torch import nn
 from kvqe.calibration.comparators import GraphOutputs, MaxAbsDiff, MaxRelDiff
 from kvqe.calibration.comparison import compare_runs
 from kvqe.errors import ExportValidationError
-from kvqe.export.onnx_export import OnnxExportSpec, export_onnx, torch_reference, validate_onnx
+from kvqe.export.onnx_export import (
+    OnnxExportSpec,
+    export_onnx,
+    quiet_exporter,
+    torch_reference,
+    validate_onnx,
+)
 from kvqe.export.stage_plan import FixedGraph
 from kvqe.models.sinsr import SinSR
 from kvqe.models.sinsr.split import encoder_features, export_tile_graph, split_stages, whole_stats
@@ -53,8 +59,9 @@ def _export_tile_graph(stage: str, graph: nn.Module, inputs: list[np.ndarray], c
     norms = int(graph.norms)  # type: ignore[arg-type]
     feeds_list = [_tile_feeds(graph, x, norms) for x in inputs]
     first = feeds_list[0]
-    export_tile_graph(graph, tuple(torch.from_numpy(first[k]) for k in TILE_INPUTS),  # type: ignore[arg-type]
-                      str(path), card_spec.opset)
+    with quiet_exporter():
+        export_tile_graph(graph, tuple(torch.from_numpy(first[k]) for k in TILE_INPUTS),  # type: ignore[arg-type]
+                          str(path), card_spec.opset)
     with torch.no_grad():
         expected = [dict(zip(TILE_OUTPUTS, (t.numpy() for t in graph(*(torch.from_numpy(f[k]) for k in TILE_INPUTS)))))
                     for f in feeds_list]
