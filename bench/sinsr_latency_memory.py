@@ -65,17 +65,6 @@ def _weights(net: Any, layout: str) -> None:
     net.load_state_dict({**net.state_dict(), **{k: torch.from_numpy(v) for k, v in state.items()}})
 
 
-def _configs(config: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The UNet and VQ constructor kwargs of ``config``; ``tiny``: the small nets cut to one UNet level (Swin in
-    its middle block only, depth 1) and one res block per VQ level."""
-    from kvqe.models.sinsr.configs import UNET_FULL, UNET_SMALL, VQ_FULL, VQ_SMALL
-
-    if config == "tiny":
-        return ({**UNET_SMALL, "channel_mult": [1], "num_res_blocks": [1], "attention_resolutions": [], "swin_depth": 1},
-                {**VQ_SMALL, "ddconfig": {**VQ_SMALL["ddconfig"], "num_res_blocks": 1}})
-    return (UNET_FULL, VQ_FULL) if config == "full" else (UNET_SMALL, VQ_SMALL)
-
-
 def export_stages(config: str, workdir: Path, backends: list[str]) -> dict[str, dict[str, list[Path]]]:
     """Stage graphs per backend: {stage: {backend: [main file, companions...]}}."""
     import numpy as np
@@ -84,7 +73,8 @@ def export_stages(config: str, workdir: Path, backends: list[str]) -> dict[str, 
     from kvqe.export.onnx_export import export_onnx, torch_reference
     from kvqe.export.stage_plan import card_stages
     from kvqe.models.registry import get_model
-    from kvqe.models.sinsr import build_sinsr
+    from kvqe.models.sinsr import build_sinsr, small_sinsr, tiny_sinsr
+    from kvqe.models.sinsr.configs import UNET_FULL, VQ_FULL
     from kvqe.samples import sample_image_path
     from kvqe.sdk.images import read_image
     from kvqe.sdk.loader import embedded_bundle_path
@@ -93,7 +83,7 @@ def export_stages(config: str, workdir: Path, backends: list[str]) -> dict[str, 
 
     t0 = time.perf_counter()
     torch.manual_seed(0)  # the tiny nets keep their initialised weights
-    model = build_sinsr(*_configs(config))
+    model = {"full": lambda: build_sinsr(UNET_FULL, VQ_FULL), "small": small_sinsr, "tiny": tiny_sinsr}[config]()
     if config != "tiny":  # the fixtures hold the layouts of the full and small nets only
         _weights(model.unet, f"unet_{config}")
         _weights(model.vq, f"vq_{config}")

@@ -33,9 +33,9 @@ E2E_FIXTURES = frozenset({
 
 
 TIER_ORDER = {"slow": 0, "e2e": 1, "fast": 2}
-# Modules by their measured time in CI, longest first (docs/testing.md): SinSR's pipeline exports, x4plus's INT8,
-# the VQA students in every format, SinSR's full-size graphs, the INT8 search, the export toolchain.
-LONGEST_MODULES = ("tests/test_sinsr_pipeline_export.py", "tests/test_sinsr_pipeline.py", "tests/test_export_x4plus.py",
+# Modules by their measured time in CI, longest first (docs/testing.md): x4plus's INT8, SinSR's bundle and
+# pipeline exports, the VQA students in every format, SinSR's full-size graphs, the INT8 search, the toolchain.
+LONGEST_MODULES = ("tests/test_export_x4plus.py", "tests/test_sinsr_pipeline.py", "tests/test_sinsr_pipeline_export.py",
                    "tests/test_export_vqa.py", "tests/test_sinsr_onnx.py", "tests/test_int8_search_e2e.py",
                    "tests/test_export_toolchain.py")
 

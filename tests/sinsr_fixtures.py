@@ -3,6 +3,7 @@ with the goldens, and the reduced SinSR's pipeline bundle (the fixtures of it ar
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ from support import fixture_weights, shared_fixture
 
 from kvqe.export.bundle_builder import ExportRequest, build_bundle
 from kvqe.models.realesrgan import SRVGGNetCompact
-from kvqe.models.sinsr import RestoredSinSR, SinSR, build_sinsr, small_sinsr
+from kvqe.models.sinsr import RestoredSinSR, SinSR, build_sinsr, small_sinsr, tiny_sinsr
 from kvqe.sdk.pipelines import sinsr_glue as glue
 from kvqe.sdk.pipelines.sinsr import anchored_noise
 
@@ -119,9 +120,21 @@ def small_with_fixture_weights() -> SinSR:
     return model.eval()
 
 
-def export_small(model: str, out: Path, weights: dict[str, Path], **options: Any) -> dict[str, Any]:
-    """``sinsr`` or ``sinsr+realesrgan`` exported through the Python API with the reduced nets."""
-    factory = small_sinsr if model == "sinsr" else (lambda: RestoredSinSR(SRVGGNetCompact(num_conv=16), small_sinsr()))
+def save_tiny_checkpoints(folder: Path) -> dict[str, Path]:
+    """:func:`~kvqe.models.sinsr.tiny_sinsr` (initialised with seed 0) saved under the official checkpoint names."""
+    torch.manual_seed(0)
+    model = tiny_sinsr()
+    paths = {"unet": folder / "SinSR_v1.pth", "vq": folder / "autoencoder_vq_f4.pth"}
+    torch.save({"state_dict": model.unet.state_dict()}, paths["unet"])
+    torch.save(model.vq.state_dict(), paths["vq"])
+    return paths
+
+
+def export_small(model: str, out: Path, weights: dict[str, Path], nets: Callable[[], SinSR] = small_sinsr,
+                 **options: Any) -> dict[str, Any]:
+    """``sinsr`` or ``sinsr+realesrgan`` exported through the Python API with the reduced nets (``nets``:
+    :func:`~kvqe.models.sinsr.small_sinsr`, or :func:`~kvqe.models.sinsr.tiny_sinsr` with its checkpoints)."""
+    factory = nets if model == "sinsr" else (lambda: RestoredSinSR(SRVGGNetCompact(num_conv=16), nets()))
     return build_bundle(ExportRequest(model, out, weights, factory=factory, **options))
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import subprocess
 import sys
@@ -11,16 +10,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from support import BIKES, CARPHONE, Exported, cli, needs_ffmpeg, truncated_clip
+from support import BIKES, CARPHONE, Exported, cli, json_lines, needs_ffmpeg, truncated_clip
 
 import kvqe
 from kvqe.errors import BadInputError
 
 SAMPLE = Path(__file__).resolve().parents[1] / "kvqe" / "samples" / "astronaut.png"
-
-
-def lines(result: subprocess.CompletedProcess) -> list[dict]:
-    return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
 
 
 def tampered_copy(bundle: Path, tmp_path: Path) -> Path:
@@ -34,13 +29,13 @@ def tampered_copy(bundle: Path, tmp_path: Path) -> Path:
 
 
 def test_x4plus_bundle_info_enhance_and_tamper(any_rrdb: Path, tmp_path: Path) -> None:
-    (info,) = lines(cli("kvqe", "info", str(any_rrdb), "--json", check_code=0))
+    (info,) = json_lines(cli("kvqe", "info", str(any_rrdb), "--json", check_code=0))
     assert info["verified"] and info["model"]["name"] == "realesrgan-x4plus" and info["task"] == "sr"
     assert info["artifacts"][0]["accuracy"]["max_abs_diff"] <= 1e-4
     crop = tmp_path / "crop.png"
     cv2.imwrite(str(crop), cv2.imread(str(SAMPLE))[40:72, 60:108])
     out = tmp_path / "crop_x4.png"
-    (record,) = lines(cli("kvqe", "enhance", str(crop), "-o", str(out), "--bundle", str(any_rrdb), "--json",
+    (record,) = json_lines(cli("kvqe", "enhance", str(crop), "-o", str(out), "--bundle", str(any_rrdb), "--json",
                           check_code=0))
     assert (record["out_width"], record["out_height"], record["backend"]) == (192, 128, "onnxruntime")
     assert cv2.imread(str(out)).shape == (128, 192, 3)
@@ -58,7 +53,7 @@ def test_vqa_bundle_scores_each_source_and_reports_bad_ones(tiny_vqa: Exported, 
     text = tmp_path / "notes.mp4"
     text.write_text("hello")
     sources = [str(CARPHONE), str(tmp_path / "missing.mp4"), str(text), str(grey), str(BIKES)]
-    records = lines(cli("kvqe", "score", *sources, "--bundle", str(tiny_vqa.bundle), "--json", check_code=2))
+    records = json_lines(cli("kvqe", "score", *sources, "--bundle", str(tiny_vqa.bundle), "--json", check_code=2))
     assert [r["source"] for r in records] == sources
     good = [records[0], records[4]]
     for record in good:
@@ -86,17 +81,17 @@ def test_vqa_bundle_scores_each_source_and_reports_bad_ones(tiny_vqa: Exported, 
 def test_raw_frames_on_stdin_score_like_the_file(tiny_vqa: Exported) -> None:
     raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
                          capture_output=True, check=True).stdout
-    (piped,) = lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", str(30000 / 1001), "--bundle",
+    (piped,) = json_lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", str(30000 / 1001), "--bundle",
                          str(tiny_vqa.bundle), "--json", stdin=raw, check_code=0))
-    (filed,) = lines(cli("kvqe", "score", str(CARPHONE), "--bundle", str(tiny_vqa.bundle), "--json", check_code=0))
+    (filed,) = json_lines(cli("kvqe", "score", str(CARPHONE), "--bundle", str(tiny_vqa.bundle), "--json", check_code=0))
     assert piped["frames"] == filed["frames"] == 4
     assert piped["score"] == pytest.approx(filed["score"], abs=1e-4)
     assert piped["frame_times"] == pytest.approx(filed["frame_times"], abs=1e-3)
-    (not_y4m,) = lines(cli("kvqe", "score", "-", "--bundle", str(tiny_vqa.bundle), "--json", stdin=raw, check_code=2))
+    (not_y4m,) = json_lines(cli("kvqe", "score", "-", "--bundle", str(tiny_vqa.bundle), "--json", stdin=raw, check_code=2))
     assert "not a YUV4MPEG2 stream" in not_y4m["error"] and "--raw WxH --fps F" in not_y4m["error"]
     result = cli("kvqe", "score", "-", "--raw", "176x144", "--bundle", str(tiny_vqa.bundle), stdin=raw, check_code=2)
     assert b"needs --fps" in result.stderr and not result.stdout  # refused before reading: never 30 assumed
-    (cut,) = lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", "30", "--bundle", str(tiny_vqa.bundle), "--json",
+    (cut,) = json_lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", "30", "--bundle", str(tiny_vqa.bundle), "--json",
                        stdin=raw[: 176 * 144 * 3 * 20 + 100], check_code=2))
     assert "middle of a frame" in cut["error"]
 
@@ -110,8 +105,8 @@ def test_y4m_on_stdin_scores_like_the_file(pix_fmt: str) -> None:
     within 0.3 points: ffmpeg and OpenCV upsample chroma a little differently)."""
     y4m = subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-pix_fmt", pix_fmt, "-f", "yuv4mpegpipe",
                           "-"], capture_output=True, check=True).stdout
-    (piped,) = lines(cli("kvqe", "score", "-", "--json", stdin=y4m, check_code=0))
-    (filed,) = lines(cli("kvqe", "score", str(CARPHONE), "--json", check_code=0))
+    (piped,) = json_lines(cli("kvqe", "score", "-", "--json", stdin=y4m, check_code=0))
+    (filed,) = json_lines(cli("kvqe", "score", str(CARPHONE), "--json", check_code=0))
     assert (piped["frames"], piped["width"], piped["height"], piped["codec"]) == (4, 176, 144, "rawvideo")
     assert piped["fps"] == pytest.approx(30000 / 1001) and piped["duration_s"] == pytest.approx(4.004)
     if pix_fmt != "gray":
@@ -123,12 +118,12 @@ def test_a_pipe_given_its_duration_is_sampled_as_the_file(tmp_path: Path) -> Non
     it gets the file's 8, and a pipe that ends short of it is an error, never a shorter video."""
     y4m = subprocess.run(["ffmpeg", "-v", "error", "-i", str(BIKES), "-f", "yuv4mpegpipe", "-"], capture_output=True,
                          check=True).stdout  # 250 frames, 10 s
-    (filed,) = lines(cli("kvqe", "score", str(BIKES), "--json", check_code=0))
-    (unknown,) = lines(cli("kvqe", "score", "-", "--json", stdin=y4m, check_code=0))
-    (told,) = lines(cli("kvqe", "score", "-", "--duration", "10", "--json", stdin=y4m, check_code=0))
+    (filed,) = json_lines(cli("kvqe", "score", str(BIKES), "--json", check_code=0))
+    (unknown,) = json_lines(cli("kvqe", "score", "-", "--json", stdin=y4m, check_code=0))
+    (told,) = json_lines(cli("kvqe", "score", "-", "--duration", "10", "--json", stdin=y4m, check_code=0))
     assert unknown["frames"] < filed["frames"] == 8
     assert told["frame_indices"] == filed["frame_indices"] and told["duration_s"] == pytest.approx(10.0)
-    (short,) = lines(cli("kvqe", "score", "-", "--duration", "20", "--json", stdin=y4m, check_code=2))
+    (short,) = json_lines(cli("kvqe", "score", "-", "--duration", "20", "--json", stdin=y4m, check_code=2))
     assert "250 of the 500 frames it declares" in short["error"], short
     for args in (["score", str(BIKES), "--duration", "10"], ["score", "-", "--duration", "nan"]):
         assert "--duration" in cli("kvqe", *args, check_code=2).stderr.decode()
@@ -138,11 +133,11 @@ def test_a_pipe_given_its_duration_is_sampled_as_the_file(tmp_path: Path) -> Non
 
 def test_y4m_that_cannot_be_read_is_refused_plainly() -> None:
     header = b"YUV4MPEG2 W16 H16 F25:1 C420p10\n"
-    (record,) = lines(cli("kvqe", "score", "-", "--json", stdin=header + b"FRAME\n" + bytes(768), check_code=2))
+    (record,) = json_lines(cli("kvqe", "score", "-", "--json", stdin=header + b"FRAME\n" + bytes(768), check_code=2))
     assert "colourspace C420p10 is not supported" in record["error"]
-    (record,) = lines(cli("kvqe", "score", "-", "--json", stdin=b"YUV4MPEG2 W16 F25:1\n", check_code=2))
+    (record,) = json_lines(cli("kvqe", "score", "-", "--json", stdin=b"YUV4MPEG2 W16 F25:1\n", check_code=2))
     assert "lacks a valid size" in record["error"]
-    (record,) = lines(cli("kvqe", "score", "-", "--json", stdin=b"YUV4MPEG2 W16 H16 F25:1\nFRAME\n" + bytes(100),
+    (record,) = json_lines(cli("kvqe", "score", "-", "--json", stdin=b"YUV4MPEG2 W16 H16 F25:1\nFRAME\n" + bytes(100),
                           check_code=2))
     assert "ended in the middle of frame 0" in record["error"]
 
@@ -155,7 +150,7 @@ def test_folders_globs_and_csv(tmp_path: Path) -> None:
     (folder / "notes.txt").write_text("not media")
     (tmp_path / "empty").mkdir()
     table = tmp_path / "out" / "scores.csv"
-    records = lines(cli("kvqe", "score", str(folder), str(tmp_path / "empty"), str(folder / "*.mp4"),
+    records = json_lines(cli("kvqe", "score", str(folder), str(tmp_path / "empty"), str(folder / "*.mp4"),
                         str(tmp_path / "*.mkv"), "--csv", str(table), "--json", check_code=2))
     assert [r["source"] for r in records] == [str(folder / "b.mp4"), str(folder / "day2" / "a.png"),
                                               str(tmp_path / "empty"), str(folder / "b.mp4"), str(tmp_path / "*.mkv")]
@@ -172,20 +167,20 @@ def test_folders_globs_and_csv(tmp_path: Path) -> None:
 
 
 def test_per_second_and_max_frames() -> None:
-    (record,) = lines(cli("kvqe", "score", str(BIKES), "--per-second", "0.5", "--max-frames", "3", "--json",
+    (record,) = json_lines(cli("kvqe", "score", str(BIKES), "--per-second", "0.5", "--max-frames", "3", "--json",
                           check_code=0))
     assert record["frame_indices"] == [41, 125, 208] and record["sampling"]["how"] == "seek"  # 3 parts of 3.33 s
     assert cli("kvqe", "score", str(BIKES), "--max-frames", "0", check_code=2).returncode == 2
 
 
 def test_score_uses_the_embedded_student_by_default() -> None:
-    (record,) = lines(cli("kvqe", "score", str(CARPHONE), "--json", check_code=0))
+    (record,) = json_lines(cli("kvqe", "score", str(CARPHONE), "--json", check_code=0))
     assert 0.0 <= record["score"] <= 100.0 and record["frames"] == 4  # one keyframe per second of a 4 s clip
 
 
 def test_enhance_cli_with_embedded_bundle_and_bad_inputs(tmp_path: Path) -> None:
     out = tmp_path / "x4.png"
-    (record,) = lines(cli("kvqe", "enhance", str(SAMPLE), "-o", str(out), "--tile", "96", "--json", check_code=0))
+    (record,) = json_lines(cli("kvqe", "enhance", str(SAMPLE), "-o", str(out), "--tile", "96", "--json", check_code=0))
     assert (record["width"], record["out_width"], record["frames"]) == (192, 768, 1)
     assert cv2.imread(str(out)).shape == (768, 768, 3)
     rgba = tmp_path / "rgba.png"
@@ -205,7 +200,7 @@ def test_enhance_cli_with_embedded_bundle_and_bad_inputs(tmp_path: Path) -> None
 @needs_ffmpeg
 def test_a_truncated_video_is_refused_and_leaves_no_output(tmp_path: Path) -> None:
     clip, cut = truncated_clip(tmp_path)
-    records = lines(cli("kvqe", "score", str(cut), str(clip), "--json", check_code=2))
+    records = json_lines(cli("kvqe", "score", str(cut), str(clip), "--json", check_code=2))
     assert "truncated" in records[0]["error"] and records[1]["frames"] == 2
     result = cli("kvqe", "enhance", str(cut), "-o", str(tmp_path / "up.mp4"), check_code=2)
     assert b"cut.mp4: the decode stopped after" in result.stderr
@@ -235,21 +230,24 @@ def test_export_from_checkpoint_path_with_arch(vqa_export: tuple[Path, dict]) ->
     """``kvqe-export CKPT --arch NAME`` (the shared full-size Swin-T export is made this way)."""
     bundle, summary = vqa_export
     assert summary["model"] == "vqa-sharpmind-swint" and summary["artifacts"][0]["metrics"]["max_abs_diff_vs_torch"] <= 1e-4
-    (info,) = lines(cli("kvqe", "info", str(bundle), "--json", check_code=0))
+    (info,) = json_lines(cli("kvqe", "info", str(bundle), "--json", check_code=0))
     assert info["weights"]["files"]["model"]["name"] == "student.pth"
 
 
 def test_export_list() -> None:
-    records = lines(cli("kvqe-export", "list", "--json", check_code=0))
+    records = json_lines(cli("kvqe-export", "list", "--json", check_code=0))
     names = {r["name"]: r for r in records}
     assert {"vqa-sharpmind-swint", "realesrgan-x4plus", "realesr-animevideov3", "realesr-general-x4v3"} <= set(names)
     assert names["realesrgan-x4plus"]["params"] == 16_697_987 and names["realesr-animevideov3"]["params"] == 621_424
     assert all({"task", "params", "gflops", "weights_source", "licence"} <= set(r) for r in records)
 
 
-def test_the_cli_starts_without_importing_what_only_some_commands_use() -> None:
-    """Every ``kvqe`` call pays for what the CLI imports: scipy.stats (about 1.5 s) only where a correlation
-    is computed, torch never."""
-    probe = "import sys, kvqe.cli; print(sorted({'scipy.stats', 'torch'} & set(sys.modules)))"
+@pytest.mark.parametrize("args", [["--help"], ["score", "--help"]])
+def test_the_cli_starts_without_importing_what_only_some_commands_use(args: list[str]) -> None:
+    """Every ``kvqe`` call pays for what the CLI imports: scipy (about 1.5 s) only where a correlation is
+    computed, matplotlib only for a report, OpenVINO and Ray only when asked for, torch never."""
+    probe = ("import sys; from click.testing import CliRunner; from kvqe.cli import main; "
+             f"result = CliRunner().invoke(main, {args!r}); assert result.exit_code == 0, result.output; "
+             "print(sorted({'scipy', 'matplotlib', 'torch', 'openvino', 'ray'} & set(sys.modules)))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "[]"

@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 from pathlib import Path
 
 import pytest
-from support import BIKES, BUNNY, CARPHONE, Exported, cli, make_clip, needs_ffmpeg
+from support import BIKES, BUNNY, CARPHONE, Exported, cli, json_lines, make_clip, needs_ffmpeg
 
 from kvqe.errors import BadInputError
 from kvqe.evaluation import Pair, evaluate, final_score, rank_accuracy, read_labels, read_pairs
@@ -181,10 +180,6 @@ def test_read_pairs_rejects_bad_xlsx(tmp_path: Path) -> None:
 
 
 # -- kvqe eval ------------------------------------------------------------------------------------------
-def lines(result: subprocess.CompletedProcess) -> list[dict]:
-    return [json.loads(line) for line in result.stdout.decode().splitlines() if line.strip()]
-
-
 @needs_ffmpeg
 def test_kvqe_eval_matches_evaluate_on_kvqe_score(tiny_vqa: Exported, tmp_path: Path) -> None:
     videos = tmp_path / "videos"
@@ -196,13 +191,13 @@ def test_kvqe_eval_matches_evaluate_on_kvqe_score(tiny_vqa: Exported, tmp_path: 
         f"kvq/{name},{value}\n" for name, value in zip(names, (3.0, 4.5, 2.0), strict=True)))
     pairs_csv = write(tmp_path / "pairs.csv", f"video1,video2,rank,kind\n{names[0]},{names[1]},2,homologous\n"
                                               f"{names[2]},{names[1]},1,nonhomologous\n")
-    records = lines(cli("kvqe", "eval", "--bundle", str(tiny_vqa.bundle), "--labels", str(labels_csv), "--pairs",
+    records = json_lines(cli("kvqe", "eval", "--bundle", str(tiny_vqa.bundle), "--labels", str(labels_csv), "--pairs",
                         str(pairs_csv), "--videos", str(videos), "--json", check_code=0))
     *per_video, summary = records
     assert [Path(r["source"]).name for r in per_video] == names
     assert [r["label"] for r in per_video] == [3.0, 4.5, 2.0]
 
-    scored = lines(cli("kvqe", "score", *map(str, clips), "--bundle", str(tiny_vqa.bundle), "--json",
+    scored = json_lines(cli("kvqe", "score", *map(str, clips), "--bundle", str(tiny_vqa.bundle), "--json",
                        check_code=0))
     predictions = {Path(r["source"]).name: r["score"] for r in scored}
     assert {Path(r["source"]).name: r["score"] for r in per_video} == pytest.approx(predictions)
@@ -225,4 +220,4 @@ def test_kvqe_eval_refuses_pairs_of_unlabelled_videos(tmp_path: Path) -> None:
     pairs_csv = write(tmp_path / "pairs.csv", "a.mp4,zzz.mp4,1\n")
     result = cli("kvqe", "eval", "--bundle", str(tmp_path), "--labels", str(labels_csv),
                  "--pairs", str(pairs_csv), "--json", check_code=2)
-    assert "not labelled" in lines(result)[0]["error"] and b"zzz.mp4" in result.stderr
+    assert "not labelled" in json_lines(result)[0]["error"] and b"zzz.mp4" in result.stderr

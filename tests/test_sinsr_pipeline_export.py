@@ -1,5 +1,6 @@
 """SinSR's export as a pipeline: usage errors, ``sinsr+realesrgan`` (restore then SinSR) and the INT8 denoiser,
-with the reduced SinSR standing in for the real checkpoints (conftest.py's ``sinsr_bundle``)."""
+with the reduced SinSR standing in for the real checkpoints (conftest.py's ``sinsr_bundle``) and the tiny one
+where a test exports its own bundle."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,13 +8,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from sinsr_fixtures import EXACT_STAGES, PIPELINE_STAGES, export_small, rgb01, to_bgr, torch_sr
+from sinsr_fixtures import (
+    EXACT_STAGES,
+    PIPELINE_STAGES,
+    export_small,
+    rgb01,
+    save_tiny_checkpoints,
+    to_bgr,
+    torch_sr,
+)
 from support import cli, psnr
 
 import kvqe
 from kvqe.bundle import read_bundle
 from kvqe.export.bundle_builder import exit_code
-from kvqe.models.sinsr import RestoredSinSR, SinSR
+from kvqe.models.sinsr import RestoredSinSR, SinSR, tiny_sinsr
+from kvqe.models.sinsr.split import norm_count
 from kvqe.sdk.loader import embedded_bundle_path
 from kvqe.sdk.pipelines.sinsr import RestoreThenSinSR, box_downscale
 from kvqe.sdk.tiling import TileSettings, enhance_tiled
@@ -90,23 +100,29 @@ def test_restore_then_sinsr_tiles_exactly(sinsr_bundle, coffee_bgr: np.ndarray) 
     assert psnr(naive, to_bgr(whole)) < 30.0  # global GroupNorm statistics: independent tiles do not match
 
 
-@pytest.mark.slow
-def test_sinsr_realesrgan_bundle_at_out_scale_1(sinsr_checkpoints: dict[str, Path], tmp_path: Path,
+@pytest.fixture(scope="module")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return save_tiny_checkpoints(tmp_path_factory.mktemp("tiny_sinsr"))
+
+
+@pytest.mark.slow  # an export of the tiny SinSR (2-3 minutes)
+def test_sinsr_realesrgan_bundle_at_out_scale_1(tiny_checkpoints: dict[str, Path], tmp_path: Path,
                                                coffee_bgr: np.ndarray) -> None:
     """``sinsr+realesrgan`` exported with ``out_scale=1`` (enhancement in place, the option a default export
-    does not take): the manifest's facts, and the bundle loads and enhances. The composite's x4 and x1 runs
-    against torch and its exact tiles on a real photo are proven on the same stage graphs
-    (test_restore_then_sinsr_runner_matches_torch, test_restore_then_sinsr_tiles_exactly)."""
+    does not take), on the tiny SinSR (every stage and split graph of the real one, exported in seconds): the
+    manifest's facts, and the bundle loads and enhances. The composite's x4 and x1 runs against torch and its
+    exact tiles on a real photo are proven on the reduced nets' graphs (test_restore_then_sinsr_runner_matches_torch,
+    test_restore_then_sinsr_tiles_exactly)."""
     out = tmp_path / "pipeline-x1"
-    summary = export_small("sinsr+realesrgan", out, sinsr_checkpoints, out_scale=1)
+    summary = export_small("sinsr+realesrgan", out, tiny_checkpoints, tiny_sinsr, out_scale=1)
     assert exit_code(summary) == 0
     bundle = read_bundle(out)
     assert bundle.output_spec.scale == bundle.pipeline["out_scale"] == 1
     assert bundle.pipeline["restore_model"] == "realesr-animevideov3"
     assert "BSD-3-Clause" in bundle.manifest["licence"] and "never bundled" in bundle.manifest["licence"]
     assert any("area-resized" in step for step in bundle.pipeline["glue"])
-    assert bundle.stages == ("restore", *PIPELINE_STAGES, *EXACT_STAGES) and bundle.pipeline["exact_tiling"]["norms"] == {
-        "encoder_high": 12, "decoder_high": 19}
+    assert bundle.stages == ("restore", *PIPELINE_STAGES, *EXACT_STAGES)
+    assert bundle.pipeline["exact_tiling"]["norms"] == norm_count(tiny_sinsr())
     model = kvqe.load(out)
     image = np.ascontiguousarray(coffee_bgr[100:180, 200:300])  # 80x100
     assert model.scale == 1 and isinstance(model.runner, RestoreThenSinSR) and model.runner.tiles_exactly
@@ -115,11 +131,11 @@ def test_sinsr_realesrgan_bundle_at_out_scale_1(sinsr_checkpoints: dict[str, Pat
 
 # --- INT8 --------------------------------------------------------------------------------------------------------
 
-@pytest.mark.slow
-def test_int8_denoiser_is_attempted_and_its_psnr_reported(sinsr_checkpoints: dict[str, Path], tmp_path: Path) -> None:
-    """INT8 for the denoiser (the VQ encoder/decoder stay FP32), calibrated on inputs the FP32 stages make from
-    real photo crops; the gate (PSNR >= 35 dB vs the FP32 pipeline) decides, and the figure is reported
-    either way (no search: ``search_budget=0``, the verdict is the point)."""
+@pytest.mark.slow  # the tiny SinSR with INT8 calibration and whole-pipeline gates (5-10 minutes)
+def test_int8_denoiser_is_attempted_and_its_psnr_reported(tiny_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+    """INT8 for the denoiser (the VQ encoder/decoder stay FP32) of the tiny SinSR, calibrated on inputs the FP32
+    stages make from real photo crops; the gate (PSNR >= 35 dB vs the FP32 pipeline) decides, and the figure is
+    reported either way (no search: ``search_budget=0``, the verdict is the point)."""
     import skimage.data
 
     calib = tmp_path / "calib"
@@ -127,8 +143,8 @@ def test_int8_denoiser_is_attempted_and_its_psnr_reported(sinsr_checkpoints: dic
     for name in ("astronaut", "coffee", "chelsea", "rocket"):
         cv2.imwrite(str(calib / f"{name}.png"), cv2.cvtColor(getattr(skimage.data, name)(), cv2.COLOR_RGB2BGR)[:160, :160])
     out = tmp_path / "int8"
-    summary = export_small("sinsr", out, sinsr_checkpoints, formats=("onnxruntime-int8",), precisions=("fp32",),
-                           calib=calib, search_budget=0)
+    summary = export_small("sinsr", out, tiny_checkpoints, tiny_sinsr, formats=("onnxruntime-int8",),
+                           precisions=("fp32",), calib=calib, search_budget=0)
     (config,) = [c for c in summary["pipeline"] if c["precision"] == "int8"]
     assert config["stages"] == {"encoder": "encoder.fp32.onnx", "denoiser": "denoiser.int8.onnx",
                                 "decoder": "decoder.fp32.onnx", **{s: f"{s}.fp32.onnx" for s in EXACT_STAGES}}

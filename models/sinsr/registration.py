@@ -44,6 +44,15 @@ def small_sinsr() -> SinSR:
     return build_sinsr(UNET_SMALL, VQ_SMALL)
 
 
+def tiny_sinsr() -> SinSR:
+    """The reduced nets cut to one UNet level (Swin in its middle block only, depth 1) and one res block per VQ
+    level: every stage and graph of the real pipeline, exported in seconds rather than minutes (tests that
+    prove the export's plumbing, the benchmarks' smoke runs). The fixtures hold no weights for it."""
+    return build_sinsr({**UNET_SMALL, "channel_mult": [1], "num_res_blocks": [1], "attention_resolutions": [],
+                        "swin_depth": 1},
+                       {**VQ_SMALL, "ddconfig": {**VQ_SMALL["ddconfig"], "num_res_blocks": 1}})
+
+
 def check_sinsr_parts(parts: Mapping[str, Path], optional: Mapping[str, str] | None = None) -> None:
     """Raise naming both checkpoints unless ``unet`` and ``vq`` are given (and no unknown part is).
 
