@@ -1,12 +1,15 @@
 """The video codecs ``enhance_video`` writes and how ffmpeg is told to write them: the encoder of each codec
 that this ffmpeg has, the quality (CRF) and the colour conversion and tags.
 
-Quality: by default frames are written 4:4:4 at 10 bits per sample at a per-codec CRF chosen so that the
-decoded frames are at least 45 dB PSNR (in BGR) from the model's output, the tolerance the export's FP16
-gates allow. 4:2:0 alone cannot reach that (42-45 dB before any encoding on upscaled content, by the
-decoder's chroma upsampling), and 10-bit 4:4:4 converts BGR exactly and compresses better than 8-bit 4:4:4.
-Browsers and hardware decoders do not play 4:4:4 H.264/HEVC: ``chroma="420"`` writes 8-bit 4:2:0, which
-every player decodes, for delivery.
+Two defaults, each with its own per-codec CRF (``Codec.crf``, keyed by chroma):
+
+- ``chroma="420"`` (files, by default): 8-bit 4:2:0, which browsers and hardware decoders play, at the highest
+  CRF that keeps the enhancement: the encode loses at most 15% (10% on average) of what the model added to a
+  bicubic upscale, in squared error, beyond what 4:2:0 itself loses (docs/decisions/0007-playable-video.md).
+- ``chroma="444"`` (``--master``; stdout pipes by default): a faithful intermediate, 10-bit 4:4:4 at a CRF
+  whose decoded frames are at least 45 dB PSNR (in BGR) from the model's output, the tolerance the export's
+  FP16 gates allow. 4:2:0 alone cannot reach that (42-45 dB before any encoding on upscaled content, by the
+  decoder's chroma upsampling), and 10-bit 4:4:4 converts BGR exactly and compresses better than 8-bit 4:4:4.
 """
 from __future__ import annotations
 
@@ -25,21 +28,22 @@ class Codec:
     """A video codec ``enhance_video`` writes."""
 
     encoders: tuple[str, ...]  # ffmpeg encoders, preferred first; the first installed one that takes the format
-    crf: int  # default: >= 45 dB PSNR against the model's output at 4:4:4 (see the README's figures)
+    crf: dict[str, int]  # the default per chroma (see the module's docstring)
     max_crf: int
     options: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per encoder
 
 
 CODECS: dict[str, Codec] = {
-    "h264": Codec(("libx264",), crf=3, max_crf=51),
-    "hevc": Codec(("libx265",), crf=3, max_crf=51, options={"libx265": ("-x265-params", "log-level=error")}),
+    "h264": Codec(("libx264",), crf={"444": 3, "420": 16}, max_crf=51),
+    "hevc": Codec(("libx265",), crf={"444": 3, "420": 18}, max_crf=51,
+                  options={"libx265": ("-x265-params", "log-level=error")}),
     # -b:v 0: constant quality (CRF alone); -cpu-used 4: libvpx's usual speed for files (0 is far slower)
-    "vp9": Codec(("libvpx-vp9",), crf=7, max_crf=63,
+    "vp9": Codec(("libvpx-vp9",), crf={"444": 7, "420": 24}, max_crf=63,
                  options={"libvpx-vp9": ("-b:v", "0", "-row-mt", "1", "-cpu-used", "4")}),
     # SVT-AV1 is much faster but writes 4:2:0 only; libaom takes 4:4:4 (-cpu-used 6: its fastest file preset;
     # without look-ahead its quality holds steady frame to frame, with it a keyframe fell to 40 dB at the CRF
     # that kept the mean at 45)
-    "av1": Codec(("libsvtav1", "libaom-av1"), crf=12, max_crf=63,
+    "av1": Codec(("libsvtav1", "libaom-av1"), crf={"444": 12, "420": 20}, max_crf=63,
                  options={"libsvtav1": ("-preset", "8"),
                           "libaom-av1": ("-cpu-used", "6", "-row-mt", "1", "-lag-in-frames", "0")}),
 }
@@ -94,11 +98,11 @@ def choose_encoder(executable: str, codec: str, pix_fmt: str, chroma: str) -> st
         + (" (libaom-av1 writes AV1 4:4:4)" if codec == "av1" else ""))
 
 
-def check_crf(value: object, codec: str) -> int:
-    """The CRF to write ``codec`` at: ``value``, checked, or the codec's default when None."""
+def check_crf(value: object, codec: str, chroma: str) -> int:
+    """The CRF to write ``codec`` at: ``value``, checked, or the codec's default for ``chroma`` when None."""
     top = CODECS[codec].max_crf
     if value is None:
-        return CODECS[codec].crf
+        return CODECS[codec].crf[chroma]
     if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= top):
         raise BadInputError(f"crf for {codec} must be an integer from 0 (best) to {top}, got {value!r}")
     return value

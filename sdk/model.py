@@ -315,7 +315,7 @@ class Model:
 
     def enhance_video(self, source: Any, output: str | os.PathLike[str], *, tile: int | None = None,
                       fps: float | None = None, codec: str | None = None, crf: int | None = None,
-                      chroma: str = "444", format: str | None = None,
+                      chroma: str | None = None, format: str | None = None,
                       progress: Callable[[int, int | None], None] | None = None,
                       memory_budget_mb: float = SR_MEMORY_BUDGET_MB, timeout: float | None = DEFAULT_TIMEOUT_S,
                       max_pixels: int | None = DEFAULT_MAX_PIXELS, protocols: Iterable[str] | str = (),
@@ -326,8 +326,10 @@ class Model:
         ``output``: a file, its container from its suffix (.mp4, .m4v, .mov, .mkv, .webm), or ``"-"`` for
         stdout as ``format`` ``"y4m"`` (default) or ``"rawvideo"`` (bgr24, the model's pixels exactly; video
         only). ``codec``: ``"h264"`` (default; ``"vp9"`` for .webm), ``"hevc"``, ``"vp9"`` or ``"av1"``;
-        ``crf``: its quality (default: at least 45 dB PSNR from the model's output); ``chroma``: ``"444"``
-        (10-bit 4:4:4, default) or ``"420"`` (8-bit 4:2:0, which every player decodes). The input's audio and
+        ``chroma``: ``"420"`` (8-bit 4:2:0, which every player decodes; the default for files) or ``"444"``
+        (10-bit 4:4:4, a faithful intermediate; the default for stdout); ``crf``: its quality (default per
+        codec and chroma: 4:2:0 keeps the enhancement, 4:4:4 is at least 45 dB PSNR from the model's
+        output; :mod:`kvqe.sdk.encoders`). The input's audio and
         subtitle streams are stream-copied when the container takes their codec, else converted (see
         :class:`kvqe.sdk.video_out.Container`); ``result.streams`` says which. ``fps`` overrides the rate.
 

@@ -94,11 +94,13 @@ class VideoOutput:
 
     @classmethod
     def of(cls, output: str | os.PathLike[str], codec: str | None = None, crf: int | None = None,
-           chroma: str = "444", format: str | None = None) -> VideoOutput:
+           chroma: str | None = None, format: str | None = None) -> VideoOutput:
         """The output for ``enhance_video``'s arguments; BadInputError for a combination that cannot be
-        written, BackendUnavailableError when ffmpeg or the codec's encoder is missing."""
-        chroma = _choice(chroma, CHROMAS, "chroma")
-        if os.fspath(output) == STDOUT:
+        written, BackendUnavailableError when ffmpeg or the codec's encoder is missing. ``chroma`` None: 4:2:0
+        for a file (it plays everywhere), 4:4:4 for stdout (the next tool gets the model's frames)."""
+        to_stdout = os.fspath(output) == STDOUT
+        chroma = _choice(("444" if to_stdout else "420") if chroma is None else chroma, CHROMAS, "chroma")
+        if to_stdout:
             if codec is not None or crf is not None:
                 raise BadInputError("codec and crf apply to video files; '-' writes uncompressed y4m or rawvideo")
             pipe = _choice("y4m" if format is None else format, PIPE_FORMATS, "format")
@@ -120,7 +122,7 @@ class VideoOutput:
         executable = ffmpeg_executable()
         pix_fmt = CHROMAS[chroma]
         return cls(path, container.muxer, chroma, pix_fmt, container, codec,
-                   choose_encoder(executable, codec, pix_fmt, chroma), check_crf(crf, codec), executable)
+                   choose_encoder(executable, codec, pix_fmt, chroma), check_crf(crf, codec, chroma), executable)
 
     def carried(self, info: MediaInfo | None, name: str) -> tuple[CarriedStream, ...]:
         """What becomes of the input's audio and subtitle streams (none for a pipe: video only);
@@ -157,7 +159,8 @@ class VideoOutput:
         chroma planes, so it needs even sizes; 4:4:4 takes any)."""
         if self.pix_fmt.startswith("yuv420") and (size[0] % 2 or size[1] % 2):
             raise BadInputError(f"{self.path or 'stdout'}: 4:2:0 video needs an even width and height, and the "
-                                f"enhanced frames are {size[0]}x{size[1]}; use chroma 444, which takes any size")
+                                f"enhanced frames are {size[0]}x{size[1]}; write 4:4:4 (--master, or chroma "
+                                "444), which takes any size")
 
     @contextlib.contextmanager
     def target(self) -> Iterator[Path | None]:

@@ -141,8 +141,9 @@ def test_enhance_video_keeps_fps_and_frame_count(sr, tmp_path: Path) -> None:
     assert len(written) == 6 and written[0].shape == (192, 256, 3)
     with open_source(clip) as frames:
         first = next(iter(frames)).image
-    # a 64x48 thumbnail upscaled is detail everywhere; real content gets 45 dB (tests/test_video_out.py)
-    assert psnr(written[0], sr.enhance(first)) > 42
+    # the model's frame, written 8-bit 4:2:0 (the default): 38.4 dB from it measured on this thumbnail, where a
+    # bicubic upscale is 27.8 dB from it (the codecs' defaults on real content: tests/test_video_out.py)
+    assert psnr(written[0], sr.enhance(first)) > 36
 
 
 def test_enhance_video_failure_leaves_no_output(sr, tmp_path: Path) -> None:

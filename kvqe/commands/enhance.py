@@ -129,9 +129,12 @@ def _video_summary(facts: dict[str, Any]) -> str:
 @click.option("--codec", type=click.Choice(sorted(CODECS)), default=None,
               help="Video codec (default: h264; vp9 for .webm).")
 @click.option("--crf", type=click.IntRange(min=0), default=None,
-              help="Video quality, lower is better (default per codec: at least 45 dB PSNR from the model's output).")
+              help="Video quality, lower is better (default per codec: keeps the enhancement at 4:2:0; at least "
+                   "45 dB PSNR from the model's output with --master).")
+@click.option("--master", is_flag=True,
+              help="Write the faithful intermediate (10-bit 4:4:4) instead of video every player opens (8-bit 4:2:0).")
 @click.option("--chroma", type=click.Choice(sorted(CHROMAS)), default=None,
-              help="444: 10-bit 4:4:4, the default, faithful; 420: 8-bit 4:2:0, which every player decodes.")
+              help="420: 8-bit 4:2:0, which every player decodes (files' default); 444: 10-bit 4:4:4 (--master).")
 @click.option("--format", "pipe_format", type=click.Choice(sorted(PIPE_FORMATS)), default=None,
               help="With -o -: y4m (default; carries size and rate) or rawvideo (bgr24, the model's pixels).")
 @with_engine_options
@@ -142,9 +145,9 @@ def _video_summary(facts: dict[str, Any]) -> str:
 @json_option
 @handle_errors
 def enhance(input_path: str, output_path: str, bundle: str, backend: str, precision: str | None, threads: int,
-            tile: int | None, codec: str | None, crf: int | None, chroma: str | None, pipe_format: str | None,
-            engine: str, address: str | None, actors: int, retries: int, timeout: float, max_pixels: int,
-            demuxers: str, allow_undeployable: bool, as_json: bool) -> None:
+            tile: int | None, codec: str | None, crf: int | None, master: bool, chroma: str | None,
+            pipe_format: str | None, engine: str, address: str | None, actors: int, retries: int, timeout: float,
+            max_pixels: int, demuxers: str, allow_undeployable: bool, as_json: bool) -> None:
     """Super-resolve INPUT (image or video) into OUTPUT (a file, or '-' for video frames on stdout); with
     --engine ray, every image and video of INPUT (a folder or a glob) into the directory OUTPUT."""
     check_numbers(threads=threads, tile=tile, timeout=timeout, max_pixels=max_pixels)
@@ -160,10 +163,14 @@ def enhance(input_path: str, output_path: str, bundle: str, backend: str, precis
         wanted = f"an image output name ({', '.join(sorted(IMAGE_SUFFIXES))})" if is_image else \
             "a video output name (e.g. .mp4 or .mkv), not an image's"
         raise BadInputError(f"{target}: {'an image' if is_image else 'a video'} input needs {wanted}")
-    video: dict[str, Any] = {"codec": codec, "crf": crf, "chroma": chroma or "444", "format": pipe_format}
+    if master and chroma not in (None, "444"):
+        raise BadInputError(f"--master writes 10-bit 4:4:4; it cannot be combined with --chroma {chroma}")
+    video: dict[str, Any] = {"codec": codec, "crf": crf, "chroma": "444" if master else chroma,
+                             "format": pipe_format}
     if is_image:
         given = [f"--{name}" for name, value in (("codec", codec), ("crf", crf), ("chroma", chroma),
                                                  ("format", pipe_format)) if value is not None]
+        given += ["--master"] if master else []
         if given:
             raise BadInputError(f"{' and '.join(given)} apply to video output; {input_path} is an image")
         check_output_path(target, source=source)
