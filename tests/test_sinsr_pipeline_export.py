@@ -107,15 +107,16 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 
 @pytest.mark.slow  # an export of the tiny SinSR (2-3 minutes)
 def test_sinsr_realesrgan_bundle_at_out_scale_1(tiny_checkpoints: dict[str, Path], tmp_path: Path,
-                                               coffee_bgr: np.ndarray) -> None:
+                                               coffee_bgr: np.ndarray, capsys: pytest.CaptureFixture[str]) -> None:
     """``sinsr+realesrgan`` exported with ``out_scale=1`` (enhancement in place, the option a default export
     does not take), on the tiny SinSR (every stage and split graph of the real one, exported in seconds): the
-    manifest's facts, and the bundle loads and enhances. The composite's x4 and x1 runs against torch and its
+    manifest's facts, nothing on stdout, and the bundle loads and enhances. The composite's x4 and x1 runs against torch and its
     exact tiles on a real photo are proven on the reduced nets' graphs (test_restore_then_sinsr_runner_matches_torch,
     test_restore_then_sinsr_tiles_exactly)."""
     out = tmp_path / "pipeline-x1"
     summary = export_small("sinsr+realesrgan", out, tiny_checkpoints, tiny_sinsr, out_scale=1)
     assert exit_code(summary) == 0
+    assert capsys.readouterr().out == ""  # no exporter chatter where kvqe-export --json writes its records
     bundle = read_bundle(out)
     assert bundle.output_spec.scale == bundle.pipeline["out_scale"] == 1
     assert bundle.pipeline["restore_model"] == "realesr-animevideov3"
