@@ -32,6 +32,8 @@ CARPHONE = VIDEOS / "carphone_pristine.mp4"  # 176x144, 120 frames, 30000/1001 f
 BIKES = VIDEOS / "bikes.mp4"  # 640x272, 250 frames, 25 fps
 BUNNY = VIDEOS / "bigbuckbunny.mp4"
 BIN = Path(sys.executable).parent
+# kvqe-export's flags for every format and precision
+EVERY_FORMAT = ["--formats", "onnx,openvino,onnxruntime-int8", "--precision", "fp32,fp16,int8"]
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is not installed")
 needs_ffprobe = pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffprobe is not installed")

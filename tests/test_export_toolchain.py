@@ -11,7 +11,7 @@ import jsonschema
 import numpy as np
 import pytest
 from artifacts import SharedArtifacts, file_sha256
-from support import cli, json_lines, psnr
+from support import EVERY_FORMAT, cli, json_lines, psnr
 
 import kvqe
 from kvqe.bundle import manifest_schema, read_bundle
@@ -19,15 +19,14 @@ from kvqe.errors import BundleError
 
 pytest.importorskip("openvino")
 pytestmark = pytest.mark.e2e  # every test runs kvqe-export in a subprocess (fast tier: test_tiny_models.py)
-ALL = ["--formats", "onnx,openvino,onnxruntime-int8", "--precision", "fp32,fp16,int8"]
 
 
 @pytest.fixture(scope="module")
 def sr_bundle(artifacts: SharedArtifacts, sr_photos: Path) -> tuple[Path, dict]:
     """animevideov3 in every format and precision, calibrated on ``sr_photos``: built once per run."""
-    key = {"model": "realesr-animevideov3", "weights": "official", "formats": ALL,
+    key = {"model": "realesr-animevideov3", "weights": "official", "formats": EVERY_FORMAT,
            "calibration": {path.name: file_sha256(path) for path in sorted(sr_photos.iterdir())}, "calib_size": 24}
-    return artifacts.cli_export("animevideov3-all-formats", key, "anime-all", "realesr-animevideov3", *ALL,
+    return artifacts.cli_export("animevideov3-all-formats", key, "anime-all", "realesr-animevideov3", *EVERY_FORMAT,
                                 "--calib", str(sr_photos), "--calib-size", "24")
 
 

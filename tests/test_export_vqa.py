@@ -6,14 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support import BIKES, BUNNY, CARPHONE, cli, json_lines, make_clip, needs_ffmpeg
+from support import BIKES, BUNNY, CARPHONE, EVERY_FORMAT, cli, json_lines, make_clip, needs_ffmpeg
 
 import kvqe
 from kvqe.bundle import read_bundle
 
 pytest.importorskip("openvino")
 pytestmark = pytest.mark.e2e  # kvqe-export in a subprocess
-ALL = ["--formats", "onnx,openvino,onnxruntime-int8", "--precision", "fp32,fp16,int8"]
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +40,7 @@ def held_out_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_vqa_student_all_formats_pass_default_gates(video_dir: Path, student_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "vqa-all"
     (summary,) = json_lines(cli("kvqe-export", "vqa-sharpmind-swint", "--weights", f"model={student_checkpoint}",
-                           "--out", str(out), *ALL, "--calib", str(video_dir), "--score-range=-1000,1000",
+                           "--out", str(out), *EVERY_FORMAT, "--calib", str(video_dir), "--score-range=-1000,1000",
                            "--json", check_code=0))
     assert all(a["deployable"] for a in summary["artifacts"]), summary
     scores = {(b, p): kvqe.load(out, backend=b, precision=p).score(CARPHONE).score
@@ -62,7 +61,7 @@ def test_distilled_student_all_formats_pass_default_gates(video_dir: Path, held_
     passed (docs/int8_mixed_precision.md)."""
     checkpoint = Path(__file__).resolve().parents[1] / "assets" / "vqa-student.pth"
     out = tmp_path / "student-all"
-    (summary,) = json_lines(cli("kvqe-export", "vqa-student", "--weights", f"model={checkpoint}", "--out", str(out), *ALL,
+    (summary,) = json_lines(cli("kvqe-export", "vqa-student", "--weights", f"model={checkpoint}", "--out", str(out), *EVERY_FORMAT,
                            "--calib", str(video_dir), "--val", str(held_out_clips), "--json", check_code=0))
     built = {(a["backend"], a["precision"]): a for a in summary["artifacts"]}
     assert set(built) == {(b, p) for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
