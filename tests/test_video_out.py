@@ -155,7 +155,7 @@ def test_each_codec_writes_a_decodable_file_of_its_codec(sr, codec: str, suffix:
     (video,) = streams(out)
     assert (video["codec_name"], video["pix_fmt"], video["nb_read_frames"], video["r_frame_rate"]) == (
         codec, "yuv444p10le", "4", "25/1")
-    # a 32x24 thumbnail upscaled is detail everywhere; the 45 dB default is measured on real content below
+    # a 32x24 thumbnail upscaled is detail everywhere; the 45 dB of --master is measured on real content below
     assert psnr(decode(out, 128, 96), np.stack(outputs)) >= 42
 
 
