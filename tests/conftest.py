@@ -218,16 +218,11 @@ def sinsr_small() -> torch.nn.Module:
 @pytest.fixture(scope="session")
 def sinsr_checkpoints(sinsr_small: torch.nn.Module, artifacts: SharedArtifacts) -> dict[str, Path]:
     """The reduced nets saved under the official checkpoint names, as a user would pass them."""
-    names = {"unet": "SinSR_v1.pth", "vq": "autoencoder_vq_f4.pth"}
+    from sinsr_fixtures import checkpoint_paths, save_checkpoints
 
-    def build(folder: Path) -> None:
-        import torch
-
-        torch.save({"state_dict": sinsr_small.unet.state_dict()}, folder / names["unet"])
-        torch.save(sinsr_small.vq.state_dict(), folder / names["vq"])
-
-    folder = artifacts.get("sinsr-small-checkpoints", {"model": "sinsr", "weights": "fixtures seed 0"}, build)
-    return {part: folder / name for part, name in names.items()}
+    folder = artifacts.get("sinsr-small-checkpoints", {"model": "sinsr", "weights": "fixtures seed 0"},
+                           lambda folder: save_checkpoints(sinsr_small, folder))
+    return checkpoint_paths(folder)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from support import fixture_weights, shared_fixture
 from kvqe.export.bundle_builder import ExportRequest, build_bundle
 from kvqe.models.realesrgan import SRVGGNetCompact
 from kvqe.models.sinsr import RestoredSinSR, SinSR, build_sinsr, small_sinsr, tiny_sinsr
+from kvqe.models.sinsr.registration import CHECKPOINTS
 from kvqe.sdk.pipelines import sinsr_glue as glue
 from kvqe.sdk.pipelines.sinsr import anchored_noise
 
@@ -120,14 +121,23 @@ def small_with_fixture_weights() -> SinSR:
     return model.eval()
 
 
-def save_tiny_checkpoints(folder: Path) -> dict[str, Path]:
-    """:func:`~kvqe.models.sinsr.tiny_sinsr` (initialised with seed 0) saved under the official checkpoint names."""
-    torch.manual_seed(0)
-    model = tiny_sinsr()
-    paths = {"unet": folder / "SinSR_v1.pth", "vq": folder / "autoencoder_vq_f4.pth"}
+def checkpoint_paths(folder: Path) -> dict[str, Path]:
+    """Where :func:`save_checkpoints` writes each part in ``folder``: the official checkpoint names."""
+    return {part: folder / name for part, name in CHECKPOINTS.items()}
+
+
+def save_checkpoints(model: SinSR, folder: Path) -> dict[str, Path]:
+    """``model``'s nets saved as a user would pass them (the UNet wrapped in ``state_dict``, as released)."""
+    paths = checkpoint_paths(folder)
     torch.save({"state_dict": model.unet.state_dict()}, paths["unet"])
     torch.save(model.vq.state_dict(), paths["vq"])
     return paths
+
+
+def save_tiny_checkpoints(folder: Path) -> dict[str, Path]:
+    """:func:`~kvqe.models.sinsr.tiny_sinsr` (initialised with seed 0) saved under the official checkpoint names."""
+    torch.manual_seed(0)
+    return save_checkpoints(tiny_sinsr(), folder)
 
 
 def export_small(model: str, out: Path, weights: dict[str, Path], nets: Callable[[], SinSR] = small_sinsr,

@@ -123,13 +123,13 @@ def _flip_byte(name: str) -> Callable[[Path], None]:
     return damage
 
 
-def _faststart_clip(tmp: Path, command: tuple[str, ...]) -> bytes:
-    """carphone (120 frames) with its index in front; for ``enhance`` scaled to 64x48, so that upscaling the
-    frames before the cut takes moments."""
+def _carphone_bytes(tmp: Path, command: tuple[str, ...], index_first: bool = True) -> bytes:
+    """carphone (120 frames) as MP4 bytes, its index in front (faststart) or at the end; for ``enhance`` scaled
+    to 64x48, so that upscaling the frames before a cut takes moments."""
     whole = tmp / "whole.mp4"
     codec = ["-vf", "scale=64:48", "-c:v", "libx264", "-crf", "18"] if command[0] == "enhance" else ["-c", "copy"]
-    subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), *codec, "-movflags", "+faststart", str(whole)],
-                   check=True)
+    flags = ["-movflags", "+faststart"] if index_first else []
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), *codec, *flags, str(whole)], check=True)
     data = whole.read_bytes()
     whole.unlink()
     return data
@@ -140,13 +140,7 @@ def _truncated(*command: str, index_first: bool = True) -> Callable[[Path], tupl
     so the container opens and declares more frames than arrive; or at the end, so nothing opens."""
 
     def make(tmp: Path) -> tuple[list[str], bytes | None]:
-        if index_first:
-            data = _faststart_clip(tmp, command)
-        else:
-            whole = tmp / "whole.mp4"
-            subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-c", "copy", str(whole)], check=True)
-            data = whole.read_bytes()
-            whole.unlink()
+        data = _carphone_bytes(tmp, command, index_first)
         return _file("cut.mp4", data[: len(data) // 2], *command)(tmp)
 
     return make
@@ -199,7 +193,7 @@ def _served_half(*command: str) -> Callable[[Path], tuple[list[str], bytes | Non
     names its URL as ``{url}``. The server (a daemon thread) closes every connection it answers."""
 
     def make(tmp: Path) -> tuple[list[str], bytes | None]:
-        payload = _faststart_clip(tmp, command)
+        payload = _carphone_bytes(tmp, command)
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:

@@ -36,7 +36,7 @@ def test_x4plus_bundle_info_enhance_and_tamper(any_rrdb: Path, tmp_path: Path) -
     cv2.imwrite(str(crop), cv2.imread(str(SAMPLE))[40:72, 60:108])
     out = tmp_path / "crop_x4.png"
     (record,) = json_lines(cli("kvqe", "enhance", str(crop), "-o", str(out), "--bundle", str(any_rrdb), "--json",
-                          check_code=0))
+                               check_code=0))
     assert (record["out_width"], record["out_height"], record["backend"]) == (192, 128, "onnxruntime")
     assert cv2.imread(str(out)).shape == (128, 192, 3)
 
@@ -82,7 +82,7 @@ def test_raw_frames_on_stdin_score_like_the_file(tiny_vqa: Exported) -> None:
     raw = subprocess.run(["ffmpeg", "-v", "error", "-i", str(CARPHONE), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
                          capture_output=True, check=True).stdout
     (piped,) = json_lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", str(30000 / 1001), "--bundle",
-                         str(tiny_vqa.bundle), "--json", stdin=raw, check_code=0))
+                              str(tiny_vqa.bundle), "--json", stdin=raw, check_code=0))
     (filed,) = json_lines(cli("kvqe", "score", str(CARPHONE), "--bundle", str(tiny_vqa.bundle), "--json", check_code=0))
     assert piped["frames"] == filed["frames"] == 4
     assert piped["score"] == pytest.approx(filed["score"], abs=1e-4)
@@ -92,7 +92,7 @@ def test_raw_frames_on_stdin_score_like_the_file(tiny_vqa: Exported) -> None:
     result = cli("kvqe", "score", "-", "--raw", "176x144", "--bundle", str(tiny_vqa.bundle), stdin=raw, check_code=2)
     assert b"needs --fps" in result.stderr and not result.stdout  # refused before reading: never 30 assumed
     (cut,) = json_lines(cli("kvqe", "score", "-", "--raw", "176x144", "--fps", "30", "--bundle", str(tiny_vqa.bundle), "--json",
-                       stdin=raw[: 176 * 144 * 3 * 20 + 100], check_code=2))
+                            stdin=raw[: 176 * 144 * 3 * 20 + 100], check_code=2))
     assert "middle of a frame" in cut["error"]
 
 
@@ -138,7 +138,7 @@ def test_y4m_that_cannot_be_read_is_refused_plainly() -> None:
     (record,) = json_lines(cli("kvqe", "score", "-", "--json", stdin=b"YUV4MPEG2 W16 F25:1\n", check_code=2))
     assert "lacks a valid size" in record["error"]
     (record,) = json_lines(cli("kvqe", "score", "-", "--json", stdin=b"YUV4MPEG2 W16 H16 F25:1\nFRAME\n" + bytes(100),
-                          check_code=2))
+                               check_code=2))
     assert "ended in the middle of frame 0" in record["error"]
 
 
@@ -151,7 +151,7 @@ def test_folders_globs_and_csv(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     table = tmp_path / "out" / "scores.csv"
     records = json_lines(cli("kvqe", "score", str(folder), str(tmp_path / "empty"), str(folder / "*.mp4"),
-                        str(tmp_path / "*.mkv"), "--csv", str(table), "--json", check_code=2))
+                             str(tmp_path / "*.mkv"), "--csv", str(table), "--json", check_code=2))
     assert [r["source"] for r in records] == [str(folder / "b.mp4"), str(folder / "day2" / "a.png"),
                                               str(tmp_path / "empty"), str(folder / "b.mp4"), str(tmp_path / "*.mkv")]
     assert "directory holds no videos or images" in records[2]["error"] and "no file matches" in records[4]["error"]
@@ -168,7 +168,7 @@ def test_folders_globs_and_csv(tmp_path: Path) -> None:
 
 def test_per_second_and_max_frames() -> None:
     (record,) = json_lines(cli("kvqe", "score", str(BIKES), "--per-second", "0.5", "--max-frames", "3", "--json",
-                          check_code=0))
+                               check_code=0))
     assert record["frame_indices"] == [41, 125, 208] and record["sampling"]["how"] == "seek"  # 3 parts of 3.33 s
     assert cli("kvqe", "score", str(BIKES), "--max-frames", "0", check_code=2).returncode == 2
 

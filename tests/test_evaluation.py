@@ -192,13 +192,13 @@ def test_kvqe_eval_matches_evaluate_on_kvqe_score(tiny_vqa: Exported, tmp_path: 
     pairs_csv = write(tmp_path / "pairs.csv", f"video1,video2,rank,kind\n{names[0]},{names[1]},2,homologous\n"
                                               f"{names[2]},{names[1]},1,nonhomologous\n")
     records = json_lines(cli("kvqe", "eval", "--bundle", str(tiny_vqa.bundle), "--labels", str(labels_csv), "--pairs",
-                        str(pairs_csv), "--videos", str(videos), "--json", check_code=0))
+                             str(pairs_csv), "--videos", str(videos), "--json", check_code=0))
     *per_video, summary = records
     assert [Path(r["source"]).name for r in per_video] == names
     assert [r["label"] for r in per_video] == [3.0, 4.5, 2.0]
 
     scored = json_lines(cli("kvqe", "score", *map(str, clips), "--bundle", str(tiny_vqa.bundle), "--json",
-                       check_code=0))
+                            check_code=0))
     predictions = {Path(r["source"]).name: r["score"] for r in scored}
     assert {Path(r["source"]).name: r["score"] for r in per_video} == pytest.approx(predictions)
     expected = evaluate(predictions, read_labels(labels_csv), read_pairs(pairs_csv))

@@ -40,8 +40,8 @@ def held_out_clips(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_vqa_student_all_formats_pass_default_gates(video_dir: Path, student_checkpoint: Path, tmp_path: Path) -> None:
     out = tmp_path / "vqa-all"
     (summary,) = json_lines(cli("kvqe-export", "vqa-sharpmind-swint", "--weights", f"model={student_checkpoint}",
-                           "--out", str(out), *EVERY_FORMAT, "--calib", str(video_dir), "--score-range=-1000,1000",
-                           "--json", check_code=0))
+                                "--out", str(out), *EVERY_FORMAT, "--calib", str(video_dir),
+                                "--score-range=-1000,1000", "--json", check_code=0))
     assert all(a["deployable"] for a in summary["artifacts"]), summary
     scores = {(b, p): kvqe.load(out, backend=b, precision=p).score(CARPHONE).score
               for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
@@ -61,8 +61,9 @@ def test_distilled_student_all_formats_pass_default_gates(video_dir: Path, held_
     passed (docs/int8_mixed_precision.md)."""
     checkpoint = Path(__file__).resolve().parents[1] / "assets" / "vqa-student.pth"
     out = tmp_path / "student-all"
-    (summary,) = json_lines(cli("kvqe-export", "vqa-student", "--weights", f"model={checkpoint}", "--out", str(out), *EVERY_FORMAT,
-                           "--calib", str(video_dir), "--val", str(held_out_clips), "--json", check_code=0))
+    (summary,) = json_lines(cli("kvqe-export", "vqa-student", "--weights", f"model={checkpoint}", "--out", str(out),
+                                *EVERY_FORMAT, "--calib", str(video_dir), "--val", str(held_out_clips), "--json",
+                                check_code=0))
     built = {(a["backend"], a["precision"]): a for a in summary["artifacts"]}
     assert set(built) == {(b, p) for b in ("onnxruntime", "openvino") for p in ("fp32", "fp16", "int8")}
     assert all(a["deployable"] for a in built.values()), summary
